@@ -1,0 +1,26 @@
+//! Hard bounds on everything that crosses the wire. Decoders and validators check
+//! against these; nothing here is configurable at run time on purpose, so that two
+//! peers of the same version always agree on what is acceptable.
+
+/// Largest frame body (version + encoded message), in bytes.
+pub const MAX_FRAME_BYTES: usize = 1 << 20;
+/// Largest serialized PSBT accepted in a request.
+pub const MAX_PSBT_BYTES: usize = 512 * 1024;
+/// Most cosigners in one quorum.
+pub const MAX_COSIGNERS: usize = 32;
+/// Most signatures (FROST sessions) in one signing request, e.g. PSBT inputs.
+pub const MAX_SIGN_ITEMS: usize = 64;
+/// Largest serialized FROST object (package, share, commitment) we accept.
+pub const MAX_FROST_BLOB_BYTES: usize = 16 * 1024;
+/// Most nonce commitments handed out in one reply.
+pub const MAX_NONCE_BATCH: u32 = 256;
+/// Most policy violations reported in one refusal.
+pub const MAX_VIOLATIONS: usize = 64;
+/// Longest free-text detail in an error or violation.
+pub const MAX_DETAIL_BYTES: usize = 1024;
+/// Longest certificate (DER) carried in a DKG participant list.
+pub const MAX_CERT_BYTES: usize = 4096;
+/// Longest identity signature (DER ECDSA) carried in a DKG message.
+pub const MAX_IDENTITY_SIG_BYTES: usize = 128;
+/// Most keys a cosigner reports in one hello.
+pub const MAX_KEYS: usize = 256;

@@ -1,0 +1,223 @@
+//! The message enums of both links: node ↔ coordinator (`Node*`) and coordinator ↔
+//! cosigner (`Cosigner*`). FROST objects travel as opaque bytes (their own canonical
+//! serialization); `signer-core` parses them, so this crate never depends on FROST.
+//!
+//! Must never: carry a secret in clear (DKG round-2 packages travel sealed), or grow a
+//! field without a bound in [`crate::limits`] and a check in [`crate::validate`].
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use serde::{Deserialize, Serialize};
+
+/// A group key id: the x-only (BIP-340) group public key, which is also the key of the
+/// group's P2TR output.
+pub type KeyId = [u8; 32];
+/// SHA-256 of a peer's self-signed certificate (DER): how peers are pinned.
+pub type Fingerprint = [u8; 32];
+/// A DKG session id, chosen at random by the coordinator.
+pub type SessionId = [u8; 32];
+
+// ---------------------------------------------------------------- coordinator → cosigner
+
+/// A request from the coordinator to one cosigner; one per QUIC bidirectional stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CosignerRequest {
+    /// Who are you and which group keys do you hold?
+    Hello,
+    /// DKG round 1: start a session among `participants` (all, including the receiver).
+    DkgRound1 { session: SessionId, threshold: u16, participants: Vec<DkgParticipant> },
+    /// DKG round 2: every participant's signed round-1 message.
+    DkgRound2 { session: SessionId, round1: Vec<DkgRound1Message> },
+    /// DKG round 3: the sealed round-2 packages addressed to the receiver.
+    DkgFinish { session: SessionId, sealed: Vec<SealedPackage> },
+    /// Hand out (and, up to the cosigner's pool bound, create) unused nonce
+    /// commitments for `key_id` with nonce ids greater than `after_id`.
+    NonceCommitments { key_id: KeyId, after_id: Option<u64>, count: u32 },
+    /// Produce signature shares; the cosigner recomputes every message from `payload`.
+    Sign(SignRequest),
+    /// Test-only: import a trusted dealer's key package. Refused unless the cosigner's
+    /// config enables it.
+    ImportDealerShare { key_package: Vec<u8>, public_key_package: Vec<u8> },
+}
+
+/// One DKG participant, identified by its certificate; its FROST identifier is derived
+/// from the certificate's fingerprint, so the coordinator cannot assign identifiers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DkgParticipant {
+    pub cert_der: Vec<u8>,
+}
+
+/// A participant's round-1 broadcast, signed with its long-term identity key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DkgRound1Message {
+    pub sender: Fingerprint,
+    /// FROST `dkg::round1::Package`, serialized.
+    pub package: Vec<u8>,
+    /// Compressed secp256k1 point (33 bytes): the sender's ephemeral ECDH key for sealing
+    /// round-2 packages.
+    pub ephemeral_pubkey: Vec<u8>,
+    /// DER ECDSA-P256 signature by the sender's identity key over the round-1 statement.
+    pub identity_sig: Vec<u8>,
+}
+
+/// A FROST round-2 package, encrypted and authenticated from `sender` to `receiver`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedPackage {
+    pub sender: Fingerprint,
+    pub receiver: Fingerprint,
+    pub ciphertext: Vec<u8>,
+}
+
+/// What is to be signed. Cosigners derive the signed messages from this themselves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SignPayload {
+    /// A 32-byte message signed as-is under the group key (BIP-340).
+    Message([u8; 32]),
+    /// A PSBT (BIP-174, serialized): every input whose spent output is the group's P2TR
+    /// output is signed with the BIP-341 key-path sighash, in input order.
+    Psbt(Vec<u8>),
+}
+
+/// One FROST signing session inside a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignItem {
+    /// The receiving cosigner's nonce, by the id it gave out with the commitment.
+    pub nonce_id: u64,
+    /// FROST `SigningPackage`, serialized (all signers' commitments and the message).
+    pub signing_package: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignRequest {
+    pub key_id: KeyId,
+    pub payload: SignPayload,
+    /// One item per message derived from `payload`, in the same order.
+    pub items: Vec<SignItem>,
+}
+
+/// A cosigner's reply; one per stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CosignerResponse {
+    Hello { fingerprint: Fingerprint, keys: Vec<KeyInfo> },
+    DkgRound1(DkgRound1Message),
+    DkgRound2 { sealed: Vec<SealedPackage> },
+    DkgFinished(KeyInfo),
+    NonceCommitments { key_id: KeyId, commitments: Vec<NonceCommitment> },
+    /// One FROST signature share per item, in order; `warnings` are violations whose
+    /// action is `warn` in this cosigner's policy.
+    Shares { shares: Vec<Vec<u8>>, warnings: Vec<Violation> },
+    /// The request breaks this cosigner's policy; nothing was signed, no nonce consumed.
+    Refused { violations: Vec<Violation> },
+    Imported(KeyInfo),
+    Error { kind: ErrorKind, detail: String },
+}
+
+/// Public facts about a group key held by a cosigner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyInfo {
+    pub key_id: KeyId,
+    pub threshold: u16,
+    /// FROST `PublicKeyPackage`, serialized.
+    pub public_key_package: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NonceCommitment {
+    pub nonce_id: u64,
+    /// FROST `round1::SigningCommitments`, serialized.
+    pub commitments: Vec<u8>,
+}
+
+/// A policy violation: a stable tag (e.g. `policy-onchain-fee-range`) and the facts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Violation {
+    pub tag: String,
+    pub detail: String,
+}
+
+/// Error classes a peer reports; `detail` carries the facts in words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorKind {
+    /// The frame could not be decoded (bad length, malformed body).
+    BadFrame,
+    /// The frame's protocol version is not the one this peer speaks.
+    UnsupportedVersion,
+    /// A field is out of bounds or inconsistent.
+    InvalidRequest,
+    UnknownKey,
+    /// The nonce id was never handed out by this cosigner.
+    UnknownNonce,
+    /// The nonce id was handed out and has already been consumed.
+    ConsumedNonce,
+    DkgFailed,
+    Storage,
+    /// The request is not allowed here (e.g. dealer import disabled).
+    Forbidden,
+    /// Not enough cosigners could be reached or agreed.
+    QuorumUnavailable,
+    /// The coordinator has no group key yet (run DKG first).
+    NoGroupKey,
+    Internal,
+}
+
+// ---------------------------------------------------------------- node → coordinator
+
+/// A request from the node (client) to the coordinator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeRequest {
+    GroupInfo,
+    SignMessage { msg: [u8; 32] },
+    SignPsbt { psbt: Vec<u8> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeResponse {
+    GroupInfo(GroupInfo),
+    /// A 64-byte BIP-340 signature, already verified by the coordinator.
+    Signature { sig: Vec<u8>, report: SignReport },
+    /// The PSBT with `tap_key_sig` and the final witness set on every group input.
+    SignedPsbt { psbt: Vec<u8>, report: SignReport },
+    /// Fewer than `threshold` cosigners would sign: who refused and why.
+    Refused { refusals: Vec<CosignerRefusal>, report: SignReport },
+    Error { kind: ErrorKind, detail: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupInfo {
+    pub key_id: KeyId,
+    pub address: String,
+    pub threshold: u16,
+    pub cosigners: Vec<String>,
+}
+
+/// How a signing request went: who signed, who was blamed, how many rounds it took.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignReport {
+    pub signers: Vec<String>,
+    pub blamed: Vec<Blame>,
+    pub attempts: u16,
+    pub warnings: Vec<CosignerRefusal>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Blame {
+    pub cosigner: String,
+    pub reason: BlameReason,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BlameReason {
+    /// FROST share verification named this cosigner as a culprit.
+    InvalidShare,
+    Timeout,
+    Unreachable,
+    /// The cosigner answered with an error (e.g. consumed nonce) or an unexpected reply.
+    ErrorReply,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CosignerRefusal {
+    pub cosigner: String,
+    pub violations: Vec<Violation>,
+}

@@ -1,0 +1,204 @@
+//! Post-decode bound checks: every length and count a decoded message carries is held
+//! against [`crate::limits`] before any handler sees it.
+//!
+//! Must never: accept a message with an out-of-bound field; it returns the first
+//! offending field with the value seen and the limit.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use crate::limits::*;
+use crate::messages::*;
+
+/// A decoded message with a field outside its bound.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("field `{field}` is {seen}, limit {limit}")]
+pub struct ValidationError {
+    pub field: &'static str,
+    pub seen: usize,
+    pub limit: usize,
+}
+
+/// Bound checks for a decoded message.
+pub trait Validate {
+    fn validate(&self) -> Result<(), ValidationError>;
+}
+
+fn at_most(field: &'static str, seen: usize, limit: usize) -> Result<(), ValidationError> {
+    if seen > limit {
+        return Err(ValidationError { field, seen, limit });
+    }
+    Ok(())
+}
+
+fn exactly(field: &'static str, seen: usize, want: usize) -> Result<(), ValidationError> {
+    if seen != want {
+        return Err(ValidationError { field, seen, limit: want });
+    }
+    Ok(())
+}
+
+fn blobs(field: &'static str, items: &[Vec<u8>], count: usize, len: usize) -> Result<(), ValidationError> {
+    at_most(field, items.len(), count)?;
+    items.iter().try_for_each(|b| at_most(field, b.len(), len))
+}
+
+fn violations(v: &[Violation]) -> Result<(), ValidationError> {
+    at_most("violations", v.len(), MAX_VIOLATIONS)?;
+    v.iter().try_for_each(|v| {
+        at_most("violation.tag", v.tag.len(), MAX_DETAIL_BYTES)?;
+        at_most("violation.detail", v.detail.len(), MAX_DETAIL_BYTES)
+    })
+}
+
+fn detail(d: &String) -> Result<(), ValidationError> {
+    at_most("detail", d.len(), MAX_DETAIL_BYTES)
+}
+
+impl Validate for DkgRound1Message {
+    fn validate(&self) -> Result<(), ValidationError> {
+        at_most("round1.package", self.package.len(), MAX_FROST_BLOB_BYTES)?;
+        exactly("round1.ephemeral_pubkey", self.ephemeral_pubkey.len(), 33)?;
+        at_most("round1.identity_sig", self.identity_sig.len(), MAX_IDENTITY_SIG_BYTES)
+    }
+}
+
+fn sealed(s: &[SealedPackage]) -> Result<(), ValidationError> {
+    at_most("sealed", s.len(), MAX_COSIGNERS)?;
+    s.iter().try_for_each(|p| at_most("sealed.ciphertext", p.ciphertext.len(), MAX_FROST_BLOB_BYTES))
+}
+
+fn key_info(k: &KeyInfo) -> Result<(), ValidationError> {
+    at_most("key.public_key_package", k.public_key_package.len(), MAX_FROST_BLOB_BYTES)
+}
+
+impl Validate for SignRequest {
+    fn validate(&self) -> Result<(), ValidationError> {
+        if let SignPayload::Psbt(psbt) = &self.payload {
+            at_most("payload.psbt", psbt.len(), MAX_PSBT_BYTES)?;
+        }
+        at_most("items", self.items.len(), MAX_SIGN_ITEMS)?;
+        self.items
+            .iter()
+            .try_for_each(|i| at_most("items.signing_package", i.signing_package.len(), MAX_FROST_BLOB_BYTES))
+    }
+}
+
+impl Validate for CosignerRequest {
+    fn validate(&self) -> Result<(), ValidationError> {
+        match self {
+            CosignerRequest::Hello => Ok(()),
+            CosignerRequest::DkgRound1 { participants, threshold, .. } => {
+                at_most("participants", participants.len(), MAX_COSIGNERS)?;
+                at_most("threshold", *threshold as usize, participants.len())?;
+                participants.iter().try_for_each(|p| at_most("participant.cert_der", p.cert_der.len(), MAX_CERT_BYTES))
+            }
+            CosignerRequest::DkgRound2 { round1, .. } => {
+                at_most("round1", round1.len(), MAX_COSIGNERS)?;
+                round1.iter().try_for_each(Validate::validate)
+            }
+            CosignerRequest::DkgFinish { sealed: s, .. } => sealed(s),
+            CosignerRequest::NonceCommitments { count, .. } => {
+                at_most("count", *count as usize, MAX_NONCE_BATCH as usize)
+            }
+            CosignerRequest::Sign(req) => req.validate(),
+            CosignerRequest::ImportDealerShare { key_package, public_key_package } => {
+                at_most("key_package", key_package.len(), MAX_FROST_BLOB_BYTES)?;
+                at_most("public_key_package", public_key_package.len(), MAX_FROST_BLOB_BYTES)
+            }
+        }
+    }
+}
+
+impl Validate for CosignerResponse {
+    fn validate(&self) -> Result<(), ValidationError> {
+        match self {
+            CosignerResponse::Hello { keys, .. } => {
+                at_most("keys", keys.len(), MAX_KEYS)?;
+                keys.iter().try_for_each(key_info)
+            }
+            CosignerResponse::DkgRound1(m) => m.validate(),
+            CosignerResponse::DkgRound2 { sealed: s } => sealed(s),
+            CosignerResponse::DkgFinished(k) | CosignerResponse::Imported(k) => key_info(k),
+            CosignerResponse::NonceCommitments { commitments, .. } => {
+                at_most("commitments", commitments.len(), MAX_NONCE_BATCH as usize)?;
+                commitments
+                    .iter()
+                    .try_for_each(|c| at_most("commitments.commitments", c.commitments.len(), MAX_FROST_BLOB_BYTES))
+            }
+            CosignerResponse::Shares { shares, warnings } => {
+                blobs("shares", shares, MAX_SIGN_ITEMS, MAX_FROST_BLOB_BYTES)?;
+                violations(warnings)
+            }
+            CosignerResponse::Refused { violations: v } => violations(v),
+            CosignerResponse::Error { detail: d, .. } => detail(d),
+        }
+    }
+}
+
+impl Validate for NodeRequest {
+    fn validate(&self) -> Result<(), ValidationError> {
+        match self {
+            NodeRequest::GroupInfo | NodeRequest::SignMessage { .. } => Ok(()),
+            NodeRequest::SignPsbt { psbt } => at_most("psbt", psbt.len(), MAX_PSBT_BYTES),
+        }
+    }
+}
+
+fn report(r: &SignReport) -> Result<(), ValidationError> {
+    at_most("report.signers", r.signers.len(), MAX_COSIGNERS)?;
+    at_most("report.blamed", r.blamed.len(), MAX_COSIGNERS * MAX_COSIGNERS)?;
+    at_most("report.warnings", r.warnings.len(), MAX_COSIGNERS)
+}
+
+impl Validate for NodeResponse {
+    fn validate(&self) -> Result<(), ValidationError> {
+        match self {
+            NodeResponse::GroupInfo(g) => at_most("cosigners", g.cosigners.len(), MAX_COSIGNERS),
+            NodeResponse::Signature { sig, report: r } => {
+                exactly("sig", sig.len(), 64)?;
+                report(r)
+            }
+            NodeResponse::SignedPsbt { psbt, report: r } => {
+                at_most("psbt", psbt.len(), MAX_PSBT_BYTES)?;
+                report(r)
+            }
+            NodeResponse::Refused { refusals, report: r } => {
+                at_most("refusals", refusals.len(), MAX_COSIGNERS)?;
+                refusals.iter().try_for_each(|c| violations(&c.violations))?;
+                report(r)
+            }
+            NodeResponse::Error { detail: d, .. } => detail(d),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oversized_counts_are_named() {
+        let req = CosignerRequest::NonceCommitments { key_id: [0; 32], after_id: None, count: MAX_NONCE_BATCH + 1 };
+        assert_eq!(
+            req.validate(),
+            Err(ValidationError { field: "count", seen: MAX_NONCE_BATCH as usize + 1, limit: MAX_NONCE_BATCH as usize })
+        );
+        let too_many = SignRequest {
+            key_id: [0; 32],
+            payload: SignPayload::Message([0; 32]),
+            items: alloc::vec![SignItem { nonce_id: 0, signing_package: Vec::new() }; MAX_SIGN_ITEMS + 1],
+        };
+        assert_eq!(too_many.validate().unwrap_err().field, "items");
+    }
+
+    #[test]
+    fn threshold_above_participants_refused() {
+        let req = CosignerRequest::DkgRound1 {
+            session: [0; 32],
+            threshold: 3,
+            participants: alloc::vec![DkgParticipant { cert_der: Vec::new() }; 2],
+        };
+        assert_eq!(req.validate().unwrap_err().field, "threshold");
+    }
+}
