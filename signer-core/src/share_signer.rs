@@ -1,0 +1,121 @@
+//! The cosigner's signing decision: recompute every message from the payload, check the
+//! coordinator's signing packages against it and against the cosigner's own nonce
+//! commitments, run the policy engine, and only then compute FROST signature shares.
+//!
+//! Must never: sign a message it did not derive itself, sign on an `error` violation,
+//! or accept a signing package whose commitment for this cosigner is not the one its
+//! nonce belongs to. Nonce consumption is the caller's job, durably, before the shares
+//! leave (see `cosigner::store`).
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use frost_secp256k1_tr::round1::SigningNonces;
+use frost_secp256k1_tr::round2::{self, SignatureShare};
+use frost_secp256k1_tr::SigningPackage;
+
+use qls_protocol::SignPayload;
+
+use crate::keys::KeyShare;
+use crate::policy::{judge, onchain, PolicyConfig, Verdict};
+use crate::sighash::{group_key_spend_sighashes, parse_psbt, SighashError};
+use crate::wallet::wallet_script;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignError {
+    #[error(transparent)]
+    Sighash(#[from] SighashError),
+    #[error("request has {got} signing items but the payload yields {expected} messages")]
+    ItemCountMismatch { expected: usize, got: usize },
+    #[error("signing package of item {item} does not decode")]
+    BadSigningPackage { item: usize },
+    #[error("signing package of item {item} signs a message other than the one this cosigner derived")]
+    MessageMismatch { item: usize },
+    #[error("signing package of item {item} carries a commitment for this cosigner other than its nonce's")]
+    CommitmentMismatch { item: usize },
+    #[error("signing package of item {item} has {signers} signers, fewer than the threshold {threshold}")]
+    TooFewSigners { item: usize, signers: usize, threshold: u16 },
+    #[error("signing package of item {item} names a signer outside the group")]
+    UnknownSigner { item: usize },
+    #[error("FROST signing failed on item {item}: {reason}")]
+    Frost { item: usize, reason: String },
+    #[error("group key id is not a valid point")]
+    BadKeyId,
+}
+
+/// What the cosigner decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShareDecision {
+    /// Shares, one per item in order, plus violations the policy only warns about.
+    Sign { shares: Vec<SignatureShare>, verdict: Verdict },
+    /// The policy refuses: no share was computed.
+    Refuse { verdict: Verdict },
+}
+
+/// The 32-byte messages this request signs, derived from the payload alone, and the
+/// policy violations of the payload.
+pub fn derive_messages(
+    key: &KeyShare,
+    payload: &SignPayload,
+    policy: &PolicyConfig,
+) -> Result<(Vec<[u8; 32]>, Vec<crate::policy::Violation>), SignError> {
+    match payload {
+        SignPayload::Message(m) => Ok((alloc::vec![*m], Vec::new())),
+        SignPayload::Psbt(bytes) => {
+            let psbt = parse_psbt(bytes)?;
+            let wallet = wallet_script(&key.key_id()).map_err(|_| SignError::BadKeyId)?;
+            let sighashes = group_key_spend_sighashes(&psbt, &wallet)?;
+            let violations = onchain::check_psbt(&psbt, &wallet, &policy.onchain)?;
+            Ok((sighashes.into_iter().map(|(_, h)| h).collect(), violations))
+        }
+    }
+}
+
+/// Decides on a signing request. `items` pairs each signing package (as sent) with the
+/// secret nonces the cosigner loaded for the nonce id of that item.
+pub fn decide(
+    key: &KeyShare,
+    payload: &SignPayload,
+    items: &[(&[u8], &SigningNonces)],
+    policy: &PolicyConfig,
+) -> Result<ShareDecision, SignError> {
+    let (messages, violations) = derive_messages(key, payload, policy)?;
+    if items.len() != messages.len() {
+        return Err(SignError::ItemCountMismatch { expected: messages.len(), got: items.len() });
+    }
+    let me = key.identifier();
+    let group = key.public_key_package.verifying_shares();
+    let mut packages = Vec::with_capacity(items.len());
+    for (item, ((package_bytes, nonces), message)) in items.iter().zip(&messages).enumerate() {
+        let package = SigningPackage::deserialize(package_bytes).map_err(|_| SignError::BadSigningPackage { item })?;
+        if package.message().as_slice() != message.as_slice() {
+            return Err(SignError::MessageMismatch { item });
+        }
+        if package.signing_commitments().get(&me) != Some(nonces.commitments()) {
+            return Err(SignError::CommitmentMismatch { item });
+        }
+        let signers = package.signing_commitments().len();
+        if signers < key.threshold() as usize {
+            return Err(SignError::TooFewSigners { item, signers, threshold: key.threshold() });
+        }
+        if package.signing_commitments().keys().any(|id| !group.contains_key(id)) {
+            return Err(SignError::UnknownSigner { item });
+        }
+        packages.push(package);
+    }
+    let verdict = judge(violations, policy);
+    if !verdict.approves() {
+        return Ok(ShareDecision::Refuse { verdict });
+    }
+    let shares = packages
+        .iter()
+        .zip(items)
+        .enumerate()
+        .map(|(item, (package, (_, nonces)))| {
+            round2::sign(package, nonces, &key.key_package)
+                .map_err(|e| SignError::Frost { item, reason: format!("{e}") })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ShareDecision::Sign { shares, verdict })
+}
