@@ -1,1 +1,16 @@
+//! QLS cosigner: the async shell around `signer-core`. It holds this device's key
+//! shares and nonces in its own store, checks every request against its own policy and
+//! state, and answers the pinned coordinator over QUIC.
+//!
+//! Must never: send a signature share before the nonce it used is durably consumed,
+//! accept a connection from an unpinned certificate, or trust a field it can recompute.
+#![forbid(unsafe_code)]
 
+pub mod config;
+pub mod dkg_sessions;
+pub mod handler;
+pub mod server;
+pub mod store;
+
+pub use config::{CosignerConfig, ConfigError};
+pub use server::{run_cosigner, Cosigner, CosignerError};

@@ -1,0 +1,188 @@
+//! The cosigner's TOML config (`cosigner.toml` in its data directory): where it listens,
+//! which coordinators and fellow cosigners it pins, its nonce pool bound and its policy.
+//!
+//! Must never: start with an unknown policy tag or action, an unparsable fingerprint or
+//! script, or silently default a field it could not read.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use bitcoin::ScriptBuf;
+use serde::{Deserialize, Serialize};
+
+use qls_protocol::quic::parse_fingerprint;
+use qls_protocol::Fingerprint;
+use qls_signer_core::policy::{OnchainPolicy, PolicyAction, PolicyConfig, PolicyTag};
+
+pub const CONFIG_FILE: &str = "cosigner.toml";
+/// Unused nonces a cosigner keeps per key, at most.
+pub const DEFAULT_NONCE_POOL_MAX: u32 = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Parse { path: PathBuf, source: toml::de::Error },
+    #[error("{path}: {field}: {reason}")]
+    Invalid { path: PathBuf, field: String, reason: String },
+}
+
+/// The file as written; [`CosignerConfig`] is the checked form.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CosignerConfigFile {
+    pub name: String,
+    pub listen: SocketAddr,
+    /// Fingerprints (hex) of coordinators allowed to connect.
+    #[serde(default)]
+    pub coordinators: Vec<String>,
+    /// Fingerprints (hex) of fellow cosigners, trusted as DKG participants.
+    #[serde(default)]
+    pub peers: Vec<String>,
+    #[serde(default = "default_pool")]
+    pub nonce_pool_max: u32,
+    /// Test-only: accept trusted-dealer key imports.
+    #[serde(default)]
+    pub allow_dealer_import: bool,
+    #[serde(default)]
+    pub policy: PolicyFile,
+}
+
+fn default_pool() -> u32 {
+    DEFAULT_NONCE_POOL_MAX
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyFile {
+    /// Largest fee a PSBT may pay, in satoshis.
+    pub fee_sat_max: u64,
+    /// Output scripts (hex) besides the group's wallet that PSBTs may pay.
+    #[serde(default)]
+    pub allowlisted_scripts: Vec<String>,
+    /// Per-tag action, `error` or `warn`; unset tags use their default.
+    #[serde(default)]
+    pub actions: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for PolicyFile {
+    fn default() -> Self {
+        Self { fee_sat_max: OnchainPolicy::default().fee_sat_max, allowlisted_scripts: Vec::new(), actions: Default::default() }
+    }
+}
+
+/// A checked cosigner config.
+#[derive(Debug, Clone)]
+pub struct CosignerConfig {
+    pub name: String,
+    pub listen: SocketAddr,
+    pub coordinators: Vec<Fingerprint>,
+    pub peers: Vec<Fingerprint>,
+    pub nonce_pool_max: u32,
+    pub allow_dealer_import: bool,
+    pub policy: PolicyConfig,
+}
+
+impl CosignerConfigFile {
+    pub fn new(name: &str, listen: SocketAddr) -> Self {
+        Self {
+            name: name.into(),
+            listen,
+            coordinators: Vec::new(),
+            peers: Vec::new(),
+            nonce_pool_max: DEFAULT_NONCE_POOL_MAX,
+            allow_dealer_import: false,
+            policy: PolicyFile::default(),
+        }
+    }
+
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source })
+    }
+
+    pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
+        let text = toml::to_string_pretty(self).map_err(|e| ConfigError::Invalid {
+            path: path.into(),
+            field: "*".into(),
+            reason: e.to_string(),
+        })?;
+        std::fs::write(path, text).map_err(|source| ConfigError::Write { path: path.into(), source })
+    }
+
+    /// Checks every field and builds the runtime config.
+    pub fn check(&self, path: &Path) -> Result<CosignerConfig, ConfigError> {
+        let invalid = |field: &str, reason: String| ConfigError::Invalid { path: path.into(), field: field.into(), reason };
+        let fps = |field: &str, list: &[String]| {
+            list.iter().map(|s| parse_fingerprint(s).map_err(|e| invalid(field, e.to_string()))).collect::<Result<Vec<_>, _>>()
+        };
+        if self.nonce_pool_max == 0 || self.nonce_pool_max > 1_000_000 {
+            return Err(invalid("nonce_pool_max", format!("{} is not in 1..=1000000", self.nonce_pool_max)));
+        }
+        let mut actions = std::collections::BTreeMap::new();
+        for (tag, action) in &self.policy.actions {
+            let t = PolicyTag::from_name(tag).ok_or_else(|| invalid("policy.actions", format!("unknown policy tag {tag:?}")))?;
+            let a = PolicyAction::from_name(action)
+                .ok_or_else(|| invalid("policy.actions", format!("{tag}: action must be \"error\" or \"warn\", got {action:?}")))?;
+            actions.insert(t, a);
+        }
+        let allowlisted_scripts = self
+            .policy
+            .allowlisted_scripts
+            .iter()
+            .map(|s| {
+                hex::decode(s)
+                    .map(ScriptBuf::from_bytes)
+                    .map_err(|e| invalid("policy.allowlisted_scripts", format!("{s:?}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(CosignerConfig {
+            name: self.name.clone(),
+            listen: self.listen,
+            coordinators: fps("coordinators", &self.coordinators)?,
+            peers: fps("peers", &self.peers)?,
+            nonce_pool_max: self.nonce_pool_max,
+            allow_dealer_import: self.allow_dealer_import,
+            policy: PolicyConfig {
+                actions,
+                onchain: OnchainPolicy { allowlisted_scripts, fee_sat_max: self.policy.fee_sat_max },
+            },
+        })
+    }
+}
+
+impl CosignerConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        CosignerConfigFile::load(path)?.check(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str) -> Result<CosignerConfig, ConfigError> {
+        let file: CosignerConfigFile =
+            toml::from_str(text).map_err(|source| ConfigError::Parse { path: "t".into(), source })?;
+        file.check(Path::new("t"))
+    }
+
+    #[test]
+    fn unknown_tag_action_and_field_are_named() {
+        let base = "name = \"c\"\nlisten = \"127.0.0.1:1\"\n";
+        let e = check(&format!("{base}[policy]\nfee_sat_max = 1\n[policy.actions]\n\"policy-nope\" = \"warn\"\n")).unwrap_err();
+        assert!(e.to_string().contains("unknown policy tag \"policy-nope\""), "{e}");
+        let e = check(&format!("{base}[policy]\nfee_sat_max = 1\n[policy.actions]\n\"policy-onchain-fee-range\" = \"maybe\"\n"))
+            .unwrap_err();
+        assert!(e.to_string().contains("\"maybe\""), "{e}");
+        assert!(matches!(check(&format!("{base}colour = 1\n")), Err(ConfigError::Parse { .. })));
+        assert!(check(&format!("{base}coordinators = [\"abc\"]\n")).unwrap_err().to_string().contains("coordinators"));
+        let ok = check(&format!("{base}[policy]\nfee_sat_max = 7\n[policy.actions]\n\"policy-onchain-fee-range\" = \"warn\"\n"))
+            .unwrap();
+        assert_eq!(ok.policy.action(PolicyTag::OnchainFeeRange), PolicyAction::Warn);
+        assert_eq!(ok.policy.onchain.fee_sat_max, 7);
+    }
+}

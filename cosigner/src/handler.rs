@@ -1,0 +1,214 @@
+//! Turns one coordinator request into one reply: parse, check against this cosigner's
+//! own store, config and policy (through `signer-core`), persist, answer.
+//!
+//! Must never: reply with shares before [`Store::consume_nonces`] has returned, sign a
+//! request whose DKG participant is not pinned in `peers`, or import a dealer key unless
+//! the config allows it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use qls_protocol::quic::{fingerprint, verify_identity_sig, Identity};
+use qls_protocol::*;
+use qls_signer_core::dkg::{self, DkgSetup, Round1Entry};
+use qls_signer_core::frost::keys::{KeyPackage, PublicKeyPackage};
+use qls_signer_core::frost::round1;
+use qls_signer_core::keys::{identifier_for, KeyShare};
+use qls_signer_core::share_signer::{decide, ShareDecision, SignError};
+
+use crate::config::CosignerConfig;
+use crate::dkg_sessions::{DkgPhase, DkgSessions};
+use crate::store::{Store, StoreError};
+
+/// Test hook: when the environment variable `QLS_FAILPOINT` is `abort-after-nonce-consume`,
+/// the process aborts right after the nonce consumption commits and before the shares
+/// are sent — the worst moment to crash.
+pub const FAILPOINT_ENV: &str = "QLS_FAILPOINT";
+pub const FAILPOINT_AFTER_CONSUME: &str = "abort-after-nonce-consume";
+
+/// Everything a request handler may touch.
+pub struct CosignerState {
+    pub config: CosignerConfig,
+    pub identity: Identity,
+    pub store: Store,
+    pub dkg: DkgSessions,
+    failpoint_after_consume: bool,
+}
+
+impl CosignerState {
+    pub fn new(config: CosignerConfig, identity: Identity, store: Store) -> Self {
+        let failpoint_after_consume = std::env::var(FAILPOINT_ENV).is_ok_and(|v| v == FAILPOINT_AFTER_CONSUME);
+        Self { config, identity, store, dkg: DkgSessions::default(), failpoint_after_consume }
+    }
+}
+
+fn error(kind: ErrorKind, detail: impl ToString) -> CosignerResponse {
+    let mut detail = detail.to_string();
+    detail.truncate(limits::MAX_DETAIL_BYTES);
+    CosignerResponse::Error { kind, detail }
+}
+
+fn store_error(e: StoreError) -> CosignerResponse {
+    let kind = match &e {
+        StoreError::UnknownKey(_) => ErrorKind::UnknownKey,
+        StoreError::UnknownNonce(_) => ErrorKind::UnknownNonce,
+        StoreError::ConsumedNonce(_) => ErrorKind::ConsumedNonce,
+        StoreError::WrongKey { .. } | StoreError::DuplicateNonce(_) => ErrorKind::InvalidRequest,
+        _ => ErrorKind::Storage,
+    };
+    error(kind, e)
+}
+
+fn key_info(share: &KeyShare) -> Result<KeyInfo, CosignerResponse> {
+    Ok(KeyInfo {
+        key_id: share.key_id(),
+        threshold: share.threshold(),
+        public_key_package: share.public_key_package.serialize().map_err(|e| error(ErrorKind::Internal, e))?,
+    })
+}
+
+/// Handles one request. Blocking (store I/O, fsync, curve arithmetic): call it from a
+/// blocking-capable thread.
+pub fn handle(state: &Arc<CosignerState>, req: CosignerRequest) -> CosignerResponse {
+    let result = match req {
+        CosignerRequest::Hello => hello(state),
+        CosignerRequest::DkgRound1 { session, threshold, participants } => dkg_round1(state, session, threshold, participants),
+        CosignerRequest::DkgRound2 { session, round1 } => dkg_round2(state, session, round1),
+        CosignerRequest::DkgFinish { session, sealed } => dkg_finish(state, session, sealed),
+        CosignerRequest::NonceCommitments { key_id, after_id, count } => nonce_commitments(state, key_id, after_id, count),
+        CosignerRequest::Sign(req) => sign(state, req),
+        CosignerRequest::ImportDealerShare { key_package, public_key_package } => {
+            import_dealer_share(state, &key_package, &public_key_package)
+        }
+    };
+    result.unwrap_or_else(|e| e)
+}
+
+type Reply = Result<CosignerResponse, CosignerResponse>;
+
+fn hello(state: &CosignerState) -> Reply {
+    let keys = state.store.keys().map_err(store_error)?.iter().map(key_info).collect::<Result<_, _>>()?;
+    Ok(CosignerResponse::Hello { fingerprint: state.identity.fingerprint, keys })
+}
+
+fn dkg_round1(state: &CosignerState, session: SessionId, threshold: u16, participants: Vec<DkgParticipant>) -> Reply {
+    let me = state.identity.fingerprint;
+    let mut certs = BTreeMap::new();
+    for p in participants {
+        let fp = fingerprint(&p.cert_der);
+        if fp != me && !state.config.peers.contains(&fp) {
+            return Err(error(
+                ErrorKind::Forbidden,
+                format!("DKG participant {} is not pinned in this cosigner's peers", &hex::encode(fp)[..16]),
+            ));
+        }
+        certs.insert(fp, p.cert_der);
+    }
+    let setup = DkgSetup::new(session, threshold, certs.keys().copied().collect(), me)
+        .map_err(|e| error(ErrorKind::DkgFailed, e))?;
+    let (r1, entry) = dkg::round1(setup.clone(), &mut rand::rngs::OsRng).map_err(|e| error(ErrorKind::DkgFailed, e))?;
+    let statement = dkg::round1_statement(&setup, &entry);
+    let identity_sig = state.identity.sign(&statement).map_err(|e| error(ErrorKind::Internal, e))?;
+    state
+        .dkg
+        .start(session, DkgPhase::AwaitRound2 { setup, state: r1, certs })
+        .map_err(|e| error(ErrorKind::DkgFailed, e))?;
+    Ok(CosignerResponse::DkgRound1(DkgRound1Message {
+        sender: me,
+        package: entry.package,
+        ephemeral_pubkey: entry.ephemeral_pubkey.to_vec(),
+        identity_sig,
+    }))
+}
+
+fn dkg_round2(state: &CosignerState, session: SessionId, round1: Vec<DkgRound1Message>) -> Reply {
+    let Some((started, DkgPhase::AwaitRound2 { setup, state: r1, certs })) = state.dkg.take(&session) else {
+        return Err(error(ErrorKind::DkgFailed, "no DKG session awaiting round 2 with that id"));
+    };
+    let mut entries = Vec::with_capacity(round1.len());
+    for m in round1 {
+        let sender = &hex::encode(m.sender)[..16];
+        let cert = certs
+            .get(&m.sender)
+            .ok_or_else(|| error(ErrorKind::DkgFailed, format!("round-1 message from non-participant {sender}")))?;
+        let ephemeral_pubkey: [u8; 33] = m.ephemeral_pubkey.as_slice().try_into().map_err(|_| {
+            error(ErrorKind::DkgFailed, format!("round-1 message from {sender}: ephemeral key is not 33 bytes"))
+        })?;
+        let entry = Round1Entry { sender: m.sender, package: m.package, ephemeral_pubkey };
+        verify_identity_sig(cert, &dkg::round1_statement(&setup, &entry), &m.identity_sig)
+            .map_err(|e| error(ErrorKind::DkgFailed, format!("round-1 message from {sender}: {e}")))?;
+        entries.push(entry);
+    }
+    let (r2, sealed) = dkg::round2(r1, &entries).map_err(|e| error(ErrorKind::DkgFailed, e))?;
+    state.dkg.advance(session, started, DkgPhase::AwaitFinish(r2));
+    Ok(CosignerResponse::DkgRound2 { sealed })
+}
+
+fn dkg_finish(state: &CosignerState, session: SessionId, sealed: Vec<SealedPackage>) -> Reply {
+    let Some((_, DkgPhase::AwaitFinish(r2))) = state.dkg.take(&session) else {
+        return Err(error(ErrorKind::DkgFailed, "no DKG session awaiting the sealed packages with that id"));
+    };
+    let share = dkg::finish(r2, &sealed).map_err(|e| error(ErrorKind::DkgFailed, e))?;
+    state.store.put_key(&share).map_err(store_error)?;
+    tracing::info!(key_id = %hex::encode(share.key_id()), threshold = share.threshold(), "DKG finished; share stored");
+    Ok(CosignerResponse::DkgFinished(key_info(&share)?))
+}
+
+fn nonce_commitments(state: &CosignerState, key_id: KeyId, after_id: Option<u64>, count: u32) -> Reply {
+    let share = state.store.key(&key_id).map_err(store_error)?;
+    let signing_share = *share.key_package.signing_share();
+    let made = state
+        .store
+        .nonce_commitments(&key_id, after_id, count, state.config.nonce_pool_max, || {
+            round1::commit(&signing_share, &mut rand::rngs::OsRng).0
+        })
+        .map_err(store_error)?;
+    let commitments = made.into_iter().map(|(nonce_id, commitments)| NonceCommitment { nonce_id, commitments }).collect();
+    Ok(CosignerResponse::NonceCommitments { key_id, commitments })
+}
+
+fn violations(v: &[qls_signer_core::policy::Violation]) -> Vec<Violation> {
+    v.iter().take(limits::MAX_VIOLATIONS).map(Violation::from).collect()
+}
+
+fn sign(state: &CosignerState, req: SignRequest) -> Reply {
+    let share = state.store.key(&req.key_id).map_err(store_error)?;
+    let ids: Vec<u64> = req.items.iter().map(|i| i.nonce_id).collect();
+    let nonces = state.store.load_nonces(&req.key_id, &ids).map_err(store_error)?;
+    let items: Vec<(&[u8], _)> = req.items.iter().map(|i| i.signing_package.as_slice()).zip(nonces.iter()).collect();
+    let decision = decide(&share, &req.payload, &items, &state.config.policy).map_err(|e| {
+        let kind = if matches!(e, SignError::Frost { .. }) { ErrorKind::Internal } else { ErrorKind::InvalidRequest };
+        error(kind, e)
+    })?;
+    match decision {
+        ShareDecision::Refuse { verdict } => {
+            tracing::warn!(refused = ?verdict.refused.iter().map(|v| v.tag.name()).collect::<Vec<_>>(), "policy refused a signing request");
+            Ok(CosignerResponse::Refused { violations: violations(&verdict.refused) })
+        }
+        ShareDecision::Sign { shares, verdict } => {
+            // Persist before acting: the nonces are gone from the store, durably, before
+            // any share exists outside this process.
+            state.store.consume_nonces(&req.key_id, &ids).map_err(store_error)?;
+            if state.failpoint_after_consume {
+                std::process::abort();
+            }
+            let shares = shares.iter().map(|s| s.serialize()).collect();
+            Ok(CosignerResponse::Shares { shares, warnings: violations(&verdict.warned) })
+        }
+    }
+}
+
+fn import_dealer_share(state: &CosignerState, key_package: &[u8], public_key_package: &[u8]) -> Reply {
+    if !state.config.allow_dealer_import {
+        return Err(error(ErrorKind::Forbidden, "dealer import is disabled (allow_dealer_import = false)"));
+    }
+    let kp = KeyPackage::deserialize(key_package).map_err(|e| error(ErrorKind::InvalidRequest, e))?;
+    let pkp = PublicKeyPackage::deserialize(public_key_package).map_err(|e| error(ErrorKind::InvalidRequest, e))?;
+    let mine = identifier_for(&state.identity.fingerprint).map_err(|e| error(ErrorKind::Internal, e))?;
+    if *kp.identifier() != mine {
+        return Err(error(ErrorKind::InvalidRequest, "key package identifier is not this cosigner's"));
+    }
+    let share = KeyShare::new(kp, pkp).map_err(|e| error(ErrorKind::InvalidRequest, e))?;
+    state.store.put_key(&share).map_err(store_error)?;
+    Ok(CosignerResponse::Imported(key_info(&share)?))
+}
