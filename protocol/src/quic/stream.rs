@@ -121,10 +121,15 @@ where
     }
 }
 
+/// The certificate (DER) the peer on `conn` presented.
+pub fn peer_certificate(conn: &Connection) -> Option<Vec<u8>> {
+    let certs = conn.peer_identity()?.downcast::<Vec<rustls_pki_types::CertificateDer<'static>>>().ok()?;
+    certs.first().map(|c| c.to_vec())
+}
+
 /// The pinned fingerprint of the peer on `conn`, if it presented a certificate.
 pub fn peer_fingerprint(conn: &Connection) -> Option<Fingerprint> {
-    let certs = conn.peer_identity()?.downcast::<Vec<rustls_pki_types::CertificateDer<'static>>>().ok()?;
-    certs.first().map(|c| super::identity::fingerprint(c))
+    peer_certificate(conn).map(|c| super::identity::fingerprint(&c))
 }
 
 /// How long a reply may take by default.

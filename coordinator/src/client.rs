@@ -1,0 +1,82 @@
+//! The node side of the node API: a pinned QUIC client that asks the coordinator for
+//! group info and signatures. Used by `qls-client`, the tests and the simnet.
+//!
+//! Must never: accept a coordinator certificate other than the pinned one, or treat an
+//! unverified signature as good (it re-verifies every BIP-340 signature it receives).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use quinn::{Connection, Endpoint};
+
+use qls_protocol::quic::{client_endpoint, connect, request, Identity, StreamError, TransportError};
+use qls_protocol::*;
+use qls_signer_core::schnorr::verify_bip340;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error("coordinator: {0}")]
+    Stream(#[from] StreamError),
+    #[error("coordinator error {kind:?}: {detail}")]
+    Coordinator { kind: ErrorKind, detail: String },
+    #[error("refused by {}", .0.iter().map(|r| format!("{} [{}]", r.cosigner, r.violations.iter().map(|v| v.tag.as_str()).collect::<Vec<_>>().join(", "))).collect::<Vec<_>>().join("; "))]
+    Refused(Vec<CosignerRefusal>),
+    #[error("unexpected reply: {0}")]
+    Unexpected(String),
+    #[error("returned signature does not verify under the group key")]
+    BadSignature,
+}
+
+pub struct NodeClient {
+    _endpoint: Endpoint,
+    conn: Connection,
+    timeout: Duration,
+}
+
+impl NodeClient {
+    pub async fn connect(identity: &Identity, addr: SocketAddr, coordinator_pin: Fingerprint, timeout: Duration) -> Result<Self, ClientError> {
+        let endpoint = client_endpoint("0.0.0.0:0".parse().expect("literal address"))?;
+        let conn = connect(&endpoint, identity, addr, coordinator_pin).await?;
+        Ok(Self { _endpoint: endpoint, conn, timeout })
+    }
+
+    pub async fn call(&self, req: &NodeRequest) -> Result<NodeResponse, ClientError> {
+        Ok(request(&self.conn, req, self.timeout).await?)
+    }
+
+    fn fail(r: NodeResponse) -> ClientError {
+        match r {
+            NodeResponse::Error { kind, detail } => ClientError::Coordinator { kind, detail },
+            NodeResponse::Refused { refusals, .. } => ClientError::Refused(refusals),
+            other => ClientError::Unexpected(format!("{other:?}")),
+        }
+    }
+
+    pub async fn group_info(&self) -> Result<GroupInfo, ClientError> {
+        match self.call(&NodeRequest::GroupInfo).await? {
+            NodeResponse::GroupInfo(g) => Ok(g),
+            other => Err(Self::fail(other)),
+        }
+    }
+
+    /// Signs `msg` under the group key; checks the signature before returning it.
+    pub async fn sign_message(&self, key_id: &KeyId, msg: [u8; 32]) -> Result<([u8; 64], SignReport), ClientError> {
+        match self.call(&NodeRequest::SignMessage { msg }).await? {
+            NodeResponse::Signature { sig, report } => {
+                let sig: [u8; 64] = sig.as_slice().try_into().map_err(|_| ClientError::BadSignature)?;
+                verify_bip340(key_id, &msg, &sig).map_err(|_| ClientError::BadSignature)?;
+                Ok((sig, report))
+            }
+            other => Err(Self::fail(other)),
+        }
+    }
+
+    pub async fn sign_psbt(&self, psbt: Vec<u8>) -> Result<(Vec<u8>, SignReport), ClientError> {
+        match self.call(&NodeRequest::SignPsbt { psbt }).await? {
+            NodeResponse::SignedPsbt { psbt, report } => Ok((psbt, report)),
+            other => Err(Self::fail(other)),
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! The node-facing endpoint: pinned node clients send `NodeRequest`s, the coordinator
+//! answers with verified signatures, a signed PSBT, or who refused and why.
+//!
+//! Must never: admit an unpinned client, or answer a PSBT request with a PSBT other than
+//! the one sent plus the group's signatures.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use quinn::Endpoint;
+
+use qls_protocol::quic::{serve_connection, server_endpoint, Identity, TransportError};
+use qls_protocol::*;
+use qls_signer_core::sighash::parse_psbt;
+use qls_signer_core::wallet::wallet_address;
+
+use crate::quorum::Quorum;
+use crate::signing::{sign, SignFailure, SignOutcome};
+
+pub struct NodeApi {
+    endpoint: Endpoint,
+    quorum: Arc<Quorum>,
+}
+
+impl NodeApi {
+    pub fn bind(quorum: Arc<Quorum>, identity: &Identity) -> Result<Self, TransportError> {
+        let endpoint = server_endpoint(identity, quorum.config.listen, quorum.config.clients.iter().copied())?;
+        Ok(Self { endpoint, quorum })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    pub fn endpoint(&self) -> Endpoint {
+        self.endpoint.clone()
+    }
+
+    /// Serves until the endpoint is closed.
+    pub async fn serve(self) {
+        while let Some(incoming) = self.endpoint.accept().await {
+            let quorum = self.quorum.clone();
+            tokio::spawn(async move {
+                let remote = incoming.remote_address();
+                match incoming.await {
+                    Ok(conn) => {
+                        let handler = Arc::new(move |req: NodeRequest| {
+                            let quorum = quorum.clone();
+                            async move { handle(&quorum, req).await }
+                        });
+                        serve_connection(conn, handler).await;
+                    }
+                    Err(e) => tracing::warn!(%remote, error = %e, "refused node client (handshake or pinning failed)"),
+                }
+            });
+        }
+    }
+}
+
+fn failure(f: SignFailure) -> NodeResponse {
+    match f {
+        SignFailure::Refused { refusals, report } => NodeResponse::Refused { refusals, report },
+        SignFailure::QuorumUnavailable { threshold, detail, report } => NodeResponse::Error {
+            kind: ErrorKind::QuorumUnavailable,
+            detail: truncate(format!("no quorum of {threshold}: {detail}; blamed: {:?}", report.blamed)),
+        },
+        SignFailure::BadRequest(d) => NodeResponse::Error { kind: ErrorKind::InvalidRequest, detail: truncate(d) },
+        SignFailure::Internal(d) => NodeResponse::Error { kind: ErrorKind::Internal, detail: truncate(d) },
+    }
+}
+
+fn truncate(mut s: String) -> String {
+    if s.len() > limits::MAX_DETAIL_BYTES {
+        let mut cut = limits::MAX_DETAIL_BYTES;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
+}
+
+/// Puts the signatures into the PSBT: `tap_key_sig` and the final key-path witness.
+pub fn attach_signatures(psbt_bytes: &[u8], outcome: &SignOutcome) -> Result<Vec<u8>, SignFailure> {
+    let mut psbt = parse_psbt(psbt_bytes).map_err(|e| SignFailure::BadRequest(e.to_string()))?;
+    for (input, sig) in outcome.inputs.iter().zip(&outcome.signatures) {
+        let signature = bitcoin::taproot::Signature {
+            signature: bitcoin::secp256k1::schnorr::Signature::from_slice(sig).map_err(|e| SignFailure::Internal(e.to_string()))?,
+            sighash_type: psbt.inputs[*input].sighash_type.and_then(|t| t.taproot_hash_ty().ok()).unwrap_or(bitcoin::TapSighashType::Default),
+        };
+        psbt.inputs[*input].tap_key_sig = Some(signature);
+        psbt.inputs[*input].final_script_witness = Some(bitcoin::Witness::p2tr_key_spend(&signature));
+    }
+    Ok(psbt.serialize())
+}
+
+pub async fn handle(quorum: &Quorum, req: NodeRequest) -> NodeResponse {
+    match req {
+        NodeRequest::GroupInfo => match wallet_address(&quorum.key.key_id, quorum.config.network) {
+            Ok(address) => NodeResponse::GroupInfo(GroupInfo {
+                key_id: quorum.key.key_id,
+                address,
+                threshold: quorum.key.threshold,
+                cosigners: quorum.members.iter().map(|m| m.name().to_string()).collect(),
+            }),
+            Err(e) => NodeResponse::Error { kind: ErrorKind::Internal, detail: e.to_string() },
+        },
+        NodeRequest::SignMessage { msg } => match sign(quorum, SignPayload::Message(msg)).await {
+            Ok(o) => NodeResponse::Signature { sig: o.signatures[0].to_vec(), report: o.report },
+            Err(f) => failure(f),
+        },
+        NodeRequest::SignPsbt { psbt } => {
+            let outcome = sign(quorum, SignPayload::Psbt(psbt.clone())).await;
+            match outcome.and_then(|o| attach_signatures(&psbt, &o).map(|p| (p, o.report))) {
+                Ok((psbt, report)) => NodeResponse::SignedPsbt { psbt, report },
+                Err(f) => failure(f),
+            }
+        }
+    }
+}
