@@ -24,8 +24,10 @@ use qls_signer_core::keys::{decode_public_key_package, identifier_for};
 use crate::config::CoordinatorConfig;
 use crate::cosigner_link::{CosignerLink, LinkError};
 
-/// How long a cosigner that timed out or was unreachable is tried last.
-pub const DOWN_COOLDOWN: Duration = Duration::from_secs(1);
+/// How often a cosigner marked down (timed out or unreachable) is probed in the
+/// background; it stays down, and is picked only when too few others are up, until a
+/// probe succeeds.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 /// How often the background task checks the pools.
 pub const REFILL_INTERVAL: Duration = Duration::from_millis(20);
 
@@ -66,7 +68,8 @@ pub struct Member {
     pub link: Arc<CosignerLink>,
     pub identifier: Identifier,
     pool: std::sync::Mutex<NoncePool>,
-    down_until: std::sync::Mutex<Option<Instant>>,
+    /// `Some(next probe time)` while the cosigner is down.
+    down: std::sync::Mutex<Option<Instant>>,
     refilling: tokio::sync::Mutex<()>,
 }
 
@@ -83,16 +86,32 @@ impl Member {
         self.pool().ready.len()
     }
 
+    fn health(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.down.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub fn is_down(&self) -> bool {
-        self.down_until.lock().unwrap_or_else(|p| p.into_inner()).is_some_and(|t| Instant::now() < t)
+        self.health().is_some()
     }
 
     pub fn mark_down(&self) {
-        *self.down_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + DOWN_COOLDOWN);
+        *self.health() = Some(Instant::now() + PROBE_INTERVAL);
     }
 
     pub fn mark_up(&self) {
-        *self.down_until.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.health() = None;
+    }
+
+    /// True (once per interval) when a down cosigner is due for a probe.
+    fn probe_due(&self) -> bool {
+        let mut h = self.health();
+        match *h {
+            Some(next) if Instant::now() >= next => {
+                *h = Some(Instant::now() + PROBE_INTERVAL);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Takes `m` commitments for one session, or none.
@@ -198,7 +217,7 @@ impl Quorum {
                 link,
                 identifier,
                 pool: Default::default(),
-                down_until: Default::default(),
+                down: Default::default(),
                 refilling: Default::default(),
             }));
         }
@@ -253,6 +272,23 @@ impl Quorum {
         }
     }
 
+    /// Probes a down cosigner with a nonce request; success marks it up again.
+    pub async fn probe(&self, member: &Member) {
+        let _one_at_a_time = member.refilling.lock().await;
+        let (have, after_id) = {
+            let pool = member.pool();
+            (pool.ready.len(), pool.last_id)
+        };
+        let count = (self.config.nonce_pool_target as usize).saturating_sub(have).min(MAX_NONCE_BATCH as usize) as u32;
+        match self.fetch_commitments(member, after_id, count).await {
+            Ok(got) => {
+                tracing::info!(cosigner = %member.name(), "cosigner is back");
+                self.add_commitments(member, got);
+            }
+            Err(e) => tracing::debug!(cosigner = %member.name(), error = %e, "probe failed"),
+        }
+    }
+
     async fn fetch_commitments(&self, member: &Member, after_id: Option<u64>, count: u32) -> Result<Vec<(u64, SigningCommitments)>, LinkError> {
         let req = CosignerRequest::NonceCommitments { key_id: self.key.key_id, after_id, count };
         match member.link.call(&req, self.config.request_timeout).await? {
@@ -287,12 +323,22 @@ impl Quorum {
                 tick.tick().await;
                 let Some(q) = weak.upgrade() else { return };
                 let low = (q.config.nonce_pool_target as usize / 2).max(1);
-                for m in q.members.iter().filter(|m| m.ready_commitments() < low && !m.is_down()) {
+                for m in &q.members {
+                    let probe = m.is_down() && m.probe_due();
+                    if !probe && (m.is_down() || m.ready_commitments() >= low) {
+                        continue;
+                    }
                     if m.refilling.try_lock().is_err() {
-                        continue; // a refill is already under way
+                        continue; // a refill or probe is already under way
                     }
                     let (q, m) = (q.clone(), m.clone());
-                    tokio::spawn(async move { q.refill(&m, low).await });
+                    tokio::spawn(async move {
+                        if probe {
+                            q.probe(&m).await
+                        } else {
+                            q.refill(&m, low).await
+                        }
+                    });
                 }
             }
         })

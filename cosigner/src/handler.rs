@@ -182,7 +182,7 @@ fn sign(state: &CosignerState, req: SignRequest) -> Reply {
     })?;
     match decision {
         ShareDecision::Refuse { verdict } => {
-            tracing::warn!(refused = ?verdict.refused.iter().map(|v| v.tag.name()).collect::<Vec<_>>(), "policy refused a signing request");
+            tracing::info!(refused = ?verdict.refused.iter().map(|v| v.tag.name()).collect::<Vec<_>>(), "policy refused a signing request");
             Ok(CosignerResponse::Refused { violations: violations(&verdict.refused) })
         }
         ShareDecision::Sign { shares, verdict } => {

@@ -13,4 +13,4 @@ pub mod server;
 pub mod store;
 
 pub use config::{CosignerConfig, ConfigError};
-pub use server::{run_cosigner, Cosigner, CosignerError};
+pub use server::{run_cosigner, Cosigner, CosignerError, ReplyFault};

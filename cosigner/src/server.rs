@@ -33,10 +33,15 @@ pub enum CosignerError {
     NoCoordinator,
 }
 
+/// Fault injection for the simnet and tests: rewrites each reply before it is sent
+/// (a byzantine cosigner). Only settable through the library, never by config or CLI.
+pub type ReplyFault = Arc<dyn Fn(CosignerResponse) -> CosignerResponse + Send + Sync>;
+
 /// A running cosigner: its state and its bound endpoint.
 pub struct Cosigner {
     state: Arc<CosignerState>,
     endpoint: Endpoint,
+    fault: Option<ReplyFault>,
 }
 
 impl Cosigner {
@@ -49,7 +54,18 @@ impl Cosigner {
         let path = data_dir.join(STORE_FILE);
         let store = Store::open(&path).map_err(|source| CosignerError::Store { path, source })?;
         let endpoint = server_endpoint(&identity, config.listen, config.coordinators.iter().copied())?;
-        Ok(Self { state: Arc::new(CosignerState::new(config, identity, store)), endpoint })
+        Ok(Self { state: Arc::new(CosignerState::new(config, identity, store)), endpoint, fault: None })
+    }
+
+    /// Makes this cosigner byzantine: every reply passes through `fault`.
+    pub fn with_reply_fault(mut self, fault: ReplyFault) -> Self {
+        self.fault = Some(fault);
+        self
+    }
+
+    /// A handle to close the endpoint from elsewhere (stops [`Self::serve`]).
+    pub fn endpoint(&self) -> Endpoint {
+        self.endpoint.clone()
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -66,6 +82,7 @@ impl Cosigner {
         tracing::info!(%name, addr = ?self.endpoint.local_addr().ok(), fingerprint = %fingerprint_hex(&self.fingerprint()), "cosigner listening");
         while let Some(incoming) = self.endpoint.accept().await {
             let state = self.state.clone();
+            let fault = self.fault.clone();
             tokio::spawn(async move {
                 let remote = incoming.remote_address();
                 let conn = match incoming.await {
@@ -77,10 +94,15 @@ impl Cosigner {
                 };
                 let handler = Arc::new(move |req: CosignerRequest| {
                     let state = state.clone();
+                    let fault = fault.clone();
                     async move {
-                        tokio::task::spawn_blocking(move || handle(&state, req)).await.unwrap_or_else(|e| {
+                        let reply = tokio::task::spawn_blocking(move || handle(&state, req)).await.unwrap_or_else(|e| {
                             CosignerResponse::Error { kind: ErrorKind::Internal, detail: format!("handler failed: {e}") }
-                        })
+                        });
+                        match fault {
+                            Some(f) => f(reply),
+                            None => reply,
+                        }
                     }
                 });
                 serve_connection(conn, handler).await;

@@ -1,1 +1,14 @@
+//! QLS simnet: runs the real cosigner and coordinator code over real QUIC on loopback.
+//! `harness` spins up a quorum (used by the integration tests, the scenario runner and
+//! the bench); `scenario` reads scenario files; `workload` makes the seeded request
+//! stream; `runner` drives it with faults and writes the report; `bench` measures.
+//!
+//! Must never: mock our own crypto or transport, or report a signature it has not verified.
+#![forbid(unsafe_code)]
 
+pub mod bench;
+pub mod harness;
+pub mod report;
+pub mod runner;
+pub mod scenario;
+pub mod workload;

@@ -1,0 +1,278 @@
+//! An in-process quorum on loopback: n cosigners (each its own identity, store, policy
+//! and QUIC endpoint), a coordinator with its node API, and a pinned node client; keys
+//! from a real DKG or, for tests, a dealer. Cosigners can be stopped and restarted from
+//! their stores, or made byzantine through a reply fault.
+//!
+//! Must never: share a store, identity or endpoint between two cosigners.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::Endpoint;
+use tokio::task::JoinHandle;
+
+use qls_coordinator::config::{CoordinatorConfig, CosignerSpec};
+use qls_coordinator::node_api::NodeApi;
+use qls_coordinator::{dkg, quorum, NodeClient, Quorum};
+use qls_cosigner::{Cosigner, CosignerConfig, ReplyFault};
+use qls_protocol::quic::Identity;
+use qls_protocol::{CosignerRequest, CosignerResponse, Fingerprint, KeyId};
+use qls_signer_core::dealer;
+use qls_signer_core::frost::round2::SignatureShare;
+use qls_signer_core::policy::PolicyConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    #[error("harness: {0}")]
+    Setup(String),
+}
+
+fn setup<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> HarnessError {
+    move |e| HarnessError::Setup(format!("{what}: {e}"))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keygen {
+    Dkg,
+    /// Trusted dealer (tests only).
+    Dealer,
+}
+
+/// What quorum to start.
+#[derive(Clone)]
+pub struct QuorumSpec {
+    pub n: usize,
+    pub t: u16,
+    pub keygen: Keygen,
+    /// Per-cosigner policy; missing entries get the default policy.
+    pub policies: Vec<PolicyConfig>,
+    /// Per-cosigner reply fault (byzantine behaviour); missing entries are honest.
+    pub faults: Vec<Option<ReplyFault>>,
+    pub request_timeout: Duration,
+    pub nonce_pool_target: u32,
+}
+
+impl QuorumSpec {
+    pub fn new(n: usize, t: u16) -> Self {
+        Self {
+            n,
+            t,
+            keygen: Keygen::Dkg,
+            policies: Vec::new(),
+            faults: Vec::new(),
+            request_timeout: Duration::from_millis(2_000),
+            nonce_pool_target: 128,
+        }
+    }
+}
+
+/// A fault that replaces every signature share with a well-formed but wrong one.
+pub fn invalid_share_fault() -> ReplyFault {
+    Arc::new(|reply| match reply {
+        CosignerResponse::Shares { shares, warnings } => {
+            let mut wrong = [0u8; 32];
+            wrong[31] = 7;
+            let bad = SignatureShare::deserialize(&wrong).map(|s| s.serialize()).unwrap_or_default();
+            CosignerResponse::Shares { shares: vec![bad; shares.len()], warnings }
+        }
+        other => other,
+    })
+}
+
+pub struct CosignerSlot {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub config: CosignerConfig,
+    pub fingerprint: Fingerprint,
+    pub addr: SocketAddr,
+    fault: Option<ReplyFault>,
+    running: Option<(Endpoint, JoinHandle<()>)>,
+}
+
+impl CosignerSlot {
+    pub fn is_running(&self) -> bool {
+        self.running.is_some()
+    }
+}
+
+pub struct Harness {
+    _dir: tempfile::TempDir,
+    pub cosigners: Vec<CosignerSlot>,
+    pub coordinator_fingerprint: Fingerprint,
+    pub client_identity: Identity,
+    pub quorum: Arc<Quorum>,
+    pub api_addr: SocketAddr,
+    api_endpoint: Endpoint,
+    refill: JoinHandle<()>,
+}
+
+async fn start_slot(slot: &mut CosignerSlot) -> Result<(), HarnessError> {
+    // A stopped cosigner's store is released once its last connection task ends.
+    let mut last = String::new();
+    for _ in 0..250 {
+        match Cosigner::open(&slot.data_dir, slot.config.clone()) {
+            Ok(mut c) => {
+                if let Some(f) = &slot.fault {
+                    c = c.with_reply_fault(f.clone());
+                }
+                slot.addr = c.local_addr().map_err(setup("cosigner address"))?;
+                slot.config.listen = slot.addr;
+                let endpoint = c.endpoint();
+                slot.running = Some((endpoint, tokio::spawn(c.serve())));
+                return Ok(());
+            }
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Err(HarnessError::Setup(format!("cosigner {} did not start: {last}", slot.name)))
+}
+
+impl Harness {
+    pub async fn start(spec: QuorumSpec) -> Result<Self, HarnessError> {
+        let dir = tempfile::tempdir().map_err(setup("temp dir"))?;
+        let coordinator = Arc::new(Identity::init(&dir.path().join("coordinator"), "coordinator").map_err(setup("identity"))?);
+        let client_identity = Identity::init(&dir.path().join("client"), "client").map_err(setup("identity"))?;
+        let mut ids = Vec::new();
+        for i in 1..=spec.n {
+            let data_dir = dir.path().join(format!("cosigner-{i}"));
+            ids.push((data_dir.clone(), Identity::init(&data_dir, &format!("c{i}")).map_err(setup("identity"))?.fingerprint));
+        }
+        let mut cosigners = Vec::new();
+        for (i, (data_dir, fingerprint)) in ids.iter().enumerate() {
+            let config = CosignerConfig {
+                name: format!("c{}", i + 1),
+                listen: "127.0.0.1:0".parse().expect("literal"),
+                coordinators: vec![coordinator.fingerprint],
+                peers: ids.iter().filter(|(_, f)| f != fingerprint).map(|(_, f)| *f).collect(),
+                nonce_pool_max: 1024,
+                allow_dealer_import: spec.keygen == Keygen::Dealer,
+                policy: spec.policies.get(i).cloned().unwrap_or_default(),
+            };
+            let mut slot = CosignerSlot {
+                name: config.name.clone(),
+                data_dir: data_dir.clone(),
+                config,
+                fingerprint: *fingerprint,
+                addr: "127.0.0.1:0".parse().expect("literal"),
+                fault: spec.faults.get(i).cloned().flatten(),
+                running: None,
+            };
+            start_slot(&mut slot).await?;
+            cosigners.push(slot);
+        }
+        let config = CoordinatorConfig {
+            name: "coordinator".into(),
+            listen: "127.0.0.1:0".parse().expect("literal"),
+            network: bitcoin::Network::Regtest,
+            clients: vec![client_identity.fingerprint],
+            cosigners: cosigners.iter().map(|c| CosignerSpec { name: c.name.clone(), addr: c.addr, fingerprint: c.fingerprint }).collect(),
+            key_id: None,
+            request_timeout: spec.request_timeout,
+            nonce_pool_target: spec.nonce_pool_target,
+        };
+        let key_id = keygen(&spec, &config, coordinator.clone(), &cosigners).await?;
+        let config = CoordinatorConfig { key_id: Some(key_id), ..config };
+        let quorum = Quorum::connect(config, coordinator.clone()).await.map_err(setup("coordinator"))?;
+        let refill = quorum.spawn_refill_task();
+        let api = NodeApi::bind(quorum.clone(), &coordinator).map_err(setup("node API"))?;
+        let api_addr = api.local_addr().map_err(setup("node API address"))?;
+        let api_endpoint = api.endpoint();
+        tokio::spawn(api.serve());
+        Ok(Self {
+            _dir: dir,
+            cosigners,
+            coordinator_fingerprint: coordinator.fingerprint,
+            client_identity,
+            quorum,
+            api_addr,
+            api_endpoint,
+            refill,
+        })
+    }
+
+    pub fn key_id(&self) -> KeyId {
+        self.quorum.key.key_id
+    }
+
+    /// A node client pinned to this coordinator.
+    pub async fn client(&self) -> Result<NodeClient, HarnessError> {
+        NodeClient::connect(&self.client_identity, self.api_addr, self.coordinator_fingerprint, Duration::from_secs(30))
+            .await
+            .map_err(setup("client"))
+    }
+
+    /// Stops cosigner `i` (closes its endpoint; its store is released).
+    pub async fn stop_cosigner(&mut self, i: usize) {
+        if let Some((endpoint, task)) = self.cosigners[i].running.take() {
+            endpoint.close(0u32.into(), b"stopped");
+            let _ = task.await;
+            endpoint.wait_idle().await;
+        }
+    }
+
+    /// Restarts cosigner `i` from its store, on the same address.
+    pub async fn start_cosigner(&mut self, i: usize) -> Result<(), HarnessError> {
+        if self.cosigners[i].running.is_none() {
+            start_slot(&mut self.cosigners[i]).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits until every running cosigner's commitment pool has at least `n` entries.
+    pub async fn wait_for_pools(&self, n: usize, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while tokio::time::Instant::now() < deadline {
+            let ready = self
+                .quorum
+                .members
+                .iter()
+                .zip(&self.cosigners)
+                .all(|(m, c)| !c.is_running() || m.ready_commitments() >= n);
+            if ready {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    pub async fn shutdown(mut self) {
+        self.refill.abort();
+        self.api_endpoint.close(0u32.into(), b"shutdown");
+        self.quorum.close();
+        for i in 0..self.cosigners.len() {
+            self.stop_cosigner(i).await;
+        }
+    }
+}
+
+async fn keygen(
+    spec: &QuorumSpec,
+    config: &CoordinatorConfig,
+    coordinator: Arc<Identity>,
+    cosigners: &[CosignerSlot],
+) -> Result<KeyId, HarnessError> {
+    let (_endpoint, links) = quorum::make_links(config, coordinator).map_err(setup("links"))?;
+    match spec.keygen {
+        Keygen::Dkg => Ok(dkg::run_dkg(&links, spec.t, config.request_timeout).await.map_err(setup("DKG"))?.key_id),
+        Keygen::Dealer => {
+            let fps: Vec<Fingerprint> = cosigners.iter().map(|c| c.fingerprint).collect();
+            let shares = dealer::split(None, &fps, spec.t, &mut rand::rngs::OsRng).map_err(setup("dealer"))?;
+            let key_id = shares[0].1.key_id();
+            for (link, (_, share)) in links.iter().zip(shares) {
+                let req = CosignerRequest::ImportDealerShare {
+                    key_package: share.key_package.serialize().map_err(setup("key package"))?,
+                    public_key_package: share.public_key_package.serialize().map_err(setup("public key package"))?,
+                };
+                match link.call(&req, config.request_timeout).await.map_err(setup("import"))? {
+                    CosignerResponse::Imported(_) => {}
+                    other => return Err(HarnessError::Setup(format!("import refused: {other:?}"))),
+                }
+            }
+            Ok(key_id)
+        }
+    }
+}

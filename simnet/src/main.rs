@@ -1,0 +1,89 @@
+//! `qls-simnet`: run a scenario (default: the built-in quickstart) and write the report
+//! and signature log; or run the benchmark.
+//!
+//! Must never: exit 0 when an invariant failed; errors end as one line and exit 1.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use qls_simnet::bench::{bench, table, BenchParams};
+use qls_simnet::runner::run;
+use qls_simnet::scenario::{Scenario, QUICKSTART};
+
+#[derive(Parser)]
+#[command(name = "qls-simnet", version, about = "QLS simnet: quorum signing scenarios and benchmarks on loopback QUIC")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a scenario file (default: the built-in quickstart).
+    Run {
+        scenario: Option<PathBuf>,
+        #[arg(long, default_value = "report.json")]
+        report: PathBuf,
+        #[arg(long, default_value = "sigs.jsonl")]
+        signatures: PathBuf,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Measure quorum signing latency and throughput for 2-of-3 and 3-of-5.
+    Bench {
+        #[arg(long, default_value_t = 2000)]
+        sequential: usize,
+        #[arg(long, default_value_t = 5000)]
+        concurrent: usize,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+    },
+}
+
+async fn main_inner(cli: Cli) -> Result<bool, Box<dyn std::error::Error>> {
+    match cli.command {
+        Command::Run { scenario, report, signatures, quiet } => {
+            let scenario = match scenario {
+                Some(p) => Scenario::load(&p)?,
+                None => Scenario::parse(QUICKSTART, "built-in quickstart")?,
+            };
+            let (r, sigs) = run(&scenario, !quiet).await?;
+            std::fs::write(&report, serde_json::to_string_pretty(&r)?).map_err(|e| format!("{}: {e}", report.display()))?;
+            let mut out = std::io::BufWriter::new(std::fs::File::create(&signatures).map_err(|e| format!("{}: {e}", signatures.display()))?);
+            for s in &sigs {
+                writeln!(out, "{}", serde_json::to_string(s)?)?;
+            }
+            out.flush()?;
+            print!("{}", r.summary());
+            println!("report: {}  signatures: {}", report.display(), signatures.display());
+            Ok(r.invariants_hold())
+        }
+        Command::Bench { sequential, concurrent, concurrency } => {
+            let p = BenchParams { sequential, concurrent, concurrency };
+            print!("{}", table(&bench(&p).await?, &p));
+            Ok(true)
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match main_inner(Cli::parse()).await {
+        Ok(true) => {}
+        Ok(false) => {
+            eprintln!("qls-simnet: an invariant failed (see the report)");
+            std::process::exit(2);
+        }
+        Err(e) => {
+            eprintln!("qls-simnet: error: {e}");
+            std::process::exit(1);
+        }
+    }
+}

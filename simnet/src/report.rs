@@ -1,0 +1,128 @@
+//! The run report (`report.json`), the signature log (`sigs.jsonl`) and the stdout
+//! summary. Field meanings are documented in `simnet/README.md`.
+//!
+//! Must never: compute a figure from anything but the recorded outcomes.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+/// Nearest-rank percentiles of `samples` (any order), in the samples' unit.
+pub fn percentiles(samples: &[f64]) -> Percentiles {
+    if samples.is_empty() {
+        return Percentiles::default();
+    }
+    let mut s = samples.to_vec();
+    s.sort_by(f64::total_cmp);
+    let at = |p: f64| s[((p * s.len() as f64).ceil() as usize).clamp(1, s.len()) - 1];
+    Percentiles { p50: at(0.50), p90: at(0.90), p99: at(0.99), max: s[s.len() - 1] }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct FaultEvent {
+    pub at_request: usize,
+    pub action: String,
+    pub cosigner: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Invariant {
+    pub name: &'static str,
+    pub holds: bool,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub scenario: String,
+    pub seed: u64,
+    pub threshold: u16,
+    pub cosigners: usize,
+    pub requests: usize,
+    /// Requests answered with verified signatures.
+    pub signed: usize,
+    /// Refused requests counted once per policy tag any cosigner named.
+    pub refused: BTreeMap<String, usize>,
+    pub refused_requests: usize,
+    /// Requests that ended in an error (no quorum, timeout, ...).
+    pub failed: usize,
+    pub signatures: usize,
+    pub latency_ms: Percentiles,
+    pub throughput_per_s: f64,
+    pub duration_s: f64,
+    pub faults_injected: usize,
+    pub fault_events: Vec<FaultEvent>,
+    /// cosigner → blame reason → count.
+    pub blamed: BTreeMap<String, BTreeMap<String, usize>>,
+    pub invariants: Vec<Invariant>,
+    pub machine: Machine,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    pub cores: usize,
+    pub os: &'static str,
+}
+
+impl Machine {
+    pub fn this() -> Self {
+        Self { cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), os: std::env::consts::OS }
+    }
+}
+
+/// One line of `sigs.jsonl`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SigRecord {
+    pub pubkey: String,
+    pub msg: String,
+    pub sig: String,
+}
+
+impl Report {
+    pub fn invariants_hold(&self) -> bool {
+        self.invariants.iter().all(|i| i.holds)
+    }
+
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "scenario {} (seed {}), {}-of-{}", self.scenario, self.seed, self.threshold, self.cosigners);
+        let _ = writeln!(s, "  requests   {:>8}   in {:.2} s, {:.0}/s", self.requests, self.duration_s, self.throughput_per_s);
+        let _ = writeln!(s, "  signed     {:>8}   ({} signatures)", self.signed, self.signatures);
+        let _ = writeln!(s, "  refused    {:>8}", self.refused_requests);
+        for (tag, n) in &self.refused {
+            let _ = writeln!(s, "    {tag:<40} {n}");
+        }
+        let _ = writeln!(s, "  failed     {:>8}", self.failed);
+        let l = &self.latency_ms;
+        let _ = writeln!(s, "  latency ms   p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}", l.p50, l.p90, l.p99, l.max);
+        let _ = writeln!(s, "  faults     {:>8}", self.faults_injected);
+        for (who, reasons) in &self.blamed {
+            let _ = writeln!(s, "    blamed {who}: {reasons:?}");
+        }
+        for i in &self.invariants {
+            let _ = writeln!(s, "  invariant  {:<28} {}  {}", i.name, if i.holds { "ok" } else { "FAILED" }, i.detail);
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentiles(&v), Percentiles { p50: 50.0, p90: 90.0, p99: 99.0, max: 100.0 });
+        assert_eq!(percentiles(&[3.0]).p99, 3.0);
+    }
+}

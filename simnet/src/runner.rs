@@ -1,0 +1,282 @@
+//! Runs a scenario: starts the quorum, sends the seeded workload through the node API
+//! with bounded concurrency, applies the fault schedule between requests, checks every
+//! returned signature, and builds the report and the signature log.
+//!
+//! Must never: count a signature as good without verifying it, or let a fault race a
+//! request (in-flight requests drain before each fault).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use qls_coordinator::NodeClient;
+use qls_protocol::{BlameReason, NodeRequest, NodeResponse, SignReport};
+use qls_signer_core::schnorr::verify_bip340;
+use qls_signer_core::sighash::{group_key_spend_sighashes, parse_psbt};
+use qls_signer_core::wallet::wallet_script;
+
+use crate::harness::{invalid_share_fault, Harness, HarnessError, Keygen, QuorumSpec};
+use crate::report::{percentiles, FaultEvent, Invariant, Machine, Report, SigRecord};
+use crate::scenario::Scenario;
+use crate::workload::{generate, RequestKind, WorkItem, WorkloadParams};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Harness(#[from] HarnessError),
+}
+
+enum Outcome {
+    Signed(Vec<SigRecord>, SignReport),
+    Refused(BTreeSet<String>, SignReport),
+    Failed(String),
+    /// A signature came back that does not verify (or a PSBT that was altered).
+    BadSignature(String),
+}
+
+struct Done {
+    kind: RequestKind,
+    latency_ms: f64,
+    outcome: Outcome,
+}
+
+async fn send(client: &NodeClient, key_id: [u8; 32], item: WorkItem) -> Done {
+    let started = Instant::now();
+    let reply = client.call(&item.request).await;
+    let latency_ms = started.elapsed().as_secs_f64() * 1e3;
+    let pubkey = hex::encode(key_id);
+    let outcome = match (reply, &item.request) {
+        (Ok(NodeResponse::Signature { sig, report }), NodeRequest::SignMessage { msg }) => {
+            match verify_bip340(&key_id, msg, &sig) {
+                Ok(()) => Outcome::Signed(vec![SigRecord { pubkey, msg: hex::encode(msg), sig: hex::encode(&sig) }], report),
+                Err(e) => Outcome::BadSignature(format!("returned signature does not verify: {e}")),
+            }
+        }
+        (Ok(NodeResponse::SignedPsbt { psbt, report }), NodeRequest::SignPsbt { psbt: sent }) => match psbt_signatures(&key_id, sent, &psbt) {
+            Ok(records) => Outcome::Signed(records, report),
+            Err(e) => Outcome::BadSignature(e),
+        },
+        (Ok(NodeResponse::Refused { refusals, report }), _) => {
+            Outcome::Refused(refusals.iter().flat_map(|r| r.violations.iter().map(|v| v.tag.clone())).collect(), report)
+        }
+        (Ok(NodeResponse::Error { kind, detail }), _) => Outcome::Failed(format!("{kind:?}: {detail}")),
+        (Ok(other), _) => Outcome::Failed(format!("unexpected reply {other:?}")),
+        (Err(e), _) => Outcome::Failed(e.to_string()),
+    };
+    Done { kind: item.kind, latency_ms, outcome }
+}
+
+/// Checks a signed PSBT against the one sent: same transaction, and a verifying
+/// signature for every group input over the sighash we compute ourselves.
+fn psbt_signatures(key_id: &[u8; 32], sent: &[u8], signed: &[u8]) -> Result<Vec<SigRecord>, String> {
+    let sent = parse_psbt(sent).map_err(|e| e.to_string())?;
+    let signed = parse_psbt(signed).map_err(|e| e.to_string())?;
+    if sent.unsigned_tx != signed.unsigned_tx {
+        return Err("coordinator returned a different transaction".into());
+    }
+    let wallet = wallet_script(key_id).map_err(|e| e.to_string())?;
+    let hashes = group_key_spend_sighashes(&sent, &wallet).map_err(|e| e.to_string())?;
+    hashes
+        .into_iter()
+        .map(|(input, msg)| {
+            let sig = signed.inputs[input].tap_key_sig.ok_or_else(|| format!("input {input} left unsigned"))?;
+            let sig = sig.signature.serialize();
+            verify_bip340(key_id, &msg, &sig).map_err(|e| format!("input {input}: {e}"))?;
+            Ok(SigRecord { pubkey: hex::encode(key_id), msg: hex::encode(msg), sig: hex::encode(sig) })
+        })
+        .collect()
+}
+
+fn fault_schedule(s: &Scenario) -> BTreeMap<usize, Vec<(bool, usize)>> {
+    let mut at: BTreeMap<usize, Vec<(bool, usize)>> = BTreeMap::new();
+    for f in &s.faults {
+        let i = f.cosigner - 1;
+        match f.kind.as_str() {
+            "stop" => at.entry(f.at_request).or_default().push((false, i)),
+            "start" => at.entry(f.at_request).or_default().push((true, i)),
+            _ => {
+                at.entry(f.at_request).or_default().push((false, i));
+                at.entry(f.at_request + f.down_for).or_default().push((true, i));
+            }
+        }
+    }
+    at
+}
+
+/// Runs `scenario`; `progress` draws a progress bar on stderr.
+pub async fn run(scenario: &Scenario, progress: bool) -> Result<(Report, Vec<SigRecord>), RunError> {
+    let q = &scenario.quorum;
+    let mut spec = QuorumSpec::new(q.cosigners, q.threshold);
+    spec.keygen = if q.keygen == "dealer" { Keygen::Dealer } else { Keygen::Dkg };
+    spec.request_timeout = Duration::from_millis(q.request_timeout_ms);
+    spec.policies = (0..q.cosigners)
+        .map(|_| {
+            let mut p = qls_signer_core::policy::PolicyConfig::default();
+            p.onchain.fee_sat_max = q.fee_sat_max;
+            p
+        })
+        .collect();
+    spec.faults = (1..=q.cosigners).map(|i| q.byzantine.contains(&i).then(invalid_share_fault)).collect();
+    let mut harness = Harness::start(spec).await?;
+    harness.wait_for_pools(16, Duration::from_secs(5)).await;
+    let key_id = harness.key_id();
+    let client = Arc::new(harness.client().await?);
+    let w = &scenario.workload;
+    let params = WorkloadParams {
+        seed: scenario.seed,
+        requests: w.requests,
+        psbt_share: w.psbt_share,
+        violation_share: w.violation_share,
+        fee_sat_max: q.fee_sat_max,
+    };
+    let mut work: VecDeque<WorkItem> = generate(&params, &key_id).into();
+    let mut schedule = fault_schedule(scenario);
+
+    let bar = if progress { ProgressBar::new(w.requests as u64) } else { ProgressBar::hidden() };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {bar:40} {pos}/{len} requests  {per_sec}  eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut done: Vec<Done> = Vec::with_capacity(w.requests);
+    let mut fault_events = Vec::new();
+    let mut in_flight = FuturesUnordered::new();
+    let started = Instant::now();
+    let mut next = 0usize;
+    while next < w.requests || !in_flight.is_empty() {
+        let fault_due = schedule.first_key_value().is_some_and(|(at, _)| *at == next);
+        if next < w.requests && in_flight.len() < w.concurrency && !fault_due {
+            let item = work.pop_front().expect("one item per request");
+            let client = client.clone();
+            in_flight.push(tokio::spawn(async move { send(&client, key_id, item).await }));
+            next += 1;
+            continue;
+        }
+        if fault_due && in_flight.is_empty() {
+            let (at, actions) = schedule.pop_first().expect("due fault");
+            for (start, i) in actions {
+                if start {
+                    harness.start_cosigner(i).await?;
+                } else {
+                    harness.stop_cosigner(i).await;
+                }
+                let action = if start { "start" } else { "stop" };
+                tracing::info!(at_request = at, cosigner = %harness.cosigners[i].name, action, "fault injected");
+                fault_events.push(FaultEvent { at_request: at, action: action.into(), cosigner: harness.cosigners[i].name.clone() });
+            }
+            continue;
+        }
+        if let Some(r) = in_flight.next().await {
+            if let Ok(d) = r {
+                done.push(d);
+            }
+            bar.inc(1);
+        }
+    }
+    let duration_s = started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    drop(client);
+    harness.shutdown().await;
+    Ok(build_report(scenario, done, fault_events, duration_s))
+}
+
+fn build_report(s: &Scenario, done: Vec<Done>, fault_events: Vec<FaultEvent>, duration_s: f64) -> (Report, Vec<SigRecord>) {
+    let mut signed = 0;
+    let mut refused: BTreeMap<String, usize> = BTreeMap::new();
+    let mut refused_requests = 0;
+    let mut failed = 0;
+    let mut blamed: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
+    let mut sigs = Vec::new();
+    let mut violation_signed = 0;
+    let mut bad_signatures = 0;
+    let mut honest_refused_wrongly = 0;
+    let mut add_blame = |report: &SignReport| {
+        for b in &report.blamed {
+            let reason = match b.reason {
+                BlameReason::InvalidShare => "invalid-share",
+                BlameReason::Timeout => "timeout",
+                BlameReason::Unreachable => "unreachable",
+                BlameReason::ErrorReply => "error-reply",
+            };
+            *blamed.entry(b.cosigner.clone()).or_default().entry(reason.into()).or_default() += 1;
+        }
+    };
+    for d in &done {
+        match &d.outcome {
+            Outcome::Signed(records, report) => {
+                signed += 1;
+                add_blame(report);
+                sigs.extend(records.iter().cloned());
+                if d.kind.expected_refusal().is_some() {
+                    violation_signed += 1;
+                }
+            }
+            Outcome::Refused(tags, report) => {
+                refused_requests += 1;
+                add_blame(report);
+                for t in tags {
+                    *refused.entry(t.clone()).or_default() += 1;
+                }
+                if d.kind.expected_refusal().is_none_or(|t| !tags.contains(t)) {
+                    honest_refused_wrongly += 1;
+                }
+            }
+            Outcome::Failed(e) => {
+                failed += 1;
+                tracing::warn!(error = %e, "request failed");
+            }
+            Outcome::BadSignature(e) => {
+                failed += 1;
+                bad_signatures += 1;
+                tracing::error!(error = %e, "bad signature returned");
+            }
+        }
+    }
+    let r_values: BTreeSet<&str> = sigs.iter().map(|r| &r.sig[..64]).collect();
+    let invariants = vec![
+        Invariant {
+            name: "policy-violations-never-signed",
+            holds: violation_signed == 0,
+            detail: format!("{violation_signed} violating requests signed"),
+        },
+        Invariant {
+            name: "refusals-match-violations",
+            holds: honest_refused_wrongly == 0,
+            detail: format!("{honest_refused_wrongly} refusals without the expected tag"),
+        },
+        Invariant {
+            name: "no-repeated-nonce",
+            holds: r_values.len() == sigs.len(),
+            detail: format!("{} signatures, {} distinct R values", sigs.len(), r_values.len()),
+        },
+        Invariant {
+            name: "all-signatures-verify",
+            holds: bad_signatures == 0,
+            detail: format!("{} signatures checked with libsecp256k1, {bad_signatures} bad", sigs.len()),
+        },
+    ];
+    let latencies: Vec<f64> = done.iter().map(|d| d.latency_ms).collect();
+    let report = Report {
+        scenario: s.name.clone(),
+        seed: s.seed,
+        threshold: s.quorum.threshold,
+        cosigners: s.quorum.cosigners,
+        requests: done.len(),
+        signed,
+        refused,
+        refused_requests,
+        failed,
+        signatures: sigs.len(),
+        latency_ms: percentiles(&latencies),
+        throughput_per_s: if duration_s > 0.0 { done.len() as f64 / duration_s } else { 0.0 },
+        duration_s,
+        faults_injected: fault_events.len(),
+        fault_events,
+        blamed,
+        invariants,
+        machine: Machine::this(),
+    };
+    (report, sigs)
+}

@@ -1,0 +1,99 @@
+//! The seeded request stream: 32-byte messages and PSBTs spending made-up group UTXOs,
+//! some of which break policy (unknown output, fee above cap). Same seed, same stream.
+//!
+//! Must never: depend on anything but the seed, the parameters and the group key.
+
+use bitcoin::absolute::LockTime;
+use bitcoin::hashes::Hash;
+use bitcoin::psbt::Psbt;
+use bitcoin::transaction::Version;
+use bitcoin::{Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, Witness};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+
+use qls_protocol::{KeyId, NodeRequest};
+use qls_signer_core::wallet::wallet_script;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RequestKind {
+    Message,
+    Psbt,
+    PsbtUnknownOutput,
+    PsbtFeeAboveCap,
+}
+
+impl RequestKind {
+    /// The policy tag an honest quorum must refuse this request with, if any.
+    pub fn expected_refusal(self) -> Option<&'static str> {
+        match self {
+            RequestKind::PsbtUnknownOutput => Some("policy-onchain-no-unknown-outputs"),
+            RequestKind::PsbtFeeAboveCap => Some("policy-onchain-fee-range"),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkItem {
+    pub kind: RequestKind,
+    pub request: NodeRequest,
+}
+
+pub struct WorkloadParams {
+    pub seed: u64,
+    pub requests: usize,
+    pub psbt_share: f64,
+    pub violation_share: f64,
+    pub fee_sat_max: u64,
+}
+
+pub fn psbt(key_id: &KeyId, prevout_txid: [u8; 32], in_sat: u64, outputs: Vec<TxOut>) -> Psbt {
+    let wallet = wallet_script(key_id).expect("group key is a valid point");
+    let tx = Transaction {
+        version: Version::TWO,
+        lock_time: LockTime::ZERO,
+        input: vec![TxIn {
+            previous_output: OutPoint { txid: Txid::from_byte_array(prevout_txid), vout: 0 },
+            script_sig: ScriptBuf::new(),
+            sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
+            witness: Witness::new(),
+        }],
+        output: outputs,
+    };
+    let mut psbt = Psbt::from_unsigned_tx(tx).expect("unsigned transaction");
+    psbt.inputs[0].witness_utxo = Some(TxOut { value: Amount::from_sat(in_sat), script_pubkey: wallet });
+    psbt
+}
+
+pub fn generate(p: &WorkloadParams, key_id: &KeyId) -> Vec<WorkItem> {
+    let mut rng = ChaCha20Rng::seed_from_u64(p.seed);
+    let wallet = wallet_script(key_id).expect("group key is a valid point");
+    (0..p.requests)
+        .map(|_| {
+            if !rng.gen_bool(p.psbt_share) {
+                return WorkItem { kind: RequestKind::Message, request: NodeRequest::SignMessage { msg: rng.gen() } };
+            }
+            let in_sat = rng.gen_range(100_000..10_000_000u64);
+            let fee = rng.gen_range(200..2_000u64);
+            let txid: [u8; 32] = rng.gen();
+            let mut outputs = vec![TxOut { value: Amount::from_sat(in_sat - fee), script_pubkey: wallet.clone() }];
+            let kind = if rng.gen_bool(p.violation_share) {
+                if rng.gen_bool(0.5) {
+                    let foreign: [u8; 20] = rng.gen();
+                    let mut script = vec![0x00, 0x14];
+                    script.extend_from_slice(&foreign);
+                    outputs[0].value = Amount::from_sat(in_sat - fee - 10_000);
+                    outputs.push(TxOut { value: Amount::from_sat(10_000), script_pubkey: ScriptBuf::from_bytes(script) });
+                    RequestKind::PsbtUnknownOutput
+                } else {
+                    outputs[0].value = Amount::from_sat(in_sat - p.fee_sat_max - fee);
+                    RequestKind::PsbtFeeAboveCap
+                }
+            } else {
+                RequestKind::Psbt
+            };
+            WorkItem { kind, request: NodeRequest::SignPsbt { psbt: psbt(key_id, txid, in_sat, outputs).serialize() } }
+        })
+        .collect()
+}
