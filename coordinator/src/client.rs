@@ -36,7 +36,12 @@ pub struct NodeClient {
 }
 
 impl NodeClient {
-    pub async fn connect(identity: &Identity, addr: SocketAddr, coordinator_pin: Fingerprint, timeout: Duration) -> Result<Self, ClientError> {
+    pub async fn connect(
+        identity: &Identity,
+        addr: SocketAddr,
+        coordinator_pin: Fingerprint,
+        timeout: Duration,
+    ) -> Result<Self, ClientError> {
         let endpoint = client_endpoint("0.0.0.0:0".parse().expect("literal address"))?;
         let conn = connect(&endpoint, identity, addr, coordinator_pin).await?;
         Ok(Self { _endpoint: endpoint, conn, timeout })

@@ -110,13 +110,17 @@ impl CoordinatorConfigFile {
     }
 
     pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
-        let text = toml::to_string_pretty(self)
-            .map_err(|e| ConfigError::Invalid { path: path.into(), field: "*".into(), reason: e.to_string() })?;
+        let text = toml::to_string_pretty(self).map_err(|e| ConfigError::Invalid {
+            path: path.into(),
+            field: "*".into(),
+            reason: e.to_string(),
+        })?;
         std::fs::write(path, text).map_err(|source| ConfigError::Write { path: path.into(), source })
     }
 
     pub fn check(&self, path: &Path) -> Result<CoordinatorConfig, ConfigError> {
-        let invalid = |field: &str, reason: String| ConfigError::Invalid { path: path.into(), field: field.into(), reason };
+        let invalid =
+            |field: &str, reason: String| ConfigError::Invalid { path: path.into(), field: field.into(), reason };
         let network = match self.network.as_str() {
             "bitcoin" | "mainnet" => bitcoin::Network::Bitcoin,
             "testnet" => bitcoin::Network::Testnet,
@@ -131,7 +135,10 @@ impl CoordinatorConfigFile {
             return Err(invalid("nonce_pool_target", format!("{} is not in 1..=4096", self.nonce_pool_target)));
         }
         if self.cosigners.len() > qls_protocol::limits::MAX_COSIGNERS {
-            return Err(invalid("cosigners", format!("{} cosigners; at most {}", self.cosigners.len(), qls_protocol::limits::MAX_COSIGNERS)));
+            return Err(invalid(
+                "cosigners",
+                format!("{} cosigners; at most {}", self.cosigners.len(), qls_protocol::limits::MAX_COSIGNERS),
+            ));
         }
         let clients = self
             .clients
@@ -140,7 +147,8 @@ impl CoordinatorConfigFile {
             .collect::<Result<Vec<_>, _>>()?;
         let mut cosigners = Vec::new();
         for c in &self.cosigners {
-            let fingerprint = parse_fingerprint(&c.fingerprint).map_err(|e| invalid("cosigners", format!("{}: {e}", c.name)))?;
+            let fingerprint =
+                parse_fingerprint(&c.fingerprint).map_err(|e| invalid("cosigners", format!("{}: {e}", c.name)))?;
             if cosigners.iter().any(|o: &CosignerSpec| o.fingerprint == fingerprint || o.name == c.name) {
                 return Err(invalid("cosigners", format!("{}: duplicate name or fingerprint", c.name)));
             }

@@ -75,7 +75,8 @@ impl CosignerLink {
     /// The certificate the cosigner presented (DER), dialling if needed.
     pub async fn peer_cert(&self, timeout: Duration) -> Result<Vec<u8>, LinkError> {
         let conn = self.connection(timeout).await?;
-        peer_certificate(&conn).ok_or_else(|| LinkError::Stream { name: self.spec.name.clone(), detail: "no peer certificate".into() })
+        peer_certificate(&conn)
+            .ok_or_else(|| LinkError::Stream { name: self.spec.name.clone(), detail: "no peer certificate".into() })
     }
 
     /// Sends one request and waits for its reply, at most `timeout` in all.

@@ -85,7 +85,10 @@ pub async fn run_dkg(links: &[Arc<CosignerLink>], threshold: u16, timeout: Durat
     }
 
     let keys = all(links, |l| {
-        let req = CosignerRequest::DkgFinish { session, sealed: by_receiver.get(&l.fingerprint()).cloned().unwrap_or_default() };
+        let req = CosignerRequest::DkgFinish {
+            session,
+            sealed: by_receiver.get(&l.fingerprint()).cloned().unwrap_or_default(),
+        };
         async move {
             match l.call(&req, timeout).await? {
                 CosignerResponse::DkgFinished(k) => Ok(k),

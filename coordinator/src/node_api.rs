@@ -85,8 +85,12 @@ pub fn attach_signatures(psbt_bytes: &[u8], outcome: &SignOutcome) -> Result<Vec
     let mut psbt = parse_psbt(psbt_bytes).map_err(|e| SignFailure::BadRequest(e.to_string()))?;
     for (input, sig) in outcome.inputs.iter().zip(&outcome.signatures) {
         let signature = bitcoin::taproot::Signature {
-            signature: bitcoin::secp256k1::schnorr::Signature::from_slice(sig).map_err(|e| SignFailure::Internal(e.to_string()))?,
-            sighash_type: psbt.inputs[*input].sighash_type.and_then(|t| t.taproot_hash_ty().ok()).unwrap_or(bitcoin::TapSighashType::Default),
+            signature: bitcoin::secp256k1::schnorr::Signature::from_slice(sig)
+                .map_err(|e| SignFailure::Internal(e.to_string()))?,
+            sighash_type: psbt.inputs[*input]
+                .sighash_type
+                .and_then(|t| t.taproot_hash_ty().ok())
+                .unwrap_or(bitcoin::TapSighashType::Default),
         };
         psbt.inputs[*input].tap_key_sig = Some(signature);
         psbt.inputs[*input].final_script_witness = Some(bitcoin::Witness::p2tr_key_spend(&signature));

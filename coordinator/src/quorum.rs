@@ -155,7 +155,10 @@ pub struct Quorum {
 }
 
 /// The client endpoint and one link per configured cosigner.
-pub fn make_links(config: &CoordinatorConfig, identity: Arc<Identity>) -> Result<(Endpoint, Vec<Arc<CosignerLink>>), TransportError> {
+pub fn make_links(
+    config: &CoordinatorConfig,
+    identity: Arc<Identity>,
+) -> Result<(Endpoint, Vec<Arc<CosignerLink>>), TransportError> {
     let endpoint = client_endpoint("0.0.0.0:0".parse().expect("literal address"))?;
     let links = config
         .cosigners
@@ -172,7 +175,8 @@ impl Quorum {
     pub async fn connect(config: CoordinatorConfig, identity: Arc<Identity>) -> Result<Arc<Self>, QuorumError> {
         let (endpoint, links) = make_links(&config, identity)?;
         let timeout = config.request_timeout;
-        let hellos = join_all(links.iter().map(|l| async move { l.call(&CosignerRequest::Hello, timeout).await })).await;
+        let hellos =
+            join_all(links.iter().map(|l| async move { l.call(&CosignerRequest::Hello, timeout).await })).await;
         let mut reported: Vec<(usize, KeyInfo)> = Vec::new();
         let mut errors = Vec::new();
         for (i, h) in hellos.into_iter().enumerate() {
@@ -186,7 +190,11 @@ impl Quorum {
             return Err(QuorumError::NoneReachable(errors.join("; ")));
         }
         let wire = match config.key_id {
-            Some(id) => reported.iter().find(|(_, k)| k.key_id == id).map(|(_, k)| k.clone()).ok_or_else(|| QuorumError::KeyNotFound(hex::encode(id)))?,
+            Some(id) => reported
+                .iter()
+                .find(|(_, k)| k.key_id == id)
+                .map(|(_, k)| k.clone())
+                .ok_or_else(|| QuorumError::KeyNotFound(hex::encode(id)))?,
             None => {
                 let mut ids: Vec<KeyId> = reported.iter().map(|(_, k)| k.key_id).collect();
                 ids.sort_unstable();
@@ -194,7 +202,11 @@ impl Quorum {
                 match ids.len() {
                     0 => return Err(QuorumError::NoGroupKey),
                     1 => reported[0].1.clone(),
-                    _ => return Err(QuorumError::AmbiguousKey(ids.iter().map(hex::encode).collect::<Vec<_>>().join(", "))),
+                    _ => {
+                        return Err(QuorumError::AmbiguousKey(
+                            ids.iter().map(hex::encode).collect::<Vec<_>>().join(", "),
+                        ))
+                    }
                 }
             }
         };
@@ -203,11 +215,14 @@ impl Quorum {
                 tracing::error!(cosigner = %links[*i].name(), "cosigner's public key package differs from the group's; it will not be used");
             }
         }
-        let public_key_package = decode_public_key_package(&wire.public_key_package).map_err(|_| QuorumError::BadKeyPackage)?;
+        let public_key_package =
+            decode_public_key_package(&wire.public_key_package).map_err(|_| QuorumError::BadKeyPackage)?;
         let key = GroupKey { key_id: wire.key_id, threshold: wire.threshold, public_key_package, wire };
         let mut members = Vec::new();
         for (i, link) in links.into_iter().enumerate() {
-            let divergent = reported.iter().any(|(j, k)| *j == i && k.key_id == key.key_id && k.public_key_package != key.wire.public_key_package);
+            let divergent = reported
+                .iter()
+                .any(|(j, k)| *j == i && k.key_id == key.key_id && k.public_key_package != key.wire.public_key_package);
             let Ok(identifier) = identifier_for(&link.fingerprint()) else { continue };
             if divergent || !key.public_key_package.verifying_shares().contains_key(&identifier) {
                 tracing::warn!(cosigner = %link.name(), fingerprint = %fingerprint_hex(&link.fingerprint()), "cosigner is not a member of the group key; skipped");
@@ -289,7 +304,12 @@ impl Quorum {
         }
     }
 
-    async fn fetch_commitments(&self, member: &Member, after_id: Option<u64>, count: u32) -> Result<Vec<(u64, SigningCommitments)>, LinkError> {
+    async fn fetch_commitments(
+        &self,
+        member: &Member,
+        after_id: Option<u64>,
+        count: u32,
+    ) -> Result<Vec<(u64, SigningCommitments)>, LinkError> {
         let req = CosignerRequest::NonceCommitments { key_id: self.key.key_id, after_id, count };
         match member.link.call(&req, self.config.request_timeout).await? {
             CosignerResponse::NonceCommitments { key_id, commitments } if key_id == self.key.key_id => {
@@ -299,7 +319,10 @@ impl Quorum {
                     .filter_map(|c| SigningCommitments::deserialize(&c.commitments).ok().map(|s| (c.nonce_id, s)))
                     .collect())
             }
-            other => Err(LinkError::Stream { name: member.name().into(), detail: format!("unexpected reply to nonce request: {other:?}") }),
+            other => Err(LinkError::Stream {
+                name: member.name().into(),
+                detail: format!("unexpected reply to nonce request: {other:?}"),
+            }),
         }
     }
 

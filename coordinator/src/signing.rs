@@ -48,7 +48,9 @@ pub enum SignFailure {
 
 fn describe_refusals(r: &[CosignerRefusal]) -> String {
     r.iter()
-        .map(|c| format!("{} [{}]", c.cosigner, c.violations.iter().map(|v| v.tag.as_str()).collect::<Vec<_>>().join(", ")))
+        .map(|c| {
+            format!("{} [{}]", c.cosigner, c.violations.iter().map(|v| v.tag.as_str()).collect::<Vec<_>>().join(", "))
+        })
         .collect::<Vec<_>>()
         .join("; ")
 }
@@ -60,9 +62,14 @@ pub fn derive_messages(quorum: &Quorum, payload: &SignPayload) -> Result<(Vec<[u
         SignPayload::Psbt(bytes) => {
             let psbt = parse_psbt(bytes).map_err(|e| SignFailure::BadRequest(e.to_string()))?;
             let wallet = wallet_script(&quorum.key.key_id).map_err(|e| SignFailure::Internal(e.to_string()))?;
-            let hashes = group_key_spend_sighashes(&psbt, &wallet).map_err(|e| SignFailure::BadRequest(e.to_string()))?;
+            let hashes =
+                group_key_spend_sighashes(&psbt, &wallet).map_err(|e| SignFailure::BadRequest(e.to_string()))?;
             if hashes.len() > limits::MAX_SIGN_ITEMS {
-                return Err(SignFailure::BadRequest(format!("{} group inputs; at most {}", hashes.len(), limits::MAX_SIGN_ITEMS)));
+                return Err(SignFailure::BadRequest(format!(
+                    "{} group inputs; at most {}",
+                    hashes.len(),
+                    limits::MAX_SIGN_ITEMS
+                )));
             }
             Ok((hashes.iter().map(|(_, h)| *h).collect(), hashes.iter().map(|(i, _)| *i).collect()))
         }
@@ -87,7 +94,9 @@ fn classify(member: &Member, r: Result<CosignerResponse, LinkError>, m: usize) -
             Reply::Failed(BlameReason::InvalidShare, format!("{} shares for {m} messages", shares.len()))
         }
         Ok(CosignerResponse::Refused { violations }) => Reply::Refused(violations),
-        Ok(CosignerResponse::Error { kind, detail }) => Reply::Failed(BlameReason::ErrorReply, format!("{kind:?}: {detail}")),
+        Ok(CosignerResponse::Error { kind, detail }) => {
+            Reply::Failed(BlameReason::ErrorReply, format!("{kind:?}: {detail}"))
+        }
         Ok(other) => Reply::Failed(BlameReason::ErrorReply, format!("unexpected reply {other:?}")),
         Err(LinkError::Timeout { ms, .. }) => {
             member.mark_down();
@@ -185,9 +194,13 @@ pub async fn sign(quorum: &Quorum, payload: SignPayload) -> Result<SignOutcome, 
             match frost::aggregate(&packages[k], &shares[k], &quorum.key.public_key_package) {
                 Ok(sig) => {
                     let bytes = sig.serialize().map_err(|e| SignFailure::Internal(e.to_string()))?;
-                    let sig: [u8; 64] = bytes.as_slice().try_into().map_err(|_| SignFailure::Internal("signature is not 64 bytes".into()))?;
-                    verify_bip340(&quorum.key.key_id, &messages[k], &sig)
-                        .map_err(|e| SignFailure::Internal(format!("aggregated signature rejected by libsecp256k1: {e}")))?;
+                    let sig: [u8; 64] = bytes
+                        .as_slice()
+                        .try_into()
+                        .map_err(|_| SignFailure::Internal("signature is not 64 bytes".into()))?;
+                    verify_bip340(&quorum.key.key_id, &messages[k], &sig).map_err(|e| {
+                        SignFailure::Internal(format!("aggregated signature rejected by libsecp256k1: {e}"))
+                    })?;
                     signatures.push(sig);
                 }
                 Err(frost::Error::InvalidSignatureShare { culprits: c }) => culprits.extend(c),
@@ -195,13 +208,18 @@ pub async fn sign(quorum: &Quorum, payload: SignPayload) -> Result<SignOutcome, 
             }
         }
         if culprits.is_empty() {
-            report.signers = shares[0].keys().filter_map(|id| quorum.member(id)).map(|m| m.name().to_string()).collect();
+            report.signers =
+                shares[0].keys().filter_map(|id| quorum.member(id)).map(|m| m.name().to_string()).collect();
             return Ok(SignOutcome { signatures, messages, inputs, report });
         }
         for id in culprits {
             let name = quorum.member(&id).map(|m| m.name().to_string()).unwrap_or_else(|| format!("{id:?}"));
             tracing::warn!(cosigner = %name, "invalid signature share; cosigner blamed and excluded");
-            report.blamed.push(Blame { cosigner: name, reason: BlameReason::InvalidShare, detail: "FROST share verification failed".into() });
+            report.blamed.push(Blame {
+                cosigner: name,
+                reason: BlameReason::InvalidShare,
+                detail: "FROST share verification failed".into(),
+            });
             excluded.insert(id);
         }
     }
@@ -219,7 +237,12 @@ pub async fn sign(quorum: &Quorum, payload: SignPayload) -> Result<SignOutcome, 
 }
 
 /// Picks up to `t` members not in `excluded`, each with `m` commitments taken.
-async fn select(quorum: &Quorum, excluded: &BTreeSet<Identifier>, t: usize, m: usize) -> Vec<(std::sync::Arc<Member>, Vec<(u64, SigningCommitments)>)> {
+async fn select(
+    quorum: &Quorum,
+    excluded: &BTreeSet<Identifier>,
+    t: usize,
+    m: usize,
+) -> Vec<(std::sync::Arc<Member>, Vec<(u64, SigningCommitments)>)> {
     let mut selected = Vec::with_capacity(t);
     let mut starved = Vec::new();
     for member in quorum.preference_order() {

@@ -70,7 +70,11 @@ pub struct PolicyFile {
 
 impl Default for PolicyFile {
     fn default() -> Self {
-        Self { fee_sat_max: OnchainPolicy::default().fee_sat_max, allowlisted_scripts: Vec::new(), actions: Default::default() }
+        Self {
+            fee_sat_max: OnchainPolicy::default().fee_sat_max,
+            allowlisted_scripts: Vec::new(),
+            actions: Default::default(),
+        }
     }
 }
 
@@ -115,18 +119,23 @@ impl CosignerConfigFile {
 
     /// Checks every field and builds the runtime config.
     pub fn check(&self, path: &Path) -> Result<CosignerConfig, ConfigError> {
-        let invalid = |field: &str, reason: String| ConfigError::Invalid { path: path.into(), field: field.into(), reason };
+        let invalid =
+            |field: &str, reason: String| ConfigError::Invalid { path: path.into(), field: field.into(), reason };
         let fps = |field: &str, list: &[String]| {
-            list.iter().map(|s| parse_fingerprint(s).map_err(|e| invalid(field, e.to_string()))).collect::<Result<Vec<_>, _>>()
+            list.iter()
+                .map(|s| parse_fingerprint(s).map_err(|e| invalid(field, e.to_string())))
+                .collect::<Result<Vec<_>, _>>()
         };
         if self.nonce_pool_max == 0 || self.nonce_pool_max > 1_000_000 {
             return Err(invalid("nonce_pool_max", format!("{} is not in 1..=1000000", self.nonce_pool_max)));
         }
         let mut actions = std::collections::BTreeMap::new();
         for (tag, action) in &self.policy.actions {
-            let t = PolicyTag::from_name(tag).ok_or_else(|| invalid("policy.actions", format!("unknown policy tag {tag:?}")))?;
-            let a = PolicyAction::from_name(action)
-                .ok_or_else(|| invalid("policy.actions", format!("{tag}: action must be \"error\" or \"warn\", got {action:?}")))?;
+            let t = PolicyTag::from_name(tag)
+                .ok_or_else(|| invalid("policy.actions", format!("unknown policy tag {tag:?}")))?;
+            let a = PolicyAction::from_name(action).ok_or_else(|| {
+                invalid("policy.actions", format!("{tag}: action must be \"error\" or \"warn\", got {action:?}"))
+            })?;
             actions.insert(t, a);
         }
         let allowlisted_scripts = self
@@ -173,15 +182,20 @@ mod tests {
     #[test]
     fn unknown_tag_action_and_field_are_named() {
         let base = "name = \"c\"\nlisten = \"127.0.0.1:1\"\n";
-        let e = check(&format!("{base}[policy]\nfee_sat_max = 1\n[policy.actions]\n\"policy-nope\" = \"warn\"\n")).unwrap_err();
-        assert!(e.to_string().contains("unknown policy tag \"policy-nope\""), "{e}");
-        let e = check(&format!("{base}[policy]\nfee_sat_max = 1\n[policy.actions]\n\"policy-onchain-fee-range\" = \"maybe\"\n"))
+        let e = check(&format!("{base}[policy]\nfee_sat_max = 1\n[policy.actions]\n\"policy-nope\" = \"warn\"\n"))
             .unwrap_err();
+        assert!(e.to_string().contains("unknown policy tag \"policy-nope\""), "{e}");
+        let e = check(&format!(
+            "{base}[policy]\nfee_sat_max = 1\n[policy.actions]\n\"policy-onchain-fee-range\" = \"maybe\"\n"
+        ))
+        .unwrap_err();
         assert!(e.to_string().contains("\"maybe\""), "{e}");
         assert!(matches!(check(&format!("{base}colour = 1\n")), Err(ConfigError::Parse { .. })));
         assert!(check(&format!("{base}coordinators = [\"abc\"]\n")).unwrap_err().to_string().contains("coordinators"));
-        let ok = check(&format!("{base}[policy]\nfee_sat_max = 7\n[policy.actions]\n\"policy-onchain-fee-range\" = \"warn\"\n"))
-            .unwrap();
+        let ok = check(&format!(
+            "{base}[policy]\nfee_sat_max = 7\n[policy.actions]\n\"policy-onchain-fee-range\" = \"warn\"\n"
+        ))
+        .unwrap();
         assert_eq!(ok.policy.action(PolicyTag::OnchainFeeRange), PolicyAction::Warn);
         assert_eq!(ok.policy.onchain.fee_sat_max, 7);
     }

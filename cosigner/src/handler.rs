@@ -72,10 +72,14 @@ fn key_info(share: &KeyShare) -> Result<KeyInfo, CosignerResponse> {
 pub fn handle(state: &Arc<CosignerState>, req: CosignerRequest) -> CosignerResponse {
     let result = match req {
         CosignerRequest::Hello => hello(state),
-        CosignerRequest::DkgRound1 { session, threshold, participants } => dkg_round1(state, session, threshold, participants),
+        CosignerRequest::DkgRound1 { session, threshold, participants } => {
+            dkg_round1(state, session, threshold, participants)
+        }
         CosignerRequest::DkgRound2 { session, round1 } => dkg_round2(state, session, round1),
         CosignerRequest::DkgFinish { session, sealed } => dkg_finish(state, session, sealed),
-        CosignerRequest::NonceCommitments { key_id, after_id, count } => nonce_commitments(state, key_id, after_id, count),
+        CosignerRequest::NonceCommitments { key_id, after_id, count } => {
+            nonce_commitments(state, key_id, after_id, count)
+        }
         CosignerRequest::Sign(req) => sign(state, req),
         CosignerRequest::ImportDealerShare { key_package, public_key_package } => {
             import_dealer_share(state, &key_package, &public_key_package)
@@ -163,7 +167,8 @@ fn nonce_commitments(state: &CosignerState, key_id: KeyId, after_id: Option<u64>
             round1::commit(&signing_share, &mut rand::rngs::OsRng).0
         })
         .map_err(store_error)?;
-    let commitments = made.into_iter().map(|(nonce_id, commitments)| NonceCommitment { nonce_id, commitments }).collect();
+    let commitments =
+        made.into_iter().map(|(nonce_id, commitments)| NonceCommitment { nonce_id, commitments }).collect();
     Ok(CosignerResponse::NonceCommitments { key_id, commitments })
 }
 

@@ -12,5 +12,5 @@ pub mod handler;
 pub mod server;
 pub mod store;
 
-pub use config::{CosignerConfig, ConfigError};
+pub use config::{ConfigError, CosignerConfig};
 pub use server::{run_cosigner, Cosigner, CosignerError, ReplyFault};

@@ -96,9 +96,13 @@ impl Cosigner {
                     let state = state.clone();
                     let fault = fault.clone();
                     async move {
-                        let reply = tokio::task::spawn_blocking(move || handle(&state, req)).await.unwrap_or_else(|e| {
-                            CosignerResponse::Error { kind: ErrorKind::Internal, detail: format!("handler failed: {e}") }
-                        });
+                        let reply =
+                            tokio::task::spawn_blocking(move || handle(&state, req)).await.unwrap_or_else(|e| {
+                                CosignerResponse::Error {
+                                    kind: ErrorKind::Internal,
+                                    detail: format!("handler failed: {e}"),
+                                }
+                            });
                         match fault {
                             Some(f) => f(reply),
                             None => reply,

@@ -77,7 +77,8 @@ impl Store {
     pub fn key(&self, key_id: &KeyId) -> Result<KeyShare, StoreError> {
         let txn = self.db.begin_read().map_err(db_err)?;
         let table = txn.open_table(KEYS).map_err(db_err)?;
-        let v = table.get(key_id.as_slice()).map_err(db_err)?.ok_or_else(|| StoreError::UnknownKey(hex::encode(key_id)))?;
+        let v =
+            table.get(key_id.as_slice()).map_err(db_err)?.ok_or_else(|| StoreError::UnknownKey(hex::encode(key_id)))?;
         KeyShare::from_bytes(v.value()).map_err(|_| StoreError::Corrupt("key share"))
     }
 
@@ -120,7 +121,8 @@ impl Store {
                 }
             }
             let mut meta = txn.open_table(META).map_err(db_err)?;
-            let mut next = meta.get(NEXT_NONCE_ID).map_err(db_err)?.ok_or(StoreError::Corrupt("nonce counter"))?.value();
+            let mut next =
+                meta.get(NEXT_NONCE_ID).map_err(db_err)?.ok_or(StoreError::Corrupt("nonce counter"))?.value();
             let room = pool_max.saturating_sub(unused) as usize;
             let fresh = (count as usize).saturating_sub(out.len()).min(room);
             for _ in 0..fresh {
@@ -144,7 +146,8 @@ impl Store {
         reject_duplicates(ids)?;
         let txn = self.db.begin_read().map_err(db_err)?;
         let nonces = txn.open_table(NONCES).map_err(db_err)?;
-        let next = txn.open_table(META).map_err(db_err)?.get(NEXT_NONCE_ID).map_err(db_err)?.map(|v| v.value()).unwrap_or(1);
+        let next =
+            txn.open_table(META).map_err(db_err)?.get(NEXT_NONCE_ID).map_err(db_err)?.map(|v| v.value()).unwrap_or(1);
         ids.iter()
             .map(|id| match nonces.get(*id).map_err(db_err)? {
                 Some(v) => {

@@ -87,8 +87,8 @@ pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
     if version != PROTOCOL_VERSION {
         return Err(FrameError::UnsupportedVersion { got: version, supported: PROTOCOL_VERSION });
     }
-    let (msg, rest) = postcard::take_from_bytes(&body[VERSION_BYTES..])
-        .map_err(|e| FrameError::Malformed(postcard_reason(e)))?;
+    let (msg, rest) =
+        postcard::take_from_bytes(&body[VERSION_BYTES..]).map_err(|e| FrameError::Malformed(postcard_reason(e)))?;
     if !rest.is_empty() {
         return Err(FrameError::Malformed("trailing bytes after message"));
     }
@@ -155,9 +155,6 @@ mod tests {
         frame.push(0);
         let len = (frame.len() - FRAME_HEADER_BYTES) as u32;
         frame[..4].copy_from_slice(&len.to_be_bytes());
-        assert_eq!(
-            decode_frame::<CosignerRequest>(&frame),
-            Err(FrameError::Malformed("trailing bytes after message"))
-        );
+        assert_eq!(decode_frame::<CosignerRequest>(&frame), Err(FrameError::Malformed("trailing bytes after message")));
     }
 }

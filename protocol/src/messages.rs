@@ -98,18 +98,34 @@ pub struct SignRequest {
 /// A cosigner's reply; one per stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CosignerResponse {
-    Hello { fingerprint: Fingerprint, keys: Vec<KeyInfo> },
+    Hello {
+        fingerprint: Fingerprint,
+        keys: Vec<KeyInfo>,
+    },
     DkgRound1(DkgRound1Message),
-    DkgRound2 { sealed: Vec<SealedPackage> },
+    DkgRound2 {
+        sealed: Vec<SealedPackage>,
+    },
     DkgFinished(KeyInfo),
-    NonceCommitments { key_id: KeyId, commitments: Vec<NonceCommitment> },
+    NonceCommitments {
+        key_id: KeyId,
+        commitments: Vec<NonceCommitment>,
+    },
     /// One FROST signature share per item, in order; `warnings` are violations whose
     /// action is `warn` in this cosigner's policy.
-    Shares { shares: Vec<Vec<u8>>, warnings: Vec<Violation> },
+    Shares {
+        shares: Vec<Vec<u8>>,
+        warnings: Vec<Violation>,
+    },
     /// The request breaks this cosigner's policy; nothing was signed, no nonce consumed.
-    Refused { violations: Vec<Violation> },
+    Refused {
+        violations: Vec<Violation>,
+    },
     Imported(KeyInfo),
-    Error { kind: ErrorKind, detail: String },
+    Error {
+        kind: ErrorKind,
+        detail: String,
+    },
 }
 
 /// Public facts about a group key held by a cosigner.
@@ -174,12 +190,24 @@ pub enum NodeRequest {
 pub enum NodeResponse {
     GroupInfo(GroupInfo),
     /// A 64-byte BIP-340 signature, already verified by the coordinator.
-    Signature { sig: Vec<u8>, report: SignReport },
+    Signature {
+        sig: Vec<u8>,
+        report: SignReport,
+    },
     /// The PSBT with `tap_key_sig` and the final witness set on every group input.
-    SignedPsbt { psbt: Vec<u8>, report: SignReport },
+    SignedPsbt {
+        psbt: Vec<u8>,
+        report: SignReport,
+    },
     /// Fewer than `threshold` cosigners would sign: who refused and why.
-    Refused { refusals: Vec<CosignerRefusal>, report: SignReport },
-    Error { kind: ErrorKind, detail: String },
+    Refused {
+        refusals: Vec<CosignerRefusal>,
+        report: SignReport,
+    },
+    Error {
+        kind: ErrorKind,
+        detail: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

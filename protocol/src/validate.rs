@@ -182,7 +182,11 @@ mod tests {
         let req = CosignerRequest::NonceCommitments { key_id: [0; 32], after_id: None, count: MAX_NONCE_BATCH + 1 };
         assert_eq!(
             req.validate(),
-            Err(ValidationError { field: "count", seen: MAX_NONCE_BATCH as usize + 1, limit: MAX_NONCE_BATCH as usize })
+            Err(ValidationError {
+                field: "count",
+                seen: MAX_NONCE_BATCH as usize + 1,
+                limit: MAX_NONCE_BATCH as usize
+            })
         );
         let too_many = SignRequest {
             key_id: [0; 32],

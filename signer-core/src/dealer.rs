@@ -77,7 +77,8 @@ pub fn sign_in_process<R: RngCore + CryptoRng>(
         let nonce = nonces.get(&s.identifier()).ok_or(DealerError::Split)?;
         shares.insert(s.identifier(), round2::sign(&package, nonce, &s.key_package).map_err(|_| DealerError::Split)?);
     }
-    let sig = frost_secp256k1_tr::aggregate(&package, &shares, &first.public_key_package).map_err(|_| DealerError::Split)?;
+    let sig =
+        frost_secp256k1_tr::aggregate(&package, &shares, &first.public_key_package).map_err(|_| DealerError::Split)?;
     let bytes = sig.serialize().map_err(|_| DealerError::Split)?;
     bytes.as_slice().try_into().map_err(|_| DealerError::Split)
 }

@@ -64,7 +64,12 @@ pub struct DkgSetup {
 }
 
 impl DkgSetup {
-    pub fn new(session: SessionId, threshold: u16, mut participants: Vec<Fingerprint>, me: Fingerprint) -> Result<Self, DkgError> {
+    pub fn new(
+        session: SessionId,
+        threshold: u16,
+        mut participants: Vec<Fingerprint>,
+        me: Fingerprint,
+    ) -> Result<Self, DkgError> {
         let n = participants.len();
         participants.sort_unstable();
         participants.dedup();
@@ -215,7 +220,8 @@ pub fn finish(state: Round2State, sealed: &[SealedPackage]) -> Result<KeyShare, 
         let plaintext = ChaCha20Poly1305::new(Key::from_slice(&key))
             .decrypt(Nonce::from_slice(&[0u8; 12]), Payload { msg: &p.ciphertext, aad: &state.transcript })
             .map_err(|_| DkgError::Unseal { sender: hex_fp(&p.sender) })?;
-        let package = round2::Package::deserialize(&plaintext).map_err(|_| DkgError::Unseal { sender: hex_fp(&p.sender) })?;
+        let package =
+            round2::Package::deserialize(&plaintext).map_err(|_| DkgError::Unseal { sender: hex_fp(&p.sender) })?;
         if round2_packages.insert(identifier_for(&p.sender)?, package).is_some() {
             return Err(DkgError::Round2SetMismatch);
         }
@@ -276,8 +282,17 @@ mod tests {
 
     #[test]
     fn setup_rejects_bad_threshold_and_duplicates() {
-        assert!(matches!(DkgSetup::new([0; 32], 3, alloc::vec![[1; 32], [2; 32]], [1; 32]), Err(DkgError::BadThreshold { .. })));
-        assert!(matches!(DkgSetup::new([0; 32], 2, alloc::vec![[1; 32], [1; 32]], [1; 32]), Err(DkgError::BadParticipants { .. })));
-        assert!(matches!(DkgSetup::new([0; 32], 2, alloc::vec![[1; 32], [2; 32]], [3; 32]), Err(DkgError::NotAParticipant)));
+        assert!(matches!(
+            DkgSetup::new([0; 32], 3, alloc::vec![[1; 32], [2; 32]], [1; 32]),
+            Err(DkgError::BadThreshold { .. })
+        ));
+        assert!(matches!(
+            DkgSetup::new([0; 32], 2, alloc::vec![[1; 32], [1; 32]], [1; 32]),
+            Err(DkgError::BadParticipants { .. })
+        ));
+        assert!(matches!(
+            DkgSetup::new([0; 32], 2, alloc::vec![[1; 32], [2; 32]], [3; 32]),
+            Err(DkgError::NotAParticipant)
+        ));
     }
 }

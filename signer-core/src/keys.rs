@@ -67,7 +67,10 @@ impl KeyShare {
     pub fn to_bytes(&self) -> Result<Vec<u8>, KeyError> {
         let stored = StoredKeyShare {
             key_package: self.key_package.serialize().map_err(|_| KeyError::Decode("key package"))?,
-            public_key_package: self.public_key_package.serialize().map_err(|_| KeyError::Decode("public key package"))?,
+            public_key_package: self
+                .public_key_package
+                .serialize()
+                .map_err(|_| KeyError::Decode("public key package"))?,
         };
         postcard::to_allocvec(&stored).map_err(|_| KeyError::Decode("key share"))
     }

@@ -133,12 +133,16 @@ async fn start_slot(slot: &mut CosignerSlot) -> Result<(), HarnessError> {
 impl Harness {
     pub async fn start(spec: QuorumSpec) -> Result<Self, HarnessError> {
         let dir = tempfile::tempdir().map_err(setup("temp dir"))?;
-        let coordinator = Arc::new(Identity::init(&dir.path().join("coordinator"), "coordinator").map_err(setup("identity"))?);
+        let coordinator =
+            Arc::new(Identity::init(&dir.path().join("coordinator"), "coordinator").map_err(setup("identity"))?);
         let client_identity = Identity::init(&dir.path().join("client"), "client").map_err(setup("identity"))?;
         let mut ids = Vec::new();
         for i in 1..=spec.n {
             let data_dir = dir.path().join(format!("cosigner-{i}"));
-            ids.push((data_dir.clone(), Identity::init(&data_dir, &format!("c{i}")).map_err(setup("identity"))?.fingerprint));
+            ids.push((
+                data_dir.clone(),
+                Identity::init(&data_dir, &format!("c{i}")).map_err(setup("identity"))?.fingerprint,
+            ));
         }
         let mut cosigners = Vec::new();
         for (i, (data_dir, fingerprint)) in ids.iter().enumerate() {
@@ -168,7 +172,10 @@ impl Harness {
             listen: "127.0.0.1:0".parse().expect("literal"),
             network: bitcoin::Network::Regtest,
             clients: vec![client_identity.fingerprint],
-            cosigners: cosigners.iter().map(|c| CosignerSpec { name: c.name.clone(), addr: c.addr, fingerprint: c.fingerprint }).collect(),
+            cosigners: cosigners
+                .iter()
+                .map(|c| CosignerSpec { name: c.name.clone(), addr: c.addr, fingerprint: c.fingerprint })
+                .collect(),
             key_id: None,
             request_timeout: spec.request_timeout,
             nonce_pool_target: spec.nonce_pool_target,

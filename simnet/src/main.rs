@@ -51,8 +51,11 @@ async fn main_inner(cli: Cli) -> Result<bool, Box<dyn std::error::Error>> {
                 None => Scenario::parse(QUICKSTART, "built-in quickstart")?,
             };
             let (r, sigs) = run(&scenario, !quiet).await?;
-            std::fs::write(&report, serde_json::to_string_pretty(&r)?).map_err(|e| format!("{}: {e}", report.display()))?;
-            let mut out = std::io::BufWriter::new(std::fs::File::create(&signatures).map_err(|e| format!("{}: {e}", signatures.display()))?);
+            std::fs::write(&report, serde_json::to_string_pretty(&r)?)
+                .map_err(|e| format!("{}: {e}", report.display()))?;
+            let mut out = std::io::BufWriter::new(
+                std::fs::File::create(&signatures).map_err(|e| format!("{}: {e}", signatures.display()))?,
+            );
             for s in &sigs {
                 writeln!(out, "{}", serde_json::to_string(s)?)?;
             }

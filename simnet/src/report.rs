@@ -94,8 +94,13 @@ impl Report {
 
     pub fn summary(&self) -> String {
         let mut s = String::new();
-        let _ = writeln!(s, "scenario {} (seed {}), {}-of-{}", self.scenario, self.seed, self.threshold, self.cosigners);
-        let _ = writeln!(s, "  requests   {:>8}   in {:.2} s, {:.0}/s", self.requests, self.duration_s, self.throughput_per_s);
+        let _ =
+            writeln!(s, "scenario {} (seed {}), {}-of-{}", self.scenario, self.seed, self.threshold, self.cosigners);
+        let _ = writeln!(
+            s,
+            "  requests   {:>8}   in {:.2} s, {:.0}/s",
+            self.requests, self.duration_s, self.throughput_per_s
+        );
         let _ = writeln!(s, "  signed     {:>8}   ({} signatures)", self.signed, self.signatures);
         let _ = writeln!(s, "  refused    {:>8}", self.refused_requests);
         for (tag, n) in &self.refused {

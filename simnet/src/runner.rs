@@ -51,14 +51,18 @@ async fn send(client: &NodeClient, key_id: [u8; 32], item: WorkItem) -> Done {
     let outcome = match (reply, &item.request) {
         (Ok(NodeResponse::Signature { sig, report }), NodeRequest::SignMessage { msg }) => {
             match verify_bip340(&key_id, msg, &sig) {
-                Ok(()) => Outcome::Signed(vec![SigRecord { pubkey, msg: hex::encode(msg), sig: hex::encode(&sig) }], report),
+                Ok(()) => {
+                    Outcome::Signed(vec![SigRecord { pubkey, msg: hex::encode(msg), sig: hex::encode(&sig) }], report)
+                }
                 Err(e) => Outcome::BadSignature(format!("returned signature does not verify: {e}")),
             }
         }
-        (Ok(NodeResponse::SignedPsbt { psbt, report }), NodeRequest::SignPsbt { psbt: sent }) => match psbt_signatures(&key_id, sent, &psbt) {
-            Ok(records) => Outcome::Signed(records, report),
-            Err(e) => Outcome::BadSignature(e),
-        },
+        (Ok(NodeResponse::SignedPsbt { psbt, report }), NodeRequest::SignPsbt { psbt: sent }) => {
+            match psbt_signatures(&key_id, sent, &psbt) {
+                Ok(records) => Outcome::Signed(records, report),
+                Err(e) => Outcome::BadSignature(e),
+            }
+        }
         (Ok(NodeResponse::Refused { refusals, report }), _) => {
             Outcome::Refused(refusals.iter().flat_map(|r| r.violations.iter().map(|v| v.tag.clone())).collect(), report)
         }
@@ -164,7 +168,11 @@ pub async fn run(scenario: &Scenario, progress: bool) -> Result<(Report, Vec<Sig
                 }
                 let action = if start { "start" } else { "stop" };
                 tracing::info!(at_request = at, cosigner = %harness.cosigners[i].name, action, "fault injected");
-                fault_events.push(FaultEvent { at_request: at, action: action.into(), cosigner: harness.cosigners[i].name.clone() });
+                fault_events.push(FaultEvent {
+                    at_request: at,
+                    action: action.into(),
+                    cosigner: harness.cosigners[i].name.clone(),
+                });
             }
             continue;
         }
@@ -182,7 +190,12 @@ pub async fn run(scenario: &Scenario, progress: bool) -> Result<(Report, Vec<Sig
     Ok(build_report(scenario, done, fault_events, duration_s))
 }
 
-fn build_report(s: &Scenario, done: Vec<Done>, fault_events: Vec<FaultEvent>, duration_s: f64) -> (Report, Vec<SigRecord>) {
+fn build_report(
+    s: &Scenario,
+    done: Vec<Done>,
+    fault_events: Vec<FaultEvent>,
+    duration_s: f64,
+) -> (Report, Vec<SigRecord>) {
     let mut signed = 0;
     let mut refused: BTreeMap<String, usize> = BTreeMap::new();
     let mut refused_requests = 0;

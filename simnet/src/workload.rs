@@ -84,7 +84,8 @@ pub fn generate(p: &WorkloadParams, key_id: &KeyId) -> Vec<WorkItem> {
                     let mut script = vec![0x00, 0x14];
                     script.extend_from_slice(&foreign);
                     outputs[0].value = Amount::from_sat(in_sat - fee - 10_000);
-                    outputs.push(TxOut { value: Amount::from_sat(10_000), script_pubkey: ScriptBuf::from_bytes(script) });
+                    outputs
+                        .push(TxOut { value: Amount::from_sat(10_000), script_pubkey: ScriptBuf::from_bytes(script) });
                     RequestKind::PsbtUnknownOutput
                 } else {
                     outputs[0].value = Amount::from_sat(in_sat - p.fee_sat_max - fee);

@@ -158,9 +158,13 @@ async fn psbt_policy_violations_refused_with_tags() {
     assert!(refusals.iter().all(|(_, tags)| tags == &["policy-onchain-no-unknown-outputs"]));
 
     let fee_cap = PolicyConfig::default().onchain.fee_sat_max;
-    let greedy = two_input_psbt(&key, vec![TxOut { value: Amount::from_sat(100_000 - fee_cap - 1), script_pubkey: wallet }]);
+    let greedy =
+        two_input_psbt(&key, vec![TxOut { value: Amount::from_sat(100_000 - fee_cap - 1), script_pubkey: wallet }]);
     let refusals = refusal_tags(&h, NodeRequest::SignPsbt { psbt: greedy.serialize() }).await;
-    assert!(refusals.len() >= 2 && refusals.iter().all(|(_, tags)| tags == &["policy-onchain-fee-range"]), "{refusals:?}");
+    assert!(
+        refusals.len() >= 2 && refusals.iter().all(|(_, tags)| tags == &["policy-onchain-fee-range"]),
+        "{refusals:?}"
+    );
     h.shutdown().await;
 }
 
@@ -187,7 +191,13 @@ async fn unpinned_node_client_is_refused() {
     let h = Harness::start(QuorumSpec::new(3, 2)).await.unwrap();
     let stranger = Identity::generate("stranger").unwrap();
     let outcome = async {
-        let c = qls_coordinator::NodeClient::connect(&stranger, h.api_addr, h.coordinator_fingerprint, Duration::from_secs(2)).await?;
+        let c = qls_coordinator::NodeClient::connect(
+            &stranger,
+            h.api_addr,
+            h.coordinator_fingerprint,
+            Duration::from_secs(2),
+        )
+        .await?;
         c.group_info().await
     }
     .await;

@@ -89,7 +89,12 @@ fn hex32(s: &str) -> Result<[u8; 32], String> {
     hex::decode(s.trim()).ok().and_then(|b| b.try_into().ok()).ok_or_else(|| format!("{s:?} is not 32 bytes of hex"))
 }
 
-fn example_psbt(key_id: &[u8; 32], amount: u64, fee: u64, pay_to: Option<ScriptBuf>) -> Result<Psbt, Box<dyn std::error::Error>> {
+fn example_psbt(
+    key_id: &[u8; 32],
+    amount: u64,
+    fee: u64,
+    pay_to: Option<ScriptBuf>,
+) -> Result<Psbt, Box<dyn std::error::Error>> {
     let wallet = qls_signer_core::wallet::wallet_script(key_id)?;
     let mut seed = [0u8; 32];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
@@ -134,7 +139,12 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             let key = c.group_info().await?.key_id;
             let (sig, report) = c.sign_message(&key, hex32(&msg)?).await?;
             println!("{}", hex::encode(sig));
-            eprintln!("verified under {}; signers: {}; attempts: {}", hex::encode(key), report.signers.join(", "), report.attempts);
+            eprintln!(
+                "verified under {}; signers: {}; attempts: {}",
+                hex::encode(key),
+                report.signers.join(", "),
+                report.attempts
+            );
             for b in report.blamed {
                 eprintln!("blamed {}: {:?} ({})", b.cosigner, b.reason, b.detail);
             }

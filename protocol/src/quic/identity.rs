@@ -74,7 +74,8 @@ impl Identity {
         let id = Self::generate(name)?;
         write_private(&key_path, &id.key_pkcs8)?;
         let cert_path = dir.join(CERT_FILE);
-        std::fs::write(&cert_path, id.cert_der.as_ref()).map_err(|source| IdentityError::Io { path: cert_path, source })?;
+        std::fs::write(&cert_path, id.cert_der.as_ref())
+            .map_err(|source| IdentityError::Io { path: cert_path, source })?;
         Ok(id)
     }
 

@@ -23,7 +23,11 @@ pub fn check_psbt(psbt: &Psbt, wallet_script: &Script, policy: &OnchainPolicy) -
         if script != wallet_script && !policy.allowlisted_scripts.iter().any(|s| s.as_script() == script) {
             violations.push(Violation {
                 tag: PolicyTag::OnchainNoUnknownOutputs,
-                detail: format!("output {i} pays {} sat to unknown script {}", out.value.to_sat(), script.to_hex_string()),
+                detail: format!(
+                    "output {i} pays {} sat to unknown script {}",
+                    out.value.to_sat(),
+                    script.to_hex_string()
+                ),
             });
         }
     }
@@ -76,7 +80,8 @@ pub(crate) mod tests {
 
     #[test]
     fn unknown_output_refused() {
-        let foreign = ScriptBuf::from_bytes(vec![0x00, 0x14, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7]);
+        let foreign =
+            ScriptBuf::from_bytes(vec![0x00, 0x14, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7]);
         let psbt = psbt_spending(&wallet(), 10_000, &[(foreign.clone(), 4_000), (wallet(), 5_000)]);
         let v = check_psbt(&psbt, &wallet(), &OnchainPolicy::default()).unwrap();
         assert_eq!(v.len(), 1);

@@ -1,0 +1,269 @@
+//! The cosigner as a real process (`qls-cosigner run`), driven over QUIC by a test that
+//! plays the coordinator: nonce safety across `kill -9` and across an abort right after
+//! the nonce is consumed, bad frames answered with typed errors, unpinned peers refused.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use qls_protocol::quic::{client_endpoint, connect, request, Identity};
+use qls_protocol::*;
+use qls_signer_core::dealer;
+use qls_signer_core::frost::round1::{self, SigningCommitments};
+use qls_signer_core::frost::{self, round2, SigningPackage};
+use qls_signer_core::keys::{identifier_for, KeyShare};
+use quinn::{Connection, Endpoint};
+
+const BIN: &str = env!("CARGO_BIN_EXE_qls-cosigner");
+
+struct Cosigner {
+    dir: tempfile::TempDir,
+    addr: SocketAddr,
+    fingerprint: Fingerprint,
+    child: Option<Child>,
+    coordinator: Identity,
+    endpoint: Endpoint,
+}
+
+fn cli(args: &[&str]) -> String {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+impl Cosigner {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let fp = cli(&["init", "--data-dir", d, "--name", "c1", "--listen", &addr.to_string()]);
+        let coordinator = Identity::generate("coordinator").unwrap();
+        cli(&["pin", "--data-dir", d, "--coordinator", &qls_protocol::quic::fingerprint_hex(&coordinator.fingerprint)]);
+        let config = dir.path().join("cosigner.toml");
+        let text = std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("allow_dealer_import = false", "allow_dealer_import = true");
+        std::fs::write(&config, text).unwrap();
+        let fingerprint = qls_protocol::quic::parse_fingerprint(&fp).unwrap();
+        let endpoint = client_endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
+        Self { dir, addr, fingerprint, child: None, coordinator, endpoint }
+    }
+
+    async fn start(&mut self, failpoint: Option<&str>) -> Connection {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["run", "--data-dir", self.dir.path().to_str().unwrap()]).env("RUST_LOG", "warn");
+        if let Some(f) = failpoint {
+            cmd.env("QLS_FAILPOINT", f);
+        }
+        self.child = Some(cmd.spawn().unwrap());
+        for _ in 0..200 {
+            let attempt = connect(&self.endpoint, &self.coordinator, self.addr, self.fingerprint);
+            if let Ok(Ok(c)) = tokio::time::timeout(Duration::from_millis(200), attempt).await {
+                if let Ok(CosignerResponse::Hello { .. }) = call(&c, &CosignerRequest::Hello).await {
+                    return c;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("cosigner did not come up");
+    }
+
+    /// SIGKILL: no destructor, no flush, like pulling the plug on the process.
+    fn kill_9(&mut self) {
+        let mut c = self.child.take().unwrap();
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+
+    fn wait_exit(&mut self) -> std::process::ExitStatus {
+        self.child.take().unwrap().wait().unwrap()
+    }
+
+    fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Cosigner {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+async fn call(c: &Connection, req: &CosignerRequest) -> Result<CosignerResponse, qls_protocol::quic::StreamError> {
+    request(c, req, Duration::from_secs(3)).await
+}
+
+/// Imports a 2-of-2 dealer key: the process holds share 1, the test holds share 2.
+async fn import_key(c: &Connection, cosigner: &Cosigner) -> (KeyShare, KeyShare) {
+    let mut rng = rand::rngs::OsRng;
+    let mut shares = dealer::split(None, &[cosigner.fingerprint, [9; 32]], 2, &mut rng).unwrap();
+    let (_, theirs) = shares.remove(0);
+    let (_, ours) = shares.remove(0);
+    let req = CosignerRequest::ImportDealerShare {
+        key_package: theirs.key_package.serialize().unwrap(),
+        public_key_package: theirs.public_key_package.serialize().unwrap(),
+    };
+    assert!(matches!(call(c, &req).await.unwrap(), CosignerResponse::Imported(_)));
+    (theirs, ours)
+}
+
+async fn commitments(c: &Connection, key: &KeyShare, count: u32) -> Vec<(u64, SigningCommitments)> {
+    let req = CosignerRequest::NonceCommitments { key_id: key.key_id(), after_id: None, count };
+    match call(c, &req).await.unwrap() {
+        CosignerResponse::NonceCommitments { commitments, .. } => commitments
+            .into_iter()
+            .map(|n| (n.nonce_id, SigningCommitments::deserialize(&n.commitments).unwrap()))
+            .collect(),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A sign request for `msg` using the process's nonce (`id`, `theirs`) and a fresh local
+/// nonce of ours; returns the request, the package and our nonce.
+fn sign_request(
+    key: &KeyShare,
+    ours: &KeyShare,
+    id: u64,
+    theirs: SigningCommitments,
+    msg: [u8; 32],
+) -> (CosignerRequest, SigningPackage, round1::SigningNonces) {
+    let (our_nonce, our_commit) = round1::commit(ours.key_package.signing_share(), &mut rand::rngs::OsRng);
+    let package = SigningPackage::new(
+        [(identifier_for(&[9; 32]).unwrap(), our_commit), (key.identifier(), theirs)].into_iter().collect(),
+        &msg,
+    );
+    let req = CosignerRequest::Sign(SignRequest {
+        key_id: key.key_id(),
+        payload: SignPayload::Message(msg),
+        items: vec![SignItem { nonce_id: id, signing_package: package.serialize().unwrap() }],
+    });
+    (req, package, our_nonce)
+}
+
+fn error_kind(r: CosignerResponse) -> ErrorKind {
+    match r {
+        CosignerResponse::Error { kind, .. } => kind,
+        other => panic!("expected an error reply, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nonce_refused_after_abort_between_consumption_and_share() {
+    let mut cosigner = Cosigner::new();
+    let conn = cosigner.start(Some("abort-after-nonce-consume")).await;
+    let (theirs, ours) = import_key(&conn, &cosigner).await;
+    let pool = commitments(&conn, &theirs, 1).await;
+    let (req, _, _) = sign_request(&theirs, &ours, pool[0].0, pool[0].1, [1; 32]);
+    assert!(call(&conn, &req).await.is_err(), "the process must die before any share is sent");
+    let status = cosigner.wait_exit();
+    assert!(!status.success(), "aborted: {status:?}");
+
+    let conn = cosigner.start(None).await;
+    assert_eq!(error_kind(call(&conn, &req).await.unwrap()), ErrorKind::ConsumedNonce);
+    let (other_msg, _, _) = sign_request(&theirs, &ours, pool[0].0, pool[0].1, [2; 32]);
+    assert_eq!(error_kind(call(&conn, &other_msg).await.unwrap()), ErrorKind::ConsumedNonce);
+    assert!(cosigner.data_dir().join("cosigner.redb").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_after_commitment_then_nonce_used_once_only() {
+    let mut cosigner = Cosigner::new();
+    let conn = cosigner.start(None).await;
+    let (theirs, ours) = import_key(&conn, &cosigner).await;
+    let pool = commitments(&conn, &theirs, 2).await;
+    assert_eq!(pool.len(), 2);
+    cosigner.kill_9();
+
+    let conn = cosigner.start(None).await;
+    // The commitment handed out before the crash is still served, durably.
+    let again = commitments(&conn, &theirs, 2).await;
+    assert_eq!(again.iter().map(|(id, _)| *id).collect::<Vec<_>>(), pool.iter().map(|(id, _)| *id).collect::<Vec<_>>());
+    let msg = [3; 32];
+    let (req, package, our_nonce) = sign_request(&theirs, &ours, pool[1].0, pool[1].1, msg);
+    let share = match call(&conn, &req).await.unwrap() {
+        CosignerResponse::Shares { shares, .. } => round2::SignatureShare::deserialize(&shares[0]).unwrap(),
+        other => panic!("{other:?}"),
+    };
+    let our_share = round2::sign(&package, &our_nonce, &ours.key_package).unwrap();
+    let shares = [(theirs.identifier(), share), (ours.identifier(), our_share)].into_iter().collect();
+    let sig = frost::aggregate(&package, &shares, &theirs.public_key_package).unwrap().serialize().unwrap();
+    let secp = secp256k1::Secp256k1::verification_only();
+    let pk = secp256k1::XOnlyPublicKey::from_slice(&theirs.key_id()).unwrap();
+    secp.verify_schnorr(
+        &secp256k1::schnorr::Signature::from_slice(&sig).unwrap(),
+        &secp256k1::Message::from_digest(msg),
+        &pk,
+    )
+    .unwrap();
+
+    cosigner.kill_9();
+    let conn = cosigner.start(None).await;
+    let (reuse, _, _) = sign_request(&theirs, &ours, pool[1].0, pool[1].1, [4; 32]);
+    assert_eq!(error_kind(call(&conn, &reuse).await.unwrap()), ErrorKind::ConsumedNonce);
+    let (unknown, _, _) = sign_request(&theirs, &ours, 1_000_000, pool[0].1, [5; 32]);
+    assert_eq!(error_kind(call(&conn, &unknown).await.unwrap()), ErrorKind::UnknownNonce);
+    // A package whose commitment for this cosigner is not the nonce's is refused too.
+    let (mismatch, _, _) = sign_request(&theirs, &ours, pool[0].0, pool[1].1, [6; 32]);
+    assert_eq!(error_kind(call(&conn, &mismatch).await.unwrap()), ErrorKind::InvalidRequest);
+}
+
+async fn raw_exchange(c: &Connection, bytes: &[u8]) -> CosignerResponse {
+    let (mut send, mut recv) = c.open_bi().await.unwrap();
+    send.write_all(bytes).await.unwrap();
+    let _ = send.finish();
+    qls_protocol::quic::read_frame::<CosignerResponse>(&mut recv).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_oversized_and_wrong_version_frames_get_typed_errors() {
+    let mut cosigner = Cosigner::new();
+    let conn = cosigner.start(None).await;
+
+    let oversized = ((limits::MAX_FRAME_BYTES + 1) as u32).to_be_bytes();
+    assert_eq!(error_kind(raw_exchange(&conn, &oversized).await), ErrorKind::BadFrame);
+
+    let mut wrong_version = encode_frame(&CosignerRequest::Hello).unwrap();
+    wrong_version[4..6].copy_from_slice(&2u16.to_be_bytes());
+    assert_eq!(error_kind(raw_exchange(&conn, &wrong_version).await), ErrorKind::UnsupportedVersion);
+
+    let mut garbage = 40u32.to_be_bytes().to_vec();
+    garbage.extend_from_slice(&PROTOCOL_VERSION.to_be_bytes());
+    garbage.extend_from_slice(&[0xee; 38]);
+    assert_eq!(error_kind(raw_exchange(&conn, &garbage).await), ErrorKind::BadFrame);
+
+    let too_many =
+        CosignerRequest::NonceCommitments { key_id: [0; 32], after_id: None, count: limits::MAX_NONCE_BATCH + 1 };
+    assert_eq!(error_kind(raw_exchange(&conn, &encode_frame(&too_many).unwrap()).await), ErrorKind::InvalidRequest);
+
+    let unknown_key = CosignerRequest::NonceCommitments { key_id: [7; 32], after_id: None, count: 1 };
+    assert_eq!(error_kind(call(&conn, &unknown_key).await.unwrap()), ErrorKind::UnknownKey);
+    let dkg_unpinned_peer = CosignerRequest::DkgRound1 {
+        session: [1; 32],
+        threshold: 2,
+        participants: vec![DkgParticipant { cert_der: Identity::generate("x").unwrap().cert_der.to_vec() }; 2],
+    };
+    assert_eq!(error_kind(call(&conn, &dkg_unpinned_peer).await.unwrap()), ErrorKind::Forbidden);
+
+    // After all that, the cosigner still serves.
+    assert!(matches!(call(&conn, &CosignerRequest::Hello).await.unwrap(), CosignerResponse::Hello { .. }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unpinned_coordinator_is_refused() {
+    let mut cosigner = Cosigner::new();
+    let _pinned = cosigner.start(None).await;
+    let stranger = Identity::generate("stranger").unwrap();
+    let endpoint = client_endpoint("127.0.0.1:0".parse().unwrap()).unwrap();
+    let outcome = async {
+        let c = connect(&endpoint, &stranger, cosigner.addr, cosigner.fingerprint).await.map_err(|e| e.to_string())?;
+        call(&c, &CosignerRequest::Hello).await.map_err(|e| e.to_string())
+    };
+    let outcome = tokio::time::timeout(Duration::from_secs(5), outcome).await.expect("refusal is prompt");
+    assert!(outcome.is_err(), "an unpinned coordinator got {outcome:?}");
+}
