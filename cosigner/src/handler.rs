@@ -14,7 +14,7 @@ use qls_signer_core::dkg::{self, DkgSetup, Round1Entry};
 use qls_signer_core::frost::keys::{KeyPackage, PublicKeyPackage};
 use qls_signer_core::frost::round1;
 use qls_signer_core::keys::{identifier_for, KeyShare};
-use qls_signer_core::share_signer::{decide, ShareDecision, SignError};
+use qls_signer_core::share_signer::{compute_shares, decide, ShareDecision, SignError};
 
 use crate::config::CosignerConfig;
 use crate::dkg_sessions::{DkgPhase, DkgSessions};
@@ -32,13 +32,37 @@ pub struct CosignerState {
     pub identity: Identity,
     pub store: Store,
     pub dkg: DkgSessions,
+    /// Decoded key shares; the store is the source of truth, this only saves decoding.
+    key_cache: std::sync::RwLock<BTreeMap<KeyId, Arc<KeyShare>>>,
     failpoint_after_consume: bool,
 }
 
 impl CosignerState {
     pub fn new(config: CosignerConfig, identity: Identity, store: Store) -> Self {
         let failpoint_after_consume = std::env::var(FAILPOINT_ENV).is_ok_and(|v| v == FAILPOINT_AFTER_CONSUME);
-        Self { config, identity, store, dkg: DkgSessions::default(), failpoint_after_consume }
+        Self {
+            config,
+            identity,
+            store,
+            dkg: DkgSessions::default(),
+            key_cache: Default::default(),
+            failpoint_after_consume,
+        }
+    }
+
+    fn key(&self, key_id: &KeyId) -> Result<Arc<KeyShare>, StoreError> {
+        if let Some(k) = self.key_cache.read().unwrap_or_else(|p| p.into_inner()).get(key_id) {
+            return Ok(k.clone());
+        }
+        let k = Arc::new(self.store.key(key_id)?);
+        self.key_cache.write().unwrap_or_else(|p| p.into_inner()).insert(*key_id, k.clone());
+        Ok(k)
+    }
+
+    fn put_key(&self, share: KeyShare) -> Result<(), StoreError> {
+        self.store.put_key(&share)?;
+        self.key_cache.write().unwrap_or_else(|p| p.into_inner()).insert(share.key_id(), Arc::new(share));
+        Ok(())
     }
 }
 
@@ -153,13 +177,14 @@ fn dkg_finish(state: &CosignerState, session: SessionId, sealed: Vec<SealedPacka
         return Err(error(ErrorKind::DkgFailed, "no DKG session awaiting the sealed packages with that id"));
     };
     let share = dkg::finish(r2, &sealed).map_err(|e| error(ErrorKind::DkgFailed, e))?;
-    state.store.put_key(&share).map_err(store_error)?;
-    tracing::info!(key_id = %hex::encode(share.key_id()), threshold = share.threshold(), "DKG finished; share stored");
-    Ok(CosignerResponse::DkgFinished(key_info(&share)?))
+    let info = key_info(&share)?;
+    state.put_key(share).map_err(store_error)?;
+    tracing::info!(key_id = %hex::encode(info.key_id), threshold = info.threshold, "DKG finished; share stored");
+    Ok(CosignerResponse::DkgFinished(info))
 }
 
 fn nonce_commitments(state: &CosignerState, key_id: KeyId, after_id: Option<u64>, count: u32) -> Reply {
-    let share = state.store.key(&key_id).map_err(store_error)?;
+    let share = state.key(&key_id).map_err(store_error)?;
     let signing_share = *share.key_package.signing_share();
     let made = state
         .store
@@ -177,11 +202,12 @@ fn violations(v: &[qls_signer_core::policy::Violation]) -> Vec<Violation> {
 }
 
 fn sign(state: &CosignerState, req: SignRequest) -> Reply {
-    let share = state.store.key(&req.key_id).map_err(store_error)?;
+    let share = state.key(&req.key_id).map_err(store_error)?;
     let ids: Vec<u64> = req.items.iter().map(|i| i.nonce_id).collect();
     let nonces = state.store.load_nonces(&req.key_id, &ids).map_err(store_error)?;
     let items: Vec<(&[u8], _)> = req.items.iter().map(|i| i.signing_package.as_slice()).zip(nonces.iter()).collect();
-    let decision = decide(&share, &req.payload, &items, &state.config.policy).map_err(|e| {
+    let share = share.as_ref();
+    let decision = decide(share, &req.payload, &items, &state.config.policy).map_err(|e| {
         let kind = if matches!(e, SignError::Frost { .. }) { ErrorKind::Internal } else { ErrorKind::InvalidRequest };
         error(kind, e)
     })?;
@@ -190,15 +216,26 @@ fn sign(state: &CosignerState, req: SignRequest) -> Reply {
             tracing::info!(refused = ?verdict.refused.iter().map(|v| v.tag.name()).collect::<Vec<_>>(), "policy refused a signing request");
             Ok(CosignerResponse::Refused { violations: violations(&verdict.refused) })
         }
-        ShareDecision::Sign { shares, verdict } => {
-            // Persist before acting: the nonces are gone from the store, durably, before
-            // any share exists outside this process.
-            state.store.consume_nonces(&req.key_id, &ids).map_err(store_error)?;
+        ShareDecision::Sign { packages, verdict } => {
+            // Persist before acting: the nonces are removed from the store, durably, and
+            // only then do the shares leave. The shares are computed meanwhile, in memory,
+            // on this thread while the commit's fsync runs on another.
+            let (consumed, shares) = std::thread::scope(|s| {
+                let consume = s.spawn(|| state.store.consume_nonces(&req.key_id, &ids));
+                let shares = compute_shares(share, &packages, &nonces);
+                (consume.join(), shares)
+            });
+            consumed
+                .map_err(|_| error(ErrorKind::Internal, "nonce consumption thread panicked"))?
+                .map_err(store_error)?;
             if state.failpoint_after_consume {
                 std::process::abort();
             }
-            let shares = shares.iter().map(|s| s.serialize()).collect();
-            Ok(CosignerResponse::Shares { shares, warnings: violations(&verdict.warned) })
+            let shares = shares.map_err(|e| error(ErrorKind::Internal, e))?;
+            Ok(CosignerResponse::Shares {
+                shares: shares.iter().map(|s| s.serialize()).collect(),
+                warnings: violations(&verdict.warned),
+            })
         }
     }
 }
@@ -214,6 +251,7 @@ fn import_dealer_share(state: &CosignerState, key_package: &[u8], public_key_pac
         return Err(error(ErrorKind::InvalidRequest, "key package identifier is not this cosigner's"));
     }
     let share = KeyShare::new(kp, pkp).map_err(|e| error(ErrorKind::InvalidRequest, e))?;
-    state.store.put_key(&share).map_err(store_error)?;
-    Ok(CosignerResponse::Imported(key_info(&share)?))
+    let info = key_info(&share)?;
+    state.put_key(share).map_err(store_error)?;
+    Ok(CosignerResponse::Imported(info))
 }

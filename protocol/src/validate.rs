@@ -4,7 +4,6 @@
 //! Must never: accept a message with an out-of-bound field; it returns the first
 //! offending field with the value seen and the limit.
 
-use alloc::string::String;
 use alloc::vec::Vec;
 
 use crate::limits::*;
@@ -51,7 +50,7 @@ fn violations(v: &[Violation]) -> Result<(), ValidationError> {
     })
 }
 
-fn detail(d: &String) -> Result<(), ValidationError> {
+fn detail(d: &str) -> Result<(), ValidationError> {
     at_most("detail", d.len(), MAX_DETAIL_BYTES)
 }
 

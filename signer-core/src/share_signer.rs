@@ -44,12 +44,13 @@ pub enum SignError {
     BadKeyId,
 }
 
-/// What the cosigner decided.
+/// What the cosigner decided about a request, before any share is computed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ShareDecision {
-    /// Shares, one per item in order, plus violations the policy only warns about.
-    Sign { shares: Vec<SignatureShare>, verdict: Verdict },
-    /// The policy refuses: no share was computed.
+    /// Approved: the checked signing packages, one per item in order, plus violations
+    /// the policy only warns about. Shares come from [`compute_shares`].
+    Sign { packages: Vec<SigningPackage>, verdict: Verdict },
+    /// The policy refuses: no share may be computed.
     Refuse { verdict: Verdict },
 }
 
@@ -73,7 +74,9 @@ pub fn derive_messages(
 }
 
 /// Decides on a signing request. `items` pairs each signing package (as sent) with the
-/// secret nonces the cosigner loaded for the nonce id of that item.
+/// secret nonces the cosigner loaded for the nonce id of that item. Computes nothing
+/// secret: the caller consumes the nonces durably, then (or meanwhile) computes the
+/// shares with [`compute_shares`], and releases them only after the consumption.
 pub fn decide(
     key: &KeyShare,
     payload: &SignPayload,
@@ -108,14 +111,22 @@ pub fn decide(
     if !verdict.approves() {
         return Ok(ShareDecision::Refuse { verdict });
     }
-    let shares = packages
+    Ok(ShareDecision::Sign { packages, verdict })
+}
+
+/// FROST signature shares for packages that [`decide`] approved, with the same nonces.
+pub fn compute_shares(
+    key: &KeyShare,
+    packages: &[SigningPackage],
+    nonces: &[SigningNonces],
+) -> Result<Vec<SignatureShare>, SignError> {
+    packages
         .iter()
-        .zip(items)
+        .zip(nonces)
         .enumerate()
-        .map(|(item, (package, (_, nonces)))| {
+        .map(|(item, (package, nonces))| {
             round2::sign(package, nonces, &key.key_package)
                 .map_err(|e| SignError::Frost { item, reason: format!("{e}") })
         })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(ShareDecision::Sign { shares, verdict })
+        .collect()
 }

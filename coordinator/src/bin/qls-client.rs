@@ -154,7 +154,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             let c = client(&dir).await?;
             let (signed, report) = c.sign_psbt(psbt.serialize()).await?;
             let signed = Psbt::deserialize(&signed)?;
-            println!("{}", signed.to_string());
+            println!("{signed}");
             match signed.clone().extract_tx() {
                 Ok(tx) => println!("{}", bitcoin::consensus::encode::serialize_hex(&tx)),
                 Err(e) => eprintln!("not every input is signed yet: {e}"),
