@@ -27,16 +27,26 @@ pub enum LinkError {
     Stream { name: String, detail: String },
 }
 
+/// After a failed dial, other calls fail at once for this long instead of queueing up
+/// behind one another's dial timeouts.
+pub const DIAL_BACKOFF: Duration = Duration::from_millis(250);
+
+#[derive(Default)]
+struct LinkState {
+    conn: Option<Connection>,
+    dial_failed_at: Option<tokio::time::Instant>,
+}
+
 pub struct CosignerLink {
     pub spec: CosignerSpec,
     endpoint: Endpoint,
     identity: Arc<Identity>,
-    conn: Mutex<Option<Connection>>,
+    state: Mutex<LinkState>,
 }
 
 impl CosignerLink {
     pub fn new(spec: CosignerSpec, endpoint: Endpoint, identity: Arc<Identity>) -> Self {
-        Self { spec, endpoint, identity, conn: Mutex::new(None) }
+        Self { spec, endpoint, identity, state: Mutex::new(LinkState::default()) }
     }
 
     pub fn name(&self) -> &str {
@@ -51,21 +61,44 @@ impl CosignerLink {
         self.spec.fingerprint
     }
 
+    /// True when the last connection was closed (by the cosigner, or lost) and no
+    /// new one is up: the cosigner is most likely down.
+    pub fn connection_lost(&self) -> bool {
+        match self.state.try_lock() {
+            Ok(s) => s.conn.as_ref().is_some_and(|c| c.close_reason().is_some()) || s.dial_failed_at.is_some(),
+            Err(_) => false, // a call is using or dialling the connection right now
+        }
+    }
+
     async fn connection(&self, timeout: Duration) -> Result<Connection, LinkError> {
-        let mut guard = self.conn.lock().await;
-        if let Some(c) = guard.as_ref() {
+        let mut state = self.state.lock().await;
+        if let Some(c) = state.conn.as_ref() {
             if c.close_reason().is_none() {
                 return Ok(c.clone());
             }
         }
+        if state.dial_failed_at.is_some_and(|t| t.elapsed() < DIAL_BACKOFF) {
+            return Err(LinkError::Unreachable {
+                name: self.spec.name.clone(),
+                detail: "dial failed moments ago".into(),
+            });
+        }
         let dial = connect(&self.endpoint, &self.identity, self.spec.addr, self.spec.fingerprint);
-        let conn = match tokio::time::timeout(timeout, dial).await {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => return Err(self.unreachable(e)),
-            Err(_) => return Err(LinkError::Timeout { name: self.spec.name.clone(), ms: timeout.as_millis() as u64 }),
+        let result = match tokio::time::timeout(timeout, dial).await {
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(e)) => Err(self.unreachable(e)),
+            Err(_) => Err(LinkError::Timeout { name: self.spec.name.clone(), ms: timeout.as_millis() as u64 }),
         };
-        *guard = Some(conn.clone());
-        Ok(conn)
+        match result {
+            Ok(conn) => {
+                *state = LinkState { conn: Some(conn.clone()), dial_failed_at: None };
+                Ok(conn)
+            }
+            Err(e) => {
+                state.dial_failed_at = Some(tokio::time::Instant::now());
+                Err(e)
+            }
+        }
     }
 
     fn unreachable(&self, e: TransportError) -> LinkError {
@@ -92,10 +125,10 @@ impl CosignerLink {
                 // opened: nothing reached the cosigner, so one redial is safe.
                 Err(StreamError::Connection(e)) if attempt == 0 => {
                     tracing::debug!(cosigner = %self.spec.name, error = %e, "connection lost; redialling");
-                    *self.conn.lock().await = None;
+                    self.state.lock().await.conn = None;
                 }
                 Err(e @ (StreamError::Connection(_) | StreamError::Read(_) | StreamError::Write(_))) => {
-                    *self.conn.lock().await = None;
+                    self.state.lock().await.conn = None;
                     return Err(LinkError::Unreachable { name: self.spec.name.clone(), detail: e.to_string() });
                 }
                 Err(e) => return Err(LinkError::Stream { name: self.spec.name.clone(), detail: e.to_string() }),

@@ -255,7 +255,7 @@ impl Quorum {
         let n = self.members.len().max(1);
         let start = self.rotate.fetch_add(1, Ordering::Relaxed) % n;
         let mut order: Vec<_> = (0..self.members.len()).map(|i| self.members[(start + i) % n].clone()).collect();
-        order.sort_by_key(|m| m.is_down());
+        order.sort_by_key(|m| m.is_down() || m.link.connection_lost());
         order
     }
 
@@ -347,6 +347,10 @@ impl Quorum {
                 let Some(q) = weak.upgrade() else { return };
                 let low = (q.config.nonce_pool_target as usize / 2).max(1);
                 for m in &q.members {
+                    if !m.is_down() && m.link.connection_lost() {
+                        tracing::info!(cosigner = %m.name(), "connection to cosigner lost; marked down");
+                        m.mark_down();
+                    }
                     let probe = m.is_down() && m.probe_due();
                     if !probe && (m.is_down() || m.ready_commitments() >= low) {
                         continue;
