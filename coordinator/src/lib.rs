@@ -11,6 +11,7 @@ pub mod client;
 pub mod config;
 pub mod cosigner_link;
 pub mod dkg;
+pub mod example;
 pub mod node_api;
 pub mod quorum;
 pub mod signing;

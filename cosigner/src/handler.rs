@@ -16,6 +16,7 @@ use qls_signer_core::frost::round1;
 use qls_signer_core::keys::{identifier_for, KeyShare};
 use qls_signer_core::share_signer::{compute_shares, decide, ShareDecision, SignError};
 
+use crate::committer::Committer;
 use crate::config::CosignerConfig;
 use crate::dkg_sessions::{DkgPhase, DkgSessions};
 use crate::store::{Store, StoreError};
@@ -30,8 +31,9 @@ pub const FAILPOINT_AFTER_CONSUME: &str = "abort-after-nonce-consume";
 pub struct CosignerState {
     pub config: CosignerConfig,
     pub identity: Identity,
-    pub store: Store,
+    pub store: Arc<Store>,
     pub dkg: DkgSessions,
+    committer: Committer,
     /// Decoded key shares; the store is the source of truth, this only saves decoding.
     key_cache: std::sync::RwLock<BTreeMap<KeyId, Arc<KeyShare>>>,
     failpoint_after_consume: bool,
@@ -40,9 +42,11 @@ pub struct CosignerState {
 impl CosignerState {
     pub fn new(config: CosignerConfig, identity: Identity, store: Store) -> Self {
         let failpoint_after_consume = std::env::var(FAILPOINT_ENV).is_ok_and(|v| v == FAILPOINT_AFTER_CONSUME);
+        let store = Arc::new(store);
         Self {
             config,
             identity,
+            committer: Committer::spawn(store.clone()),
             store,
             dkg: DkgSessions::default(),
             key_cache: Default::default(),
@@ -219,15 +223,10 @@ fn sign(state: &CosignerState, req: SignRequest) -> Reply {
         ShareDecision::Sign { packages, verdict } => {
             // Persist before acting: the nonces are removed from the store, durably, and
             // only then do the shares leave. The shares are computed meanwhile, in memory,
-            // on this thread while the commit's fsync runs on another.
-            let (consumed, shares) = std::thread::scope(|s| {
-                let consume = s.spawn(|| state.store.consume_nonces(&req.key_id, &ids));
-                let shares = compute_shares(share, &packages, &nonces);
-                (consume.join(), shares)
-            });
-            consumed
-                .map_err(|_| error(ErrorKind::Internal, "nonce consumption thread panicked"))?
-                .map_err(store_error)?;
+            // on this thread while the commit's fsync runs on the committer thread.
+            let pending = state.committer.submit(req.key_id, ids);
+            let shares = compute_shares(share, &packages, &nonces);
+            pending.wait().map_err(store_error)?;
             if state.failpoint_after_consume {
                 std::process::abort();
             }

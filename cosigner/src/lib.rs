@@ -6,6 +6,7 @@
 //! accept a connection from an unpinned certificate, or trust a field it can recompute.
 #![forbid(unsafe_code)]
 
+pub mod committer;
 pub mod config;
 pub mod dkg_sessions;
 pub mod handler;

@@ -3,14 +3,12 @@
 //!
 //! Must never: depend on anything but the seed, the parameters and the group key.
 
-use bitcoin::absolute::LockTime;
-use bitcoin::hashes::Hash;
 use bitcoin::psbt::Psbt;
-use bitcoin::transaction::Version;
-use bitcoin::{Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, Witness};
+use bitcoin::{Amount, ScriptBuf, TxOut};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
+use qls_coordinator::example::group_spend_psbt;
 use qls_protocol::{KeyId, NodeRequest};
 use qls_signer_core::wallet::wallet_script;
 
@@ -48,22 +46,9 @@ pub struct WorkloadParams {
     pub fee_sat_max: u64,
 }
 
+/// A PSBT spending a made-up group UTXO (see `qls_coordinator::example`).
 pub fn psbt(key_id: &KeyId, prevout_txid: [u8; 32], in_sat: u64, outputs: Vec<TxOut>) -> Psbt {
-    let wallet = wallet_script(key_id).expect("group key is a valid point");
-    let tx = Transaction {
-        version: Version::TWO,
-        lock_time: LockTime::ZERO,
-        input: vec![TxIn {
-            previous_output: OutPoint { txid: Txid::from_byte_array(prevout_txid), vout: 0 },
-            script_sig: ScriptBuf::new(),
-            sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
-            witness: Witness::new(),
-        }],
-        output: outputs,
-    };
-    let mut psbt = Psbt::from_unsigned_tx(tx).expect("unsigned transaction");
-    psbt.inputs[0].witness_utxo = Some(TxOut { value: Amount::from_sat(in_sat), script_pubkey: wallet });
-    psbt
+    group_spend_psbt(key_id, prevout_txid, in_sat, outputs).expect("group key is a valid point")
 }
 
 pub fn generate(p: &WorkloadParams, key_id: &KeyId) -> Vec<WorkItem> {

@@ -7,14 +7,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use bitcoin::absolute::LockTime;
-use bitcoin::hashes::Hash;
 use bitcoin::psbt::Psbt;
-use bitcoin::transaction::Version;
-use bitcoin::{Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, Witness};
+use bitcoin::{Amount, ScriptBuf, TxOut};
 use clap::{Parser, Subcommand};
 use serde::{Deserialize, Serialize};
 
+use qls_coordinator::example::group_spend_psbt;
 use qls_coordinator::NodeClient;
 use qls_protocol::quic::{fingerprint_hex, parse_fingerprint, Identity};
 
@@ -96,25 +94,11 @@ fn example_psbt(
     pay_to: Option<ScriptBuf>,
 ) -> Result<Psbt, Box<dyn std::error::Error>> {
     let wallet = qls_signer_core::wallet::wallet_script(key_id)?;
-    let mut seed = [0u8; 32];
-    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
-    let tx = Transaction {
-        version: Version::TWO,
-        lock_time: LockTime::ZERO,
-        input: vec![TxIn {
-            previous_output: OutPoint { txid: Txid::from_byte_array(seed), vout: 0 },
-            script_sig: ScriptBuf::new(),
-            sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
-            witness: Witness::new(),
-        }],
-        output: vec![TxOut {
-            value: Amount::from_sat(amount.checked_sub(fee).ok_or("fee exceeds amount")?),
-            script_pubkey: pay_to.unwrap_or_else(|| wallet.clone()),
-        }],
-    };
-    let mut psbt = Psbt::from_unsigned_tx(tx)?;
-    psbt.inputs[0].witness_utxo = Some(TxOut { value: Amount::from_sat(amount), script_pubkey: wallet });
-    Ok(psbt)
+    let mut txid = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut txid);
+    let value = Amount::from_sat(amount.checked_sub(fee).ok_or("fee exceeds amount")?);
+    let output = TxOut { value, script_pubkey: pay_to.unwrap_or(wallet) };
+    Ok(group_spend_psbt(key_id, txid, amount, vec![output])?)
 }
 
 async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {

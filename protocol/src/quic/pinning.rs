@@ -37,6 +37,32 @@ impl Pins {
     }
 }
 
+/// The handshake-signature methods both verifiers share: checked with the
+/// certificate's own key, whatever the pin.
+macro_rules! delegate_handshake_signatures {
+    () => {
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            verify_tls12_signature(message, cert, dss, &self.0.algs)
+        }
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            verify_tls13_signature(message, cert, dss, &self.0.algs)
+        }
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.algs.supported_schemes()
+        }
+    };
+}
+
 /// Server side: a client must present a pinned certificate.
 #[derive(Debug)]
 pub struct PinnedClientVerifier(Pins);
@@ -59,25 +85,7 @@ impl ClientCertVerifier for PinnedClientVerifier {
     ) -> Result<ClientCertVerified, Error> {
         self.0.check(end_entity).map(|_| ClientCertVerified::assertion())
     }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls12_signature(message, cert, dss, &self.0.algs)
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls13_signature(message, cert, dss, &self.0.algs)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.algs.supported_schemes()
-    }
+    delegate_handshake_signatures!();
 }
 
 /// Client side: the server must present the certificate pinned for that server.
@@ -101,23 +109,5 @@ impl ServerCertVerifier for PinnedServerVerifier {
     ) -> Result<ServerCertVerified, Error> {
         self.0.check(end_entity).map(|_| ServerCertVerified::assertion())
     }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls12_signature(message, cert, dss, &self.0.algs)
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls13_signature(message, cert, dss, &self.0.algs)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.algs.supported_schemes()
-    }
+    delegate_handshake_signatures!();
 }
