@@ -13,6 +13,7 @@ extern crate alloc;
 pub mod dealer;
 pub mod dkg;
 pub mod keys;
+pub mod musig2;
 pub mod policy;
 pub mod schnorr;
 pub mod share_signer;
