@@ -9,6 +9,7 @@
 //! outside its range.
 
 mod keyagg;
+pub mod nested;
 mod nonce;
 mod session;
 
