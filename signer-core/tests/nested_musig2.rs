@@ -37,7 +37,7 @@ fn run(msg: &[u8], corrupt: bool) -> Run {
     let tweak = ([0x42u8; 32], true); // a taproot-style x-only tweak on the root only
 
     // The counterparty's own, independent view of the root key.
-    let mut root_keys = vec![node_pk, their_pk];
+    let mut root_keys = [node_pk, their_pk];
     root_keys.sort();
     let points: Vec<secp::Point> = root_keys.iter().map(|k| secp::Point::from_slice(k).unwrap()).collect();
     let their_ctx = musig2::KeyAggContext::new(points)
@@ -67,7 +67,7 @@ fn run(msg: &[u8], corrupt: bool) -> Run {
     let their_pubnonce = their_secnonce.public_nonce();
     let our_pubnonce = musig2::PubNonce::from_bytes(&external.0).unwrap();
     let their_aggnonce = musig2::AggNonce::sum([our_pubnonce.clone(), their_pubnonce.clone()]);
-    let out_0 = nonce_agg(&[external, PubNonce(their_pubnonce.to_bytes().try_into().unwrap())]).unwrap();
+    let out_0 = nonce_agg(&[external, PubNonce(their_pubnonce.to_bytes())]).unwrap();
     assert_eq!(out_0.0.to_vec(), their_aggnonce.to_bytes().to_vec(), "both sides agree on the root nonce");
 
     // Round 2: each leaf signs with its nested session context; the node sums.
