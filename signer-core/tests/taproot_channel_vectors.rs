@@ -1,0 +1,80 @@
+//! lnd's simple-taproot-channel vectors (`scripts` section): every output's leaf scripts,
+//! leaf hashes, tapscript root, internal key, output key and pkScript, and the MuSig2
+//! funding key, byte for byte.
+
+use qls_signer_core::taproot_scripts::*;
+use serde_json::Value;
+
+fn h(v: &Value) -> Vec<u8> {
+    hex::decode(v.as_str().unwrap_or_else(|| panic!("not a string: {v}"))).unwrap()
+}
+
+fn k33(v: &Value) -> [u8; 33] {
+    h(v).try_into().unwrap()
+}
+
+fn check(name: &str, out: &TaprootOutput, want: &Value) {
+    for (leaf, script) in want["scripts"].as_object().unwrap() {
+        assert_eq!(
+            out.leaf(leaf).unwrap_or_else(|| panic!("{name}: no leaf {leaf}")).to_bytes(),
+            h(script),
+            "{name}: {leaf} script"
+        );
+        let lh = out.leaf_hash(leaf).unwrap();
+        assert_eq!(
+            hex::encode(lh.as_ref() as &[u8]),
+            want["leaf_hashes"][leaf].as_str().unwrap(),
+            "{name}: {leaf} leaf hash"
+        );
+    }
+    assert_eq!(out.leaves.len(), want["scripts"].as_object().unwrap().len(), "{name}: leaf count");
+    let root = out.spend_info.merkle_root().unwrap();
+    assert_eq!(hex::encode(root.as_ref() as &[u8]), want["tapscript_root"].as_str().unwrap(), "{name}: root");
+    assert_eq!(out.internal_key.serialize().to_vec(), h(&want["internal_key"])[1..].to_vec(), "{name}: internal key");
+    assert_eq!(out.output_key_compressed().to_vec(), h(&want["output_key"]), "{name}: output key");
+    assert_eq!(out.script_pubkey().to_bytes(), h(&want["pkscript"]), "{name}: pkscript");
+}
+
+#[test]
+fn lnd_taproot_scripts_every_output() {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/vectors/lnd/test_vectors_taproot.json");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+    let params = &v["params"];
+    let keys = &params["keys"];
+    assert_eq!(k33(&params["nums_point"]), SIMPLE_TAPROOT_NUMS);
+    let csv = params["csv_delay"].as_u64().unwrap() as u16;
+    let delayed = k33(&keys["derived_local_delayed_pubkey"]);
+    let revocation = k33(&keys["derived_revocation_pubkey"]);
+    let local_htlc = k33(&keys["derived_local_htlc_pubkey"]);
+    let remote_htlc = k33(&keys["derived_remote_htlc_pubkey"]);
+    let remote = k33(&keys["derived_remote_payment_pubkey"]);
+    // The HTLC scripts in the vectors are for preimage 0³² and expiry 500 (as the first
+    // HTLC of the transactions section).
+    let first_htlc = &v["transactions"][1]["htlcs"][0];
+    let hash = payment_hash(&h(&first_htlc["preimage"]).try_into().unwrap());
+    let expiry = first_htlc["expiry"].as_u64().unwrap() as u32;
+    let s = &v["scripts"];
+
+    let funding =
+        funding_output_key(&k33(&keys["local_funding_pubkey"]), &k33(&keys["remote_funding_pubkey"])).unwrap();
+    assert_eq!(funding.to_vec(), h(&s["funding"]["combined_key"]));
+    assert_eq!([&[0x51, 0x20][..], &funding].concat(), h(&s["funding"]["pkscript"]));
+
+    check("to_local", &to_local(&delayed, &revocation, csv).unwrap(), &s["to_local"]);
+    check("to_remote", &to_remote(&remote).unwrap(), &s["to_remote"]);
+    check("local_anchor", &anchor(&delayed).unwrap(), &s["local_anchor"]);
+    check("remote_anchor", &anchor(&remote).unwrap(), &s["remote_anchor"]);
+    let offered = offered_htlc(&local_htlc, &remote_htlc, &revocation, &hash).unwrap();
+    check("offered_htlc_local_commit", &offered, &s["offered_htlc_local_commit"]);
+    check("offered_htlc_remote_commit", &offered, &s["offered_htlc_remote_commit"]);
+    // lnd builds its "accepted" vector for the same HTLC the local party offered, seen
+    // from the receiver: the receiver's HTLC key is `derived_remote_htlc_pubkey` and the
+    // sender's is `derived_local_htlc_pubkey` (the spec's template, keys in those roles).
+    let accepted = accepted_htlc(&remote_htlc, &local_htlc, &revocation, &hash, expiry).unwrap();
+    check("accepted_htlc_local_commit", &accepted, &s["accepted_htlc_local_commit"]);
+    check("accepted_htlc_remote_commit", &accepted, &s["accepted_htlc_remote_commit"]);
+    let second = second_level_htlc(&delayed, &revocation, csv).unwrap();
+    check("second_level_htlc_success", &second, &s["second_level_htlc_success"]);
+    check("second_level_htlc_timeout", &second, &s["second_level_htlc_timeout"]);
+    assert_eq!(s.as_object().unwrap().len(), 11, "every scripts entry is checked above");
+}
