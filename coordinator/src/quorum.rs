@@ -160,12 +160,21 @@ pub fn make_links(
     identity: Arc<Identity>,
 ) -> Result<(Endpoint, Vec<Arc<CosignerLink>>), TransportError> {
     let endpoint = client_endpoint("0.0.0.0:0".parse().expect("literal address"))?;
+    Ok(links_on(config, identity, endpoint))
+}
+
+/// One link per configured cosigner, all on `endpoint`.
+pub fn links_on(
+    config: &CoordinatorConfig,
+    identity: Arc<Identity>,
+    endpoint: Endpoint,
+) -> (Endpoint, Vec<Arc<CosignerLink>>) {
     let links = config
         .cosigners
         .iter()
         .map(|spec| Arc::new(CosignerLink::new(spec.clone(), endpoint.clone(), identity.clone())))
         .collect();
-    Ok((endpoint, links))
+    (endpoint, links)
 }
 
 impl Quorum {
@@ -173,7 +182,17 @@ impl Quorum {
     /// members. Cosigners that are down now are members all the same and are used when
     /// they come back.
     pub async fn connect(config: CoordinatorConfig, identity: Arc<Identity>) -> Result<Arc<Self>, QuorumError> {
-        let (endpoint, links) = make_links(&config, identity)?;
+        let endpoint = client_endpoint("0.0.0.0:0".parse().expect("literal address"))?;
+        Self::connect_on(config, identity, endpoint).await
+    }
+
+    /// Like [`Self::connect`], on a caller-provided endpoint (the simnet's faulty socket).
+    pub async fn connect_on(
+        config: CoordinatorConfig,
+        identity: Arc<Identity>,
+        endpoint: Endpoint,
+    ) -> Result<Arc<Self>, QuorumError> {
+        let (endpoint, links) = links_on(&config, identity, endpoint);
         let timeout = config.request_timeout;
         let hellos =
             join_all(links.iter().map(|l| async move { l.call(&CosignerRequest::Hello, timeout).await })).await;

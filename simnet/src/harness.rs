@@ -23,6 +23,8 @@ use qls_signer_core::dealer;
 use qls_signer_core::frost::round2::SignatureShare;
 use qls_signer_core::policy::PolicyConfig;
 
+use crate::faulty_socket::{FaultController, FaultySocket, LinkFaults};
+
 #[derive(Debug, thiserror::Error)]
 pub enum HarnessError {
     #[error("harness: {0}")]
@@ -100,6 +102,8 @@ impl CosignerSlot {
 pub struct Harness {
     _dir: tempfile::TempDir,
     pub cosigners: Vec<CosignerSlot>,
+    /// Faults on the coordinator's links to the cosigners (its endpoint's socket).
+    pub link_faults: Arc<FaultController>,
     pub coordinator_fingerprint: Fingerprint,
     pub client_identity: Identity,
     pub quorum: Arc<Quorum>,
@@ -182,7 +186,10 @@ impl Harness {
         };
         let key_id = keygen(&spec, &config, coordinator.clone(), &cosigners).await?;
         let config = CoordinatorConfig { key_id: Some(key_id), ..config };
-        let quorum = Quorum::connect(config, coordinator.clone()).await.map_err(setup("coordinator"))?;
+        let link_faults = FaultController::new(0x5eed);
+        let socket = FaultySocket::bind_loopback(link_faults.clone()).map_err(setup("faulty socket"))?;
+        let endpoint = qls_protocol::quic::client_endpoint_on(socket).map_err(setup("coordinator endpoint"))?;
+        let quorum = Quorum::connect_on(config, coordinator.clone(), endpoint).await.map_err(setup("coordinator"))?;
         let refill = quorum.spawn_refill_task();
         let api = NodeApi::bind(quorum.clone(), &coordinator).map_err(setup("node API"))?;
         let api_addr = api.local_addr().map_err(setup("node API address"))?;
@@ -191,6 +198,7 @@ impl Harness {
         Ok(Self {
             _dir: dir,
             cosigners,
+            link_faults,
             coordinator_fingerprint: coordinator.fingerprint,
             client_identity,
             quorum,
@@ -226,6 +234,16 @@ impl Harness {
             start_slot(&mut self.cosigners[i]).await?;
         }
         Ok(())
+    }
+
+    /// Impairs the coordinator's link to cosigner `i` (both directions).
+    pub fn impair_link(&self, i: usize, faults: LinkFaults) {
+        self.link_faults.set(self.cosigners[i].addr, faults);
+    }
+
+    /// Removes every impairment of the link to cosigner `i`.
+    pub fn heal_link(&self, i: usize) {
+        self.link_faults.heal(self.cosigners[i].addr);
     }
 
     /// Waits until every running cosigner's commitment pool has at least `n` entries.

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod faulty_socket;
 pub mod harness;
 pub mod report;
 pub mod runner;

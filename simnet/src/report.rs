@@ -63,8 +63,19 @@ pub struct Report {
     pub fault_events: Vec<FaultEvent>,
     /// cosigner → blame reason → count.
     pub blamed: BTreeMap<String, BTreeMap<String, usize>>,
+    /// cosigner → signed requests it contributed a share to.
+    pub participation: BTreeMap<String, usize>,
+    /// What the fault-injecting socket under the coordinator did.
+    pub link_faults: LinkFaultStats,
     pub invariants: Vec<Invariant>,
     pub machine: Machine,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct LinkFaultStats {
+    pub dropped_sent: u64,
+    pub dropped_received: u64,
+    pub delayed: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -110,6 +121,16 @@ impl Report {
         let l = &self.latency_ms;
         let _ = writeln!(s, "  latency ms   p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}", l.p50, l.p90, l.p99, l.max);
         let _ = writeln!(s, "  faults     {:>8}", self.faults_injected);
+        let part: Vec<String> = self.participation.iter().map(|(c, n)| format!("{c} {n}")).collect();
+        let _ = writeln!(s, "  signed by  {}", part.join(", "));
+        let lf = &self.link_faults;
+        if *lf != LinkFaultStats::default() {
+            let _ = writeln!(
+                s,
+                "  link faults  dropped {} sent / {} received, delayed {}",
+                lf.dropped_sent, lf.dropped_received, lf.delayed
+            );
+        }
         for (who, reasons) in &self.blamed {
             let _ = writeln!(s, "    blamed {who}: {reasons:?}");
         }

@@ -18,8 +18,9 @@ use qls_signer_core::schnorr::verify_bip340;
 use qls_signer_core::sighash::{group_key_spend_sighashes, parse_psbt};
 use qls_signer_core::wallet::wallet_script;
 
+use crate::faulty_socket::LinkFaults;
 use crate::harness::{invalid_share_fault, Harness, HarnessError, Keygen, QuorumSpec};
-use crate::report::{percentiles, FaultEvent, Invariant, Machine, Report, SigRecord};
+use crate::report::{percentiles, FaultEvent, Invariant, LinkFaultStats, Machine, Report, SigRecord};
 use crate::scenario::Scenario;
 use crate::workload::{generate, RequestKind, WorkItem, WorkloadParams};
 
@@ -94,16 +95,51 @@ fn psbt_signatures(key_id: &[u8; 32], sent: &[u8], signed: &[u8]) -> Result<Vec<
         .collect()
 }
 
-fn fault_schedule(s: &Scenario) -> BTreeMap<usize, Vec<(bool, usize)>> {
-    let mut at: BTreeMap<usize, Vec<(bool, usize)>> = BTreeMap::new();
+/// One scheduled fault action on cosigner (index).
+#[derive(Debug, Clone, Copy)]
+enum Action {
+    Stop(usize),
+    Start(usize),
+    Impair(usize, LinkFaults),
+    Heal(usize),
+}
+
+impl Action {
+    fn describe(&self) -> (&'static str, usize) {
+        match self {
+            Action::Stop(i) => ("stop", *i),
+            Action::Start(i) => ("start", *i),
+            Action::Impair(i, f) if f.partitioned => ("partition", *i),
+            Action::Impair(i, _) => ("impair", *i),
+            Action::Heal(i) => ("heal", *i),
+        }
+    }
+}
+
+fn fault_schedule(s: &Scenario) -> BTreeMap<usize, Vec<Action>> {
+    let mut at: BTreeMap<usize, Vec<Action>> = BTreeMap::new();
     for f in &s.faults {
         let i = f.cosigner - 1;
+        let mut push = |n: usize, a: Action| at.entry(n).or_default().push(a);
+        let until = (f.down_for > 0).then_some(f.at_request + f.down_for);
         match f.kind.as_str() {
-            "stop" => at.entry(f.at_request).or_default().push((false, i)),
-            "start" => at.entry(f.at_request).or_default().push((true, i)),
-            _ => {
-                at.entry(f.at_request).or_default().push((false, i));
-                at.entry(f.at_request + f.down_for).or_default().push((true, i));
+            "stop" => push(f.at_request, Action::Stop(i)),
+            "start" => push(f.at_request, Action::Start(i)),
+            "restart" => {
+                push(f.at_request, Action::Stop(i));
+                push(f.at_request + f.down_for, Action::Start(i));
+            }
+            kind => {
+                let faults = LinkFaults {
+                    loss: f.loss,
+                    latency_ms: f.latency_ms,
+                    jitter_ms: f.jitter_ms,
+                    partitioned: kind == "partition",
+                };
+                push(f.at_request, Action::Impair(i, faults));
+                if let Some(n) = until.filter(|n| *n < s.workload.requests) {
+                    push(n, Action::Heal(i));
+                }
             }
         }
     }
@@ -160,17 +196,18 @@ pub async fn run(scenario: &Scenario, progress: bool) -> Result<(Report, Vec<Sig
         }
         if fault_due && in_flight.is_empty() {
             let (at, actions) = schedule.pop_first().expect("due fault");
-            for (start, i) in actions {
-                if start {
-                    harness.start_cosigner(i).await?;
-                } else {
-                    harness.stop_cosigner(i).await;
+            for action in actions {
+                match action {
+                    Action::Stop(i) => harness.stop_cosigner(i).await,
+                    Action::Start(i) => harness.start_cosigner(i).await?,
+                    Action::Impair(i, f) => harness.impair_link(i, f),
+                    Action::Heal(i) => harness.heal_link(i),
                 }
-                let action = if start { "start" } else { "stop" };
-                tracing::info!(at_request = at, cosigner = %harness.cosigners[i].name, action, "fault injected");
+                let (name, i) = action.describe();
+                tracing::info!(at_request = at, cosigner = %harness.cosigners[i].name, action = name, "fault injected");
                 fault_events.push(FaultEvent {
                     at_request: at,
-                    action: action.into(),
+                    action: name.into(),
                     cosigner: harness.cosigners[i].name.clone(),
                 });
             }
@@ -185,9 +222,17 @@ pub async fn run(scenario: &Scenario, progress: bool) -> Result<(Report, Vec<Sig
     }
     let duration_s = started.elapsed().as_secs_f64();
     bar.finish_and_clear();
+    let st = &harness.link_faults.stats;
+    let link_faults = LinkFaultStats {
+        dropped_sent: st.dropped_sent.load(std::sync::atomic::Ordering::Relaxed),
+        dropped_received: st.dropped_received.load(std::sync::atomic::Ordering::Relaxed),
+        delayed: st.delayed.load(std::sync::atomic::Ordering::Relaxed),
+    };
     drop(client);
     harness.shutdown().await;
-    Ok(build_report(scenario, done, fault_events, duration_s))
+    let (mut report, sigs) = build_report(scenario, done, fault_events, duration_s);
+    report.link_faults = link_faults;
+    Ok((report, sigs))
 }
 
 fn build_report(
@@ -204,6 +249,7 @@ fn build_report(
     let mut sigs = Vec::new();
     let mut violation_signed = 0;
     let mut bad_signatures = 0;
+    let mut participation: BTreeMap<String, usize> = BTreeMap::new();
     let mut honest_refused_wrongly = 0;
     let mut add_blame = |report: &SignReport| {
         for b in &report.blamed {
@@ -220,6 +266,9 @@ fn build_report(
         match &d.outcome {
             Outcome::Signed(records, report) => {
                 signed += 1;
+                for c in &report.signers {
+                    *participation.entry(c.clone()).or_default() += 1;
+                }
                 add_blame(report);
                 sigs.extend(records.iter().cloned());
                 if d.kind.expected_refusal().is_some() {
@@ -288,6 +337,8 @@ fn build_report(
         faults_injected: fault_events.len(),
         fault_events,
         blamed,
+        participation,
+        link_faults: LinkFaultStats::default(),
         invariants,
         machine: Machine::this(),
     };

@@ -63,17 +63,29 @@ pub struct WorkloadSection {
     pub violation_share: f64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct FaultSection {
     /// Applied before request number `at_request` (0-based) is sent.
     pub at_request: usize,
-    /// `stop`, `start` or `restart` (stop, then start after `down_for` requests).
+    /// `stop`, `start`, `restart` (stop, then start after `down_for` requests),
+    /// `partition` (the coordinator's link to the cosigner drops everything) or `impair`
+    /// (`loss`, `latency_ms`, `jitter_ms` on that link); the last two last `down_for`
+    /// requests, or to the end of the run when `down_for` is 0.
     pub kind: String,
     /// 1-based cosigner index.
     pub cosigner: usize,
     #[serde(default)]
     pub down_for: usize,
+    /// `impair`: probability in 0..=1 that a datagram is lost, each direction.
+    #[serde(default)]
+    pub loss: f64,
+    /// `impair`: added one-way latency of the coordinator's sends, in ms.
+    #[serde(default)]
+    pub latency_ms: u64,
+    /// `impair`: uniform extra latency 0..=jitter_ms.
+    #[serde(default)]
+    pub jitter_ms: u64,
 }
 
 fn default_keygen() -> String {
@@ -139,8 +151,14 @@ impl Scenario {
             }
         }
         for f in &self.faults {
-            if !["stop", "start", "restart"].contains(&f.kind.as_str()) {
-                return bad("faults.kind", format!("{:?} is not stop, start or restart", f.kind));
+            if !["stop", "start", "restart", "partition", "impair"].contains(&f.kind.as_str()) {
+                return bad("faults.kind", format!("{:?} is not stop, start, restart, partition or impair", f.kind));
+            }
+            if !(0.0..=1.0).contains(&f.loss) {
+                return bad("faults.loss", format!("{} is not in 0..=1", f.loss));
+            }
+            if f.latency_ms > 10_000 || f.jitter_ms > 10_000 {
+                return bad("faults.latency_ms", "latency and jitter are at most 10000 ms".into());
             }
             if f.cosigner == 0 || f.cosigner > q.cosigners {
                 return bad("faults.cosigner", format!("cosigner {} does not exist", f.cosigner));

@@ -75,6 +75,14 @@ pub fn client_endpoint(bind: SocketAddr) -> Result<Endpoint, TransportError> {
     Endpoint::client(bind).map_err(|source| TransportError::Bind { addr: bind, source })
 }
 
+/// A client-only endpoint on a caller-provided socket (e.g. the simnet's fault-injecting
+/// socket wrapped around a real one).
+pub fn client_endpoint_on(socket: Arc<dyn quinn::AsyncUdpSocket>) -> Result<Endpoint, TransportError> {
+    let addr = socket.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    Endpoint::new_with_abstract_socket(quinn::EndpointConfig::default(), None, socket, Arc::new(quinn::TokioRuntime))
+        .map_err(|source| TransportError::Bind { addr, source })
+}
+
 /// The client config to dial one server whose certificate must be `server_pin`.
 pub fn client_config(identity: &Identity, server_pin: Fingerprint) -> Result<ClientConfig, TransportError> {
     let mut tls = rustls::ClientConfig::builder_with_provider(provider())
