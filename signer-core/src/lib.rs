@@ -18,6 +18,7 @@ pub mod policy;
 pub mod schnorr;
 pub mod share_signer;
 pub mod sighash;
+pub mod taproot_commitment;
 pub mod taproot_scripts;
 pub mod wallet;
 
