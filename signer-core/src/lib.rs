@@ -10,6 +10,7 @@
 
 extern crate alloc;
 
+pub mod bolt3_keys;
 pub mod dealer;
 pub mod dkg;
 pub mod keys;
@@ -19,6 +20,7 @@ pub mod schnorr;
 pub mod share_signer;
 pub mod sighash;
 pub mod taproot_commitment;
+pub mod taproot_htlc;
 pub mod taproot_scripts;
 pub mod wallet;
 

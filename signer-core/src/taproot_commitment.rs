@@ -86,11 +86,22 @@ pub fn build_commitment(
     remote_balance_msat: u64,
     htlcs: &[Htlc],
 ) -> Result<Transaction, CommitmentError> {
+    build_commitment_with_vouts(p, local_balance_msat, remote_balance_msat, htlcs).map(|(tx, _)| tx)
+}
+
+/// Like [`build_commitment`], also giving each HTLC's output index (`None`: trimmed).
+pub fn build_commitment_with_vouts(
+    p: &CommitmentParams,
+    local_balance_msat: u64,
+    remote_balance_msat: u64,
+    htlcs: &[Htlc],
+) -> Result<(Transaction, Vec<Option<u32>>), CommitmentError> {
     if p.commitment_number >= 1 << 48 {
         return Err(CommitmentError::CommitmentNumber(p.commitment_number));
     }
     let k = &p.keys;
-    let untrimmed: Vec<&Htlc> = htlcs.iter().filter(|h| h.amount_msat / 1000 >= p.dust_limit_sat).collect();
+    let untrimmed: Vec<(usize, &Htlc)> =
+        htlcs.iter().enumerate().filter(|(_, h)| h.amount_msat / 1000 >= p.dust_limit_sat).collect();
     let fee = commitment_fee_sat(p.fee_per_kw, untrimmed.len());
     let (mut local_sat, mut remote_sat) = (local_balance_msat / 1000, remote_balance_msat / 1000);
     let funder = if p.holder_is_funder { &mut local_sat } else { &mut remote_sat };
@@ -98,34 +109,40 @@ pub fn build_commitment(
         .checked_sub(fee + 2 * ANCHOR_SAT)
         .ok_or(CommitmentError::FunderCannotPay { balance_sat: *funder, fee_sat: fee })?;
 
-    // (value, script, cltv for ordering)
-    let mut outputs: Vec<(u64, ScriptBuf, u32)> = Vec::new();
-    for h in &untrimmed {
+    // (value, script, cltv for ordering, HTLC index)
+    let mut outputs: Vec<(u64, ScriptBuf, u32, Option<usize>)> = Vec::new();
+    for (i, h) in &untrimmed {
         let out = if h.offered {
             offered_htlc(&k.local_htlc, &k.remote_htlc, &k.revocation, &h.payment_hash)?
         } else {
             accepted_htlc(&k.local_htlc, &k.remote_htlc, &k.revocation, &h.payment_hash, h.cltv_expiry)?
         };
-        outputs.push((h.amount_msat / 1000, out.script_pubkey(), h.cltv_expiry));
+        outputs.push((h.amount_msat / 1000, out.script_pubkey(), h.cltv_expiry, Some(*i)));
     }
     let has_local = local_sat >= p.dust_limit_sat;
     let has_remote = remote_sat >= p.dust_limit_sat;
     if has_local {
-        outputs.push((local_sat, to_local(&k.local_delayed, &k.revocation, p.to_self_delay)?.script_pubkey(), 0));
+        outputs.push((local_sat, to_local(&k.local_delayed, &k.revocation, p.to_self_delay)?.script_pubkey(), 0, None));
     }
     if has_remote {
-        outputs.push((remote_sat, to_remote(&k.remote_payment)?.script_pubkey(), 0));
+        outputs.push((remote_sat, to_remote(&k.remote_payment)?.script_pubkey(), 0, None));
     }
     if has_local || !untrimmed.is_empty() {
-        outputs.push((ANCHOR_SAT, anchor(&k.local_delayed)?.script_pubkey(), 0));
+        outputs.push((ANCHOR_SAT, anchor(&k.local_delayed)?.script_pubkey(), 0, None));
     }
     if has_remote || !untrimmed.is_empty() {
-        outputs.push((ANCHOR_SAT, anchor(&k.remote_payment)?.script_pubkey(), 0));
+        outputs.push((ANCHOR_SAT, anchor(&k.remote_payment)?.script_pubkey(), 0, None));
     }
     outputs.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.as_bytes().cmp(b.1.as_bytes())).then_with(|| a.2.cmp(&b.2)));
 
+    let mut vouts = alloc::vec![None; htlcs.len()];
+    for (vout, o) in outputs.iter().enumerate() {
+        if let Some(i) = o.3 {
+            vouts[i] = Some(vout as u32);
+        }
+    }
     let obscured = p.commitment_number ^ p.obscuring_factor;
-    Ok(Transaction {
+    let tx = Transaction {
         version: Version::TWO,
         lock_time: LockTime::from_consensus((0x20 << 24) | (obscured & 0xff_ffff) as u32),
         input: alloc::vec![TxIn {
@@ -134,6 +151,10 @@ pub fn build_commitment(
             sequence: Sequence((0x80 << 24) | ((obscured >> 24) & 0xff_ffff) as u32),
             witness: Witness::new(),
         }],
-        output: outputs.into_iter().map(|(v, s, _)| TxOut { value: Amount::from_sat(v), script_pubkey: s }).collect(),
-    })
+        output: outputs
+            .into_iter()
+            .map(|(v, s, _, _)| TxOut { value: Amount::from_sat(v), script_pubkey: s })
+            .collect(),
+    };
+    Ok((tx, vouts))
 }
