@@ -7,8 +7,10 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod compare;
 pub mod faulty_socket;
 pub mod harness;
+pub mod html;
 pub mod report;
 pub mod runner;
 pub mod scenario;

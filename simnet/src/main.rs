@@ -28,10 +28,15 @@ enum Command {
         report: PathBuf,
         #[arg(long, default_value = "sigs.jsonl")]
         signatures: PathBuf,
+        /// Self-contained HTML page with plots.
+        #[arg(long, default_value = "report.html")]
+        html: PathBuf,
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
     },
+    /// Print the differences between two report.json files.
+    Compare { a: PathBuf, b: PathBuf },
     /// Measure quorum signing latency and throughput for 2-of-3 and 3-of-5.
     Bench {
         #[arg(long, default_value_t = 2000)]
@@ -45,7 +50,15 @@ enum Command {
 
 async fn main_inner(cli: Cli) -> Result<bool, Box<dyn std::error::Error>> {
     match cli.command {
-        Command::Run { scenario, report, signatures, quiet } => {
+        Command::Compare { a, b } => {
+            let read = |p: &PathBuf| -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+                let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+                Ok(serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))?)
+            };
+            print!("{}", qls_simnet::compare::compare(&read(&a)?, &read(&b)?));
+            Ok(true)
+        }
+        Command::Run { scenario, report, signatures, html, quiet } => {
             let scenario = match scenario {
                 Some(p) => Scenario::load(&p)?,
                 None => Scenario::parse(QUICKSTART, "built-in quickstart")?,
@@ -60,8 +73,9 @@ async fn main_inner(cli: Cli) -> Result<bool, Box<dyn std::error::Error>> {
                 writeln!(out, "{}", serde_json::to_string(s)?)?;
             }
             out.flush()?;
+            std::fs::write(&html, qls_simnet::html::render(&r)).map_err(|e| format!("{}: {e}", html.display()))?;
             print!("{}", r.summary());
-            println!("report: {}  signatures: {}", report.display(), signatures.display());
+            println!("report: {}  signatures: {}  plots: {}", report.display(), signatures.display(), html.display());
             Ok(r.invariants_hold())
         }
         Command::Bench { sequential, concurrent, concurrency } => {

@@ -30,6 +30,9 @@ pub fn percentiles(samples: &[f64]) -> Percentiles {
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct FaultEvent {
     pub at_request: usize,
+    /// Milliseconds since the first request was sent (not compared across runs).
+    #[serde(skip)]
+    pub at_ms: u64,
     pub action: String,
     pub cosigner: String,
 }
@@ -69,6 +72,25 @@ pub struct Report {
     pub link_faults: LinkFaultStats,
     pub invariants: Vec<Invariant>,
     pub machine: Machine,
+    /// Per-request points for the HTML plots (not in report.json).
+    #[serde(skip)]
+    pub timeline: Vec<RequestPoint>,
+}
+
+/// One completed request, for plots.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RequestPoint {
+    /// When it was sent, ms after the first request.
+    pub started_ms: f64,
+    pub latency_ms: f64,
+    pub outcome: PointOutcome,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PointOutcome {
+    Signed,
+    Refused,
+    Failed,
 }
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]

@@ -20,7 +20,9 @@ use qls_signer_core::wallet::wallet_script;
 
 use crate::faulty_socket::LinkFaults;
 use crate::harness::{invalid_share_fault, Harness, HarnessError, Keygen, QuorumSpec};
-use crate::report::{percentiles, FaultEvent, Invariant, LinkFaultStats, Machine, Report, SigRecord};
+use crate::report::{
+    percentiles, FaultEvent, Invariant, LinkFaultStats, Machine, PointOutcome, Report, RequestPoint, SigRecord,
+};
 use crate::scenario::Scenario;
 use crate::workload::{generate, RequestKind, WorkItem, WorkloadParams};
 
@@ -40,12 +42,14 @@ enum Outcome {
 
 struct Done {
     kind: RequestKind,
+    started_ms: f64,
     latency_ms: f64,
     outcome: Outcome,
 }
 
-async fn send(client: &NodeClient, key_id: [u8; 32], item: WorkItem) -> Done {
+async fn send(client: &NodeClient, key_id: [u8; 32], item: WorkItem, run_start: Instant) -> Done {
     let started = Instant::now();
+    let started_ms = started.duration_since(run_start).as_secs_f64() * 1e3;
     let reply = client.call(&item.request).await;
     let latency_ms = started.elapsed().as_secs_f64() * 1e3;
     let pubkey = hex::encode(key_id);
@@ -71,7 +75,7 @@ async fn send(client: &NodeClient, key_id: [u8; 32], item: WorkItem) -> Done {
         (Ok(other), _) => Outcome::Failed(format!("unexpected reply {other:?}")),
         (Err(e), _) => Outcome::Failed(e.to_string()),
     };
-    Done { kind: item.kind, latency_ms, outcome }
+    Done { kind: item.kind, started_ms, latency_ms, outcome }
 }
 
 /// Checks a signed PSBT against the one sent: same transaction, and a verifying
@@ -190,7 +194,7 @@ pub async fn run(scenario: &Scenario, progress: bool) -> Result<(Report, Vec<Sig
         if next < w.requests && in_flight.len() < w.concurrency && !fault_due {
             let item = work.pop_front().expect("one item per request");
             let client = client.clone();
-            in_flight.push(tokio::spawn(async move { send(&client, key_id, item).await }));
+            in_flight.push(tokio::spawn(async move { send(&client, key_id, item, started).await }));
             next += 1;
             continue;
         }
@@ -207,6 +211,7 @@ pub async fn run(scenario: &Scenario, progress: bool) -> Result<(Report, Vec<Sig
                 tracing::info!(at_request = at, cosigner = %harness.cosigners[i].name, action = name, "fault injected");
                 fault_events.push(FaultEvent {
                     at_request: at,
+                    at_ms: started.elapsed().as_millis() as u64,
                     action: name.into(),
                     cosigner: harness.cosigners[i].name.clone(),
                 });
@@ -228,10 +233,14 @@ pub async fn run(scenario: &Scenario, progress: bool) -> Result<(Report, Vec<Sig
         dropped_received: st.dropped_received.load(std::sync::atomic::Ordering::Relaxed),
         delayed: st.delayed.load(std::sync::atomic::Ordering::Relaxed),
     };
+    let names: Vec<String> = harness.cosigners.iter().map(|c| c.name.clone()).collect();
     drop(client);
     harness.shutdown().await;
     let (mut report, sigs) = build_report(scenario, done, fault_events, duration_s);
     report.link_faults = link_faults;
+    for n in names {
+        report.participation.entry(n).or_insert(0);
+    }
     Ok((report, sigs))
 }
 
@@ -320,6 +329,18 @@ fn build_report(
         },
     ];
     let latencies: Vec<f64> = done.iter().map(|d| d.latency_ms).collect();
+    let timeline = done
+        .iter()
+        .map(|d| RequestPoint {
+            started_ms: d.started_ms,
+            latency_ms: d.latency_ms,
+            outcome: match d.outcome {
+                Outcome::Signed(..) => PointOutcome::Signed,
+                Outcome::Refused(..) => PointOutcome::Refused,
+                Outcome::Failed(_) | Outcome::BadSignature(_) => PointOutcome::Failed,
+            },
+        })
+        .collect();
     let report = Report {
         scenario: s.name.clone(),
         seed: s.seed,
@@ -341,6 +362,7 @@ fn build_report(
         link_faults: LinkFaultStats::default(),
         invariants,
         machine: Machine::this(),
+        timeline,
     };
     (report, sigs)
 }
