@@ -156,9 +156,13 @@ pub async fn run(scenario: &Scenario, progress: bool) -> Result<(Report, Vec<Sig
     let mut spec = QuorumSpec::new(q.cosigners, q.threshold);
     spec.keygen = if q.keygen == "dealer" { Keygen::Dealer } else { Keygen::Dkg };
     spec.request_timeout = Duration::from_millis(q.request_timeout_ms);
-    spec.policies = (0..q.cosigners)
-        .map(|_| {
-            let mut p = qls_signer_core::policy::PolicyConfig::default();
+    spec.policies = (1..=q.cosigners)
+        .map(|i| {
+            let mut p = if q.permissive.contains(&i) {
+                qls_signer_core::policy::PolicyConfig::permissive()
+            } else {
+                qls_signer_core::policy::PolicyConfig::default()
+            };
             p.onchain.fee_sat_max = q.fee_sat_max;
             p
         })

@@ -42,6 +42,9 @@ pub struct QuorumSection {
     /// 1-based indices of cosigners that return invalid signature shares.
     #[serde(default)]
     pub byzantine: Vec<usize>,
+    /// 1-based indices of compromised cosigners whose policy only warns (signs anything).
+    #[serde(default)]
+    pub permissive: Vec<usize>,
     #[serde(default = "default_timeout")]
     pub request_timeout_ms: u64,
     /// Every cosigner's PSBT fee cap.
@@ -134,6 +137,9 @@ impl Scenario {
         }
         if let Some(b) = q.byzantine.iter().find(|b| **b == 0 || **b > q.cosigners) {
             return bad("quorum.byzantine", format!("cosigner {b} does not exist"));
+        }
+        if let Some(b) = q.permissive.iter().find(|b| **b == 0 || **b > q.cosigners) {
+            return bad("quorum.permissive", format!("cosigner {b} does not exist"));
         }
         if !(10..=600_000).contains(&q.request_timeout_ms) {
             return bad("quorum.request_timeout_ms", format!("{} is not in 10..=600000", q.request_timeout_ms));

@@ -113,3 +113,22 @@ async fn html_report_is_self_contained_with_four_plots() {
     assert!(page.contains("<td>stop</td>") && page.contains("<td>start</td>"), "fault timeline table");
     assert_eq!(r.timeline.len(), 30);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_attempts_need_an_honest_share_and_the_invariant_sees_when_t_are_compromised() {
+    let text = |permissive: &str| {
+        format!(
+            "name = \"drain\"\nseed = 66\n[quorum]\ncosigners = 3\nthreshold = 2\npermissive = {permissive}\n\
+             [workload]\nrequests = 60\npsbt_share = 1.0\nviolation_share = 0.5\n"
+        )
+    };
+    // One compromised cosigner: every drain attempt is refused by the two honest ones.
+    let (r, _) = run(&Scenario::parse(&text("[3]"), "drain").unwrap(), false).await.unwrap();
+    assert!(r.invariants_hold(), "{}", r.summary());
+    assert!(r.refused_requests > 0 && r.failed == 0, "{}", r.summary());
+    // Two compromised cosigners reach t = 2: drains get signed, and the invariant says so.
+    let (r, _) = run(&Scenario::parse(&text("[2, 3]"), "drain").unwrap(), false).await.unwrap();
+    let inv = r.invariants.iter().find(|i| i.name == "policy-violations-never-signed").unwrap();
+    assert!(!inv.holds, "with t compromised cosigners the invariant must fail: {}", r.summary());
+    assert!(!r.invariants_hold());
+}
