@@ -169,13 +169,21 @@ impl Store {
         reject_duplicates(ids)?;
         let txn = self.db.begin_write().map_err(db_err)?;
         {
+            let next = txn
+                .open_table(META)
+                .map_err(db_err)?
+                .get(NEXT_NONCE_ID)
+                .map_err(db_err)?
+                .map(|v| v.value())
+                .unwrap_or(1);
             let mut nonces = txn.open_table(NONCES).map_err(db_err)?;
             for id in ids {
                 let removed = nonces.remove(*id).map_err(db_err)?;
                 match removed {
                     Some(v) if split_record(v.value())?.0 == key_id => {}
                     Some(_) => return Err(StoreError::WrongKey { id: *id }),
-                    None => return Err(StoreError::ConsumedNonce(*id)),
+                    None if *id < next => return Err(StoreError::ConsumedNonce(*id)),
+                    None => return Err(StoreError::UnknownNonce(*id)),
                 }
             }
         }
