@@ -13,6 +13,73 @@ fn k33(v: &Value) -> [u8; 33] {
     h(v).try_into().unwrap()
 }
 
+fn vectors() -> Value {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/vectors/lnd/test_vectors_taproot.json");
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+/// The channel's commitment parameters from the vectors, with the holder's keys derived
+/// as given (`derived_*`); per case, [`case_params`] sets fee rate and dust limit.
+fn base_params(v: &Value) -> qls_signer_core::taproot_commitment::CommitmentParams {
+    use qls_signer_core::taproot_commitment::*;
+    let params = &v["params"];
+    let keys = &params["keys"];
+    let funding_tx: bitcoin::Transaction =
+        bitcoin::consensus::deserialize(&h(&v["scripts"]["funding"]["funding_tx_hex"])).unwrap();
+    CommitmentParams {
+        funding_outpoint: bitcoin::OutPoint { txid: funding_tx.compute_txid(), vout: 0 },
+        obscuring_factor: obscuring_factor(
+            &k33(&keys["local_payment_basepoint"]),
+            &k33(&keys["remote_payment_basepoint"]),
+        ),
+        commitment_number: params["commit_height"].as_u64().unwrap(),
+        holder_is_funder: true,
+        to_self_delay: params["csv_delay"].as_u64().unwrap() as u16,
+        dust_limit_sat: params["dust_limit_satoshis"].as_u64().unwrap(),
+        fee_per_kw: 0,
+        keys: CommitmentKeys {
+            local_delayed: k33(&keys["derived_local_delayed_pubkey"]),
+            revocation: k33(&keys["derived_revocation_pubkey"]),
+            local_htlc: k33(&keys["derived_local_htlc_pubkey"]),
+            remote_htlc: k33(&keys["derived_remote_htlc_pubkey"]),
+            remote_payment: k33(&keys["derived_remote_payment_pubkey"]),
+        },
+    }
+}
+
+fn case_params(
+    base: &qls_signer_core::taproot_commitment::CommitmentParams,
+    t: &Value,
+) -> qls_signer_core::taproot_commitment::CommitmentParams {
+    let mut p = base.clone();
+    p.fee_per_kw = t["fee_per_kw"].as_u64().unwrap();
+    let name = t["name"].as_str().unwrap();
+    if name.contains("trimmed") && !name.contains("untrimmed") {
+        p.dust_limit_sat = 2500; // spec, "HTLC Trimming": this case uses dust_limit = 2500 sat
+    }
+    p
+}
+
+/// A case's HTLCs (holder's view: `incoming` = received) with their preimages.
+fn case_htlcs(t: &Value) -> Vec<(qls_signer_core::taproot_commitment::Htlc, [u8; 32])> {
+    t["htlcs"]
+        .as_array()
+        .map(|a| a.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .map(|x| {
+            let pre: [u8; 32] = h(&x["preimage"]).try_into().unwrap();
+            let htlc = qls_signer_core::taproot_commitment::Htlc {
+                offered: !x["incoming"].as_bool().unwrap(),
+                amount_msat: x["amount_msat"].as_u64().unwrap(),
+                cltv_expiry: x["expiry"].as_u64().unwrap() as u32,
+                payment_hash: payment_hash(&pre),
+            };
+            (htlc, pre)
+        })
+        .collect()
+}
+
 fn check(name: &str, out: &TaprootOutput, want: &Value) {
     for (leaf, script) in want["scripts"].as_object().unwrap() {
         assert_eq!(
@@ -37,8 +104,7 @@ fn check(name: &str, out: &TaprootOutput, want: &Value) {
 
 #[test]
 fn lnd_taproot_scripts_every_output() {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/vectors/lnd/test_vectors_taproot.json");
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+    let v = vectors();
     let params = &v["params"];
     let keys = &params["keys"];
     assert_eq!(k33(&params["nums_point"]), SIMPLE_TAPROOT_NUMS);
@@ -87,8 +153,7 @@ fn lnd_taproot_scripts_every_output() {
 fn lnd_taproot_commitment_musig2_replay() {
     use bitcoin::consensus::deserialize;
     use qls_signer_core::musig2::*;
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/vectors/lnd/test_vectors_taproot.json");
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+    let v = vectors();
     let keys = &v["params"]["keys"];
     let local_pk = k33(&keys["local_funding_pubkey"]);
     let remote_pk = k33(&keys["remote_funding_pubkey"]);
@@ -141,52 +206,13 @@ fn lnd_taproot_commitment_musig2_replay() {
 fn lnd_taproot_commitments_built_byte_for_byte() {
     use bitcoin::consensus::{deserialize, serialize};
     use qls_signer_core::taproot_commitment::*;
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/vectors/lnd/test_vectors_taproot.json");
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
-    let params = &v["params"];
-    let keys = &params["keys"];
-    let funding_tx: bitcoin::Transaction = deserialize(&h(&v["scripts"]["funding"]["funding_tx_hex"])).unwrap();
-    let base = CommitmentParams {
-        funding_outpoint: bitcoin::OutPoint { txid: funding_tx.compute_txid(), vout: 0 },
-        obscuring_factor: obscuring_factor(
-            &k33(&keys["local_payment_basepoint"]),
-            &k33(&keys["remote_payment_basepoint"]),
-        ),
-        commitment_number: params["commit_height"].as_u64().unwrap(),
-        holder_is_funder: true,
-        to_self_delay: params["csv_delay"].as_u64().unwrap() as u16,
-        dust_limit_sat: params["dust_limit_satoshis"].as_u64().unwrap(),
-        fee_per_kw: 0,
-        keys: CommitmentKeys {
-            local_delayed: k33(&keys["derived_local_delayed_pubkey"]),
-            revocation: k33(&keys["derived_revocation_pubkey"]),
-            local_htlc: k33(&keys["derived_local_htlc_pubkey"]),
-            remote_htlc: k33(&keys["derived_remote_htlc_pubkey"]),
-            remote_payment: k33(&keys["derived_remote_payment_pubkey"]),
-        },
-    };
+    let v = vectors();
+    let base = base_params(&v);
     for t in v["transactions"].as_array().unwrap() {
         let name = t["name"].as_str().unwrap();
-        let mut p = base.clone();
-        p.fee_per_kw = t["fee_per_kw"].as_u64().unwrap();
-        if name.contains("trimmed") && !name.contains("untrimmed") {
-            // Spec, "HTLC Trimming": this case uses dust_limit = 2500 sat.
-            p.dust_limit_sat = 2500;
-        }
-        let htlcs: Vec<Htlc> = t["htlcs"]
-            .as_array()
-            .map(|a| a.as_slice())
-            .unwrap_or_default()
-            .iter()
-            .map(|x| Htlc {
-                offered: !x["incoming"].as_bool().unwrap(),
-                amount_msat: x["amount_msat"].as_u64().unwrap(),
-                cltv_expiry: x["expiry"].as_u64().unwrap() as u32,
-                payment_hash: payment_hash(&h(&x["preimage"]).try_into().unwrap()),
-            })
-            .collect();
+        let htlcs: Vec<Htlc> = case_htlcs(t).into_iter().map(|(x, _)| x).collect();
         let built = build_commitment(
-            &p,
+            &case_params(&base, t),
             t["local_balance_msat"].as_u64().unwrap(),
             t["remote_balance_msat"].as_u64().unwrap(),
             &htlcs,
@@ -198,20 +224,15 @@ fn lnd_taproot_commitments_built_byte_for_byte() {
     }
 }
 
-/// BOLT 3 key derivation reproduces the vector's derived keys; every second-level HTLC
-/// transaction of the five-HTLC commitment is rebuilt and re-signed (BIP-340, zero aux
-/// randomness, as the spec says the vectors use) and equals lnd's, witness included.
 #[test]
 fn lnd_taproot_keys_and_second_level_htlc_txs() {
-    use bitcoin::consensus::{deserialize, serialize};
+    use bitcoin::consensus::serialize;
     use bitcoin::secp256k1::{Keypair, Message, Secp256k1};
     use qls_signer_core::bolt3_keys::*;
     use qls_signer_core::taproot_commitment::*;
     use qls_signer_core::taproot_htlc::*;
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/vectors/lnd/test_vectors_taproot.json");
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
-    let params = &v["params"];
-    let keys = &params["keys"];
+    let v = vectors();
+    let keys = &v["params"]["keys"];
     let pcp = k33(&keys["local_per_commit_point"]);
     let sk32 = |x: &Value| -> [u8; 32] { h(x).try_into().unwrap() };
     let ck = CommitmentKeys {
@@ -229,20 +250,9 @@ fn lnd_taproot_keys_and_second_level_htlc_txs() {
     let local_htlc_sk = derive_privkey(&sk32(&keys["local_htlc_basepoint_secret"]), &pcp).unwrap();
     let remote_htlc_sk = derive_privkey(&sk32(&keys["remote_htlc_basepoint_secret"]), &pcp).unwrap();
 
-    let funding_tx: bitcoin::Transaction = deserialize(&h(&v["scripts"]["funding"]["funding_tx_hex"])).unwrap();
-    let cp = CommitmentParams {
-        funding_outpoint: bitcoin::OutPoint { txid: funding_tx.compute_txid(), vout: 0 },
-        obscuring_factor: obscuring_factor(
-            &k33(&keys["local_payment_basepoint"]),
-            &k33(&keys["remote_payment_basepoint"]),
-        ),
-        commitment_number: params["commit_height"].as_u64().unwrap(),
-        holder_is_funder: true,
-        to_self_delay: params["csv_delay"].as_u64().unwrap() as u16,
-        dust_limit_sat: params["dust_limit_satoshis"].as_u64().unwrap(),
-        fee_per_kw: 0,
-        keys: ck,
-    };
+    let mut cp = base_params(&v);
+    assert_eq!(cp.keys, ck, "derived keys equal the vector's derived keys");
+    cp.keys = ck;
     let secp = Secp256k1::new();
     let mut checked = 0;
     for t in v["transactions"]
@@ -252,26 +262,8 @@ fn lnd_taproot_keys_and_second_level_htlc_txs() {
         .filter(|t| t["htlc_descs"].as_array().is_some_and(|d| !d.is_empty()))
     {
         let name = t["name"].as_str().unwrap();
-        let mut p = cp.clone();
-        p.fee_per_kw = t["fee_per_kw"].as_u64().unwrap();
-        if name.contains("trimmed") && !name.contains("untrimmed") {
-            p.dust_limit_sat = 2500; // spec, "HTLC Trimming"
-        }
-        let raw: Vec<(Htlc, [u8; 32])> = t["htlcs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| {
-                let pre: [u8; 32] = h(&x["preimage"]).try_into().unwrap();
-                let htlc = Htlc {
-                    offered: !x["incoming"].as_bool().unwrap(),
-                    amount_msat: x["amount_msat"].as_u64().unwrap(),
-                    cltv_expiry: x["expiry"].as_u64().unwrap() as u32,
-                    payment_hash: qls_signer_core::taproot_scripts::payment_hash(&pre),
-                };
-                (htlc, pre)
-            })
-            .collect();
+        let p = case_params(&cp, t);
+        let raw = case_htlcs(t);
         let htlcs: Vec<Htlc> = raw.iter().map(|(x, _)| *x).collect();
         let (commit, vouts) = build_commitment_with_vouts(
             &p,
