@@ -116,7 +116,7 @@ impl CosignerLink {
     pub async fn call(&self, req: &CosignerRequest, timeout: Duration) -> Result<CosignerResponse, LinkError> {
         let started = tokio::time::Instant::now();
         for attempt in 0..2 {
-            let conn = self.connection(timeout).await?;
+            let conn = self.connection(timeout.saturating_sub(started.elapsed())).await?;
             let left = timeout.saturating_sub(started.elapsed());
             match request::<_, CosignerResponse>(&conn, req, left).await {
                 Ok(r) => return Ok(r),

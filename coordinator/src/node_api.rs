@@ -103,6 +103,7 @@ pub async fn handle(quorum: &Quorum, req: NodeRequest) -> NodeResponse {
         NodeRequest::GroupInfo => match wallet_address(&quorum.key.key_id, quorum.config.network) {
             Ok(address) => NodeResponse::GroupInfo(GroupInfo {
                 key_id: quorum.key.key_id,
+                message_key: quorum.key.message_key,
                 address,
                 threshold: quorum.key.threshold,
                 cosigners: quorum.members.iter().map(|m| m.name().to_string()).collect(),

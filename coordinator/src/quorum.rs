@@ -19,7 +19,7 @@ use qls_protocol::{CosignerRequest, CosignerResponse, KeyId, KeyInfo};
 use qls_signer_core::frost::keys::PublicKeyPackage;
 use qls_signer_core::frost::round1::SigningCommitments;
 use qls_signer_core::frost::Identifier;
-use qls_signer_core::keys::{decode_public_key_package, identifier_for};
+use qls_signer_core::keys::{decode_public_key_package, identifier_for, key_id_of, message_key_id};
 
 use crate::config::CoordinatorConfig;
 use crate::cosigner_link::{CosignerLink, LinkError};
@@ -50,7 +50,10 @@ pub enum QuorumError {
 /// The group key as the coordinator uses it.
 #[derive(Debug, Clone)]
 pub struct GroupKey {
+    /// The wallet key: PSBT key-path spends.
     pub key_id: KeyId,
+    /// The message key (a tweak of the wallet key): raw 32-byte messages.
+    pub message_key: KeyId,
     pub threshold: u16,
     pub public_key_package: PublicKeyPackage,
     pub wire: KeyInfo,
@@ -200,7 +203,18 @@ impl Quorum {
         let mut errors = Vec::new();
         for (i, h) in hellos.into_iter().enumerate() {
             match h {
-                Ok(CosignerResponse::Hello { keys, .. }) => reported.extend(keys.into_iter().map(|k| (i, k))),
+                Ok(CosignerResponse::Hello { keys, .. }) => {
+                    // A key whose package does not decode to its own key id is forged or
+                    // corrupt: never let it define the group.
+                    for k in keys {
+                        match decode_public_key_package(&k.public_key_package) {
+                            Ok(p) if key_id_of(&p) == k.key_id => reported.push((i, k)),
+                            _ => {
+                                tracing::error!(cosigner = %links[i].name(), key_id = %hex::encode(k.key_id), "reported key package does not match its key id; ignored")
+                            }
+                        }
+                    }
+                }
                 Ok(other) => errors.push(format!("{}: unexpected reply {other:?}", links[i].name())),
                 Err(e) => errors.push(e.to_string()),
             }
@@ -236,7 +250,8 @@ impl Quorum {
         }
         let public_key_package =
             decode_public_key_package(&wire.public_key_package).map_err(|_| QuorumError::BadKeyPackage)?;
-        let key = GroupKey { key_id: wire.key_id, threshold: wire.threshold, public_key_package, wire };
+        let message_key = message_key_id(&public_key_package);
+        let key = GroupKey { key_id: wire.key_id, message_key, threshold: wire.threshold, public_key_package, wire };
         let mut members = Vec::new();
         for (i, link) in links.into_iter().enumerate() {
             let divergent = reported

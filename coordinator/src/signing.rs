@@ -13,6 +13,7 @@ use qls_protocol::*;
 use qls_signer_core::frost::round1::SigningCommitments;
 use qls_signer_core::frost::round2::SignatureShare;
 use qls_signer_core::frost::{self, Identifier, SigningPackage};
+use qls_signer_core::keys::message_key_root;
 use qls_signer_core::schnorr::verify_bip340;
 use qls_signer_core::sighash::{group_key_spend_sighashes, parse_psbt};
 use qls_signer_core::wallet::wallet_script;
@@ -190,15 +191,29 @@ pub async fn sign(quorum: &Quorum, payload: SignPayload) -> Result<SignOutcome, 
 
         let mut signatures = Vec::with_capacity(m);
         let mut culprits: BTreeSet<Identifier> = BTreeSet::new();
+        // Raw messages are signed under the message key, PSBT inputs under the wallet key.
+        let (tweak, verify_key) = match payload {
+            SignPayload::Message(_) => (Some(message_key_root()), quorum.key.message_key),
+            SignPayload::Psbt(_) => (None, quorum.key.key_id),
+        };
         for k in 0..m {
-            match frost::aggregate(&packages[k], &shares[k], &quorum.key.public_key_package) {
+            let aggregated = match &tweak {
+                Some(t) => frost::aggregate_with_tweak(
+                    &packages[k],
+                    &shares[k],
+                    &quorum.key.public_key_package,
+                    Some(t.as_slice()),
+                ),
+                None => frost::aggregate(&packages[k], &shares[k], &quorum.key.public_key_package),
+            };
+            match aggregated {
                 Ok(sig) => {
                     let bytes = sig.serialize().map_err(|e| SignFailure::Internal(e.to_string()))?;
                     let sig: [u8; 64] = bytes
                         .as_slice()
                         .try_into()
                         .map_err(|_| SignFailure::Internal("signature is not 64 bytes".into()))?;
-                    verify_bip340(&quorum.key.key_id, &messages[k], &sig).map_err(|e| {
+                    verify_bip340(&verify_key, &messages[k], &sig).map_err(|e| {
                         SignFailure::Internal(format!("aggregated signature rejected by libsecp256k1: {e}"))
                     })?;
                     signatures.push(sig);

@@ -220,12 +220,12 @@ fn sign(state: &CosignerState, req: SignRequest) -> Reply {
             tracing::info!(refused = ?verdict.refused.iter().map(|v| v.tag.name()).collect::<Vec<_>>(), "policy refused a signing request");
             Ok(CosignerResponse::Refused { violations: violations(&verdict.refused) })
         }
-        ShareDecision::Sign { packages, verdict } => {
+        ShareDecision::Sign { packages, verdict, tweak } => {
             // Persist before acting: the nonces are removed from the store, durably, and
             // only then do the shares leave. The shares are computed meanwhile, in memory,
             // on this thread while the commit's fsync runs on the committer thread.
             let pending = state.committer.submit(req.key_id, ids);
-            let shares = compute_shares(share, &packages, &nonces);
+            let shares = compute_shares(share, &packages, &nonces, tweak.as_ref());
             pending.wait().map_err(store_error)?;
             if state.failpoint_after_consume {
                 std::process::abort();

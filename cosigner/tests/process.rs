@@ -12,7 +12,7 @@ use qls_protocol::*;
 use qls_signer_core::dealer;
 use qls_signer_core::frost::round1::{self, SigningCommitments};
 use qls_signer_core::frost::{self, round2, SigningPackage};
-use qls_signer_core::keys::{identifier_for, KeyShare};
+use qls_signer_core::keys::{identifier_for, message_key_id, message_key_root, KeyShare};
 use quinn::{Connection, Endpoint};
 
 const BIN: &str = env!("CARGO_BIN_EXE_qls-cosigner");
@@ -190,11 +190,16 @@ async fn kill_9_after_commitment_then_nonce_used_once_only() {
         CosignerResponse::Shares { shares, .. } => round2::SignatureShare::deserialize(&shares[0]).unwrap(),
         other => panic!("{other:?}"),
     };
-    let our_share = round2::sign(&package, &our_nonce, &ours.key_package).unwrap();
+    // Raw messages are signed under the message key (a tweak of the wallet key).
+    let root = message_key_root();
+    let our_share = round2::sign_with_tweak(&package, &our_nonce, &ours.key_package, Some(root.as_slice())).unwrap();
     let shares = [(theirs.identifier(), share), (ours.identifier(), our_share)].into_iter().collect();
-    let sig = frost::aggregate(&package, &shares, &theirs.public_key_package).unwrap().serialize().unwrap();
+    let sig = frost::aggregate_with_tweak(&package, &shares, &theirs.public_key_package, Some(root.as_slice()))
+        .unwrap()
+        .serialize()
+        .unwrap();
     let secp = secp256k1::Secp256k1::verification_only();
-    let pk = secp256k1::XOnlyPublicKey::from_slice(&theirs.key_id()).unwrap();
+    let pk = secp256k1::XOnlyPublicKey::from_slice(&message_key_id(&theirs.public_key_package)).unwrap();
     secp.verify_schnorr(
         &secp256k1::schnorr::Signature::from_slice(&sig).unwrap(),
         &secp256k1::Message::from_digest(msg),

@@ -71,7 +71,8 @@ pub struct SealedPackage {
 /// What is to be signed. Cosigners derive the signed messages from this themselves.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SignPayload {
-    /// A 32-byte message signed as-is under the group key (BIP-340).
+    /// A 32-byte message signed as-is (BIP-340) under the group's *message key*, a
+    /// tweak of the wallet key, so it can never authorise a wallet spend.
     Message([u8; 32]),
     /// A PSBT (BIP-174, serialized): every input whose spent output is the group's P2TR
     /// output is signed with the BIP-341 key-path sighash, in input order.
@@ -212,7 +213,10 @@ pub enum NodeResponse {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupInfo {
+    /// The wallet key (P2TR output key); it signs PSBT inputs only.
     pub key_id: KeyId,
+    /// The key raw 32-byte messages are signed under (a tweak of the wallet key).
+    pub message_key: KeyId,
     pub address: String,
     pub threshold: u16,
     pub cosigners: Vec<String>,

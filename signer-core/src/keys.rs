@@ -9,9 +9,10 @@
 
 use alloc::vec::Vec;
 
-use frost_secp256k1_tr::keys::{KeyPackage, PublicKeyPackage};
+use frost_secp256k1_tr::keys::{KeyPackage, PublicKeyPackage, Tweak};
 use frost_secp256k1_tr::Identifier;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use qls_protocol::{Fingerprint, KeyId};
 
@@ -96,6 +97,20 @@ pub fn key_id_of(public_key_package: &PublicKeyPackage) -> KeyId {
         id.copy_from_slice(&compressed[1..]);
     }
     id
+}
+
+/// The tweak input ("merkle root" in BIP-341's tweak formula) that derives the group's
+/// *message key* from its wallet key: `Q' = Q + H_TapTweak(Q ‖ root)·G`. Raw 32-byte
+/// messages are signed under Q', never under the wallet key Q, so a signature on a raw
+/// message can never complete a spend of the group's wallet (a transaction sighash sent
+/// as a "message" yields a signature that is invalid for Q).
+pub fn message_key_root() -> [u8; 32] {
+    Sha256::digest(b"QLS/message-key/v1").into()
+}
+
+/// The x-only message key of a group (see [`message_key_root`]).
+pub fn message_key_id(public_key_package: &PublicKeyPackage) -> KeyId {
+    key_id_of(&public_key_package.clone().tweak(Some(message_key_root())))
 }
 
 /// A cosigner's FROST identifier, derived from its certificate fingerprint so that no

@@ -48,8 +48,9 @@ pub enum SignError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ShareDecision {
     /// Approved: the checked signing packages, one per item in order, plus violations
-    /// the policy only warns about. Shares come from [`compute_shares`].
-    Sign { packages: Vec<SigningPackage>, verdict: Verdict },
+    /// the policy only warns about, and the key tweak to sign under (`Some` for raw
+    /// messages: the message key). Shares come from [`compute_shares`].
+    Sign { packages: Vec<SigningPackage>, verdict: Verdict, tweak: Option<[u8; 32]> },
     /// The policy refuses: no share may be computed.
     Refuse { verdict: Verdict },
 }
@@ -111,7 +112,8 @@ pub fn decide(
     if !verdict.approves() {
         return Ok(ShareDecision::Refuse { verdict });
     }
-    Ok(ShareDecision::Sign { packages, verdict })
+    let tweak = matches!(payload, SignPayload::Message(_)).then(crate::keys::message_key_root);
+    Ok(ShareDecision::Sign { packages, verdict, tweak })
 }
 
 /// FROST signature shares for packages that [`decide`] approved, with the same nonces.
@@ -119,14 +121,18 @@ pub fn compute_shares(
     key: &KeyShare,
     packages: &[SigningPackage],
     nonces: &[SigningNonces],
+    tweak: Option<&[u8; 32]>,
 ) -> Result<Vec<SignatureShare>, SignError> {
     packages
         .iter()
         .zip(nonces)
         .enumerate()
         .map(|(item, (package, nonces))| {
-            round2::sign(package, nonces, &key.key_package)
-                .map_err(|e| SignError::Frost { item, reason: format!("{e}") })
+            match tweak {
+                Some(t) => round2::sign_with_tweak(package, nonces, &key.key_package, Some(t.as_slice())),
+                None => round2::sign(package, nonces, &key.key_package),
+            }
+            .map_err(|e| SignError::Frost { item, reason: format!("{e}") })
         })
         .collect()
 }

@@ -35,7 +35,7 @@ async fn bench_one(n: usize, t: u16, p: &BenchParams) -> Result<BenchRow, Harnes
     spec.nonce_pool_target = 512;
     let harness = Harness::start(spec).await?;
     harness.wait_for_pools(256, Duration::from_secs(10)).await;
-    let key_id = harness.key_id();
+    let key_id = harness.message_key();
     let client = Arc::new(harness.client().await?);
     let mut rng = rand::rngs::OsRng;
     let fail = |e: qls_coordinator::ClientError| HarnessError::Setup(format!("bench signature failed: {e}"));

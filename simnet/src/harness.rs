@@ -208,8 +208,14 @@ impl Harness {
         })
     }
 
+    /// The wallet key (PSBT spends).
     pub fn key_id(&self) -> KeyId {
         self.quorum.key.key_id
+    }
+
+    /// The key raw 32-byte messages are signed under.
+    pub fn message_key(&self) -> KeyId {
+        self.quorum.key.message_key
     }
 
     /// A node client pinned to this coordinator.

@@ -47,15 +47,16 @@ struct Done {
     outcome: Outcome,
 }
 
-async fn send(client: &NodeClient, key_id: [u8; 32], item: WorkItem, run_start: Instant) -> Done {
+async fn send(client: &NodeClient, keys: ([u8; 32], [u8; 32]), item: WorkItem, run_start: Instant) -> Done {
+    let (key_id, message_key) = keys;
     let started = Instant::now();
     let started_ms = started.duration_since(run_start).as_secs_f64() * 1e3;
     let reply = client.call(&item.request).await;
     let latency_ms = started.elapsed().as_secs_f64() * 1e3;
-    let pubkey = hex::encode(key_id);
+    let pubkey = hex::encode(message_key);
     let outcome = match (reply, &item.request) {
         (Ok(NodeResponse::Signature { sig, report }), NodeRequest::SignMessage { msg }) => {
-            match verify_bip340(&key_id, msg, &sig) {
+            match verify_bip340(&message_key, msg, &sig) {
                 Ok(()) => {
                     Outcome::Signed(vec![SigRecord { pubkey, msg: hex::encode(msg), sig: hex::encode(&sig) }], report)
                 }
@@ -171,6 +172,7 @@ pub async fn run(scenario: &Scenario, progress: bool) -> Result<(Report, Vec<Sig
     let mut harness = Harness::start(spec).await?;
     harness.wait_for_pools(16, Duration::from_secs(5)).await;
     let key_id = harness.key_id();
+    let keys = (key_id, harness.message_key());
     let client = Arc::new(harness.client().await?);
     let w = &scenario.workload;
     let params = WorkloadParams {
@@ -198,7 +200,7 @@ pub async fn run(scenario: &Scenario, progress: bool) -> Result<(Report, Vec<Sig
         if next < w.requests && in_flight.len() < w.concurrency && !fault_due {
             let item = work.pop_front().expect("one item per request");
             let client = client.clone();
-            in_flight.push(tokio::spawn(async move { send(&client, key_id, item, started).await }));
+            in_flight.push(tokio::spawn(async move { send(&client, keys, item, started).await }));
             next += 1;
             continue;
         }

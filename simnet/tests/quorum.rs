@@ -21,7 +21,7 @@ fn libsecp_verify(key_id: &[u8; 32], msg: &[u8; 32], sig: &[u8; 64]) -> bool {
 
 async fn sign_n(h: &Harness, count: usize) -> Vec<qls_protocol::SignReport> {
     let client = h.client().await.unwrap();
-    let key = h.key_id();
+    let key = h.message_key();
     let mut reports = Vec::new();
     for i in 0..count {
         let msg = [i as u8 ^ 0x5a; 32];
@@ -221,5 +221,39 @@ async fn coordinator_refuses_cosigner_presenting_another_certificate() {
     let link = qls_coordinator::cosigner_link::CosignerLink::new(spec, endpoint, coordinator_like);
     let r = link.call(&qls_protocol::CosignerRequest::Hello, Duration::from_secs(2)).await;
     assert!(matches!(r, Err(qls_coordinator::cosigner_link::LinkError::Unreachable { .. })), "{r:?}");
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_signing_cannot_authorise_a_wallet_spend() {
+    // A compromised node asks for a raw "message" signature over the BIP-341 sighash of a
+    // transaction draining the wallet. The signature it gets is under the message key, so
+    // it is useless for the spend: libsecp256k1 and Bitcoin Core's interpreter reject it.
+    let h = Harness::start(QuorumSpec::new(3, 2)).await.unwrap();
+    let (key, message_key) = (h.key_id(), h.message_key());
+    assert_ne!(key, message_key);
+    let foreign = ScriptBuf::from_bytes([&[0x00, 0x14][..], &[0xee; 20]].concat());
+    let drain = psbt(&key, [9; 32], 100_000, vec![TxOut { value: Amount::from_sat(99_000), script_pubkey: foreign }]);
+    let spent = drain.inputs[0].witness_utxo.clone().unwrap();
+    let sighash = qls_signer_core::sighash::taproot_key_spend_sighash(
+        &drain.unsigned_tx,
+        std::slice::from_ref(&spent),
+        0,
+        bitcoin::TapSighashType::Default,
+    )
+    .unwrap();
+    let client = h.client().await.unwrap();
+    let (sig, _) = client.sign_message(&message_key, sighash).await.unwrap();
+    assert!(libsecp_verify(&message_key, &sighash, &sig));
+    assert!(!libsecp_verify(&key, &sighash, &sig), "a message signature must not be a wallet signature");
+    let mut tx = drain.unsigned_tx.clone();
+    tx.input[0].witness = bitcoin::Witness::from_slice(&[sig.to_vec()]);
+    let utxo = [bitcoinconsensus::Utxo {
+        script_pubkey: spent.script_pubkey.as_bytes().as_ptr(),
+        script_pubkey_len: spent.script_pubkey.len() as u32,
+        value: spent.value.to_sat() as i64,
+    }];
+    let tx_bytes = bitcoin::consensus::serialize(&tx);
+    assert!(bitcoinconsensus::verify(spent.script_pubkey.as_bytes(), 100_000, &tx_bytes, Some(&utxo), 0).is_err());
     h.shutdown().await;
 }

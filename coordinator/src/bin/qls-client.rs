@@ -115,12 +115,14 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::Group => {
             let g = client(&dir).await?.group_info().await?;
             println!("group key (x-only): {}", hex::encode(g.key_id));
+            println!("message key (x-only): {}", hex::encode(g.message_key));
             println!("P2TR address: {}", g.address);
             println!("threshold: {} of {} ({})", g.threshold, g.cosigners.len(), g.cosigners.join(", "));
         }
         Command::SignMessage { msg } => {
             let c = client(&dir).await?;
-            let key = c.group_info().await?.key_id;
+            // Raw messages are signed under the message key, never the wallet key.
+            let key = c.group_info().await?.message_key;
             let (sig, report) = c.sign_message(&key, hex32(&msg)?).await?;
             println!("{}", hex::encode(sig));
             eprintln!(

@@ -31,8 +31,13 @@ pub fn check_psbt(psbt: &Psbt, wallet_script: &Script, policy: &OnchainPolicy) -
             });
         }
     }
-    let inputs_sat: u64 = spent_outputs(psbt)?.iter().map(|o| o.value.to_sat()).sum();
-    let outputs_sat: u64 = psbt.unsigned_tx.output.iter().map(|o| o.value.to_sat()).sum();
+    let sum = |mut values: alloc::vec::IntoIter<u64>| values.try_fold(0u64, |a, v| a.checked_add(v));
+    let inputs = sum(spent_outputs(psbt)?.iter().map(|o| o.value.to_sat()).collect::<Vec<_>>().into_iter());
+    let outputs = sum(psbt.unsigned_tx.output.iter().map(|o| o.value.to_sat()).collect::<Vec<_>>().into_iter());
+    let (Some(inputs_sat), Some(outputs_sat)) = (inputs, outputs) else {
+        violations.push(Violation { tag: PolicyTag::OnchainFeeRange, detail: "amounts overflow 64 bits".into() });
+        return Ok(violations);
+    };
     match inputs_sat.checked_sub(outputs_sat) {
         None => violations.push(Violation {
             tag: PolicyTag::OnchainFeeRange,
@@ -100,5 +105,8 @@ pub(crate) mod tests {
         assert_eq!(v.iter().map(|v| v.tag).collect::<Vec<_>>(), vec![PolicyTag::OnchainFeeRange]);
         let negative = psbt_spending(&wallet(), 10_000, &[(wallet(), 10_001)]);
         assert_eq!(check_psbt(&negative, &wallet(), &policy).unwrap()[0].tag, PolicyTag::OnchainFeeRange);
+        // Output values that overflow 64 bits when summed: a violation, not a panic.
+        let huge = psbt_spending(&wallet(), 10_000, &[(wallet(), u64::MAX / 2 + 1), (wallet(), u64::MAX / 2 + 1)]);
+        assert_eq!(check_psbt(&huge, &wallet(), &policy).unwrap()[0].tag, PolicyTag::OnchainFeeRange);
     }
 }
