@@ -44,6 +44,10 @@ pub struct CosignerConfigFile {
     pub peers: Vec<String>,
     #[serde(default = "default_pool")]
     pub nonce_pool_max: u32,
+    /// Lowest DKG threshold this cosigner takes part in; default: a majority of the group
+    /// (this cosigner and all its pinned peers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dkg_min_threshold: Option<u16>,
     /// Test-only: accept trusted-dealer key imports.
     #[serde(default)]
     pub allow_dealer_import: bool,
@@ -86,6 +90,7 @@ pub struct CosignerConfig {
     pub coordinators: Vec<Fingerprint>,
     pub peers: Vec<Fingerprint>,
     pub nonce_pool_max: u32,
+    pub dkg_min_threshold: Option<u16>,
     pub allow_dealer_import: bool,
     pub policy: PolicyConfig,
 }
@@ -98,6 +103,7 @@ impl CosignerConfigFile {
             coordinators: Vec::new(),
             peers: Vec::new(),
             nonce_pool_max: DEFAULT_NONCE_POOL_MAX,
+            dkg_min_threshold: None,
             allow_dealer_import: false,
             policy: PolicyFile::default(),
         }
@@ -154,6 +160,7 @@ impl CosignerConfigFile {
             coordinators: fps("coordinators", &self.coordinators)?,
             peers: fps("peers", &self.peers)?,
             nonce_pool_max: self.nonce_pool_max,
+            dkg_min_threshold: self.dkg_min_threshold,
             allow_dealer_import: self.allow_dealer_import,
             policy: PolicyConfig {
                 actions,

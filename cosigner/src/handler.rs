@@ -136,6 +136,26 @@ fn dkg_round1(state: &CosignerState, session: SessionId, threshold: u16, partici
         }
         certs.insert(fp, p.cert_der);
     }
+    // The group is this cosigner and all its pinned peers: a coordinator may not run a DKG
+    // with a subset of them, nor with a threshold below this cosigner's minimum.
+    let group: std::collections::BTreeSet<Fingerprint> = state.config.peers.iter().copied().chain([me]).collect();
+    if certs.keys().copied().collect::<std::collections::BTreeSet<_>>() != group {
+        return Err(error(
+            ErrorKind::Forbidden,
+            format!(
+                "DKG must include exactly this cosigner and its {} pinned peers; got {} participants",
+                group.len() - 1,
+                certs.len()
+            ),
+        ));
+    }
+    let min_threshold = state.config.dkg_min_threshold.unwrap_or((group.len() / 2 + 1) as u16);
+    if threshold < min_threshold {
+        return Err(error(
+            ErrorKind::Forbidden,
+            format!("DKG threshold {threshold} is below this cosigner's minimum {min_threshold}"),
+        ));
+    }
     let setup = DkgSetup::new(session, threshold, certs.keys().copied().collect(), me)
         .map_err(|e| error(ErrorKind::DkgFailed, e))?;
     let (r1, entry) = dkg::round1(setup.clone(), &mut rand::rngs::OsRng).map_err(|e| error(ErrorKind::DkgFailed, e))?;

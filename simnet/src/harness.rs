@@ -105,6 +105,7 @@ pub struct Harness {
     /// Faults on the coordinator's links to the cosigners (its endpoint's socket).
     pub link_faults: Arc<FaultController>,
     pub coordinator_fingerprint: Fingerprint,
+    pub coordinator_identity: Arc<Identity>,
     pub client_identity: Identity,
     pub quorum: Arc<Quorum>,
     pub api_addr: SocketAddr,
@@ -156,6 +157,7 @@ impl Harness {
                 coordinators: vec![coordinator.fingerprint],
                 peers: ids.iter().filter(|(_, f)| f != fingerprint).map(|(_, f)| *f).collect(),
                 nonce_pool_max: 1024,
+                dkg_min_threshold: None,
                 allow_dealer_import: spec.keygen == Keygen::Dealer,
                 policy: spec.policies.get(i).cloned().unwrap_or_default(),
             };
@@ -200,6 +202,7 @@ impl Harness {
             cosigners,
             link_faults,
             coordinator_fingerprint: coordinator.fingerprint,
+            coordinator_identity: coordinator.clone(),
             client_identity,
             quorum,
             api_addr,

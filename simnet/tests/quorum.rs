@@ -257,3 +257,22 @@ async fn message_signing_cannot_authorise_a_wallet_spend() {
     assert!(bitcoinconsensus::verify(spent.script_pubkey.as_bytes(), 100_000, &tx_bytes, Some(&utxo), 0).is_err());
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cosigners_refuse_a_dkg_with_a_subset_or_a_low_threshold() {
+    // A malicious coordinator tries to make a weaker key than the configured group.
+    let mut spec = QuorumSpec::new(5, 3);
+    spec.keygen = Keygen::Dealer;
+    let h = Harness::start(spec).await.unwrap();
+    let (_endpoint, links) =
+        qls_coordinator::quorum::make_links(&h.quorum.config, h.coordinator_identity.clone()).unwrap();
+    let timeout = Duration::from_secs(5);
+    let subset = qls_coordinator::dkg::run_dkg(&links[..3], 3, timeout).await;
+    assert!(subset.unwrap_err().to_string().contains("pinned peers"), "a 3-cosigner subset must be refused");
+    let low = qls_coordinator::dkg::run_dkg(&links, 2, timeout).await;
+    assert!(low.unwrap_err().to_string().contains("below this cosigner's minimum"), "2-of-5 is below the majority");
+    // The configured group at a majority threshold still works.
+    let ok = qls_coordinator::dkg::run_dkg(&links, 3, timeout).await.unwrap();
+    assert_eq!(ok.threshold, 3);
+    h.shutdown().await;
+}
