@@ -139,13 +139,6 @@ impl Member {
             }
         }
     }
-
-    /// Forgets every commitment (the cosigner restarted or lost them).
-    pub fn clear_pool(&self) {
-        let mut pool = self.pool();
-        pool.ready.clear();
-        pool.last_id = None;
-    }
 }
 
 /// The group as the coordinator runs it.

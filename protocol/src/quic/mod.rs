@@ -12,6 +12,4 @@ pub mod stream;
 
 pub use endpoint::{client_endpoint, client_endpoint_on, connect, server_endpoint, TransportError, SERVER_NAME};
 pub use identity::{fingerprint, fingerprint_hex, parse_fingerprint, verify_identity_sig, Identity, IdentityError};
-pub use stream::{
-    peer_certificate, peer_fingerprint, read_frame, request, serve_connection, write_frame, ErrorReply, StreamError,
-};
+pub use stream::{peer_certificate, read_frame, request, serve_connection, write_frame, ErrorReply, StreamError};

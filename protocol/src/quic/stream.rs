@@ -13,7 +13,7 @@ use quinn::{Connection, RecvStream, SendStream};
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::frame::{decode_body, encode_frame, frame_body_len, FrameError, FRAME_HEADER_BYTES};
-use crate::messages::{CosignerResponse, ErrorKind, Fingerprint, NodeResponse};
+use crate::messages::{CosignerResponse, ErrorKind, NodeResponse};
 use crate::validate::{Validate, ValidationError};
 
 #[derive(Debug, thiserror::Error)]
@@ -126,11 +126,3 @@ pub fn peer_certificate(conn: &Connection) -> Option<Vec<u8>> {
     let certs = conn.peer_identity()?.downcast::<Vec<rustls_pki_types::CertificateDer<'static>>>().ok()?;
     certs.first().map(|c| c.to_vec())
 }
-
-/// The pinned fingerprint of the peer on `conn`, if it presented a certificate.
-pub fn peer_fingerprint(conn: &Connection) -> Option<Fingerprint> {
-    peer_certificate(conn).map(|c| super::identity::fingerprint(&c))
-}
-
-/// How long a reply may take by default.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
