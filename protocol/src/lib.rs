@@ -10,6 +10,7 @@
 
 extern crate alloc;
 
+pub mod channel;
 pub mod frame;
 pub mod limits;
 pub mod messages;
@@ -18,6 +19,7 @@ pub mod validate;
 #[cfg(feature = "quic")]
 pub mod quic;
 
+pub use channel::*;
 pub use frame::{decode_frame, encode_frame, frame_body_len, FrameError, FRAME_HEADER_BYTES};
 pub use messages::*;
 pub use validate::{Validate, ValidationError};

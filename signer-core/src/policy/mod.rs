@@ -64,6 +64,102 @@ policy_tags! {
     OnchainFeeRange => "policy-onchain-fee-range", Error,
         "policy::onchain::tests::fee_above_cap_refused",
         "The fee (inputs minus outputs) is non-negative and at most the configured cap.";
+    ChannelSafeType => "policy-channel-safe-type", Error,
+        "channel::tests::safe_type_only",
+        "The channel type is anchors with zero-fee HTLC transactions and static remote key, nothing else.";
+    ChannelContestDelay => "policy-channel-contest-delay-range", Error,
+        "channel::tests::contest_delay_out_of_range",
+        "The delay we impose is at least the minimum, the delay imposed on us at most the maximum.";
+    ChannelIdReuse => "policy-channel-id-reuse", Error,
+        "channel::tests::channel_id_reuse",
+        "A channel's keys are set up once; a second setup must be identical.";
+    ChannelClosed => "policy-channel-closed", Error,
+        "channel::tests::no_update_after_close",
+        "No commitment, revocation or close is signed after the channel was closed.";
+    FundingNoPush => "policy-funding-no-push", Error,
+        "channel::tests::outbound_push_refused",
+        "A channel we fund starts with the whole balance ours (no push to the counterparty).";
+    CommitmentSequence => "policy-commitment-sequence", Error,
+        "channel::tests::commitment_number_skips",
+        "Commitments are signed in order: the same number again or the next one.";
+    CommitmentRetrySame => "policy-commitment-retry-same", Error,
+        "channel::tests::retry_with_other_data",
+        "A commitment signed again carries identical data.";
+    CommitmentPreviousRevoked => "policy-commitment-previous-revoked", Error,
+        "channel::tests::third_unrevoked_commitment",
+        "A new counterparty commitment is signed only when the one before the previous is revoked.";
+    CommitmentFirstNoHtlcs => "policy-commitment-first-no-htlcs", Error,
+        "channel::tests::first_commitment_with_htlc",
+        "The first commitment has no HTLCs.";
+    CommitmentHtlcCount => "policy-commitment-htlc-count", Error,
+        "channel::tests::too_many_htlcs",
+        "At most the configured number of HTLC outputs per commitment.";
+    CommitmentHtlcInflight => "policy-commitment-htlc-inflight", Error,
+        "channel::tests::inflight_above_limit",
+        "The HTLCs of a commitment carry at most the configured amount in flight.";
+    CommitmentFeeRange => "policy-commitment-fee-range", Error,
+        "channel::tests::commitment_feerate_out_of_range",
+        "The commitment feerate is within the configured range.";
+    CommitmentValue => "policy-commitment-value", Error,
+        "channel::tests::outputs_exceed_channel_value",
+        "Outputs, fee and anchors add up to the channel value, short of it by at most the dust allowance.";
+    CommitmentHolderBalance => "policy-commitment-holder-balance", Error,
+        "channel::tests::balance_drop_without_preimage",
+        "Our balance falls only by HTLCs we offered that were fulfilled (preimage known), fees we pay and the dust allowance.";
+    CommitmentCounterpartySig => "policy-commitment-counterparty-sig", Error,
+        "channel::tests::holder_commitment_bad_signature",
+        "The counterparty's signatures on our holder commitment and its HTLC transactions are valid.";
+    CommitmentHolderRevoked => "policy-commitment-holder-revoked", Error,
+        "channel::tests::revoked_holder_commitment_not_signed",
+        "A holder commitment that was revoked is never signed.";
+    CommitmentHolderUnknown => "policy-commitment-holder-unknown", Error,
+        "channel::tests::unknown_holder_commitment_not_signed",
+        "Only the latest validated holder commitment, with identical data, is signed for broadcast.";
+    RevokeBeforeNext => "policy-revoke-before-next-commitment", Error,
+        "channel::tests::revoke_before_next_commitment",
+        "A holder commitment is revoked only after a newer one was signed by the counterparty and validated.";
+    RevocationSecretMismatch => "policy-revocation-secret-mismatch", Error,
+        "channel::tests::wrong_revocation_secret",
+        "A counterparty revocation secret matches the commitment's point and the BOLT 3 secret chain.";
+    ClosePendingHtlcs => "policy-close-pending-htlcs", Error,
+        "channel::tests::close_with_pending_htlc",
+        "A cooperative close is signed only with no HTLC pending.";
+    CloseDestination => "policy-close-destination", Error,
+        "channel::tests::close_to_foreign_script",
+        "Our cooperative-close output pays our wallet or an allowlisted script.";
+    CloseValue => "policy-close-value", Error,
+        "channel::tests::close_below_balance",
+        "Our cooperative-close output is our balance of the last commitment less the fee we pay.";
+    CloseFeeRange => "policy-close-fee-range", Error,
+        "channel::tests::close_fee_above_cap",
+        "The cooperative-close fee is at most the configured cap.";
+    SweepDestination => "policy-sweep-destination", Error,
+        "channel::tests::sweep_to_foreign_script",
+        "Sweeps, anchor spends and HTLC transactions pay only our wallet, an allowlisted script or the expected second-stage output.";
+    SweepSource => "policy-sweep-source", Error,
+        "channel::tests::sweep_of_unknown_output",
+        "A sweep spends an output of the commitment we force-closed with.";
+    SweepSequence => "policy-sweep-sequence", Error,
+        "channel::tests::sweep_before_delay",
+        "A to_local sweep waits the contest delay (input sequence).";
+    SweepFeeRange => "policy-sweep-fee-range", Error,
+        "channel::tests::sweep_fee_above_cap",
+        "A sweep's fee is at most the configured cap.";
+    HtlcPreimage => "policy-htlc-preimage", Error,
+        "channel::tests::htlc_success_wrong_preimage",
+        "An HTLC-success transaction carries the HTLC's preimage.";
+    RoutingUnbalanced => "policy-routing-unbalanced", Error,
+        "channel::tests::forward_without_incoming",
+        "An HTLC we offer is matched by incoming HTLCs of the same payment hash (at least as much) or by an approved payment.";
+    InvoiceOverpaid => "policy-invoice-overpaid", Error,
+        "channel::tests::invoice_overpaid",
+        "An approved payment is never paid more than its approved amount.";
+    InvoicePaidTwice => "policy-invoice-paid-twice", Error,
+        "channel::tests::invoice_paid_twice",
+        "An approved payment that was settled is never paid again.";
+    NodeStateBounded => "policy-node-state-bounded", Error,
+        "channel::tests::payment_index_bounded",
+        "The payment index stays within its configured size; new payments are refused when full.";
 }
 
 /// A broken rule and the facts.
@@ -94,11 +190,48 @@ impl Default for OnchainPolicy {
     }
 }
 
+/// Channel rules' parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelPolicy {
+    /// Smallest delay we impose on the counterparty's outputs (time to punish a cheat).
+    pub contest_delay_min: u16,
+    /// Largest delay the counterparty may impose on ours.
+    pub contest_delay_max: u16,
+    pub feerate_min_per_kw: u32,
+    pub feerate_max_per_kw: u32,
+    pub max_htlcs: u16,
+    pub max_inflight_msat: u64,
+    /// Value that may vanish into dust HTLCs and rounding per commitment.
+    pub dust_allowance_sat: u64,
+    pub close_fee_max_sat: u64,
+    pub sweep_fee_max_sat: u64,
+    /// Entries the node-wide payment index may hold.
+    pub max_payments: usize,
+}
+
+impl Default for ChannelPolicy {
+    fn default() -> Self {
+        Self {
+            contest_delay_min: 144,
+            contest_delay_max: 2016,
+            feerate_min_per_kw: 253,
+            feerate_max_per_kw: 100_000,
+            max_htlcs: 483,
+            max_inflight_msat: 10_000_000_000,
+            dust_allowance_sat: 50_000,
+            close_fee_max_sat: 100_000,
+            sweep_fee_max_sat: 100_000,
+            max_payments: 100_000,
+        }
+    }
+}
+
 /// One cosigner's policy: actions per tag (defaults where unset) and rule parameters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PolicyConfig {
     pub actions: BTreeMap<PolicyTag, PolicyAction>,
     pub onchain: OnchainPolicy,
+    pub channel: ChannelPolicy,
 }
 
 impl PolicyConfig {

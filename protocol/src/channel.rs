@@ -1,0 +1,178 @@
+//! Wire shapes of legacy-channel (anchor, P2WSH 2-of-2) and node-key requests and the
+//! multi-ECDSA approvals that gate them.
+//!
+//! A request carries the *facts* a cosigner needs to rebuild what is signed (commitment
+//! numbers, values, HTLCs, scripts, per-commitment points), never a bare sighash: each
+//! cosigner rebuilds the transaction from its own channel state. Keys, points and
+//! signatures travel as bytes and are parsed (with typed errors) by `signer-core`.
+//!
+//! Must never: hold logic beyond shapes, or grow a field without a bound in
+//! [`crate::limits`] and a check in [`crate::validate`].
+
+use alloc::vec::Vec;
+use serde::{Deserialize, Serialize};
+
+use crate::Fingerprint;
+
+/// LDK's `channel_keys_id`: the node's handle for one channel's keys.
+pub type ChannelKeysId = [u8; 32];
+/// SHA-256 of a request's canonical encoding (see `signer-core`'s `request_digest`).
+pub type RequestDigest = [u8; 32];
+/// A cosigner's digest of its own copy of one channel's state (a hash chain over every
+/// request it applied to that channel) together with the chain's length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct StateDigest {
+    pub version: u64,
+    pub digest: [u8; 32],
+}
+
+/// One side's channel basepoints, 33-byte compressed points each.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelPoints {
+    pub funding: Vec<u8>,
+    pub revocation: Vec<u8>,
+    pub payment: Vec<u8>,
+    pub delayed_payment: Vec<u8>,
+    pub htlc: Vec<u8>,
+}
+
+/// Everything fixed at channel open.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelSetup {
+    pub channel_value_sat: u64,
+    pub funding_txid: [u8; 32],
+    pub funding_vout: u16,
+    pub is_outbound: bool,
+    /// The delay the counterparty must wait on its own outputs (we chose it).
+    pub holder_selected_contest_delay: u16,
+    /// The delay we must wait on our own outputs (the counterparty chose it).
+    pub counterparty_selected_contest_delay: u16,
+    pub holder: ChannelPoints,
+    pub counterparty: ChannelPoints,
+    /// BOLT 9 channel type feature bits, little-endian bytes as LDK stores them.
+    pub channel_type: Vec<u8>,
+}
+
+/// One non-dust HTLC, from the commitment broadcaster's point of view.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HtlcInfo {
+    /// Offered by the broadcaster of the commitment it appears in.
+    pub offered: bool,
+    pub amount_msat: u64,
+    pub cltv_expiry: u32,
+    pub payment_hash: [u8; 32],
+}
+
+/// The facts that fix one commitment transaction, given the channel setup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitmentInfo {
+    /// LDK's commitment number: starts at 2^48 - 1 and counts down.
+    pub commitment_number: u64,
+    pub per_commitment_point: Vec<u8>,
+    pub to_broadcaster_sat: u64,
+    pub to_countersignatory_sat: u64,
+    pub feerate_per_kw: u32,
+    /// Non-dust HTLCs (dust ones are not outputs).
+    pub htlcs: Vec<HtlcInfo>,
+}
+
+/// A request about one channel. Each is validated by every cosigner from its own state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChannelRequest {
+    /// Record a new channel's parameters (after funding is known).
+    Setup(ChannelSetup),
+    /// Sign the counterparty's commitment (and its HTLC transactions).
+    /// `outbound_preimages` are the preimages of our HTLCs the counterparty fulfilled
+    /// since the previous commitment: they justify our balance going down.
+    SignCounterpartyCommitment { commitment: CommitmentInfo, outbound_preimages: Vec<[u8; 32]> },
+    /// Accept the counterparty's signature on our next holder commitment.
+    /// `outbound_preimages` as for [`ChannelRequest::SignCounterpartyCommitment`].
+    ValidateHolderCommitment {
+        commitment: CommitmentInfo,
+        counterparty_sig: Vec<u8>,
+        counterparty_htlc_sigs: Vec<Vec<u8>>,
+        outbound_preimages: Vec<[u8; 32]>,
+    },
+    /// Release the per-commitment secret of holder commitment `commitment_number`,
+    /// revoking it.
+    ReleaseCommitmentSecret { commitment_number: u64 },
+    /// The counterparty revoked its commitment `commitment_number` with `secret`.
+    ValidateCounterpartyRevocation { commitment_number: u64, secret: [u8; 32] },
+    /// Sign our latest holder commitment for broadcast (force close).
+    SignHolderCommitment { commitment: CommitmentInfo },
+    /// Sign the cooperative closing transaction.
+    SignClosing {
+        to_holder_sat: u64,
+        to_counterparty_sat: u64,
+        to_holder_script: Vec<u8>,
+        to_counterparty_script: Vec<u8>,
+    },
+    /// Sign input `input` of `tx` (consensus encoding) spending our to_local output of
+    /// the force-closed holder commitment, after the contest delay.
+    SignDelayedSweep { tx: Vec<u8>, input: u32, commitment_number: u64 },
+    /// Sign input `input` of `tx` spending our (anchor) to_remote output of a
+    /// counterparty commitment `commitment_txid`, output `vout`, worth `amount_sat`.
+    SignRemoteSweep { tx: Vec<u8>, input: u32, amount_sat: u64 },
+    /// Sign our keyed anchor input `input` of `tx` (CPFP of our holder commitment).
+    SignHolderAnchor { tx: Vec<u8>, input: u32 },
+    /// Sign the second-stage HTLC transaction of our force-closed holder commitment.
+    SignHolderHtlc { tx: Vec<u8>, input: u32, commitment_number: u64, htlc: HtlcInfo, preimage: Option<[u8; 32]> },
+}
+
+/// A request about the node's own key (not one channel).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeKeyRequest {
+    /// ECDH between the node key and `other_key` (33 bytes), with an optional scalar tweak
+    /// of the node key.
+    Ecdh { other_key: Vec<u8>, tweak: Option<[u8; 32]> },
+    /// Sign a BOLT-11 invoice: `hrp` and the 5-bit `data`, as LDK hashes them.
+    SignInvoice { hrp: Vec<u8>, data: Vec<u8>, payment_hash: [u8; 32], amount_msat: Option<u64> },
+    /// Sign a gossip message: its double-SHA256 preimage (the message minus signature).
+    SignGossip { message: Vec<u8> },
+    /// Allow paying `payment_hash` up to `amount_msat` (an invoice the operator approved).
+    ApprovePayment { payment_hash: [u8; 32], amount_msat: u64 },
+}
+
+/// What a key-holder request is about.
+// One per request, encoded once: boxing the large variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ApprovalSubject {
+    Channel { channel: ChannelKeysId, request: ChannelRequest },
+    Node(NodeKeyRequest),
+}
+
+/// A cosigner's signed statement: "I validated request `request` against my state, and my
+/// state after it is `state`". ECDSA-P256 by the cosigner's identity key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    pub cosigner: Fingerprint,
+    /// The approver's certificate (DER), checked against its fingerprint and pinning.
+    pub cert_der: Vec<u8>,
+    pub request: RequestDigest,
+    pub state: StateDigest,
+    pub identity_sig: Vec<u8>,
+}
+
+/// Public facts about one channel's keys, from a key holder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelKeysInfo {
+    pub channel: ChannelKeysId,
+    pub points: ChannelPoints,
+}
+
+/// What a key holder returns once it signed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyHolderOutput {
+    /// Nothing to sign: the request only moved state (e.g. validate a holder commitment).
+    Done,
+    /// One ECDSA signature (64-byte compact) and, for commitments, one per HTLC in the
+    /// rebuilt commitment's HTLC order.
+    Signatures { sig: Vec<u8>, htlc_sigs: Vec<Vec<u8>> },
+    /// A revealed per-commitment secret.
+    Secret([u8; 32]),
+    /// An ECDH shared secret (SHA-256 of the shared point, as LDK expects).
+    SharedSecret([u8; 32]),
+    /// A recoverable signature: 64-byte compact plus recovery id.
+    Recoverable { sig: Vec<u8>, recid: u8 },
+}

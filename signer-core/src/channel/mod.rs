@@ -1,0 +1,19 @@
+//! Legacy (anchor, P2WSH 2-of-2) channels as one cosigner sees them: its own copy of each
+//! channel's state, the state digest, the node-wide payment index, and the policy that
+//! judges every channel request before any key holder may sign for it.
+//!
+//! Must never: sign (signing happens in the key holder shell, after approvals), or read
+//! anything but the request, the stored state and the policy.
+
+pub mod parse;
+pub mod payments;
+pub mod state;
+pub mod validate;
+
+#[cfg(test)]
+mod tests;
+
+pub use parse::ChannelError;
+pub use payments::{PaymentEntry, PaymentIndex};
+pub use state::{approval_statement, chain_digest, request_digest, ChannelState, CloseState, NODE_STATE};
+pub use validate::{apply, Applied, Context};

@@ -1,0 +1,113 @@
+//! The node-wide payment index a cosigner keeps across channels: per payment hash, what
+//! came in (incoming HTLCs irrevocably committed to us), what went out (HTLCs we offered),
+//! what the operator approved paying, and whether the payment settled.
+//!
+//! It backs the routing-balance rule (an HTLC we offer is covered by incoming HTLCs of the
+//! same hash or by an approved payment) and the invoice rules (never overpaid, never paid
+//! twice). Bounded: at most `max_payments` entries; a new entry beyond that is refused.
+//!
+//! Must never: grow without bound, or let an outgoing HTLC through without either cover.
+
+use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::format;
+use alloc::vec::Vec;
+use serde::{Deserialize, Serialize};
+
+use qls_protocol::HtlcInfo;
+
+use crate::policy::{PolicyTag, Violation};
+
+pub type PaymentHash = [u8; 32];
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentEntry {
+    pub incoming_msat: u64,
+    pub outgoing_msat: u64,
+    pub approved_msat: Option<u64>,
+    pub settled: bool,
+}
+
+/// The entries one request touches, loaded by the shell, plus the index's total size.
+#[derive(Debug, Clone, Default)]
+pub struct PaymentIndex {
+    entries: BTreeMap<PaymentHash, PaymentEntry>,
+    dirty: BTreeSet<PaymentHash>,
+    /// Entries in the whole index (stored), before this request.
+    pub stored_count: usize,
+    pub max: usize,
+}
+
+impl PaymentIndex {
+    pub fn new(loaded: BTreeMap<PaymentHash, PaymentEntry>, stored_count: usize, max: usize) -> Self {
+        Self { entries: loaded, dirty: BTreeSet::new(), stored_count, max }
+    }
+
+    /// The entries this request changed, to persist with the channel state.
+    pub fn changed(&self) -> Vec<(PaymentHash, PaymentEntry)> {
+        self.dirty.iter().filter_map(|h| self.entries.get(h).map(|e| (*h, e.clone()))).collect()
+    }
+
+    pub fn get(&self, hash: &PaymentHash) -> Option<&PaymentEntry> {
+        self.entries.get(hash)
+    }
+
+    fn entry(&mut self, violations: &mut Vec<Violation>, hash: &PaymentHash) -> &mut PaymentEntry {
+        if !self.entries.contains_key(hash) {
+            if self.stored_count >= self.max {
+                violations.push(Violation {
+                    tag: PolicyTag::NodeStateBounded,
+                    detail: format!("payment index is full ({} entries)", self.max),
+                });
+            }
+            self.stored_count += 1;
+        }
+        self.dirty.insert(*hash);
+        self.entries.entry(*hash).or_default()
+    }
+
+    /// An HTLC offered by the counterparty is now committed to us.
+    pub fn receive(&mut self, violations: &mut Vec<Violation>, h: &HtlcInfo) {
+        let e = self.entry(violations, &h.payment_hash);
+        e.incoming_msat = e.incoming_msat.saturating_add(h.amount_msat);
+    }
+
+    /// We offer `h`: it must be covered by incoming HTLCs or an approved payment.
+    pub fn offer(&mut self, violations: &mut Vec<Violation>, h: &HtlcInfo) {
+        let hash = hex::encode(&h.payment_hash[..8]);
+        let mut found = Vec::new();
+        let e = self.entry(&mut found, &h.payment_hash);
+        let out = e.outgoing_msat.saturating_add(h.amount_msat);
+        let cover = e.incoming_msat.saturating_add(e.approved_msat.unwrap_or(0));
+        match e.approved_msat {
+            Some(_) if e.settled => found.push(Violation {
+                tag: PolicyTag::InvoicePaidTwice,
+                detail: format!("payment {hash} already settled; new HTLC of {} msat", h.amount_msat),
+            }),
+            Some(a) if out > cover => found.push(Violation {
+                tag: PolicyTag::InvoiceOverpaid,
+                detail: format!("payment {hash}: {out} msat out, approved {a} msat (+{} in)", e.incoming_msat),
+            }),
+            None if out > cover => found.push(Violation {
+                tag: PolicyTag::RoutingUnbalanced,
+                detail: format!("payment {hash}: {out} msat out, {} msat in, no approved payment", e.incoming_msat),
+            }),
+            _ => {}
+        }
+        e.outgoing_msat = out;
+        violations.extend(found);
+    }
+
+    /// A preimage of one of our outgoing HTLCs was revealed: that payment settled.
+    pub fn settle(&mut self, hash: &PaymentHash) {
+        if let Some(e) = self.entries.get_mut(hash) {
+            e.settled = true;
+            self.dirty.insert(*hash);
+        }
+    }
+
+    /// The operator approved paying `hash` up to `amount_msat`.
+    pub fn approve(&mut self, violations: &mut Vec<Violation>, hash: &PaymentHash, amount_msat: u64) {
+        let e = self.entry(violations, hash);
+        e.approved_msat = Some(e.approved_msat.map_or(amount_msat, |a| a.max(amount_msat)));
+    }
+}

@@ -1,0 +1,720 @@
+//! The legacy-channel policy, one test per tag plus the honest flows: a fixture channel
+//! with real keys on both sides, commitments rebuilt by LDK's `chan_utils`, counterparty
+//! signatures made with the counterparty's keys and checked by libsecp256k1.
+
+use alloc::collections::BTreeMap;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use bitcoin::hashes::{sha256, Hash};
+use bitcoin::secp256k1::{All, Message, PublicKey, Secp256k1, SecretKey};
+use bitcoin::sighash::{EcdsaSighashType, SighashCache};
+use bitcoin::{
+    absolute::LockTime, transaction::Version, Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Witness,
+};
+use lightning::ln::chan_utils::{
+    build_commitment_secret, build_htlc_transaction, derive_private_key, get_htlc_redeemscript,
+    make_funding_redeemscript,
+};
+use lightning::types::features::ChannelTypeFeatures;
+use qls_protocol::{ApprovalSubject, ChannelPoints, ChannelRequest, ChannelSetup, CommitmentInfo, HtlcInfo};
+
+use super::parse::{self, Broadcaster};
+use super::payments::{PaymentEntry, PaymentIndex};
+use super::state::{request_digest, ChannelState, INITIAL_COMMITMENT_NUMBER as N0};
+use super::validate::{apply, Context};
+use crate::policy::{PolicyConfig, PolicyTag};
+
+const VALUE: u64 = 1_000_000;
+const FEERATE: u32 = 1000;
+const DELAY: u16 = 144;
+
+struct Side {
+    funding: SecretKey,
+    revocation: SecretKey,
+    payment: SecretKey,
+    delayed: SecretKey,
+    htlc: SecretKey,
+    seed: [u8; 32],
+}
+
+impl Side {
+    fn new(tag: u8) -> Self {
+        let k = |i: u8| SecretKey::from_slice(&[tag.wrapping_mul(16).wrapping_add(2 * i) | 1; 32]).unwrap();
+        Self { funding: k(1), revocation: k(2), payment: k(3), delayed: k(4), htlc: k(5), seed: [tag; 32] }
+    }
+    fn points(&self, secp: &Secp256k1<All>) -> ChannelPoints {
+        let p = |s: &SecretKey| PublicKey::from_secret_key(secp, s).serialize().to_vec();
+        ChannelPoints {
+            funding: p(&self.funding),
+            revocation: p(&self.revocation),
+            payment: p(&self.payment),
+            delayed_payment: p(&self.delayed),
+            htlc: p(&self.htlc),
+        }
+    }
+    fn secret(&self, n: u64) -> [u8; 32] {
+        build_commitment_secret(&self.seed, n)
+    }
+    fn point(&self, secp: &Secp256k1<All>, n: u64) -> Vec<u8> {
+        PublicKey::from_secret_key(secp, &SecretKey::from_slice(&self.secret(n)).unwrap()).serialize().to_vec()
+    }
+}
+
+fn script(tag: &[u8]) -> ScriptBuf {
+    ScriptBuf::new_p2wpkh(&bitcoin::WPubkeyHash::hash(tag))
+}
+
+struct Fx {
+    secp: Secp256k1<All>,
+    holder: Side,
+    cp: Side,
+    setup: ChannelSetup,
+    state: Option<ChannelState>,
+    payments: BTreeMap<[u8; 32], PaymentEntry>,
+    policy: PolicyConfig,
+    own: Vec<ScriptBuf>,
+}
+
+fn fee(n: usize) -> u64 {
+    u64::from(FEERATE) * (1124 + 172 * n as u64) / 1000
+}
+
+fn htlc(offered: bool, sat: u64, hash_of: u8) -> HtlcInfo {
+    HtlcInfo {
+        offered,
+        amount_msat: sat * 1000,
+        cltv_expiry: 500_000,
+        payment_hash: sha256::Hash::hash(&[hash_of; 32]).to_byte_array(),
+    }
+}
+
+impl Fx {
+    fn new(outbound: bool) -> Self {
+        let secp = Secp256k1::new();
+        let (holder, cp) = (Side::new(1), Side::new(2));
+        let setup = ChannelSetup {
+            channel_value_sat: VALUE,
+            funding_txid: [7; 32],
+            funding_vout: 0,
+            is_outbound: outbound,
+            holder_selected_contest_delay: DELAY,
+            counterparty_selected_contest_delay: DELAY,
+            holder: holder.points(&secp),
+            counterparty: cp.points(&secp),
+            channel_type: ChannelTypeFeatures::anchors_zero_htlc_fee_and_dependencies().le_flags().to_vec(),
+        };
+        Self {
+            secp,
+            holder,
+            cp,
+            setup,
+            state: None,
+            payments: BTreeMap::new(),
+            policy: PolicyConfig::default(),
+            own: vec![script(b"wallet")],
+        }
+    }
+
+    /// Applies `req` like a cosigner shell: persists only when the policy approves.
+    fn run(&mut self, req: ChannelRequest) -> Vec<PolicyTag> {
+        let subject = ApprovalSubject::Channel { channel: [9; 32], request: req.clone() };
+        let digest = request_digest(&subject);
+        let mut index = PaymentIndex::new(self.payments.clone(), self.payments.len(), self.policy.channel.max_payments);
+        let ctx = Context { policy: &self.policy, own_scripts: &self.own, secp: &self.secp };
+        let applied = apply(&[9; 32], self.state.as_ref(), &req, &digest, &mut index, &ctx).expect("request parses");
+        let verdict = crate::policy::judge(applied.violations, &self.policy);
+        if verdict.approves() {
+            self.state = Some(applied.state);
+            self.payments.extend(index.changed());
+        }
+        verdict.refused.iter().chain(&verdict.warned).map(|v| v.tag).collect()
+    }
+
+    fn ours_sat(&self, n_htlcs: usize, htlc_sat: u64, theirs: u64) -> u64 {
+        VALUE - fee(n_htlcs) - 660 - htlc_sat - theirs
+    }
+
+    fn cp_info(&self, n: u64, theirs: u64, ours: u64, htlcs: Vec<HtlcInfo>) -> CommitmentInfo {
+        CommitmentInfo {
+            commitment_number: n,
+            per_commitment_point: self.cp.point(&self.secp, n),
+            to_broadcaster_sat: theirs,
+            to_countersignatory_sat: ours,
+            feerate_per_kw: FEERATE,
+            htlcs,
+        }
+    }
+
+    fn holder_info(&self, n: u64, ours: u64, theirs: u64, htlcs: Vec<HtlcInfo>) -> CommitmentInfo {
+        CommitmentInfo {
+            commitment_number: n,
+            per_commitment_point: self.holder.point(&self.secp, n),
+            to_broadcaster_sat: ours,
+            to_countersignatory_sat: theirs,
+            feerate_per_kw: FEERATE,
+            htlcs,
+        }
+    }
+
+    /// The counterparty's signatures on our holder commitment, made with its keys.
+    fn validate_req(&self, info: CommitmentInfo, preimages: Vec<[u8; 32]>) -> ChannelRequest {
+        let params = parse::transaction_parameters(&self.setup).unwrap();
+        let tx = parse::commitment(&params, &info, Broadcaster::Holder, &self.secp).unwrap();
+        let funding_script = make_funding_redeemscript(
+            &PublicKey::from_secret_key(&self.secp, &self.holder.funding),
+            &PublicKey::from_secret_key(&self.secp, &self.cp.funding),
+        );
+        let trusted = tx.trust();
+        let sighash = trusted.built_transaction().get_sighash_all(&funding_script, VALUE);
+        let sig = self.secp.sign_ecdsa(&sighash, &self.cp.funding).serialize_compact().to_vec();
+        let pcp = PublicKey::from_slice(&info.per_commitment_point).unwrap();
+        let htlc_key = derive_private_key(&self.secp, &pcp, &self.cp.htlc);
+        let keys = trusted.keys();
+        let htlc_sigs = tx
+            .nondust_htlcs()
+            .iter()
+            .map(|h| {
+                let htlc_tx = build_htlc_transaction(
+                    &trusted.txid(),
+                    FEERATE,
+                    DELAY,
+                    h,
+                    &params.channel_type_features,
+                    &keys.broadcaster_delayed_payment_key,
+                    &keys.revocation_key,
+                );
+                let script = get_htlc_redeemscript(h, &params.channel_type_features, keys);
+                let hash = SighashCache::new(&htlc_tx)
+                    .p2wsh_signature_hash(0, &script, h.to_bitcoin_amount(), EcdsaSighashType::SinglePlusAnyoneCanPay)
+                    .unwrap();
+                self.secp
+                    .sign_ecdsa(&Message::from_digest(hash.to_byte_array()), &htlc_key)
+                    .serialize_compact()
+                    .to_vec()
+            })
+            .collect();
+        ChannelRequest::ValidateHolderCommitment {
+            commitment: info,
+            counterparty_sig: sig,
+            counterparty_htlc_sigs: htlc_sigs,
+            outbound_preimages: preimages,
+        }
+    }
+
+    fn sign_cp(&mut self, info: CommitmentInfo, preimages: Vec<[u8; 32]>) -> Vec<PolicyTag> {
+        self.run(ChannelRequest::SignCounterpartyCommitment { commitment: info, outbound_preimages: preimages })
+    }
+
+    /// Setup and the first commitments on both sides; everything ours (we fund).
+    fn open(&mut self) {
+        let ours = self.ours_sat(0, 0, 0);
+        assert_eq!(self.run(ChannelRequest::Setup(self.setup.clone())), vec![]);
+        assert_eq!(self.sign_cp(self.cp_info(N0, 0, ours, vec![]), vec![]), vec![]);
+        let req = self.validate_req(self.holder_info(N0, ours, 0, vec![]), vec![]);
+        assert_eq!(self.run(req), vec![]);
+    }
+
+    /// One full round with `htlcs` (sat split `ours`/`theirs`), both sides, revocations included.
+    fn round(
+        &mut self,
+        n: u64,
+        ours: u64,
+        theirs: u64,
+        cp_htlcs: Vec<HtlcInfo>,
+        preimages: Vec<[u8; 32]>,
+    ) -> Vec<PolicyTag> {
+        let holder_htlcs: Vec<HtlcInfo> =
+            cp_htlcs.iter().map(|h| HtlcInfo { offered: !h.offered, ..h.clone() }).collect();
+        let mut tags = self.sign_cp(self.cp_info(n, theirs, ours, cp_htlcs), preimages.clone());
+        let req = self.validate_req(self.holder_info(n, ours, theirs, holder_htlcs), preimages);
+        tags.extend(self.run(req));
+        tags.extend(self.run(ChannelRequest::ReleaseCommitmentSecret { commitment_number: n + 1 }));
+        let secret = self.cp.secret(n + 1);
+        tags.extend(self.run(ChannelRequest::ValidateCounterpartyRevocation { commitment_number: n + 1, secret }));
+        tags
+    }
+
+    fn latest_holder(&self) -> CommitmentInfo {
+        self.state.as_ref().unwrap().holder.latest.as_ref().unwrap().info.clone()
+    }
+}
+
+fn approve(fx: &mut Fx, hash_of: u8, sat: u64) {
+    let hash = sha256::Hash::hash(&[hash_of; 32]).to_byte_array();
+    let mut v = Vec::new();
+    let mut index = PaymentIndex::new(fx.payments.clone(), fx.payments.len(), 10);
+    index.approve(&mut v, &hash, sat * 1000);
+    fx.payments.extend(index.changed());
+}
+
+// ---------------------------------------------------------------- honest flows
+
+#[test]
+fn honest_payment_round_trip_has_no_violations_and_digests_chain() {
+    let mut fx = Fx::new(true);
+    fx.open();
+    let v1 = fx.state.as_ref().unwrap().digest;
+    approve(&mut fx, 1, 100_000);
+    // We offer an approved HTLC, then it is fulfilled (preimage known) and removed.
+    let h = htlc(false, 100_000, 1);
+    let ours = fx.ours_sat(1, 100_000, 0);
+    assert_eq!(fx.round(N0 - 1, ours, 0, vec![h], vec![]), vec![]);
+    let ours = fx.ours_sat(0, 0, 100_000);
+    assert_eq!(fx.round(N0 - 2, ours, 100_000, vec![], vec![[1; 32]]), vec![]);
+    let v2 = fx.state.as_ref().unwrap().digest;
+    assert_eq!(v2.version, v1.version + 8);
+    // An idempotent retry changes nothing, digest included.
+    let before = fx.state.clone();
+    let info = fx.cp_info(N0 - 2, 100_000, ours, vec![]);
+    assert_eq!(fx.sign_cp(info, vec![[1; 32]]), vec![]);
+    assert_eq!(fx.state, before);
+}
+
+#[test]
+fn two_cosigners_with_one_history_agree_and_a_lagging_one_shows_a_lower_version() {
+    let (mut a, mut b) = (Fx::new(true), Fx::new(true));
+    a.open();
+    b.open();
+    assert_eq!(a.state.as_ref().unwrap().digest, b.state.as_ref().unwrap().digest);
+    let ours = a.ours_sat(0, 0, 0);
+    let info = a.cp_info(N0 - 1, 0, ours, vec![]);
+    assert_eq!(a.sign_cp(info, vec![]), vec![]);
+    let (da, db) = (a.state.as_ref().unwrap().digest, b.state.as_ref().unwrap().digest);
+    assert!(da.version > db.version && da.digest != db.digest);
+}
+
+#[test]
+fn forward_with_matching_incoming_htlc_is_allowed() {
+    let mut fx = Fx::new(false);
+    let theirs = fx.ours_sat(0, 0, 0); // they funded: all theirs
+    assert_eq!(fx.run(ChannelRequest::Setup(fx.setup.clone())), vec![]);
+    assert_eq!(fx.sign_cp(fx.cp_info(N0, theirs, 0, vec![]), vec![]), vec![]);
+    let req = fx.validate_req(fx.holder_info(N0, 0, theirs, vec![]), vec![]);
+    assert_eq!(fx.run(req), vec![]);
+    // They pay us 200k: the incoming HTLC lands in our holder commitment first.
+    let theirs2 = fx.ours_sat(1, 200_000, 0);
+    let req = fx.validate_req(fx.holder_info(N0 - 1, 0, theirs2, vec![htlc(false, 200_000, 3)]), vec![]);
+    assert_eq!(fx.run(req), vec![]);
+    let entry = fx.payments.get(&sha256::Hash::hash(&[3; 32]).to_byte_array()).unwrap();
+    assert_eq!(entry.incoming_msat, 200_000_000);
+}
+
+// ---------------------------------------------------------------- one test per tag
+
+#[test]
+fn safe_type_only() {
+    let mut fx = Fx::new(true);
+    fx.setup.channel_type = ChannelTypeFeatures::only_static_remote_key().le_flags().to_vec();
+    assert_eq!(fx.run(ChannelRequest::Setup(fx.setup.clone())), vec![PolicyTag::ChannelSafeType]);
+}
+
+#[test]
+fn contest_delay_out_of_range() {
+    let mut fx = Fx::new(true);
+    fx.setup.holder_selected_contest_delay = 6;
+    fx.setup.counterparty_selected_contest_delay = 5000;
+    assert_eq!(
+        fx.run(ChannelRequest::Setup(fx.setup.clone())),
+        vec![PolicyTag::ChannelContestDelay, PolicyTag::ChannelContestDelay]
+    );
+}
+
+#[test]
+fn channel_id_reuse() {
+    let mut fx = Fx::new(true);
+    fx.open();
+    assert_eq!(fx.run(ChannelRequest::Setup(fx.setup.clone())), vec![], "identical setup is a retry");
+    let mut other = fx.setup.clone();
+    other.channel_value_sat += 1;
+    assert_eq!(fx.run(ChannelRequest::Setup(other)), vec![PolicyTag::ChannelIdReuse]);
+}
+
+#[test]
+fn no_update_after_close() {
+    let mut fx = Fx::new(true);
+    fx.open();
+    let ours = fx.ours_sat(0, 0, 0);
+    let close = ChannelRequest::SignClosing {
+        to_holder_sat: VALUE - 1000,
+        to_counterparty_sat: 0,
+        to_holder_script: script(b"wallet").to_bytes(),
+        to_counterparty_script: script(b"them").to_bytes(),
+    };
+    assert_eq!(fx.run(close), vec![]);
+    let info = fx.cp_info(N0 - 1, 0, ours, vec![]);
+    assert_eq!(fx.sign_cp(info, vec![]), vec![PolicyTag::ChannelClosed]);
+}
+
+#[test]
+fn outbound_push_refused() {
+    let mut fx = Fx::new(true);
+    assert_eq!(fx.run(ChannelRequest::Setup(fx.setup.clone())), vec![]);
+    let info = fx.cp_info(N0, 10_000, fx.ours_sat(0, 0, 10_000), vec![]);
+    assert_eq!(fx.sign_cp(info, vec![]), vec![PolicyTag::FundingNoPush]);
+}
+
+#[test]
+fn commitment_number_skips() {
+    let mut fx = Fx::new(true);
+    fx.open();
+    let info = fx.cp_info(N0 - 5, 0, fx.ours_sat(0, 0, 0), vec![]);
+    let tags = fx.sign_cp(info, vec![]);
+    assert!(tags.contains(&PolicyTag::CommitmentSequence), "{tags:?}");
+}
+
+#[test]
+fn retry_with_other_data() {
+    let mut fx = Fx::new(true);
+    fx.open();
+    let info = fx.cp_info(N0, 1000, fx.ours_sat(0, 0, 1000), vec![]);
+    assert_eq!(fx.sign_cp(info, vec![]), vec![PolicyTag::CommitmentRetrySame]);
+}
+
+#[test]
+fn third_unrevoked_commitment() {
+    let mut fx = Fx::new(true);
+    fx.open();
+    let ours = fx.ours_sat(0, 0, 0);
+    assert_eq!(fx.sign_cp(fx.cp_info(N0 - 1, 0, ours, vec![]), vec![]), vec![]);
+    // N0 and N0-1 are both unrevoked: N0-2 must wait for N0's revocation.
+    assert_eq!(fx.sign_cp(fx.cp_info(N0 - 2, 0, ours, vec![]), vec![]), vec![PolicyTag::CommitmentPreviousRevoked]);
+}
+
+#[test]
+fn first_commitment_with_htlc() {
+    let mut fx = Fx::new(false);
+    assert_eq!(fx.run(ChannelRequest::Setup(fx.setup.clone())), vec![]);
+    let theirs = fx.ours_sat(1, 1000, 0);
+    let info = fx.cp_info(N0, theirs, 0, vec![htlc(true, 1000, 2)]);
+    assert_eq!(fx.sign_cp(info, vec![]), vec![PolicyTag::CommitmentFirstNoHtlcs]);
+}
+
+#[test]
+fn too_many_htlcs() {
+    let mut fx = Fx::new(true);
+    fx.policy.channel.max_htlcs = 2;
+    fx.open();
+    approve(&mut fx, 4, 30_000);
+    let hs = vec![htlc(false, 10_000, 4), htlc(false, 10_000, 4), htlc(false, 10_000, 4)];
+    let info = fx.cp_info(N0 - 1, 0, fx.ours_sat(3, 30_000, 0), hs);
+    assert_eq!(fx.sign_cp(info, vec![]), vec![PolicyTag::CommitmentHtlcCount]);
+}
+
+#[test]
+fn inflight_above_limit() {
+    let mut fx = Fx::new(true);
+    fx.policy.channel.max_inflight_msat = 50_000_000;
+    fx.open();
+    approve(&mut fx, 5, 60_000);
+    let info = fx.cp_info(N0 - 1, 0, fx.ours_sat(1, 60_000, 0), vec![htlc(false, 60_000, 5)]);
+    assert_eq!(fx.sign_cp(info, vec![]), vec![PolicyTag::CommitmentHtlcInflight]);
+}
+
+#[test]
+fn commitment_feerate_out_of_range() {
+    let mut fx = Fx::new(true);
+    fx.open();
+    let mut info = fx.cp_info(N0 - 1, 0, fx.ours_sat(0, 0, 0), vec![]);
+    info.feerate_per_kw = 200;
+    info.to_countersignatory_sat = VALUE - 1124 * 200 / 1000 - 660;
+    assert_eq!(fx.sign_cp(info, vec![]), vec![PolicyTag::CommitmentFeeRange]);
+}
+
+#[test]
+fn outputs_exceed_channel_value() {
+    let mut fx = Fx::new(true);
+    fx.open();
+    let info = fx.cp_info(N0 - 1, 5_000, fx.ours_sat(0, 0, 0), vec![]);
+    let tags = fx.sign_cp(info, vec![]);
+    assert!(tags.contains(&PolicyTag::CommitmentValue), "{tags:?}");
+}
+
+#[test]
+fn balance_drop_without_preimage() {
+    let mut fx = Fx::new(true);
+    fx.open();
+    approve(&mut fx, 6, 100_000);
+    let ours = fx.ours_sat(1, 100_000, 0);
+    assert_eq!(fx.round(N0 - 1, ours, 0, vec![htlc(false, 100_000, 6)], vec![]), vec![]);
+    // The HTLC is removed and its value given to them, but no preimage was shown.
+    let ours = fx.ours_sat(0, 0, 100_000);
+    let info = fx.cp_info(N0 - 2, 100_000, ours, vec![]);
+    assert_eq!(fx.sign_cp(info, vec![]), vec![PolicyTag::CommitmentHolderBalance]);
+}
+
+#[test]
+fn holder_commitment_bad_signature() {
+    let mut fx = Fx::new(true);
+    fx.open();
+    let ours = fx.ours_sat(0, 0, 0);
+    let mut req = fx.validate_req(fx.holder_info(N0 - 1, ours, 0, vec![]), vec![]);
+    if let ChannelRequest::ValidateHolderCommitment { commitment, .. } = &mut req {
+        commitment.to_broadcaster_sat -= 1; // signed one tx, asked to accept another
+    }
+    assert_eq!(fx.run(req), vec![PolicyTag::CommitmentCounterpartySig]);
+}
+
+#[test]
+fn revoked_holder_commitment_not_signed() {
+    let mut fx = Fx::new(true);
+    fx.open();
+    let old = fx.latest_holder();
+    let ours = fx.ours_sat(0, 0, 0);
+    assert_eq!(fx.round(N0 - 1, ours, 0, vec![], vec![]), vec![]);
+    assert_eq!(
+        fx.run(ChannelRequest::SignHolderCommitment { commitment: old }),
+        vec![PolicyTag::CommitmentHolderRevoked]
+    );
+    let latest = fx.latest_holder();
+    assert_eq!(fx.run(ChannelRequest::SignHolderCommitment { commitment: latest }), vec![]);
+}
+
+#[test]
+fn unknown_holder_commitment_not_signed() {
+    let mut fx = Fx::new(true);
+    fx.open();
+    let mut forged = fx.latest_holder();
+    forged.to_broadcaster_sat -= 500;
+    assert_eq!(
+        fx.run(ChannelRequest::SignHolderCommitment { commitment: forged }),
+        vec![PolicyTag::CommitmentHolderUnknown]
+    );
+}
+
+#[test]
+fn revoke_before_next_commitment() {
+    let mut fx = Fx::new(true);
+    fx.open();
+    // The latest validated holder commitment is N0: revoking it would leave us nothing.
+    assert_eq!(
+        fx.run(ChannelRequest::ReleaseCommitmentSecret { commitment_number: N0 }),
+        vec![PolicyTag::RevokeBeforeNext]
+    );
+}
+
+#[test]
+fn wrong_revocation_secret() {
+    let mut fx = Fx::new(true);
+    fx.open();
+    let ours = fx.ours_sat(0, 0, 0);
+    assert_eq!(fx.sign_cp(fx.cp_info(N0 - 1, 0, ours, vec![]), vec![]), vec![]);
+    let wrong = fx.cp.secret(N0 - 1);
+    assert_eq!(
+        fx.run(ChannelRequest::ValidateCounterpartyRevocation { commitment_number: N0, secret: wrong }),
+        vec![PolicyTag::RevocationSecretMismatch]
+    );
+    let right = fx.cp.secret(N0);
+    assert_eq!(fx.run(ChannelRequest::ValidateCounterpartyRevocation { commitment_number: N0, secret: right }), vec![]);
+}
+
+fn closing(to_holder: u64, to_cp: u64, to: &[u8]) -> ChannelRequest {
+    ChannelRequest::SignClosing {
+        to_holder_sat: to_holder,
+        to_counterparty_sat: to_cp,
+        to_holder_script: script(to).to_bytes(),
+        to_counterparty_script: script(b"them").to_bytes(),
+    }
+}
+
+#[test]
+fn close_with_pending_htlc() {
+    let mut fx = Fx::new(true);
+    fx.open();
+    approve(&mut fx, 7, 1_000);
+    let ours = fx.ours_sat(1, 1_000, 0);
+    assert_eq!(fx.round(N0 - 1, ours, 0, vec![htlc(false, 1_000, 7)], vec![]), vec![]);
+    assert_eq!(fx.run(closing(VALUE - 2_000, 0, b"wallet")), vec![PolicyTag::ClosePendingHtlcs]);
+}
+
+#[test]
+fn close_to_foreign_script() {
+    let mut fx = Fx::new(true);
+    fx.open();
+    assert_eq!(fx.run(closing(VALUE - 1_000, 0, b"attacker")), vec![PolicyTag::CloseDestination]);
+}
+
+#[test]
+fn close_below_balance() {
+    let mut fx = Fx::new(true);
+    fx.open();
+    assert_eq!(fx.run(closing(VALUE - 60_000, 59_000, b"wallet")), vec![PolicyTag::CloseValue]);
+}
+
+#[test]
+fn close_fee_above_cap() {
+    let mut fx = Fx::new(true);
+    fx.open();
+    assert_eq!(fx.run(closing(VALUE - 200_000, 0, b"wallet")), vec![PolicyTag::CloseFeeRange]);
+}
+
+/// Force-closes and returns a to_local sweep paying `to`, waiting `sequence`, with `fee`.
+fn force_close_and_sweep(fx: &mut Fx, to: &[u8], sequence: u32, fee: u64, vout_shift: u32) -> ChannelRequest {
+    let latest = fx.latest_holder();
+    assert_eq!(fx.run(ChannelRequest::SignHolderCommitment { commitment: latest.clone() }), vec![]);
+    let params = parse::transaction_parameters(&fx.setup).unwrap();
+    let tx = parse::commitment(&params, &latest, Broadcaster::Holder, &fx.secp).unwrap();
+    let trusted = tx.trust();
+    let vout = trusted.revokeable_output_index().unwrap() as u32;
+    let value = trusted.built_transaction().transaction.output[vout as usize].value.to_sat();
+    let sweep = Transaction {
+        version: Version::TWO,
+        lock_time: LockTime::ZERO,
+        input: vec![TxIn {
+            previous_output: OutPoint { txid: trusted.txid(), vout: vout + vout_shift },
+            script_sig: ScriptBuf::new(),
+            sequence: Sequence(sequence),
+            witness: Witness::new(),
+        }],
+        output: vec![TxOut { value: Amount::from_sat(value - fee), script_pubkey: script(to) }],
+    };
+    ChannelRequest::SignDelayedSweep {
+        tx: bitcoin::consensus::serialize(&sweep),
+        input: 0,
+        commitment_number: latest.commitment_number,
+    }
+}
+
+#[test]
+fn honest_sweep_after_force_close_is_allowed() {
+    let mut fx = Fx::new(true);
+    fx.open();
+    let req = force_close_and_sweep(&mut fx, b"wallet", u32::from(DELAY), 500, 0);
+    assert_eq!(fx.run(req), vec![]);
+}
+
+#[test]
+fn sweep_to_foreign_script() {
+    let mut fx = Fx::new(true);
+    fx.open();
+    let req = force_close_and_sweep(&mut fx, b"attacker", u32::from(DELAY), 500, 0);
+    assert_eq!(fx.run(req), vec![PolicyTag::SweepDestination]);
+}
+
+#[test]
+fn sweep_of_unknown_output() {
+    let mut fx = Fx::new(true);
+    fx.open();
+    let req = force_close_and_sweep(&mut fx, b"wallet", u32::from(DELAY), 500, 1);
+    assert_eq!(fx.run(req), vec![PolicyTag::SweepSource]);
+}
+
+#[test]
+fn sweep_before_delay() {
+    let mut fx = Fx::new(true);
+    fx.open();
+    let req = force_close_and_sweep(&mut fx, b"wallet", 3, 500, 0);
+    assert_eq!(fx.run(req), vec![PolicyTag::SweepSequence]);
+}
+
+#[test]
+fn sweep_fee_above_cap() {
+    let mut fx = Fx::new(true);
+    fx.open();
+    let req = force_close_and_sweep(&mut fx, b"wallet", u32::from(DELAY), 150_000, 0);
+    assert_eq!(fx.run(req), vec![PolicyTag::SweepFeeRange]);
+}
+
+#[test]
+fn htlc_success_wrong_preimage() {
+    let mut fx = Fx::new(false);
+    let theirs = fx.ours_sat(0, 0, 0);
+    assert_eq!(fx.run(ChannelRequest::Setup(fx.setup.clone())), vec![]);
+    assert_eq!(fx.sign_cp(fx.cp_info(N0, theirs, 0, vec![]), vec![]), vec![]);
+    let req = fx.validate_req(fx.holder_info(N0, 0, theirs, vec![]), vec![]);
+    assert_eq!(fx.run(req), vec![]);
+    let incoming = htlc(false, 200_000, 8);
+    let theirs2 = fx.ours_sat(1, 200_000, 0);
+    let req = fx.validate_req(fx.holder_info(N0 - 1, 0, theirs2, vec![incoming.clone()]), vec![]);
+    assert_eq!(fx.run(req), vec![]);
+    let latest = fx.latest_holder();
+    assert_eq!(fx.run(ChannelRequest::SignHolderCommitment { commitment: latest.clone() }), vec![]);
+    let params = parse::transaction_parameters(&fx.setup).unwrap();
+    let tx = parse::commitment(&params, &latest, Broadcaster::Holder, &fx.secp).unwrap();
+    let trusted = tx.trust();
+    let keys = trusted.keys();
+    let h = &tx.nondust_htlcs()[0];
+    let htlc_tx = build_htlc_transaction(
+        &trusted.txid(),
+        FEERATE,
+        DELAY,
+        h,
+        &params.channel_type_features,
+        &keys.broadcaster_delayed_payment_key,
+        &keys.revocation_key,
+    );
+    let req = |preimage| ChannelRequest::SignHolderHtlc {
+        tx: bitcoin::consensus::serialize(&htlc_tx),
+        input: 0,
+        commitment_number: latest.commitment_number,
+        htlc: incoming.clone(),
+        preimage,
+    };
+    assert_eq!(fx.run(req(Some([9; 32]))), vec![PolicyTag::HtlcPreimage]);
+    assert_eq!(fx.run(req(Some([8; 32]))), vec![]);
+}
+
+#[test]
+fn forward_without_incoming() {
+    let mut fx = Fx::new(true);
+    fx.open();
+    let info = fx.cp_info(N0 - 1, 0, fx.ours_sat(1, 50_000, 0), vec![htlc(false, 50_000, 10)]);
+    assert_eq!(fx.sign_cp(info, vec![]), vec![PolicyTag::RoutingUnbalanced]);
+}
+
+#[test]
+fn invoice_overpaid() {
+    let mut fx = Fx::new(true);
+    fx.open();
+    approve(&mut fx, 11, 40_000);
+    let info = fx.cp_info(N0 - 1, 0, fx.ours_sat(1, 50_000, 0), vec![htlc(false, 50_000, 11)]);
+    assert_eq!(fx.sign_cp(info, vec![]), vec![PolicyTag::InvoiceOverpaid]);
+}
+
+#[test]
+fn invoice_paid_twice() {
+    let mut fx = Fx::new(true);
+    fx.open();
+    approve(&mut fx, 12, 100_000);
+    let ours = fx.ours_sat(1, 50_000, 0);
+    assert_eq!(fx.round(N0 - 1, ours, 0, vec![htlc(false, 50_000, 12)], vec![]), vec![]);
+    let ours = fx.ours_sat(0, 0, 50_000);
+    assert_eq!(fx.round(N0 - 2, ours, 50_000, vec![], vec![[12; 32]]), vec![]);
+    // Settled: the same hash again, even within the approved amount, is refused.
+    let info = fx.cp_info(N0 - 3, 50_000, fx.ours_sat(1, 10_000, 50_000), vec![htlc(false, 10_000, 12)]);
+    assert_eq!(fx.sign_cp(info, vec![]), vec![PolicyTag::InvoicePaidTwice]);
+}
+
+#[test]
+fn payment_index_bounded() {
+    let mut fx = Fx::new(true);
+    fx.policy.channel.max_payments = 0;
+    fx.open();
+    let mut v = Vec::new();
+    let mut index = PaymentIndex::new(BTreeMap::new(), 0, 0);
+    index.approve(&mut v, &[1; 32], 1);
+    assert_eq!(v.iter().map(|v| v.tag).collect::<Vec<_>>(), vec![PolicyTag::NodeStateBounded]);
+}
+
+#[test]
+fn permissive_policy_warns_but_reports_the_same_tags() {
+    let mut fx = Fx::new(true);
+    fx.policy = PolicyConfig::permissive();
+    fx.open();
+    assert_eq!(fx.run(closing(VALUE - 1_000, 0, b"attacker")), vec![PolicyTag::CloseDestination]);
+    assert!(matches!(fx.state.as_ref().unwrap().close, super::state::CloseState::MutualClose { .. }));
+}
+
+#[test]
+fn unknown_channel_and_garbage_are_typed_errors() {
+    let fx = Fx::new(true);
+    let mut index = PaymentIndex::default();
+    let ctx = Context { policy: &fx.policy, own_scripts: &fx.own, secp: &fx.secp };
+    let req = ChannelRequest::ReleaseCommitmentSecret { commitment_number: 1 };
+    let err = apply(&[1; 32], None, &req, &[0; 32], &mut index, &ctx).unwrap_err();
+    assert!(matches!(err, super::ChannelError::UnknownChannel { .. }));
+    let mut bad = fx.setup.clone();
+    bad.counterparty.funding = vec![5; 33];
+    let err = apply(&[1; 32], None, &ChannelRequest::Setup(bad), &[0; 32], &mut index, &ctx).unwrap_err();
+    assert!(matches!(err, super::ChannelError::BadPoint { .. }));
+}

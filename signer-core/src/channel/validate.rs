@@ -1,0 +1,800 @@
+//! The legacy-channel policy: judges one [`ChannelRequest`] against a cosigner's own copy of
+//! the channel state and returns the state after it plus every rule it breaks.
+//!
+//! Pure: the shell loads the state and the payment entries the request touches, calls
+//! [`apply`], asks the policy engine for a verdict and persists the result in one
+//! transaction only when the verdict approves.
+//!
+//! Must never: trust a transaction, key or balance it can rebuild from stored state, or
+//! return a state that skips a rule check because a field failed to parse (parse errors
+//! are hard errors, not violations).
+
+use alloc::format;
+use alloc::vec::Vec;
+
+use bitcoin::hashes::{sha256, Hash};
+use bitcoin::secp256k1::{All, Message, PublicKey, Secp256k1, SecretKey};
+use bitcoin::sighash::{EcdsaSighashType, SighashCache};
+use bitcoin::{ScriptBuf, Transaction};
+use lightning::ln::chan_utils::{
+    build_htlc_transaction, get_htlc_redeemscript, get_revokeable_redeemscript, make_funding_redeemscript,
+    ChannelTransactionParameters, CommitmentTransaction, CounterpartyCommitmentSecrets,
+};
+use lightning::util::ser::{Readable, Writeable};
+use qls_protocol::{ChannelKeysId, ChannelRequest, ChannelSetup, CommitmentInfo, HtlcInfo};
+
+use super::parse::{self, Broadcaster, ChannelError};
+use super::payments::PaymentIndex;
+use super::state::{chain_digest, ChannelState, CloseState, HolderCommitment, INITIAL_COMMITMENT_NUMBER};
+use crate::policy::{ChannelPolicy, PolicyConfig, PolicyTag, Violation};
+
+const ANCHOR_OUTPUT_SAT: u64 = 330;
+const ANCHOR_COMMITMENT_BASE_WEIGHT: u64 = 1124;
+const COMMITMENT_WEIGHT_PER_HTLC: u64 = 172;
+
+/// What a cosigner needs besides the state: its policy and the scripts it owns.
+pub struct Context<'a> {
+    pub policy: &'a PolicyConfig,
+    /// Scripts that are ours (the group wallet); allowlisted scripts come from the policy.
+    pub own_scripts: &'a [ScriptBuf],
+    pub secp: &'a Secp256k1<All>,
+}
+
+/// The outcome of judging one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// The channel state after the request (equal to the input for idempotent retries).
+    pub state: ChannelState,
+    /// Whether `state` differs from what was stored (the shell writes only then).
+    pub changed: bool,
+    pub violations: Vec<Violation>,
+}
+
+struct Judge<'a> {
+    violations: Vec<Violation>,
+    policy: &'a ChannelPolicy,
+}
+
+impl Judge<'_> {
+    fn flag(&mut self, tag: PolicyTag, detail: alloc::string::String) {
+        self.violations.push(Violation { tag, detail });
+    }
+}
+
+fn hex8(id: &[u8]) -> alloc::string::String {
+    hex::encode(&id[..id.len().min(8)])
+}
+
+/// Judges `request` for channel `channel` against `current` (None if never set up).
+pub fn apply(
+    channel: &ChannelKeysId,
+    current: Option<&ChannelState>,
+    request: &ChannelRequest,
+    request_digest: &[u8; 32],
+    payments: &mut PaymentIndex,
+    ctx: &Context<'_>,
+) -> Result<Applied, ChannelError> {
+    let mut j = Judge { violations: Vec::new(), policy: &ctx.policy.channel };
+    let next = match (request, current) {
+        (ChannelRequest::Setup(setup), cur) => setup_channel(&mut j, cur, setup)?,
+        (_, None) => return Err(ChannelError::UnknownChannel { channel: hex8(channel) }),
+        (req, Some(cur)) => {
+            let mut next = cur.clone();
+            update(&mut j, &mut next, req, payments, ctx)?;
+            next
+        }
+    };
+    let changed = current != Some(&next);
+    let mut state = next;
+    if changed {
+        state.digest = chain_digest(&current.map(|c| c.digest).unwrap_or(state.digest), request_digest);
+    }
+    Ok(Applied { state, changed, violations: j.violations })
+}
+
+fn update(
+    j: &mut Judge<'_>,
+    next: &mut ChannelState,
+    req: &ChannelRequest,
+    payments: &mut PaymentIndex,
+    ctx: &Context<'_>,
+) -> Result<(), ChannelError> {
+    if !is_safe_type(&next.setup) {
+        // A permissive cosigner may have stored an unsafe type; nothing is built on it.
+        return Err(ChannelError::CorruptState("stored channel type is not anchors/static_remotekey"));
+    }
+    let params = parse::transaction_parameters(&next.setup)?;
+    match req {
+        ChannelRequest::Setup(_) => {}
+        ChannelRequest::SignCounterpartyCommitment { commitment, outbound_preimages } => {
+            sign_counterparty(j, next, &params, commitment, outbound_preimages, payments, ctx)?
+        }
+        ChannelRequest::ValidateHolderCommitment {
+            commitment,
+            counterparty_sig,
+            counterparty_htlc_sigs,
+            outbound_preimages,
+        } => validate_holder(
+            j,
+            next,
+            &params,
+            commitment,
+            counterparty_sig,
+            counterparty_htlc_sigs,
+            outbound_preimages,
+            payments,
+            ctx,
+        )?,
+        ChannelRequest::ReleaseCommitmentSecret { commitment_number } => release_secret(j, next, *commitment_number),
+        ChannelRequest::ValidateCounterpartyRevocation { commitment_number, secret } => {
+            counterparty_revocation(j, next, *commitment_number, secret, ctx.secp)?
+        }
+        ChannelRequest::SignHolderCommitment { commitment } => sign_holder(j, next, commitment),
+        ChannelRequest::SignClosing {
+            to_holder_sat,
+            to_counterparty_sat,
+            to_holder_script,
+            to_counterparty_script: _,
+        } => sign_closing(j, next, *to_holder_sat, *to_counterparty_sat, to_holder_script, ctx),
+        ChannelRequest::SignDelayedSweep { tx, input, commitment_number } => {
+            delayed_sweep(j, next, &params, tx, *input, *commitment_number, ctx)?
+        }
+        ChannelRequest::SignRemoteSweep { tx, input, amount_sat } => {
+            let tx = parse::transaction(tx, "sweep")?;
+            check_input(&tx, *input)?;
+            outputs_are_ours(j, &tx, None, ctx);
+            sweep_fee(j, &tx, Some(*amount_sat));
+        }
+        ChannelRequest::SignHolderAnchor { tx, input } => {
+            let tx = parse::transaction(tx, "anchor spend")?;
+            check_input(&tx, *input)?;
+            outputs_are_ours(j, &tx, None, ctx);
+        }
+        ChannelRequest::SignHolderHtlc { tx, input, commitment_number, htlc, preimage } => {
+            holder_htlc(j, next, &params, tx, *input, *commitment_number, htlc, preimage, ctx)?
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn is_safe_type(setup: &ChannelSetup) -> bool {
+    let t = parse::channel_type(setup);
+    t.supports_anchors_zero_fee_htlc_tx()
+        && t.supports_static_remote_key()
+        && !t.supports_anchors_nonzero_fee_htlc_tx()
+        && !t.supports_taproot()
+}
+
+fn setup_channel(
+    j: &mut Judge<'_>,
+    current: Option<&ChannelState>,
+    setup: &ChannelSetup,
+) -> Result<ChannelState, ChannelError> {
+    // Every point must parse, whatever the policy says.
+    parse::transaction_parameters(setup)?;
+    if let Some(cur) = current {
+        if cur.setup != *setup {
+            j.flag(PolicyTag::ChannelIdReuse, "channel keys already set up with other parameters".into());
+        }
+        return Ok(cur.clone());
+    }
+    if !is_safe_type(setup) {
+        j.flag(
+            PolicyTag::ChannelSafeType,
+            format!(
+                "channel type bits {} are not anchors_zero_fee_htlc_tx + static_remote_key",
+                hex::encode(&setup.channel_type)
+            ),
+        );
+    }
+    if setup.holder_selected_contest_delay < j.policy.contest_delay_min {
+        j.flag(
+            PolicyTag::ChannelContestDelay,
+            format!(
+                "delay we impose {} is below the minimum {}",
+                setup.holder_selected_contest_delay, j.policy.contest_delay_min
+            ),
+        );
+    }
+    if setup.counterparty_selected_contest_delay > j.policy.contest_delay_max {
+        j.flag(
+            PolicyTag::ChannelContestDelay,
+            format!(
+                "delay imposed on us {} is above the maximum {}",
+                setup.counterparty_selected_contest_delay, j.policy.contest_delay_max
+            ),
+        );
+    }
+    let mut secrets = Vec::new();
+    CounterpartyCommitmentSecrets::new()
+        .write(&mut secrets)
+        .map_err(|_| ChannelError::CorruptState("cannot encode an empty secret store"))?;
+    Ok(ChannelState::new(setup.clone(), secrets))
+}
+
+fn open_or_flag(j: &mut Judge<'_>, state: &ChannelState, what: &str) {
+    if state.close != CloseState::Open {
+        j.flag(PolicyTag::ChannelClosed, format!("{what} after the channel was closed ({:?})", state.close));
+    }
+}
+
+/// Commitment fee (anchors, zero-fee HTLC) for `n` non-dust HTLCs, as BOLT 3 and LDK compute it.
+fn commitment_fee_sat(feerate_per_kw: u32, n: usize) -> u64 {
+    u64::from(feerate_per_kw).saturating_mul(ANCHOR_COMMITMENT_BASE_WEIGHT + n as u64 * COMMITMENT_WEIGHT_PER_HTLC)
+        / 1000
+}
+
+/// Rules every commitment obeys, whoever broadcasts it.
+fn commitment_shape(j: &mut Judge<'_>, setup: &ChannelSetup, info: &CommitmentInfo) {
+    let p = j.policy;
+    if info.feerate_per_kw < p.feerate_min_per_kw || info.feerate_per_kw > p.feerate_max_per_kw {
+        j.flag(
+            PolicyTag::CommitmentFeeRange,
+            format!(
+                "feerate {} sat/kw outside [{}, {}]",
+                info.feerate_per_kw, p.feerate_min_per_kw, p.feerate_max_per_kw
+            ),
+        );
+    }
+    if info.htlcs.len() > usize::from(p.max_htlcs) {
+        j.flag(PolicyTag::CommitmentHtlcCount, format!("{} HTLCs, at most {}", info.htlcs.len(), p.max_htlcs));
+    }
+    let inflight = info.htlcs.iter().try_fold(0u64, |a, h| a.checked_add(h.amount_msat));
+    match inflight {
+        Some(v) if v <= p.max_inflight_msat => {}
+        _ => j.flag(
+            PolicyTag::CommitmentHtlcInflight,
+            format!("{inflight:?} msat in flight, at most {}", p.max_inflight_msat),
+        ),
+    }
+    if info.commitment_number == INITIAL_COMMITMENT_NUMBER && !info.htlcs.is_empty() {
+        j.flag(PolicyTag::CommitmentFirstNoHtlcs, format!("first commitment carries {} HTLCs", info.htlcs.len()));
+    }
+    let outputs = info
+        .htlcs
+        .iter()
+        .try_fold(info.to_broadcaster_sat.checked_add(info.to_countersignatory_sat), |a, h| {
+            Some(a.and_then(|a| a.checked_add(h.amount_msat / 1000)))
+        })
+        .flatten();
+    let spent = outputs.and_then(|o| {
+        o.checked_add(commitment_fee_sat(info.feerate_per_kw, info.htlcs.len()))?.checked_add(2 * ANCHOR_OUTPUT_SAT)
+    });
+    match spent.and_then(|s| setup.channel_value_sat.checked_sub(s)) {
+        Some(slack) if slack <= p.dust_allowance_sat => {}
+        Some(slack) => j.flag(
+            PolicyTag::CommitmentValue,
+            format!("{slack} sat of the channel value is unaccounted for (dust allowance {})", p.dust_allowance_sat),
+        ),
+        None => j.flag(
+            PolicyTag::CommitmentValue,
+            format!("outputs, fee and anchors exceed the channel value {} sat", setup.channel_value_sat),
+        ),
+    }
+}
+
+/// Our value in a commitment, msat: our direct output plus the HTLCs we offered.
+fn ours_msat(info: &CommitmentInfo, broadcaster: Broadcaster) -> u64 {
+    let (direct, we_offered) = match broadcaster {
+        Broadcaster::Holder => (info.to_broadcaster_sat, true),
+        Broadcaster::Counterparty => (info.to_countersignatory_sat, false),
+    };
+    info.htlcs
+        .iter()
+        .filter(|h| h.offered == we_offered)
+        .fold(direct.saturating_mul(1000), |a, h| a.saturating_add(h.amount_msat))
+}
+
+fn offered_by_us(info: &CommitmentInfo, broadcaster: Broadcaster) -> impl Iterator<Item = &HtlcInfo> {
+    let we_offered = broadcaster == Broadcaster::Holder;
+    info.htlcs.iter().filter(move |h| h.offered == we_offered)
+}
+
+fn multiset_minus<'a>(a: impl Iterator<Item = &'a HtlcInfo>, b: &[&'a HtlcInfo]) -> Vec<&'a HtlcInfo> {
+    let mut rest: Vec<&HtlcInfo> = b.to_vec();
+    let mut out = Vec::new();
+    for h in a {
+        match rest.iter().position(|r| *r == h) {
+            Some(i) => {
+                rest.swap_remove(i);
+            }
+            None => out.push(h),
+        }
+    }
+    out
+}
+
+fn preimage_hashes(preimages: &[[u8; 32]]) -> Vec<[u8; 32]> {
+    preimages.iter().map(|p| sha256::Hash::hash(p).to_byte_array()).collect()
+}
+
+/// Our balance may fall only by fulfilled HTLCs we offered, fee growth we pay, and dust.
+fn holder_balance(
+    j: &mut Judge<'_>,
+    setup: &ChannelSetup,
+    prev: Option<&CommitmentInfo>,
+    next: &CommitmentInfo,
+    broadcaster: Broadcaster,
+    preimages: &[[u8; 32]],
+) {
+    let Some(prev) = prev else {
+        if setup.is_outbound {
+            let theirs = match broadcaster {
+                Broadcaster::Holder => next.to_countersignatory_sat,
+                Broadcaster::Counterparty => next.to_broadcaster_sat,
+            };
+            if theirs > 0 {
+                j.flag(
+                    PolicyTag::FundingNoPush,
+                    format!("first commitment of a channel we fund pays them {theirs} sat"),
+                );
+            }
+        }
+        return;
+    };
+    let (before, after) = (ours_msat(prev, broadcaster), ours_msat(next, broadcaster));
+    let Some(drop) = before.checked_sub(after).filter(|d| *d > 0) else { return };
+    let hashes = preimage_hashes(preimages);
+    let now: Vec<&HtlcInfo> = offered_by_us(next, broadcaster).collect();
+    let fulfilled: u64 = multiset_minus(offered_by_us(prev, broadcaster), &now)
+        .into_iter()
+        .filter(|h| hashes.contains(&h.payment_hash))
+        .map(|h| h.amount_msat)
+        .sum();
+    let fee_growth = if setup.is_outbound {
+        commitment_fee_sat(next.feerate_per_kw, next.htlcs.len())
+            .saturating_sub(commitment_fee_sat(prev.feerate_per_kw, prev.htlcs.len()))
+    } else {
+        0
+    };
+    let allowed = fulfilled
+        .saturating_add(fee_growth.saturating_mul(1000))
+        .saturating_add(j.policy.dust_allowance_sat.saturating_mul(1000));
+    if drop > allowed {
+        j.flag(
+            PolicyTag::CommitmentHolderBalance,
+            format!(
+                "our balance falls by {drop} msat; fulfilled HTLCs {fulfilled} msat, fee growth {fee_growth} sat, dust allowance {} sat",
+                j.policy.dust_allowance_sat
+            ),
+        );
+    }
+}
+
+fn sequence(j: &mut Judge<'_>, latest: Option<u64>, n: u64, side: &str) -> bool {
+    let expected = latest.map_or(INITIAL_COMMITMENT_NUMBER, |l| l.saturating_sub(1));
+    let retry = latest == Some(n);
+    if n != expected && !retry {
+        j.flag(
+            PolicyTag::CommitmentSequence,
+            format!("{side} commitment {n}, expected {expected} (or a retry of {latest:?})"),
+        );
+    }
+    retry
+}
+
+fn sign_counterparty(
+    j: &mut Judge<'_>,
+    state: &mut ChannelState,
+    params: &ChannelTransactionParameters,
+    info: &CommitmentInfo,
+    preimages: &[[u8; 32]],
+    payments: &mut PaymentIndex,
+    ctx: &Context<'_>,
+) -> Result<(), ChannelError> {
+    parse::commitment(params, info, Broadcaster::Counterparty, ctx.secp)?;
+    open_or_flag(j, state, "counterparty commitment");
+    let latest = state.counterparty.latest.as_ref().map(|c| c.commitment_number);
+    if sequence(j, latest, info.commitment_number, "counterparty") {
+        if state.counterparty.latest.as_ref() != Some(info) {
+            j.flag(
+                PolicyTag::CommitmentRetrySame,
+                format!("counterparty commitment {} signed again with other data", info.commitment_number),
+            );
+        }
+        return Ok(());
+    }
+    if let Some((n, _)) =
+        state.counterparty.unrevoked_points.iter().find(|(n, _)| *n >= info.commitment_number.saturating_add(2))
+    {
+        j.flag(
+            PolicyTag::CommitmentPreviousRevoked,
+            format!("counterparty commitment {n} is not revoked; cannot sign {}", info.commitment_number),
+        );
+    }
+    commitment_shape(j, &state.setup, info);
+    holder_balance(j, &state.setup, state.counterparty.latest.as_ref(), info, Broadcaster::Counterparty, preimages);
+    // New HTLCs we offer must be forwards of incoming HTLCs or approved payments.
+    let before: Vec<&HtlcInfo> = state
+        .counterparty
+        .latest
+        .as_ref()
+        .map(|c| offered_by_us(c, Broadcaster::Counterparty).collect())
+        .unwrap_or_default();
+    let new_out: Vec<HtlcInfo> =
+        multiset_minus(offered_by_us(info, Broadcaster::Counterparty), &before).into_iter().cloned().collect();
+    for h in &new_out {
+        payments.offer(&mut j.violations, h);
+    }
+    for hash in preimage_hashes(preimages) {
+        payments.settle(&hash);
+    }
+    state.counterparty.unrevoked_points.push((info.commitment_number, info.per_commitment_point.clone()));
+    state.counterparty.latest = Some(info.clone());
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn validate_holder(
+    j: &mut Judge<'_>,
+    state: &mut ChannelState,
+    params: &ChannelTransactionParameters,
+    info: &CommitmentInfo,
+    counterparty_sig: &[u8],
+    counterparty_htlc_sigs: &[alloc::vec::Vec<u8>],
+    preimages: &[[u8; 32]],
+    payments: &mut PaymentIndex,
+    ctx: &Context<'_>,
+) -> Result<(), ChannelError> {
+    let tx = parse::commitment(params, info, Broadcaster::Holder, ctx.secp)?;
+    let sig = parse::signature(counterparty_sig, "counterparty commitment signature")?;
+    let htlc_sigs = counterparty_htlc_sigs
+        .iter()
+        .map(|s| parse::signature(s, "counterparty HTLC signature"))
+        .collect::<Result<Vec<_>, _>>()?;
+    open_or_flag(j, state, "holder commitment");
+    let latest = state.holder.latest.as_ref().map(|c| c.info.commitment_number);
+    let candidate = HolderCommitment {
+        info: info.clone(),
+        counterparty_sig: counterparty_sig.to_vec(),
+        counterparty_htlc_sigs: counterparty_htlc_sigs.to_vec(),
+    };
+    if sequence(j, latest, info.commitment_number, "holder") {
+        if state.holder.latest.as_ref() != Some(&candidate) {
+            j.flag(
+                PolicyTag::CommitmentRetrySame,
+                format!("holder commitment {} validated again with other data", info.commitment_number),
+            );
+        }
+        return Ok(());
+    }
+    commitment_shape(j, &state.setup, info);
+    holder_balance(
+        j,
+        &state.setup,
+        state.holder.latest.as_ref().map(|h| &h.info),
+        info,
+        Broadcaster::Holder,
+        preimages,
+    );
+    check_counterparty_sigs(j, params, &tx, &sig, &htlc_sigs, ctx.secp);
+    // Incoming HTLCs (offered by the counterparty) are now irrevocably ours to forward.
+    let before: Vec<&HtlcInfo> =
+        state.holder.latest.as_ref().map(|h| h.info.htlcs.iter().filter(|h| !h.offered).collect()).unwrap_or_default();
+    let new_in: Vec<HtlcInfo> =
+        multiset_minus(info.htlcs.iter().filter(|h| !h.offered), &before).into_iter().cloned().collect();
+    for h in &new_in {
+        payments.receive(&mut j.violations, h);
+    }
+    state.holder.latest = Some(candidate);
+    Ok(())
+}
+
+fn check_counterparty_sigs(
+    j: &mut Judge<'_>,
+    params: &ChannelTransactionParameters,
+    tx: &CommitmentTransaction,
+    sig: &bitcoin::secp256k1::ecdsa::Signature,
+    htlc_sigs: &[bitcoin::secp256k1::ecdsa::Signature],
+    secp: &Secp256k1<All>,
+) {
+    let Some(cp) = params.counterparty_parameters.as_ref() else { return };
+    let funding_script = make_funding_redeemscript(&params.holder_pubkeys.funding_pubkey, &cp.pubkeys.funding_pubkey);
+    let trusted = tx.trust();
+    let sighash = trusted.built_transaction().get_sighash_all(&funding_script, params.channel_value_satoshis);
+    if secp.verify_ecdsa(&sighash, sig, &cp.pubkeys.funding_pubkey).is_err() {
+        j.flag(
+            PolicyTag::CommitmentCounterpartySig,
+            "commitment signature does not verify under their funding key".into(),
+        );
+        return;
+    }
+    let htlcs = tx.nondust_htlcs();
+    if htlcs.len() != htlc_sigs.len() {
+        j.flag(
+            PolicyTag::CommitmentCounterpartySig,
+            format!("{} HTLC signatures for {} HTLCs", htlc_sigs.len(), htlcs.len()),
+        );
+        return;
+    }
+    let keys = trusted.keys();
+    let txid = trusted.txid();
+    let channel_type = &params.channel_type_features;
+    let delay = params.as_holder_broadcastable().contest_delay();
+    for (i, (htlc, s)) in htlcs.iter().zip(htlc_sigs).enumerate() {
+        let htlc_tx = build_htlc_transaction(
+            &txid,
+            tx.negotiated_feerate_per_kw(),
+            delay,
+            htlc,
+            channel_type,
+            &keys.broadcaster_delayed_payment_key,
+            &keys.revocation_key,
+        );
+        let script = get_htlc_redeemscript(htlc, channel_type, keys);
+        let ok = SighashCache::new(&htlc_tx)
+            .p2wsh_signature_hash(0, &script, htlc.to_bitcoin_amount(), EcdsaSighashType::SinglePlusAnyoneCanPay)
+            .ok()
+            .map(|h| Message::from_digest(h.to_byte_array()))
+            .is_some_and(|m| secp.verify_ecdsa(&m, s, &keys.countersignatory_htlc_key.to_public_key()).is_ok());
+        if !ok {
+            j.flag(PolicyTag::CommitmentCounterpartySig, format!("HTLC signature {i} does not verify"));
+        }
+    }
+}
+
+fn release_secret(j: &mut Judge<'_>, state: &mut ChannelState, n: u64) {
+    if matches!(state.close, CloseState::ForceClosed { .. }) {
+        j.flag(PolicyTag::ChannelClosed, format!("revocation of holder commitment {n} after force close"));
+    }
+    match state.holder.latest.as_ref().map(|h| h.info.commitment_number) {
+        Some(latest) if latest < n => {}
+        latest => {
+            j.flag(
+                PolicyTag::RevokeBeforeNext,
+                format!("holder commitment {n} revoked, but the newest validated one is {latest:?}"),
+            );
+            return;
+        }
+    }
+    state.holder.revoked_from = Some(state.holder.revoked_from.map_or(n, |r| r.min(n)));
+}
+
+fn counterparty_revocation(
+    j: &mut Judge<'_>,
+    state: &mut ChannelState,
+    n: u64,
+    secret: &[u8; 32],
+    secp: &Secp256k1<All>,
+) -> Result<(), ChannelError> {
+    if state.counterparty.revoked_from.is_some_and(|r| r <= n) {
+        return Ok(()); // already revoked: idempotent
+    }
+    let point = SecretKey::from_slice(secret).map(|s| PublicKey::from_secret_key(secp, &s));
+    let stored = state.counterparty.unrevoked_points.iter().find(|(m, _)| *m == n).map(|(_, p)| p.clone());
+    match (point, stored) {
+        (Ok(p), Some(s)) if p.serialize().as_slice() == s.as_slice() => {}
+        (_, None) => {
+            j.flag(PolicyTag::RevocationSecretMismatch, format!("no signed, unrevoked counterparty commitment {n}"));
+            return Ok(());
+        }
+        _ => {
+            j.flag(PolicyTag::RevocationSecretMismatch, format!("secret for commitment {n} does not match its point"));
+            return Ok(());
+        }
+    }
+    let mut secrets: CounterpartyCommitmentSecrets =
+        Readable::read(&mut &state.counterparty.secrets[..]).map_err(|_| ChannelError::CorruptState("secret store"))?;
+    // LDK indexes secrets by commitment number as well.
+    if secrets.provide_secret(n, *secret).is_err() {
+        j.flag(
+            PolicyTag::RevocationSecretMismatch,
+            format!("secret for commitment {n} breaks the BOLT 3 secret chain"),
+        );
+        return Ok(());
+    }
+    let mut bytes = Vec::new();
+    secrets.write(&mut bytes).map_err(|_| ChannelError::CorruptState("secret store"))?;
+    state.counterparty.secrets = bytes;
+    state.counterparty.unrevoked_points.retain(|(m, _)| *m != n);
+    state.counterparty.revoked_from = Some(state.counterparty.revoked_from.map_or(n, |r| r.min(n)));
+    Ok(())
+}
+
+fn sign_holder(j: &mut Judge<'_>, state: &mut ChannelState, info: &CommitmentInfo) {
+    let n = info.commitment_number;
+    if state.holder.revoked_from.is_some_and(|r| r <= n) {
+        j.flag(PolicyTag::CommitmentHolderRevoked, format!("holder commitment {n} was revoked"));
+        return;
+    }
+    if state.holder.latest.as_ref().map(|h| &h.info) != Some(info) {
+        j.flag(PolicyTag::CommitmentHolderUnknown, format!("holder commitment {n} is not the latest validated one"));
+        return;
+    }
+    if let CloseState::MutualClose { .. } = state.close {
+        j.flag(PolicyTag::ChannelClosed, "force close after a cooperative close was signed".into());
+    }
+    state.close = CloseState::ForceClosed { commitment_number: n };
+}
+
+fn is_ours(script: &bitcoin::Script, ctx: &Context<'_>) -> bool {
+    ctx.own_scripts.iter().any(|s| s.as_script() == script)
+        || ctx.policy.onchain.allowlisted_scripts.iter().any(|s| s.as_script() == script)
+}
+
+fn sign_closing(
+    j: &mut Judge<'_>,
+    state: &mut ChannelState,
+    to_holder_sat: u64,
+    to_counterparty_sat: u64,
+    to_holder_script: &[u8],
+    ctx: &Context<'_>,
+) {
+    if matches!(state.close, CloseState::ForceClosed { .. }) {
+        j.flag(PolicyTag::ChannelClosed, "cooperative close after a force close was signed".into());
+    }
+    let pending = state.holder.latest.as_ref().map_or(0, |h| h.info.htlcs.len())
+        + state.counterparty.latest.as_ref().map_or(0, |c| c.htlcs.len());
+    if pending > 0 {
+        j.flag(PolicyTag::ClosePendingHtlcs, format!("{pending} HTLCs pending on the latest commitments"));
+    }
+    if to_holder_sat > 0 && !is_ours(bitcoin::Script::from_bytes(to_holder_script), ctx) {
+        j.flag(
+            PolicyTag::CloseDestination,
+            format!("our output pays foreign script {}", hex::encode(to_holder_script)),
+        );
+    }
+    let value = state.setup.channel_value_sat;
+    let fee = value.checked_sub(to_holder_sat.saturating_add(to_counterparty_sat));
+    match fee {
+        Some(f) if f <= ctx.policy.channel.close_fee_max_sat => {}
+        _ => j.flag(
+            PolicyTag::CloseFeeRange,
+            format!("close fee {fee:?} sat, at most {} sat", ctx.policy.channel.close_fee_max_sat),
+        ),
+    }
+    // Our balance on both latest commitments (the lower), back to full value for the funder:
+    // the commitment fee and anchors return to whoever paid them.
+    let ours = |info: &CommitmentInfo, b: Broadcaster| {
+        let refund = if state.setup.is_outbound {
+            commitment_fee_sat(info.feerate_per_kw, info.htlcs.len()) + 2 * ANCHOR_OUTPUT_SAT
+        } else {
+            0
+        };
+        ours_msat(info, b) / 1000 + refund
+    };
+    let expected = [
+        state.holder.latest.as_ref().map(|h| ours(&h.info, Broadcaster::Holder)),
+        state.counterparty.latest.as_ref().map(|c| ours(c, Broadcaster::Counterparty)),
+    ]
+    .into_iter()
+    .flatten()
+    .min()
+    .unwrap_or(if state.setup.is_outbound { value } else { 0 });
+    let we_pay = if state.setup.is_outbound { fee.unwrap_or(0) } else { 0 };
+    if to_holder_sat.saturating_add(we_pay).saturating_add(1) < expected {
+        j.flag(
+            PolicyTag::CloseValue,
+            format!("we get {to_holder_sat} sat (+{we_pay} fee we pay), our balance is {expected} sat"),
+        );
+    }
+    if state.close == CloseState::Open {
+        state.close = CloseState::MutualClose { to_holder_sat };
+    }
+}
+
+fn check_input(tx: &Transaction, input: u32) -> Result<(), ChannelError> {
+    if (input as usize) < tx.input.len() {
+        Ok(())
+    } else {
+        Err(ChannelError::InputOutOfRange { input, inputs: tx.input.len() })
+    }
+}
+
+/// Every output pays us (wallet or allowlist) or, for HTLC transactions, `expected`.
+fn outputs_are_ours(j: &mut Judge<'_>, tx: &Transaction, expected: Option<&ScriptBuf>, ctx: &Context<'_>) {
+    for (i, o) in tx.output.iter().enumerate() {
+        if !is_ours(&o.script_pubkey, ctx) && expected != Some(&o.script_pubkey) {
+            j.flag(PolicyTag::SweepDestination, format!("output {i} pays foreign script {}", o.script_pubkey));
+        }
+    }
+}
+
+fn sweep_fee(j: &mut Judge<'_>, tx: &Transaction, single_input_value: Option<u64>) {
+    let Some(value) = single_input_value.filter(|_| tx.input.len() == 1) else { return };
+    let out = tx.output.iter().try_fold(0u64, |a, o| a.checked_add(o.value.to_sat()));
+    match out.and_then(|o| value.checked_sub(o)) {
+        Some(fee) if fee <= j.policy.sweep_fee_max_sat => {}
+        fee => {
+            j.flag(PolicyTag::SweepFeeRange, format!("sweep fee {fee:?} sat, at most {}", j.policy.sweep_fee_max_sat))
+        }
+    }
+}
+
+fn force_closed_commitment(
+    j: &mut Judge<'_>,
+    state: &ChannelState,
+    params: &ChannelTransactionParameters,
+    n: u64,
+    ctx: &Context<'_>,
+) -> Result<Option<CommitmentTransaction>, ChannelError> {
+    match (state.close, state.holder.latest.as_ref()) {
+        (CloseState::ForceClosed { commitment_number }, Some(h)) if commitment_number == n => {
+            Ok(Some(parse::commitment(params, &h.info, Broadcaster::Holder, ctx.secp)?))
+        }
+        _ => {
+            j.flag(PolicyTag::SweepSource, format!("holder commitment {n} is not the one we force-closed with"));
+            Ok(None)
+        }
+    }
+}
+
+fn delayed_sweep(
+    j: &mut Judge<'_>,
+    state: &ChannelState,
+    params: &ChannelTransactionParameters,
+    tx: &[u8],
+    input: u32,
+    n: u64,
+    ctx: &Context<'_>,
+) -> Result<(), ChannelError> {
+    let tx = parse::transaction(tx, "to_local sweep")?;
+    check_input(&tx, input)?;
+    outputs_are_ours(j, &tx, None, ctx);
+    let Some(commitment) = force_closed_commitment(j, state, params, n, ctx)? else { return Ok(()) };
+    let trusted = commitment.trust();
+    let spent = &tx.input[input as usize];
+    let vout = trusted.revokeable_output_index();
+    let built = trusted.built_transaction();
+    if vout.is_none_or(|v| spent.previous_output != bitcoin::OutPoint { txid: built.txid, vout: v as u32 }) {
+        j.flag(PolicyTag::SweepSource, format!("input {input} does not spend our to_local output of commitment {n}"));
+        return Ok(());
+    }
+    let delay = params.as_holder_broadcastable().contest_delay();
+    if !spent.sequence.is_relative_lock_time() || spent.sequence.0 & 0xffff < u32::from(delay) {
+        j.flag(
+            PolicyTag::SweepSequence,
+            format!("input sequence {:#x} does not wait {delay} blocks", spent.sequence.0),
+        );
+    }
+    sweep_fee(j, &tx, vout.map(|v| built.transaction.output[v].value.to_sat()));
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn holder_htlc(
+    j: &mut Judge<'_>,
+    state: &ChannelState,
+    params: &ChannelTransactionParameters,
+    tx: &[u8],
+    input: u32,
+    n: u64,
+    htlc: &HtlcInfo,
+    preimage: &Option<[u8; 32]>,
+    ctx: &Context<'_>,
+) -> Result<(), ChannelError> {
+    let tx = parse::transaction(tx, "HTLC transaction")?;
+    check_input(&tx, input)?;
+    let Some(commitment) = force_closed_commitment(j, state, params, n, ctx)? else {
+        outputs_are_ours(j, &tx, None, ctx);
+        return Ok(());
+    };
+    let trusted = commitment.trust();
+    let keys = trusted.keys();
+    let second_stage = get_revokeable_redeemscript(
+        &keys.revocation_key,
+        params.as_holder_broadcastable().contest_delay(),
+        &keys.broadcaster_delayed_payment_key,
+    )
+    .to_p2wsh();
+    outputs_are_ours(j, &tx, Some(&second_stage), ctx);
+    let found = commitment.nondust_htlcs().iter().find(|h| {
+        h.offered == htlc.offered
+            && h.amount_msat == htlc.amount_msat
+            && h.cltv_expiry == htlc.cltv_expiry
+            && h.payment_hash.0 == htlc.payment_hash
+    });
+    let spends = found.and_then(|h| h.transaction_output_index).is_some_and(|v| {
+        tx.input[input as usize].previous_output == bitcoin::OutPoint { txid: trusted.txid(), vout: v }
+    });
+    if !spends {
+        j.flag(PolicyTag::SweepSource, format!("input {input} does not spend that HTLC of commitment {n}"));
+    }
+    if !htlc.offered {
+        let ok = preimage.is_some_and(|p| sha256::Hash::hash(&p).to_byte_array() == htlc.payment_hash);
+        if !ok {
+            j.flag(PolicyTag::HtlcPreimage, "HTLC-success without the HTLC's preimage".into());
+        }
+    }
+    Ok(())
+}
