@@ -84,4 +84,43 @@ impl NodeClient {
             other => Err(Self::fail(other)),
         }
     }
+
+    /// A legacy-channel request: the quorum approves, a key holder signs.
+    pub async fn channel(
+        &self,
+        channel: ChannelKeysId,
+        request: ChannelRequest,
+    ) -> Result<(KeyHolderOutput, SignReport), ClientError> {
+        match self.call(&NodeRequest::Channel { channel, request }).await? {
+            NodeResponse::KeyHolder { output, report } => Ok((output, report)),
+            other => Err(Self::fail(other)),
+        }
+    }
+
+    /// A node-key request (ECDH, invoice, gossip, payment approval).
+    pub async fn node_key(&self, request: NodeKeyRequest) -> Result<(KeyHolderOutput, SignReport), ClientError> {
+        match self.call(&NodeRequest::NodeKey(request)).await? {
+            NodeResponse::KeyHolder { output, report } => Ok((output, report)),
+            other => Err(Self::fail(other)),
+        }
+    }
+
+    /// One channel's public keys and the node id, from a key holder.
+    pub async fn channel_keys(&self, channel: ChannelKeysId) -> Result<(ChannelKeysInfo, Vec<u8>), ClientError> {
+        match self.call(&NodeRequest::ChannelKeys { channel }).await? {
+            NodeResponse::ChannelKeys { info, node_id } => Ok((info, node_id)),
+            other => Err(Self::fail(other)),
+        }
+    }
+
+    pub async fn per_commitment_point(
+        &self,
+        channel: ChannelKeysId,
+        commitment_number: u64,
+    ) -> Result<Vec<u8>, ClientError> {
+        match self.call(&NodeRequest::PerCommitmentPoint { channel, commitment_number }).await? {
+            NodeResponse::Point(p) => Ok(p),
+            other => Err(Self::fail(other)),
+        }
+    }
 }

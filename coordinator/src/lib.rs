@@ -7,6 +7,7 @@
 //! commitment in two sessions, or talk to an unpinned peer.
 #![forbid(unsafe_code)]
 
+pub mod approval;
 pub mod client;
 pub mod config;
 pub mod cosigner_link;

@@ -57,6 +57,19 @@ impl NodeApi {
     }
 }
 
+async fn approved(quorum: &Quorum, subject: ApprovalSubject) -> NodeResponse {
+    match crate::approval::approve_and_sign(quorum, subject).await {
+        Ok((output, report)) => NodeResponse::KeyHolder { output, report },
+        Err(crate::approval::ApprovalFailure::Refused { refusals, report }) => {
+            NodeResponse::Refused { refusals, report }
+        }
+        Err(crate::approval::ApprovalFailure::Unavailable { detail, report }) => NodeResponse::Error {
+            kind: ErrorKind::QuorumUnavailable,
+            detail: truncate(format!("{detail}; blamed: {:?}", report.blamed)),
+        },
+    }
+}
+
 fn failure(f: SignFailure) -> NodeResponse {
     match f {
         SignFailure::Refused { refusals, report } => NodeResponse::Refused { refusals, report },
@@ -114,6 +127,25 @@ pub async fn handle(quorum: &Quorum, req: NodeRequest) -> NodeResponse {
             Ok(o) => NodeResponse::Signature { sig: o.signatures[0].to_vec(), report: o.report },
             Err(f) => failure(f),
         },
+        NodeRequest::Channel { channel, request } => {
+            approved(quorum, ApprovalSubject::Channel { channel, request }).await
+        }
+        NodeRequest::NodeKey(request) => approved(quorum, ApprovalSubject::Node(request)).await,
+        NodeRequest::ChannelKeys { channel } => {
+            match crate::approval::ask_key_holder(quorum, CosignerRequest::ChannelKeys { channel }).await {
+                Ok(CosignerResponse::ChannelKeys { info, node_id }) => NodeResponse::ChannelKeys { info, node_id },
+                Ok(other) => NodeResponse::Error { kind: ErrorKind::Internal, detail: truncate(format!("{other:?}")) },
+                Err(e) => NodeResponse::Error { kind: ErrorKind::QuorumUnavailable, detail: truncate(e) },
+            }
+        }
+        NodeRequest::PerCommitmentPoint { channel, commitment_number } => {
+            let req = CosignerRequest::PerCommitmentPoint { channel, commitment_number };
+            match crate::approval::ask_key_holder(quorum, req).await {
+                Ok(CosignerResponse::Point(p)) => NodeResponse::Point(p),
+                Ok(other) => NodeResponse::Error { kind: ErrorKind::Internal, detail: truncate(format!("{other:?}")) },
+                Err(e) => NodeResponse::Error { kind: ErrorKind::QuorumUnavailable, detail: truncate(e) },
+            }
+        }
         NodeRequest::SignPsbt { psbt } => {
             let outcome = sign(quorum, SignPayload::Psbt(psbt.clone())).await;
             match outcome.and_then(|o| attach_signatures(&psbt, &o).map(|p| (p, o.report))) {

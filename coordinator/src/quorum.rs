@@ -70,6 +70,8 @@ struct NoncePool {
 pub struct Member {
     pub link: Arc<CosignerLink>,
     pub identifier: Identifier,
+    /// Said in its Hello: it holds the node's ECDSA seed.
+    pub key_holder: bool,
     pool: std::sync::Mutex<NoncePool>,
     /// `Some(next probe time)` while the cosigner is down.
     down: std::sync::Mutex<Option<Instant>>,
@@ -193,10 +195,14 @@ impl Quorum {
         let hellos =
             join_all(links.iter().map(|l| async move { l.call(&CosignerRequest::Hello, timeout).await })).await;
         let mut reported: Vec<(usize, KeyInfo)> = Vec::new();
+        let mut key_holders = Vec::new();
         let mut errors = Vec::new();
         for (i, h) in hellos.into_iter().enumerate() {
             match h {
-                Ok(CosignerResponse::Hello { keys, .. }) => {
+                Ok(CosignerResponse::Hello { keys, key_holder, .. }) => {
+                    if key_holder {
+                        key_holders.push(i);
+                    }
                     // A key whose package does not decode to its own key id is forged or
                     // corrupt: never let it define the group.
                     for k in keys {
@@ -258,6 +264,7 @@ impl Quorum {
             members.push(Arc::new(Member {
                 link,
                 identifier,
+                key_holder: key_holders.contains(&i),
                 pool: Default::default(),
                 down: Default::default(),
                 refilling: Default::default(),

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use qls_protocol::quic::parse_fingerprint;
 use qls_protocol::Fingerprint;
-use qls_signer_core::policy::{OnchainPolicy, PolicyAction, PolicyConfig, PolicyTag};
+use qls_signer_core::policy::{ChannelPolicy, OnchainPolicy, PolicyAction, PolicyConfig, PolicyTag};
 
 pub const CONFIG_FILE: &str = "cosigner.toml";
 /// Unused nonces a cosigner keeps per key, at most.
@@ -51,6 +51,13 @@ pub struct CosignerConfigFile {
     /// Test-only: accept trusted-dealer key imports.
     #[serde(default)]
     pub allow_dealer_import: bool,
+    /// This cosigner holds the node's ECDSA seed (`node-seed` in its data directory) and
+    /// signs legacy-channel and node-key requests once a quorum approved them.
+    #[serde(default)]
+    pub key_holder: bool,
+    /// Approvals a key holder needs (its own included); default: a majority of the group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_threshold: Option<u16>,
     #[serde(default)]
     pub policy: PolicyFile,
 }
@@ -70,6 +77,59 @@ pub struct PolicyFile {
     /// Per-tag action, `error` or `warn`; unset tags use their default.
     #[serde(default)]
     pub actions: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub channel: ChannelPolicyFile,
+}
+
+/// `[policy.channel]`: parameters of the channel rules (defaults in `signer-core`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChannelPolicyFile {
+    pub contest_delay_min: u16,
+    pub contest_delay_max: u16,
+    pub feerate_min_per_kw: u32,
+    pub feerate_max_per_kw: u32,
+    pub max_htlcs: u16,
+    pub max_inflight_msat: u64,
+    pub dust_allowance_sat: u64,
+    pub close_fee_max_sat: u64,
+    pub sweep_fee_max_sat: u64,
+    pub max_payments: usize,
+}
+
+impl Default for ChannelPolicyFile {
+    fn default() -> Self {
+        let d = ChannelPolicy::default();
+        Self {
+            contest_delay_min: d.contest_delay_min,
+            contest_delay_max: d.contest_delay_max,
+            feerate_min_per_kw: d.feerate_min_per_kw,
+            feerate_max_per_kw: d.feerate_max_per_kw,
+            max_htlcs: d.max_htlcs,
+            max_inflight_msat: d.max_inflight_msat,
+            dust_allowance_sat: d.dust_allowance_sat,
+            close_fee_max_sat: d.close_fee_max_sat,
+            sweep_fee_max_sat: d.sweep_fee_max_sat,
+            max_payments: d.max_payments,
+        }
+    }
+}
+
+impl ChannelPolicyFile {
+    fn policy(&self) -> ChannelPolicy {
+        ChannelPolicy {
+            contest_delay_min: self.contest_delay_min,
+            contest_delay_max: self.contest_delay_max,
+            feerate_min_per_kw: self.feerate_min_per_kw,
+            feerate_max_per_kw: self.feerate_max_per_kw,
+            max_htlcs: self.max_htlcs,
+            max_inflight_msat: self.max_inflight_msat,
+            dust_allowance_sat: self.dust_allowance_sat,
+            close_fee_max_sat: self.close_fee_max_sat,
+            sweep_fee_max_sat: self.sweep_fee_max_sat,
+            max_payments: self.max_payments,
+        }
+    }
 }
 
 impl Default for PolicyFile {
@@ -78,6 +138,7 @@ impl Default for PolicyFile {
             fee_sat_max: OnchainPolicy::default().fee_sat_max,
             allowlisted_scripts: Vec::new(),
             actions: Default::default(),
+            channel: ChannelPolicyFile::default(),
         }
     }
 }
@@ -92,6 +153,8 @@ pub struct CosignerConfig {
     pub nonce_pool_max: u32,
     pub dkg_min_threshold: Option<u16>,
     pub allow_dealer_import: bool,
+    pub key_holder: bool,
+    pub approval_threshold: Option<u16>,
     pub policy: PolicyConfig,
 }
 
@@ -105,6 +168,8 @@ impl CosignerConfigFile {
             nonce_pool_max: DEFAULT_NONCE_POOL_MAX,
             dkg_min_threshold: None,
             allow_dealer_import: false,
+            key_holder: false,
+            approval_threshold: None,
             policy: PolicyFile::default(),
         }
     }
@@ -162,9 +227,12 @@ impl CosignerConfigFile {
             nonce_pool_max: self.nonce_pool_max,
             dkg_min_threshold: self.dkg_min_threshold,
             allow_dealer_import: self.allow_dealer_import,
+            key_holder: self.key_holder,
+            approval_threshold: self.approval_threshold,
             policy: PolicyConfig {
                 actions,
                 onchain: OnchainPolicy { allowlisted_scripts, fee_sat_max: self.policy.fee_sat_max },
+                channel: self.policy.channel.policy(),
             },
         })
     }

@@ -5,6 +5,9 @@
 //! request whose DKG participant is not pinned in `peers`, or import a dealer key unless
 //! the config allows it.
 
+// Replies are built once per request; the error variant is the reply itself.
+#![allow(clippy::result_large_err)]
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -16,9 +19,11 @@ use qls_signer_core::frost::round1;
 use qls_signer_core::keys::{identifier_for, KeyShare};
 use qls_signer_core::share_signer::{compute_shares, decide, ShareDecision, SignError};
 
+use crate::approvals;
 use crate::committer::Committer;
 use crate::config::CosignerConfig;
 use crate::dkg_sessions::{DkgPhase, DkgSessions};
+use crate::key_holder::KeyHolder;
 use crate::store::{Store, StoreError};
 
 /// Test hook: when the environment variable `QLS_FAILPOINT` is `abort-after-nonce-consume`,
@@ -37,6 +42,8 @@ pub struct CosignerState {
     /// Decoded key shares; the store is the source of truth, this only saves decoding.
     key_cache: std::sync::RwLock<BTreeMap<KeyId, Arc<KeyShare>>>,
     failpoint_after_consume: bool,
+    /// Present when this cosigner holds the node's ECDSA seed (`key_holder = true`).
+    pub key_holder: Option<KeyHolder>,
 }
 
 impl CosignerState {
@@ -51,7 +58,14 @@ impl CosignerState {
             dkg: DkgSessions::default(),
             key_cache: Default::default(),
             failpoint_after_consume,
+            key_holder: None,
         }
+    }
+
+    /// Makes this cosigner a key holder with `key_holder`'s seed.
+    pub fn with_key_holder(mut self, key_holder: KeyHolder) -> Self {
+        self.key_holder = Some(key_holder);
+        self
     }
 
     fn key(&self, key_id: &KeyId) -> Result<Arc<KeyShare>, StoreError> {
@@ -70,13 +84,13 @@ impl CosignerState {
     }
 }
 
-fn error(kind: ErrorKind, detail: impl ToString) -> CosignerResponse {
+pub(crate) fn error(kind: ErrorKind, detail: impl ToString) -> CosignerResponse {
     let mut detail = detail.to_string();
     detail.truncate(limits::MAX_DETAIL_BYTES);
     CosignerResponse::Error { kind, detail }
 }
 
-fn store_error(e: StoreError) -> CosignerResponse {
+pub(crate) fn store_error(e: StoreError) -> CosignerResponse {
     let kind = match &e {
         StoreError::UnknownKey(_) => ErrorKind::UnknownKey,
         StoreError::UnknownNonce(_) => ErrorKind::UnknownNonce,
@@ -112,15 +126,25 @@ pub fn handle(state: &Arc<CosignerState>, req: CosignerRequest) -> CosignerRespo
         CosignerRequest::ImportDealerShare { key_package, public_key_package } => {
             import_dealer_share(state, &key_package, &public_key_package)
         }
+        CosignerRequest::Approve { subject } => approvals::approve(state, subject),
+        CosignerRequest::KeyHolderSign { subject, approvals } => approvals::key_holder_sign(state, subject, approvals),
+        CosignerRequest::ChannelKeys { channel } => approvals::channel_keys(state, &channel),
+        CosignerRequest::PerCommitmentPoint { channel, commitment_number } => {
+            approvals::per_commitment_point(state, &channel, commitment_number)
+        }
     };
     result.unwrap_or_else(|e| e)
 }
 
-type Reply = Result<CosignerResponse, CosignerResponse>;
+pub(crate) type Reply = Result<CosignerResponse, CosignerResponse>;
 
 fn hello(state: &CosignerState) -> Reply {
     let keys = state.store.keys().map_err(store_error)?.iter().map(key_info).collect::<Result<_, _>>()?;
-    Ok(CosignerResponse::Hello { fingerprint: state.identity.fingerprint, keys })
+    Ok(CosignerResponse::Hello {
+        fingerprint: state.identity.fingerprint,
+        keys,
+        key_holder: state.key_holder.is_some(),
+    })
 }
 
 fn dkg_round1(state: &CosignerState, session: SessionId, threshold: u16, participants: Vec<DkgParticipant>) -> Reply {
@@ -221,7 +245,7 @@ fn nonce_commitments(state: &CosignerState, key_id: KeyId, after_id: Option<u64>
     Ok(CosignerResponse::NonceCommitments { key_id, commitments })
 }
 
-fn violations(v: &[qls_signer_core::policy::Violation]) -> Vec<Violation> {
+pub(crate) fn violations(v: &[qls_signer_core::policy::Violation]) -> Vec<Violation> {
     v.iter().take(limits::MAX_VIOLATIONS).map(Violation::from).collect()
 }
 

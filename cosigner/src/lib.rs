@@ -6,10 +6,13 @@
 //! accept a connection from an unpinned certificate, or trust a field it can recompute.
 #![forbid(unsafe_code)]
 
+pub mod approvals;
+pub mod channel_store;
 pub mod committer;
 pub mod config;
 pub mod dkg_sessions;
 pub mod handler;
+pub mod key_holder;
 pub mod server;
 pub mod store;
 

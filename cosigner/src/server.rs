@@ -15,6 +15,7 @@ use qls_protocol::{CosignerRequest, CosignerResponse, ErrorKind, Fingerprint};
 
 use crate::config::{ConfigError, CosignerConfig};
 use crate::handler::{handle, CosignerState};
+use crate::key_holder::KeyHolder;
 use crate::store::{Store, StoreError};
 
 pub const STORE_FILE: &str = "cosigner.redb";
@@ -29,6 +30,8 @@ pub enum CosignerError {
     Store { path: PathBuf, source: StoreError },
     #[error(transparent)]
     Transport(#[from] TransportError),
+    #[error(transparent)]
+    KeyHolder(#[from] crate::key_holder::KeyHolderError),
     #[error("cosigner has no coordinator pinned: add one with `qls-cosigner pin --coordinator FP`")]
     NoCoordinator,
 }
@@ -54,7 +57,11 @@ impl Cosigner {
         let path = data_dir.join(STORE_FILE);
         let store = Store::open(&path).map_err(|source| CosignerError::Store { path, source })?;
         let endpoint = server_endpoint(&identity, config.listen, config.coordinators.iter().copied())?;
-        Ok(Self { state: Arc::new(CosignerState::new(config, identity, store)), endpoint, fault: None })
+        let mut state = CosignerState::new(config, identity, store);
+        if state.config.key_holder {
+            state = state.with_key_holder(KeyHolder::open(data_dir)?);
+        }
+        Ok(Self { state: Arc::new(state), endpoint, fault: None })
     }
 
     /// Makes this cosigner byzantine: every reply passes through `fault`.

@@ -43,7 +43,7 @@ pub enum StoreError {
     Generate(String),
 }
 
-fn db_err<E: Into<redb::Error>>(e: E) -> StoreError {
+pub(crate) fn db_err<E: Into<redb::Error>>(e: E) -> StoreError {
     StoreError::Db(e.into().to_string())
 }
 
@@ -58,6 +58,8 @@ impl Store {
         {
             txn.open_table(KEYS).map_err(db_err)?;
             txn.open_table(NONCES).map_err(db_err)?;
+            txn.open_table(crate::channel_store::CHANNELS).map_err(db_err)?;
+            txn.open_table(crate::channel_store::PAYMENTS).map_err(db_err)?;
             let mut meta = txn.open_table(META).map_err(db_err)?;
             if meta.get(NEXT_NONCE_ID).map_err(db_err)?.is_none() {
                 meta.insert(NEXT_NONCE_ID, 1).map_err(db_err)?;
@@ -65,6 +67,10 @@ impl Store {
         }
         txn.commit().map_err(db_err)?;
         Ok(Self { db })
+    }
+
+    pub(crate) fn db(&self) -> &Database {
+        &self.db
     }
 
     pub fn put_key(&self, share: &KeyShare) -> Result<(), StoreError> {

@@ -175,4 +175,6 @@ pub enum KeyHolderOutput {
     SharedSecret([u8; 32]),
     /// A recoverable signature: 64-byte compact plus recovery id.
     Recoverable { sig: Vec<u8>, recid: u8 },
+    /// A complete input witness (sweeps of P2WSH / P2WPKH outputs).
+    Witness(Vec<Vec<u8>>),
 }

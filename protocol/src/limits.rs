@@ -24,3 +24,13 @@ pub const MAX_CERT_BYTES: usize = 4096;
 pub const MAX_IDENTITY_SIG_BYTES: usize = 128;
 /// Most keys a cosigner reports in one hello.
 pub const MAX_KEYS: usize = 256;
+/// HTLCs in one commitment (BOLT 2: 483 each way).
+pub const MAX_COMMITMENT_HTLCS: usize = 966;
+/// A transaction in a channel request (sweeps, HTLC and anchor spends).
+pub const MAX_TX_BYTES: usize = 400 * 1024;
+/// Scripts, keys and other small blobs in channel requests.
+pub const MAX_SCRIPT_BYTES: usize = 10_000;
+/// Preimages revealed in one commitment update.
+pub const MAX_PREIMAGES: usize = 966;
+/// A gossip message or invoice preimage to sign.
+pub const MAX_NODE_MESSAGE_BYTES: usize = 64 * 1024;

@@ -9,6 +9,8 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
+use crate::channel::*;
+
 /// A group key id: the x-only (BIP-340) group public key, which is also the key of the
 /// group's P2TR output.
 pub type KeyId = [u8; 32];
@@ -20,6 +22,7 @@ pub type SessionId = [u8; 32];
 // ---------------------------------------------------------------- coordinator → cosigner
 
 /// A request from the coordinator to one cosigner; one per QUIC bidirectional stream.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CosignerRequest {
     /// Who are you and which group keys do you hold?
@@ -38,6 +41,16 @@ pub enum CosignerRequest {
     /// Test-only: import a trusted dealer's key package. Refused unless the cosigner's
     /// config enables it.
     ImportDealerShare { key_package: Vec<u8>, public_key_package: Vec<u8> },
+    /// Validate a channel or node-key request against this cosigner's own state and
+    /// policy; apply it and return a signed approval, or refuse with tags.
+    Approve { subject: ApprovalSubject },
+    /// Key holders only: sign `subject`, given at least the threshold of approvals from
+    /// distinct pinned cosigners over the same request and state digests (its own included).
+    KeyHolderSign { subject: ApprovalSubject, approvals: Vec<Approval> },
+    /// Key holders only: the public keys of one channel and the node id.
+    ChannelKeys { channel: ChannelKeysId },
+    /// Key holders only: the per-commitment point of our holder commitment `commitment_number`.
+    PerCommitmentPoint { channel: ChannelKeysId, commitment_number: u64 },
 }
 
 /// One DKG participant, identified by its certificate; its FROST identifier is derived
@@ -102,6 +115,8 @@ pub enum CosignerResponse {
     Hello {
         fingerprint: Fingerprint,
         keys: Vec<KeyInfo>,
+        /// Holds the node's ECDSA seed (signs legacy-channel and node-key requests).
+        key_holder: bool,
     },
     DkgRound1(DkgRound1Message),
     DkgRound2 {
@@ -123,6 +138,16 @@ pub enum CosignerResponse {
         violations: Vec<Violation>,
     },
     Imported(KeyInfo),
+    Approved {
+        approval: Approval,
+        warnings: Vec<Violation>,
+    },
+    KeyHolderSigned(KeyHolderOutput),
+    ChannelKeys {
+        info: ChannelKeysInfo,
+        node_id: Vec<u8>,
+    },
+    Point(Vec<u8>),
     Error {
         kind: ErrorKind,
         detail: String,
@@ -180,11 +205,31 @@ pub enum ErrorKind {
 // ---------------------------------------------------------------- node → coordinator
 
 /// A request from the node (client) to the coordinator.
+// One per stream, encoded once: boxing the large variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum NodeRequest {
     GroupInfo,
-    SignMessage { msg: [u8; 32] },
-    SignPsbt { psbt: Vec<u8> },
+    SignMessage {
+        msg: [u8; 32],
+    },
+    SignPsbt {
+        psbt: Vec<u8>,
+    },
+    /// A legacy-channel request: approved by the quorum, then signed by a key holder.
+    Channel {
+        channel: ChannelKeysId,
+        request: ChannelRequest,
+    },
+    /// A node-key request (ECDH, invoices, gossip, payment approval).
+    NodeKey(NodeKeyRequest),
+    ChannelKeys {
+        channel: ChannelKeysId,
+    },
+    PerCommitmentPoint {
+        channel: ChannelKeysId,
+        commitment_number: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -205,6 +250,16 @@ pub enum NodeResponse {
         refusals: Vec<CosignerRefusal>,
         report: SignReport,
     },
+    /// A key holder's output for an approved request.
+    KeyHolder {
+        output: KeyHolderOutput,
+        report: SignReport,
+    },
+    ChannelKeys {
+        info: ChannelKeysInfo,
+        node_id: Vec<u8>,
+    },
+    Point(Vec<u8>),
     Error {
         kind: ErrorKind,
         detail: String,
@@ -246,6 +301,9 @@ pub enum BlameReason {
     Unreachable,
     /// The cosigner answered with an error (e.g. consumed nonce) or an unexpected reply.
     ErrorReply,
+    /// The cosigner's channel state digest differs from the quorum's (rolled back, lagging
+    /// or forked); its approval is not counted.
+    StateDiverged,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

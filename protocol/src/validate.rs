@@ -6,6 +6,7 @@
 
 use alloc::vec::Vec;
 
+use crate::channel::*;
 use crate::limits::*;
 use crate::messages::*;
 
@@ -105,6 +106,13 @@ impl Validate for CosignerRequest {
                 at_most("key_package", key_package.len(), MAX_FROST_BLOB_BYTES)?;
                 at_most("public_key_package", public_key_package.len(), MAX_FROST_BLOB_BYTES)
             }
+            CosignerRequest::Approve { subject: s } => subject(s),
+            CosignerRequest::KeyHolderSign { subject: s, approvals } => {
+                subject(s)?;
+                at_most("approvals", approvals.len(), MAX_COSIGNERS)?;
+                approvals.iter().try_for_each(approval)
+            }
+            CosignerRequest::ChannelKeys { .. } | CosignerRequest::PerCommitmentPoint { .. } => Ok(()),
         }
     }
 }
@@ -130,6 +138,16 @@ impl Validate for CosignerResponse {
                 violations(warnings)
             }
             CosignerResponse::Refused { violations: v } => violations(v),
+            CosignerResponse::Approved { approval: a, warnings } => {
+                approval(a)?;
+                violations(warnings)
+            }
+            CosignerResponse::KeyHolderSigned(o) => output(o),
+            CosignerResponse::ChannelKeys { info, node_id } => {
+                points(&info.points)?;
+                exactly("node_id", node_id.len(), 33)
+            }
+            CosignerResponse::Point(p) => exactly("point", p.len(), 33),
             CosignerResponse::Error { detail: d, .. } => detail(d),
         }
     }
@@ -140,6 +158,9 @@ impl Validate for NodeRequest {
         match self {
             NodeRequest::GroupInfo | NodeRequest::SignMessage { .. } => Ok(()),
             NodeRequest::SignPsbt { psbt } => at_most("psbt", psbt.len(), MAX_PSBT_BYTES),
+            NodeRequest::Channel { request, .. } => channel_request(request),
+            NodeRequest::NodeKey(r) => node_key(r),
+            NodeRequest::ChannelKeys { .. } | NodeRequest::PerCommitmentPoint { .. } => Ok(()),
         }
     }
 }
@@ -167,8 +188,108 @@ impl Validate for NodeResponse {
                 refusals.iter().try_for_each(|c| violations(&c.violations))?;
                 report(r)
             }
+            NodeResponse::KeyHolder { output: o, report: r } => {
+                output(o)?;
+                report(r)
+            }
+            NodeResponse::ChannelKeys { info, node_id } => {
+                points(&info.points)?;
+                exactly("node_id", node_id.len(), 33)
+            }
+            NodeResponse::Point(p) => exactly("point", p.len(), 33),
             NodeResponse::Error { detail: d, .. } => detail(d),
         }
+    }
+}
+
+fn points(p: &ChannelPoints) -> Result<(), ValidationError> {
+    for (field, v) in [
+        ("points.funding", &p.funding),
+        ("points.revocation", &p.revocation),
+        ("points.payment", &p.payment),
+        ("points.delayed_payment", &p.delayed_payment),
+        ("points.htlc", &p.htlc),
+    ] {
+        exactly(field, v.len(), 33)?;
+    }
+    Ok(())
+}
+
+fn commitment(c: &CommitmentInfo) -> Result<(), ValidationError> {
+    exactly("commitment.per_commitment_point", c.per_commitment_point.len(), 33)?;
+    at_most("commitment.htlcs", c.htlcs.len(), MAX_COMMITMENT_HTLCS)
+}
+
+fn channel_request(r: &ChannelRequest) -> Result<(), ValidationError> {
+    match r {
+        ChannelRequest::Setup(s) => {
+            points(&s.holder)?;
+            points(&s.counterparty)?;
+            at_most("setup.channel_type", s.channel_type.len(), 64)
+        }
+        ChannelRequest::SignCounterpartyCommitment { commitment: c, outbound_preimages } => {
+            commitment(c)?;
+            at_most("outbound_preimages", outbound_preimages.len(), MAX_PREIMAGES)
+        }
+        ChannelRequest::ValidateHolderCommitment {
+            commitment: c,
+            counterparty_sig,
+            counterparty_htlc_sigs,
+            outbound_preimages,
+        } => {
+            commitment(c)?;
+            exactly("counterparty_sig", counterparty_sig.len(), 64)?;
+            blobs("counterparty_htlc_sigs", counterparty_htlc_sigs, MAX_COMMITMENT_HTLCS, 64)?;
+            at_most("outbound_preimages", outbound_preimages.len(), MAX_PREIMAGES)
+        }
+        ChannelRequest::ReleaseCommitmentSecret { .. } | ChannelRequest::ValidateCounterpartyRevocation { .. } => {
+            Ok(())
+        }
+        ChannelRequest::SignHolderCommitment { commitment: c } => commitment(c),
+        ChannelRequest::SignClosing { to_holder_script, to_counterparty_script, .. } => {
+            at_most("to_holder_script", to_holder_script.len(), MAX_SCRIPT_BYTES)?;
+            at_most("to_counterparty_script", to_counterparty_script.len(), MAX_SCRIPT_BYTES)
+        }
+        ChannelRequest::SignDelayedSweep { tx, .. }
+        | ChannelRequest::SignRemoteSweep { tx, .. }
+        | ChannelRequest::SignHolderAnchor { tx, .. }
+        | ChannelRequest::SignHolderHtlc { tx, .. } => at_most("tx", tx.len(), MAX_TX_BYTES),
+    }
+}
+
+fn node_key(r: &NodeKeyRequest) -> Result<(), ValidationError> {
+    match r {
+        NodeKeyRequest::Ecdh { other_key, .. } => exactly("other_key", other_key.len(), 33),
+        NodeKeyRequest::SignInvoice { hrp, data, .. } => {
+            at_most("hrp", hrp.len(), MAX_NODE_MESSAGE_BYTES)?;
+            at_most("data", data.len(), MAX_NODE_MESSAGE_BYTES)
+        }
+        NodeKeyRequest::SignGossip { message } => at_most("message", message.len(), MAX_NODE_MESSAGE_BYTES),
+        NodeKeyRequest::ApprovePayment { .. } => Ok(()),
+    }
+}
+
+fn subject(s: &ApprovalSubject) -> Result<(), ValidationError> {
+    match s {
+        ApprovalSubject::Channel { request, .. } => channel_request(request),
+        ApprovalSubject::Node(r) => node_key(r),
+    }
+}
+
+fn approval(a: &Approval) -> Result<(), ValidationError> {
+    at_most("approval.cert_der", a.cert_der.len(), MAX_CERT_BYTES)?;
+    at_most("approval.identity_sig", a.identity_sig.len(), MAX_IDENTITY_SIG_BYTES)
+}
+
+fn output(o: &KeyHolderOutput) -> Result<(), ValidationError> {
+    match o {
+        KeyHolderOutput::Done | KeyHolderOutput::Secret(_) | KeyHolderOutput::SharedSecret(_) => Ok(()),
+        KeyHolderOutput::Signatures { sig, htlc_sigs } => {
+            exactly("sig", sig.len(), 64)?;
+            blobs("htlc_sigs", htlc_sigs, MAX_COMMITMENT_HTLCS, 64)
+        }
+        KeyHolderOutput::Recoverable { sig, .. } => exactly("sig", sig.len(), 64),
+        KeyHolderOutput::Witness(w) => blobs("witness", w, 16, MAX_SCRIPT_BYTES),
     }
 }
 

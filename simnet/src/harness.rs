@@ -54,6 +54,8 @@ pub struct QuorumSpec {
     pub faults: Vec<Option<ReplyFault>>,
     pub request_timeout: Duration,
     pub nonce_pool_target: u32,
+    /// Cosigners (by index) holding the node's ECDSA seed; default: the first.
+    pub key_holders: Vec<usize>,
 }
 
 impl QuorumSpec {
@@ -66,6 +68,7 @@ impl QuorumSpec {
             faults: Vec::new(),
             request_timeout: Duration::from_millis(2_000),
             nonce_pool_target: 128,
+            key_holders: vec![0],
         }
     }
 }
@@ -159,6 +162,8 @@ impl Harness {
                 nonce_pool_max: 1024,
                 dkg_min_threshold: None,
                 allow_dealer_import: spec.keygen == Keygen::Dealer,
+                key_holder: spec.key_holders.contains(&i),
+                approval_threshold: Some(spec.t),
                 policy: spec.policies.get(i).cloned().unwrap_or_default(),
             };
             let mut slot = CosignerSlot {

@@ -273,6 +273,7 @@ fn build_report(
                 BlameReason::Timeout => "timeout",
                 BlameReason::Unreachable => "unreachable",
                 BlameReason::ErrorReply => "error-reply",
+                BlameReason::StateDiverged => "state-diverged",
             };
             *blamed.entry(b.cosigner.clone()).or_default().entry(reason.into()).or_default() += 1;
         }

@@ -37,21 +37,21 @@ pub enum ChannelError {
     CorruptState(&'static str),
 }
 
-pub(crate) fn point(bytes: &[u8], field: &'static str) -> Result<PublicKey, ChannelError> {
+pub fn point(bytes: &[u8], field: &'static str) -> Result<PublicKey, ChannelError> {
     if bytes.len() != 33 {
         return Err(ChannelError::BadPoint { field });
     }
     PublicKey::from_slice(bytes).map_err(|_| ChannelError::BadPoint { field })
 }
 
-pub(crate) fn signature(bytes: &[u8], field: &'static str) -> Result<Signature, ChannelError> {
+pub fn signature(bytes: &[u8], field: &'static str) -> Result<Signature, ChannelError> {
     if bytes.len() != 64 {
         return Err(ChannelError::BadSignature { field });
     }
     Signature::from_compact(bytes).map_err(|_| ChannelError::BadSignature { field })
 }
 
-pub(crate) fn transaction(bytes: &[u8], field: &'static str) -> Result<bitcoin::Transaction, ChannelError> {
+pub fn transaction(bytes: &[u8], field: &'static str) -> Result<bitcoin::Transaction, ChannelError> {
     bitcoin::consensus::deserialize(bytes).map_err(|e| ChannelError::BadTransaction { field, reason: e.to_string() })
 }
 

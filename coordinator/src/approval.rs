@@ -1,0 +1,137 @@
+//! Multi-ECDSA approval, coordinator side: asks every member to validate a channel or
+//! node-key request, groups the approvals by the state digest they carry, reports the
+//! cosigners whose digest differs from the largest group (rolled back, lagging or forked:
+//! never counted), and hands the agreeing approvals to a key holder to sign.
+//!
+//! Must never: forward approvals over different digests as one quorum, or hide a refusal
+//! or a divergence from the report.
+
+use std::collections::BTreeMap;
+
+use futures::future::join_all;
+use qls_protocol::*;
+
+use crate::quorum::{Member, Quorum};
+
+/// Why an approved request got no key holder output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApprovalFailure {
+    Refused { refusals: Vec<CosignerRefusal>, report: SignReport },
+    Unavailable { detail: String, report: SignReport },
+}
+
+fn blame(report: &mut SignReport, m: &Member, reason: BlameReason, detail: String) {
+    report.blamed.push(Blame { cosigner: m.name().to_string(), reason, detail });
+}
+
+/// Runs one approval round and the key holder's signature.
+pub async fn approve_and_sign(
+    quorum: &Quorum,
+    subject: ApprovalSubject,
+) -> Result<(KeyHolderOutput, SignReport), ApprovalFailure> {
+    let timeout = quorum.config.request_timeout;
+    let need = quorum.threshold();
+    let req = CosignerRequest::Approve { subject: subject.clone() };
+    let members = quorum.preference_order();
+    let replies = join_all(members.iter().map(|m| {
+        let req = &req;
+        async move { (m.clone(), m.link.call(req, timeout).await) }
+    }))
+    .await;
+    let mut report = SignReport { attempts: 1, ..Default::default() };
+    let mut refusals = Vec::new();
+    let mut by_state: BTreeMap<StateDigest, Vec<(std::sync::Arc<Member>, Approval)>> = BTreeMap::new();
+    for (m, reply) in replies {
+        match reply {
+            Ok(CosignerResponse::Approved { approval, warnings }) => {
+                if !warnings.is_empty() {
+                    report.warnings.push(CosignerRefusal { cosigner: m.name().to_string(), violations: warnings });
+                }
+                m.mark_up();
+                by_state.entry(approval.state).or_default().push((m, approval));
+            }
+            Ok(CosignerResponse::Refused { violations }) => {
+                refusals.push(CosignerRefusal { cosigner: m.name().to_string(), violations });
+            }
+            Ok(CosignerResponse::Error { kind, detail }) => {
+                blame(&mut report, &m, BlameReason::ErrorReply, format!("{kind:?}: {detail}"))
+            }
+            Ok(other) => blame(&mut report, &m, BlameReason::ErrorReply, format!("unexpected reply {other:?}")),
+            Err(e) => {
+                m.mark_down();
+                blame(&mut report, &m, BlameReason::Unreachable, e.to_string());
+            }
+        }
+    }
+    // The largest group of agreeing digests is the quorum's state; the rest diverged.
+    let agreed = by_state.iter().max_by_key(|(s, v)| (v.len(), s.version)).map(|(s, _)| *s);
+    let mut approvals = Vec::new();
+    for (state, group) in by_state {
+        for (m, a) in group {
+            if Some(state) == agreed {
+                approvals.push(a);
+                report.signers.push(m.name().to_string());
+            } else {
+                tracing::warn!(cosigner = %m.name(), version = state.version, "cosigner's channel state diverges from the quorum's");
+                blame(
+                    &mut report,
+                    &m,
+                    BlameReason::StateDiverged,
+                    format!(
+                        "state v{} {} vs quorum's {:?}",
+                        state.version,
+                        hex::encode(&state.digest[..8]),
+                        agreed.map(|s| s.version)
+                    ),
+                );
+            }
+        }
+    }
+    if approvals.len() < need {
+        return Err(if refusals.is_empty() {
+            ApprovalFailure::Unavailable {
+                detail: format!("{} agreeing approvals, {need} needed", approvals.len()),
+                report,
+            }
+        } else {
+            ApprovalFailure::Refused { refusals, report }
+        });
+    }
+    let sign = CosignerRequest::KeyHolderSign { subject, approvals };
+    let holders: Vec<_> = members.iter().filter(|m| m.key_holder).collect();
+    if holders.is_empty() {
+        return Err(ApprovalFailure::Unavailable { detail: "no key holder among the members".into(), report });
+    }
+    for m in holders {
+        match m.link.call(&sign, timeout).await {
+            Ok(CosignerResponse::KeyHolderSigned(output)) => return Ok((output, report)),
+            Ok(CosignerResponse::Refused { violations }) => {
+                refusals.push(CosignerRefusal { cosigner: m.name().to_string(), violations });
+            }
+            Ok(CosignerResponse::Error { kind, detail }) => {
+                blame(&mut report, m, BlameReason::ErrorReply, format!("{kind:?}: {detail}"))
+            }
+            Ok(other) => blame(&mut report, m, BlameReason::ErrorReply, format!("unexpected reply {other:?}")),
+            Err(e) => blame(&mut report, m, BlameReason::Unreachable, e.to_string()),
+        }
+    }
+    Err(if refusals.is_empty() {
+        ApprovalFailure::Unavailable { detail: "no key holder signed".into(), report }
+    } else {
+        ApprovalFailure::Refused { refusals, report }
+    })
+}
+
+/// Asks the key holders (in order) a question that needs no approval (public keys, points).
+pub async fn ask_key_holder(quorum: &Quorum, req: CosignerRequest) -> Result<CosignerResponse, String> {
+    let timeout = quorum.config.request_timeout;
+    let mut errors = Vec::new();
+    for m in quorum.members.iter().filter(|m| m.key_holder) {
+        match m.link.call(&req, timeout).await {
+            Ok(CosignerResponse::Error { kind, detail }) => errors.push(format!("{}: {kind:?}: {detail}", m.name())),
+            Ok(r) => return Ok(r),
+            Err(e) => errors.push(format!("{}: {e}", m.name())),
+        }
+    }
+    Err(if errors.is_empty() { "no key holder among the members".into() } else { errors.join("; ") })
+}

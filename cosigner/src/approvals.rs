@@ -1,0 +1,210 @@
+//! Multi-ECDSA approval, cosigner side. Every cosigner validates a channel or node-key
+//! request against its own stored state and policy, applies it (one store transaction)
+//! and returns an approval signed by its identity key over the request digest and its
+//! state digest. A key holder signs only with at least the approval threshold of valid
+//! approvals from distinct pinned cosigners over the same digests, its own included.
+//!
+//! Must never: sign as key holder for a request this cosigner did not itself approve at
+//! its current state, count an approval from an unpinned certificate, or count one
+//! cosigner twice.
+
+// Replies are built once per request; the error variant is the reply itself.
+#![allow(clippy::result_large_err)]
+
+use std::collections::BTreeSet;
+
+use bitcoin::hashes::{sha256, Hash};
+use bitcoin::secp256k1::Secp256k1;
+use qls_protocol::quic::{fingerprint, verify_identity_sig};
+use qls_protocol::*;
+use qls_signer_core::channel::{self, approval_statement, request_digest, ChannelError, ChannelState, NODE_STATE};
+use qls_signer_core::policy::{judge, Verdict};
+use qls_signer_core::wallet::wallet_script;
+
+use crate::channel_store::ChannelUpdate;
+use crate::handler::{error, store_error, violations, CosignerState, Reply};
+
+/// Payment hashes a request touches (HTLCs, revealed preimages, approvals).
+fn touched_hashes(subject: &ApprovalSubject) -> Vec<[u8; 32]> {
+    let from_info = |c: &CommitmentInfo| c.htlcs.iter().map(|h| h.payment_hash).collect::<Vec<_>>();
+    let of_preimages = |p: &[[u8; 32]]| p.iter().map(|p| sha256::Hash::hash(p).to_byte_array()).collect::<Vec<_>>();
+    match subject {
+        ApprovalSubject::Channel { request, .. } => match request {
+            ChannelRequest::SignCounterpartyCommitment { commitment, outbound_preimages }
+            | ChannelRequest::ValidateHolderCommitment { commitment, outbound_preimages, .. } => {
+                [from_info(commitment), of_preimages(outbound_preimages)].concat()
+            }
+            _ => Vec::new(),
+        },
+        ApprovalSubject::Node(NodeKeyRequest::ApprovePayment { payment_hash, .. }) => vec![*payment_hash],
+        ApprovalSubject::Node(_) => Vec::new(),
+    }
+}
+
+fn own_scripts(state: &CosignerState) -> Vec<bitcoin::ScriptBuf> {
+    state.store.keys().unwrap_or_default().iter().filter_map(|k| wallet_script(&k.key_id()).ok()).collect()
+}
+
+/// What judging a subject against the stored state gave.
+struct Judged {
+    verdict: Verdict,
+    /// Digest of this cosigner's state after the request.
+    state: StateDigest,
+    /// Whether the request changed (or would change) the stored state.
+    changed: bool,
+    channel_state: Option<ChannelState>,
+}
+
+fn channel_error(e: ChannelError) -> CosignerResponse {
+    let kind = match e {
+        ChannelError::UnknownChannel { .. } => ErrorKind::UnknownKey,
+        ChannelError::CorruptState(_) => ErrorKind::Storage,
+        _ => ErrorKind::InvalidRequest,
+    };
+    error(kind, e)
+}
+
+/// Judges `subject` and, when `persist` and the policy approves, applies it durably.
+fn judge_subject(state: &CosignerState, subject: &ApprovalSubject, persist: bool) -> Result<Judged, CosignerResponse> {
+    let digest = request_digest(subject);
+    let policy = &state.config.policy;
+    let hashes = touched_hashes(subject);
+    let scripts = own_scripts(state);
+    let secp = Secp256k1::new();
+    let ctx = channel::Context { policy, own_scripts: &scripts, secp: &secp };
+    let channel = match subject {
+        ApprovalSubject::Channel { channel, .. } => Some(channel),
+        ApprovalSubject::Node(_) => None,
+    };
+    let outcome = state
+        .store
+        .update_channel(channel, &hashes, policy.channel.max_payments, |current, index| {
+            let (violations, next, changed) = match subject {
+                ApprovalSubject::Channel { channel, request } => {
+                    if let (ChannelRequest::Setup(setup), Some(kh)) = (request, state.key_holder.as_ref()) {
+                        if !kh.owns_setup(channel, &setup.holder) {
+                            return Err(error(
+                                ErrorKind::InvalidRequest,
+                                "setup's holder keys are not the ones this key holder derives for the channel",
+                            ));
+                        }
+                    }
+                    let applied = channel::apply(channel, current.as_ref(), request, &digest, index, &ctx)
+                        .map_err(channel_error)?;
+                    (applied.violations, Some(applied.state), applied.changed)
+                }
+                ApprovalSubject::Node(NodeKeyRequest::ApprovePayment { payment_hash, amount_msat }) => {
+                    let mut v = Vec::new();
+                    let before = index.get(payment_hash).cloned();
+                    index.approve(&mut v, payment_hash, *amount_msat);
+                    let changed = index.get(payment_hash) != before.as_ref();
+                    (v, None, changed)
+                }
+                ApprovalSubject::Node(_) => (Vec::new(), None, false),
+            };
+            let verdict = judge(violations, policy);
+            let write = persist && verdict.approves() && changed;
+            let digest_after = next.as_ref().map_or(NODE_STATE, |s| s.digest);
+            Ok(ChannelUpdate {
+                state: if write { next.clone() } else { None },
+                write_payments: write,
+                result: Judged { verdict, state: digest_after, changed, channel_state: next },
+            })
+        })
+        .map_err(store_error)?;
+    outcome
+}
+
+/// Validates, applies and approves (or refuses) one request.
+pub fn approve(state: &CosignerState, subject: ApprovalSubject) -> Reply {
+    let judged = judge_subject(state, &subject, true)?;
+    if !judged.verdict.approves() {
+        tracing::info!(refused = ?judged.verdict.refused.iter().map(|v| v.tag.name()).collect::<Vec<_>>(), "policy refused a channel request");
+        return Ok(CosignerResponse::Refused { violations: violations(&judged.verdict.refused) });
+    }
+    let request = request_digest(&subject);
+    let statement = approval_statement(&request, &judged.state);
+    let identity_sig = state.identity.sign(&statement).map_err(|e| error(ErrorKind::Internal, e))?;
+    Ok(CosignerResponse::Approved {
+        approval: Approval {
+            cosigner: state.identity.fingerprint,
+            cert_der: state.identity.cert_der.to_vec(),
+            request,
+            state: judged.state,
+            identity_sig,
+        },
+        warnings: violations(&judged.verdict.warned),
+    })
+}
+
+fn approval_threshold(state: &CosignerState) -> usize {
+    state.config.approval_threshold.map_or(state.config.peers.len().div_ceil(2) + 1, usize::from)
+}
+
+/// Distinct pinned cosigners whose approvals are valid for `request` at `at`.
+fn valid_approvers(
+    state: &CosignerState,
+    approvals: &[Approval],
+    request: &[u8; 32],
+    at: &StateDigest,
+) -> BTreeSet<Fingerprint> {
+    let me = state.identity.fingerprint;
+    let statement = approval_statement(request, at);
+    approvals
+        .iter()
+        .filter(|a| a.request == *request && a.state == *at)
+        .filter(|a| fingerprint(&a.cert_der) == a.cosigner)
+        .filter(|a| a.cosigner == me || state.config.peers.contains(&a.cosigner))
+        .filter(|a| verify_identity_sig(&a.cert_der, &statement, &a.identity_sig).is_ok())
+        .map(|a| a.cosigner)
+        .collect()
+}
+
+/// Key holders only: checks the approvals and signs.
+pub fn key_holder_sign(state: &CosignerState, subject: ApprovalSubject, approvals: Vec<Approval>) -> Reply {
+    let Some(kh) = state.key_holder.as_ref() else {
+        return Err(error(ErrorKind::Forbidden, "this cosigner is not a key holder"));
+    };
+    let judged = judge_subject(state, &subject, false)?;
+    if !judged.verdict.approves() {
+        return Ok(CosignerResponse::Refused { violations: violations(&judged.verdict.refused) });
+    }
+    if judged.changed {
+        return Err(error(ErrorKind::Forbidden, "this key holder has not approved the request at its current state"));
+    }
+    let request = request_digest(&subject);
+    let approvers = valid_approvers(state, &approvals, &request, &judged.state);
+    let need = approval_threshold(state);
+    if !approvers.contains(&state.identity.fingerprint) || approvers.len() < need {
+        return Err(error(
+            ErrorKind::Forbidden,
+            format!(
+                "{} valid approvals at state v{} (own included: {}), {need} needed",
+                approvers.len(),
+                judged.state.version,
+                approvers.contains(&state.identity.fingerprint)
+            ),
+        ));
+    }
+    let output = match &subject {
+        ApprovalSubject::Channel { channel, request } => {
+            kh.sign_channel(channel, judged.channel_state.as_ref(), request)
+        }
+        ApprovalSubject::Node(r) => kh.sign_node(r),
+    }
+    .map_err(|e| error(ErrorKind::Internal, e))?;
+    Ok(CosignerResponse::KeyHolderSigned(output))
+}
+
+pub fn channel_keys(state: &CosignerState, channel: &ChannelKeysId) -> Reply {
+    let kh =
+        state.key_holder.as_ref().ok_or_else(|| error(ErrorKind::Forbidden, "this cosigner is not a key holder"))?;
+    Ok(CosignerResponse::ChannelKeys { info: kh.channel_keys(channel), node_id: kh.node_id().serialize().to_vec() })
+}
+
+pub fn per_commitment_point(state: &CosignerState, channel: &ChannelKeysId, n: u64) -> Reply {
+    let kh =
+        state.key_holder.as_ref().ok_or_else(|| error(ErrorKind::Forbidden, "this cosigner is not a key holder"))?;
+    let p = kh.per_commitment_point(channel, n).map_err(|e| error(ErrorKind::Internal, e))?;
+    Ok(CosignerResponse::Point(p.serialize().to_vec()))
+}

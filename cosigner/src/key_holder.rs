@@ -1,0 +1,290 @@
+//! The key holder role: this cosigner holds the node's ECDSA seed (`node-seed`, 32 bytes,
+//! created on first start, mode 0600) and signs legacy-channel and node-key requests with
+//! LDK's `KeysManager` / `InMemorySigner` — only after `approvals` checked a quorum.
+//!
+//! Channel keys derive deterministically from the seed and LDK's `channel_keys_id`, so the
+//! seed is the whole secret: back it up like one, and never commit it.
+//!
+//! Must never: sign anything not rebuilt from this cosigner's own stored channel state, or
+//! be called for a request whose approvals were not verified.
+
+use std::io::Write;
+use std::path::Path;
+
+use bitcoin::hashes::{sha256, sha256d, Hash};
+use bitcoin::secp256k1::{ecdh::SharedSecret, All, Message, PublicKey, Scalar, Secp256k1};
+use lightning::chain::transaction::OutPoint;
+use lightning::ln::chan_utils::{ClosingTransaction, HolderCommitmentTransaction, TxCreationKeys};
+use lightning::ln::channel_keys::RevocationKey;
+use lightning::sign::ecdsa::EcdsaChannelSigner;
+use lightning::sign::{
+    ChannelDerivationParameters, ChannelSigner, DelayedPaymentOutputDescriptor, HTLCDescriptor, InMemorySigner,
+    KeysManager, NodeSigner, Recipient,
+};
+use lightning::types::payment::PaymentPreimage;
+use qls_protocol::{ChannelKeysId, ChannelKeysInfo, ChannelRequest, KeyHolderOutput, NodeKeyRequest};
+use qls_signer_core::channel::parse::{self, Broadcaster};
+use qls_signer_core::channel::ChannelState;
+
+pub const SEED_FILE: &str = "node-seed";
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyHolderError {
+    #[error("node seed {path}: {source}")]
+    Seed { path: String, source: std::io::Error },
+    #[error("node seed {0} is not 32 bytes")]
+    SeedLength(String),
+    #[error("channel {0} has no stored state")]
+    NoState(String),
+    #[error("cannot rebuild the transaction: {0}")]
+    Rebuild(String),
+    #[error("LDK signer refused: {0}")]
+    Signer(&'static str),
+}
+
+pub struct KeyHolder {
+    keys: KeysManager,
+    secp: Secp256k1<All>,
+}
+
+fn sig_output(
+    sig: bitcoin::secp256k1::ecdsa::Signature,
+    htlc_sigs: &[bitcoin::secp256k1::ecdsa::Signature],
+) -> KeyHolderOutput {
+    KeyHolderOutput::Signatures {
+        sig: sig.serialize_compact().to_vec(),
+        htlc_sigs: htlc_sigs.iter().map(|s| s.serialize_compact().to_vec()).collect(),
+    }
+}
+
+impl KeyHolder {
+    /// Loads the seed from `data_dir`, creating it (random, 0600) if absent.
+    pub fn open(data_dir: &Path) -> Result<Self, KeyHolderError> {
+        let path = data_dir.join(SEED_FILE);
+        let err = |source| KeyHolderError::Seed { path: path.display().to_string(), source };
+        let seed: [u8; 32] = match std::fs::read(&path) {
+            Ok(bytes) => bytes.try_into().map_err(|_| KeyHolderError::SeedLength(path.display().to_string()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let seed: [u8; 32] = rand::random();
+                let mut opts = std::fs::OpenOptions::new();
+                opts.write(true).create_new(true);
+                #[cfg(unix)]
+                std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+                let mut f = opts.open(&path).map_err(err)?;
+                f.write_all(&seed).and_then(|_| f.sync_all()).map_err(err)?;
+                seed
+            }
+            Err(e) => return Err(err(e)),
+        };
+        Ok(Self::from_seed(&seed))
+    }
+
+    pub fn from_seed(seed: &[u8; 32]) -> Self {
+        // The starting time only seeds LDK's internal PRNG; channel keys depend on the seed.
+        Self { keys: KeysManager::new(seed, 0, 0, true), secp: Secp256k1::new() }
+    }
+
+    pub fn node_id(&self) -> PublicKey {
+        PublicKey::from_secret_key(&self.secp, &self.keys.get_node_secret_key())
+    }
+
+    fn signer(&self, channel: &ChannelKeysId) -> InMemorySigner {
+        self.keys.derive_channel_keys(channel)
+    }
+
+    pub fn channel_keys(&self, channel: &ChannelKeysId) -> ChannelKeysInfo {
+        ChannelKeysInfo { channel: *channel, points: parse::channel_points(&self.signer(channel).pubkeys(&self.secp)) }
+    }
+
+    pub fn per_commitment_point(&self, channel: &ChannelKeysId, n: u64) -> Result<PublicKey, KeyHolderError> {
+        self.signer(channel)
+            .get_per_commitment_point(n, &self.secp)
+            .map_err(|_| KeyHolderError::Signer("per-commitment point"))
+    }
+
+    /// Whether the setup's holder keys are the ones this seed derives for `channel`.
+    pub fn owns_setup(&self, channel: &ChannelKeysId, holder: &qls_protocol::ChannelPoints) -> bool {
+        self.channel_keys(channel).points == *holder
+    }
+
+    /// Signs an approved channel request from the stored state `state`.
+    pub fn sign_channel(
+        &self,
+        channel: &ChannelKeysId,
+        state: Option<&ChannelState>,
+        request: &ChannelRequest,
+    ) -> Result<KeyHolderOutput, KeyHolderError> {
+        let secp = &self.secp;
+        let state = state.ok_or_else(|| KeyHolderError::NoState(hex::encode(&channel[..8])))?;
+        let params = parse::transaction_parameters(&state.setup).map_err(|e| KeyHolderError::Rebuild(e.to_string()))?;
+        let signer = self.signer(channel);
+        let rebuild =
+            |info, b| parse::commitment(&params, info, b, secp).map_err(|e| KeyHolderError::Rebuild(e.to_string()));
+        match request {
+            ChannelRequest::Setup(_)
+            | ChannelRequest::ValidateHolderCommitment { .. }
+            | ChannelRequest::ValidateCounterpartyRevocation { .. } => Ok(KeyHolderOutput::Done),
+            ChannelRequest::SignCounterpartyCommitment { commitment, outbound_preimages } => {
+                let tx = rebuild(commitment, Broadcaster::Counterparty)?;
+                let pre = outbound_preimages.iter().map(|p| PaymentPreimage(*p)).collect();
+                let (sig, htlc_sigs) = signer
+                    .sign_counterparty_commitment(&params, &tx, Vec::new(), pre, secp)
+                    .map_err(|_| KeyHolderError::Signer("counterparty commitment"))?;
+                Ok(sig_output(sig, &htlc_sigs))
+            }
+            ChannelRequest::ReleaseCommitmentSecret { commitment_number } => signer
+                .release_commitment_secret(*commitment_number)
+                .map(KeyHolderOutput::Secret)
+                .map_err(|_| KeyHolderError::Signer("release secret")),
+            ChannelRequest::SignHolderCommitment { .. } => {
+                let latest = state.holder.latest.as_ref().ok_or(KeyHolderError::Signer("no holder commitment"))?;
+                let tx = rebuild(&latest.info, Broadcaster::Holder)?;
+                let parse_sig = |b: &[u8]| {
+                    parse::signature(b, "stored signature").map_err(|e| KeyHolderError::Rebuild(e.to_string()))
+                };
+                let cp_sig = parse_sig(&latest.counterparty_sig)?;
+                let htlc_sigs =
+                    latest.counterparty_htlc_sigs.iter().map(|s| parse_sig(s)).collect::<Result<Vec<_>, _>>()?;
+                let cp_funding =
+                    params.counterparty_pubkeys().ok_or(KeyHolderError::Signer("no counterparty keys"))?.funding_pubkey;
+                let htx = HolderCommitmentTransaction::new(
+                    tx,
+                    cp_sig,
+                    htlc_sigs,
+                    &params.holder_pubkeys.funding_pubkey,
+                    &cp_funding,
+                );
+                let sig = signer
+                    .sign_holder_commitment(&params, &htx, secp)
+                    .map_err(|_| KeyHolderError::Signer("holder commitment"))?;
+                Ok(sig_output(sig, &[]))
+            }
+            ChannelRequest::SignClosing {
+                to_holder_sat,
+                to_counterparty_sat,
+                to_holder_script,
+                to_counterparty_script,
+            } => {
+                let outpoint = params.funding_outpoint.ok_or(KeyHolderError::Signer("no funding outpoint"))?;
+                let ct = ClosingTransaction::new(
+                    *to_holder_sat,
+                    *to_counterparty_sat,
+                    bitcoin::ScriptBuf::from_bytes(to_holder_script.clone()),
+                    bitcoin::ScriptBuf::from_bytes(to_counterparty_script.clone()),
+                    outpoint.into_bitcoin_outpoint(),
+                );
+                let sig = signer
+                    .sign_closing_transaction(&params, &ct, secp)
+                    .map_err(|_| KeyHolderError::Signer("closing"))?;
+                Ok(sig_output(sig, &[]))
+            }
+            ChannelRequest::SignHolderAnchor { tx, input } => {
+                let tx = parse::transaction(tx, "transaction").map_err(|e| KeyHolderError::Rebuild(e.to_string()))?;
+                let sig = signer
+                    .sign_holder_keyed_anchor_input(&params, &tx, *input as usize, secp)
+                    .map_err(|_| KeyHolderError::Signer("anchor"))?;
+                Ok(sig_output(sig, &[]))
+            }
+            ChannelRequest::SignDelayedSweep { tx, input, .. } => {
+                let spend =
+                    parse::transaction(tx, "transaction").map_err(|e| KeyHolderError::Rebuild(e.to_string()))?;
+                let latest = state.holder.latest.as_ref().ok_or(KeyHolderError::Signer("no holder commitment"))?;
+                let commitment = rebuild(&latest.info, Broadcaster::Holder)?;
+                let trusted = commitment.trust();
+                let vout = trusted.revokeable_output_index().ok_or(KeyHolderError::Signer("no to_local output"))?;
+                let built = trusted.built_transaction();
+                let keys: &TxCreationKeys = trusted.keys();
+                let descriptor = DelayedPaymentOutputDescriptor {
+                    outpoint: OutPoint { txid: built.txid, index: vout as u16 },
+                    per_commitment_point: keys.per_commitment_point,
+                    to_self_delay: params.as_holder_broadcastable().contest_delay(),
+                    output: built.transaction.output[vout].clone(),
+                    revocation_pubkey: RevocationKey(keys.revocation_key.to_public_key()),
+                    channel_keys_id: *channel,
+                    channel_value_satoshis: state.setup.channel_value_sat,
+                    channel_transaction_parameters: Some(params.clone()),
+                };
+                let w = signer
+                    .sign_dynamic_p2wsh_input(&spend, *input as usize, &descriptor, secp)
+                    .map_err(|_| KeyHolderError::Signer("to_local sweep"))?;
+                Ok(KeyHolderOutput::Witness(w.to_vec()))
+            }
+            ChannelRequest::SignHolderHtlc { tx, input, htlc, preimage, .. } => {
+                let spend =
+                    parse::transaction(tx, "transaction").map_err(|e| KeyHolderError::Rebuild(e.to_string()))?;
+                let latest = state.holder.latest.as_ref().ok_or(KeyHolderError::Signer("no holder commitment"))?;
+                let commitment = rebuild(&latest.info, Broadcaster::Holder)?;
+                let trusted = commitment.trust();
+                let (i, found) = commitment
+                    .nondust_htlcs()
+                    .iter()
+                    .enumerate()
+                    .find(|(_, h)| {
+                        h.offered == htlc.offered
+                            && h.amount_msat == htlc.amount_msat
+                            && h.cltv_expiry == htlc.cltv_expiry
+                            && h.payment_hash.0 == htlc.payment_hash
+                    })
+                    .ok_or(KeyHolderError::Signer("HTLC not in the commitment"))?;
+                let cp_sig = latest
+                    .counterparty_htlc_sigs
+                    .get(i)
+                    .ok_or(KeyHolderError::Signer("no counterparty HTLC signature"))
+                    .and_then(|b| {
+                        parse::signature(b, "stored signature")
+                            .map_err(|_| KeyHolderError::Signer("bad stored signature"))
+                    })?;
+                let descriptor = HTLCDescriptor {
+                    channel_derivation_parameters: ChannelDerivationParameters {
+                        value_satoshis: state.setup.channel_value_sat,
+                        keys_id: *channel,
+                        transaction_parameters: params.clone(),
+                    },
+                    commitment_txid: trusted.txid(),
+                    per_commitment_number: latest.info.commitment_number,
+                    per_commitment_point: trusted.keys().per_commitment_point,
+                    feerate_per_kw: latest.info.feerate_per_kw,
+                    htlc: found.clone(),
+                    preimage: preimage.map(PaymentPreimage),
+                    counterparty_sig: cp_sig,
+                };
+                let sig = signer
+                    .sign_holder_htlc_transaction(&spend, *input as usize, &descriptor, secp)
+                    .map_err(|_| KeyHolderError::Signer("holder HTLC"))?;
+                Ok(sig_output(sig, &[]))
+            }
+            ChannelRequest::SignRemoteSweep { .. } => {
+                Err(KeyHolderError::Signer("remote sweeps are not supported yet"))
+            }
+        }
+    }
+
+    /// Signs an approved node-key request.
+    pub fn sign_node(&self, request: &NodeKeyRequest) -> Result<KeyHolderOutput, KeyHolderError> {
+        match request {
+            NodeKeyRequest::Ecdh { other_key, tweak } => {
+                let other = PublicKey::from_slice(other_key).map_err(|_| KeyHolderError::Signer("ECDH key"))?;
+                let tweak =
+                    tweak.map(Scalar::from_be_bytes).transpose().map_err(|_| KeyHolderError::Signer("ECDH tweak"))?;
+                let s: SharedSecret = self
+                    .keys
+                    .ecdh(Recipient::Node, &other, tweak.as_ref())
+                    .map_err(|_| KeyHolderError::Signer("ECDH"))?;
+                Ok(KeyHolderOutput::SharedSecret(s.secret_bytes()))
+            }
+            NodeKeyRequest::SignInvoice { hrp, data, .. } => {
+                let hash = sha256::Hash::hash(&[hrp.as_slice(), data.as_slice()].concat()).to_byte_array();
+                let sig =
+                    self.secp.sign_ecdsa_recoverable(&Message::from_digest(hash), &self.keys.get_node_secret_key());
+                let (recid, bytes) = sig.serialize_compact();
+                Ok(KeyHolderOutput::Recoverable { sig: bytes.to_vec(), recid: recid.to_i32() as u8 })
+            }
+            NodeKeyRequest::SignGossip { message } => {
+                let hash = sha256d::Hash::hash(message).to_byte_array();
+                let sig = self.secp.sign_ecdsa(&Message::from_digest(hash), &self.keys.get_node_secret_key());
+                Ok(sig_output(sig, &[]))
+            }
+            NodeKeyRequest::ApprovePayment { .. } => Ok(KeyHolderOutput::Done),
+        }
+    }
+}

@@ -1,0 +1,468 @@
+//! Legacy (anchor) channel requests through the real quorum over QUIC: 3 cosigners, t = 2,
+//! c1 the key holder. The test plays the channel counterparty with its own keys and an
+//! attacker holding the node, talking to the coordinator as the node would.
+//!
+//! Every signature the quorum returns is checked with libsecp256k1 against the
+//! transaction rebuilt by LDK's `chan_utils`; the force-close commitment is checked with
+//! Bitcoin Core's script interpreter (`bitcoinconsensus`).
+
+use bitcoin::hashes::{sha256, Hash};
+use bitcoin::secp256k1::{All, Message, PublicKey, Secp256k1, SecretKey};
+use bitcoin::sighash::{EcdsaSighashType, SighashCache};
+use bitcoin::{Amount, ScriptBuf, Witness};
+use lightning::ln::chan_utils::{
+    build_commitment_secret, build_htlc_transaction, derive_private_key, get_htlc_redeemscript,
+    make_funding_redeemscript,
+};
+use lightning::types::features::ChannelTypeFeatures;
+use qls_coordinator::client::NodeClient;
+use qls_protocol::*;
+use qls_signer_core::channel::parse::{self, Broadcaster};
+use qls_signer_core::channel::state::INITIAL_COMMITMENT_NUMBER as N0;
+use qls_signer_core::policy::PolicyConfig;
+use qls_signer_core::wallet::wallet_script;
+use qls_simnet::harness::{Harness, QuorumSpec};
+
+const VALUE: u64 = 1_000_000;
+const FEERATE: u32 = 1000;
+const DELAY: u16 = 144;
+const CHANNEL: ChannelKeysId = [0x42; 32];
+
+/// The counterparty: single keys, plain BOLT 3.
+struct Counterparty {
+    secp: Secp256k1<All>,
+    funding: SecretKey,
+    htlc: SecretKey,
+    base: [SecretKey; 3],
+    seed: [u8; 32],
+}
+
+impl Counterparty {
+    fn new() -> Self {
+        let k = |b: u8| SecretKey::from_slice(&[b; 32]).unwrap();
+        Self {
+            secp: Secp256k1::new(),
+            funding: k(0x11),
+            htlc: k(0x12),
+            base: [k(0x13), k(0x14), k(0x15)],
+            seed: [0x16; 32],
+        }
+    }
+    fn points(&self) -> ChannelPoints {
+        let p = |s: &SecretKey| PublicKey::from_secret_key(&self.secp, s).serialize().to_vec();
+        ChannelPoints {
+            funding: p(&self.funding),
+            revocation: p(&self.base[0]),
+            payment: p(&self.base[1]),
+            delayed_payment: p(&self.base[2]),
+            htlc: p(&self.htlc),
+        }
+    }
+    fn secret(&self, n: u64) -> [u8; 32] {
+        build_commitment_secret(&self.seed, n)
+    }
+    fn point(&self, n: u64) -> Vec<u8> {
+        PublicKey::from_secret_key(&self.secp, &SecretKey::from_slice(&self.secret(n)).unwrap()).serialize().to_vec()
+    }
+}
+
+struct Channel {
+    cp: Counterparty,
+    setup: ChannelSetup,
+    client: NodeClient,
+}
+
+fn fee(n: usize) -> u64 {
+    u64::from(FEERATE) * (1124 + 172 * n as u64) / 1000
+}
+
+fn ours_sat(n_htlcs: usize, htlc_sat: u64, theirs: u64) -> u64 {
+    VALUE - fee(n_htlcs) - 660 - htlc_sat - theirs
+}
+
+fn htlc(offered: bool, sat: u64, tag: u8) -> HtlcInfo {
+    HtlcInfo {
+        offered,
+        amount_msat: sat * 1000,
+        cltv_expiry: 600_000,
+        payment_hash: sha256::Hash::hash(&[tag; 32]).to_byte_array(),
+    }
+}
+
+fn wallet(h: &Harness) -> ScriptBuf {
+    wallet_script(&h.quorum.key.key_id).unwrap()
+}
+
+impl Channel {
+    async fn open(h: &Harness) -> Self {
+        let client = h.client().await.unwrap();
+        let (keys, node_id) = client.channel_keys(CHANNEL).await.unwrap();
+        assert_eq!(node_id.len(), 33);
+        let cp = Counterparty::new();
+        let setup = ChannelSetup {
+            channel_value_sat: VALUE,
+            funding_txid: [0x77; 32],
+            funding_vout: 0,
+            is_outbound: true,
+            holder_selected_contest_delay: DELAY,
+            counterparty_selected_contest_delay: DELAY,
+            holder: keys.points,
+            counterparty: cp.points(),
+            channel_type: ChannelTypeFeatures::anchors_zero_htlc_fee_and_dependencies().le_flags().to_vec(),
+        };
+        let ch = Self { cp, setup, client };
+        ch.ok(ChannelRequest::Setup(ch.setup.clone())).await;
+        let ours = ours_sat(0, 0, 0);
+        ch.sign_cp(ch.cp_info(N0, 0, ours, vec![]), vec![]).await;
+        ch.ok(ch.validate_req(ch.holder_info(N0, ours, 0, vec![]).await, vec![])).await;
+        ch
+    }
+
+    async fn ok(&self, req: ChannelRequest) -> KeyHolderOutput {
+        let (out, report) = self.client.channel(CHANNEL, req).await.expect("honest request signed");
+        assert!(report.blamed.is_empty(), "{report:?}");
+        out
+    }
+
+    /// Refused, with `tag`, by every honest cosigner asked.
+    async fn refused(&self, req: ChannelRequest, tag: &str, honest: &[&str]) {
+        match self.client.call(&NodeRequest::Channel { channel: CHANNEL, request: req }).await.unwrap() {
+            NodeResponse::Refused { refusals, .. } => {
+                for name in honest {
+                    let r = refusals
+                        .iter()
+                        .find(|r| r.cosigner == *name)
+                        .unwrap_or_else(|| panic!("{name} did not refuse: {refusals:?}"));
+                    assert!(r.violations.iter().any(|v| v.tag == tag), "{name}: {:?}", r.violations);
+                }
+            }
+            other => panic!("expected a refusal with {tag}, got {other:?}"),
+        }
+    }
+
+    fn cp_info(&self, n: u64, theirs: u64, ours: u64, htlcs: Vec<HtlcInfo>) -> CommitmentInfo {
+        CommitmentInfo {
+            commitment_number: n,
+            per_commitment_point: self.cp.point(n),
+            to_broadcaster_sat: theirs,
+            to_countersignatory_sat: ours,
+            feerate_per_kw: FEERATE,
+            htlcs,
+        }
+    }
+
+    async fn holder_info(&self, n: u64, ours: u64, theirs: u64, htlcs: Vec<HtlcInfo>) -> CommitmentInfo {
+        CommitmentInfo {
+            commitment_number: n,
+            per_commitment_point: self.client.per_commitment_point(CHANNEL, n).await.unwrap(),
+            to_broadcaster_sat: ours,
+            to_countersignatory_sat: theirs,
+            feerate_per_kw: FEERATE,
+            htlcs,
+        }
+    }
+
+    fn funding_script(&self) -> ScriptBuf {
+        make_funding_redeemscript(
+            &PublicKey::from_slice(&self.setup.holder.funding).unwrap(),
+            &PublicKey::from_slice(&self.setup.counterparty.funding).unwrap(),
+        )
+    }
+
+    /// Signs their commitment through the quorum and checks the signature independently.
+    async fn sign_cp(&self, info: CommitmentInfo, preimages: Vec<[u8; 32]>) {
+        let out = self
+            .ok(ChannelRequest::SignCounterpartyCommitment { commitment: info.clone(), outbound_preimages: preimages })
+            .await;
+        let KeyHolderOutput::Signatures { sig, htlc_sigs } = out else { panic!("{out:?}") };
+        let params = parse::transaction_parameters(&self.setup).unwrap();
+        let tx = parse::commitment(&params, &info, Broadcaster::Counterparty, &self.cp.secp).unwrap();
+        let sighash = tx.trust().built_transaction().get_sighash_all(&self.funding_script(), VALUE);
+        let sig = bitcoin::secp256k1::ecdsa::Signature::from_compact(&sig).unwrap();
+        let holder_funding = PublicKey::from_slice(&self.setup.holder.funding).unwrap();
+        assert!(
+            self.cp.secp.verify_ecdsa(&sighash, &sig, &holder_funding).is_ok(),
+            "libsecp256k1 rejects the commitment signature"
+        );
+        assert_eq!(htlc_sigs.len(), info.htlcs.len());
+    }
+
+    fn validate_req(&self, info: CommitmentInfo, preimages: Vec<[u8; 32]>) -> ChannelRequest {
+        let secp = &self.cp.secp;
+        let params = parse::transaction_parameters(&self.setup).unwrap();
+        let tx = parse::commitment(&params, &info, Broadcaster::Holder, secp).unwrap();
+        let trusted = tx.trust();
+        let sighash = trusted.built_transaction().get_sighash_all(&self.funding_script(), VALUE);
+        let sig = secp.sign_ecdsa(&sighash, &self.cp.funding).serialize_compact().to_vec();
+        let pcp = PublicKey::from_slice(&info.per_commitment_point).unwrap();
+        let htlc_key = derive_private_key(secp, &pcp, &self.cp.htlc);
+        let keys = trusted.keys();
+        let htlc_sigs = tx
+            .nondust_htlcs()
+            .iter()
+            .map(|h| {
+                let t = build_htlc_transaction(
+                    &trusted.txid(),
+                    FEERATE,
+                    DELAY,
+                    h,
+                    &params.channel_type_features,
+                    &keys.broadcaster_delayed_payment_key,
+                    &keys.revocation_key,
+                );
+                let s = get_htlc_redeemscript(h, &params.channel_type_features, keys);
+                let hash = SighashCache::new(&t)
+                    .p2wsh_signature_hash(0, &s, h.to_bitcoin_amount(), EcdsaSighashType::SinglePlusAnyoneCanPay)
+                    .unwrap();
+                secp.sign_ecdsa(&Message::from_digest(hash.to_byte_array()), &htlc_key).serialize_compact().to_vec()
+            })
+            .collect();
+        ChannelRequest::ValidateHolderCommitment {
+            commitment: info,
+            counterparty_sig: sig,
+            counterparty_htlc_sigs: htlc_sigs,
+            outbound_preimages: preimages,
+        }
+    }
+
+    /// A full update round: their commitment, ours, our revocation, theirs.
+    async fn round(&self, n: u64, ours: u64, theirs: u64, cp_htlcs: Vec<HtlcInfo>, preimages: Vec<[u8; 32]>) {
+        let holder_htlcs: Vec<HtlcInfo> =
+            cp_htlcs.iter().map(|h| HtlcInfo { offered: !h.offered, ..h.clone() }).collect();
+        self.sign_cp(self.cp_info(n, theirs, ours, cp_htlcs), preimages.clone()).await;
+        self.ok(self.validate_req(self.holder_info(n, ours, theirs, holder_htlcs).await, preimages)).await;
+        let KeyHolderOutput::Secret(secret) =
+            self.ok(ChannelRequest::ReleaseCommitmentSecret { commitment_number: n + 1 }).await
+        else {
+            panic!("no secret")
+        };
+        let point = self.client.per_commitment_point(CHANNEL, n + 1).await.unwrap();
+        let derived = PublicKey::from_secret_key(&self.cp.secp, &SecretKey::from_slice(&secret).unwrap());
+        assert_eq!(derived.serialize().to_vec(), point, "released secret matches the published point");
+        self.ok(ChannelRequest::ValidateCounterpartyRevocation {
+            commitment_number: n + 1,
+            secret: self.cp.secret(n + 1),
+        })
+        .await;
+    }
+
+    async fn latest_holder(&self, n: u64, ours: u64, theirs: u64, htlcs: Vec<HtlcInfo>) -> CommitmentInfo {
+        self.holder_info(n, ours, theirs, htlcs).await
+    }
+}
+
+async fn approve_payment(ch: &Channel, tag: u8, sat: u64) {
+    let hash = sha256::Hash::hash(&[tag; 32]).to_byte_array();
+    let (out, _) = ch
+        .client
+        .node_key(NodeKeyRequest::ApprovePayment { payment_hash: hash, amount_msat: sat * 1000 })
+        .await
+        .unwrap();
+    assert_eq!(out, KeyHolderOutput::Done);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn honest_updates_are_signed_and_a_compromised_node_cannot_drain() {
+    let h = Harness::start(QuorumSpec::new(3, 2)).await.unwrap();
+    let ch = Channel::open(&h).await;
+    let all = ["c1", "c2", "c3"];
+
+    // An approved payment goes out and settles.
+    approve_payment(&ch, 1, 100_000).await;
+    ch.round(N0 - 1, ours_sat(1, 100_000, 0), 0, vec![htlc(false, 100_000, 1)], vec![]).await;
+    ch.round(N0 - 2, ours_sat(0, 0, 100_000), 100_000, vec![], vec![[1; 32]]).await;
+
+    // Attacks, each refused with its tag by every cosigner.
+    let ours = ours_sat(0, 0, 100_000);
+    ch.refused(
+        ch.cp_info(N0 - 3, 100_000, ours, vec![htlc(false, 50_000, 9)]).pipe_sign(),
+        "policy-routing-unbalanced",
+        &all,
+    )
+    .await;
+    approve_payment(&ch, 2, 10_000).await;
+    ch.refused(
+        ch.cp_info(N0 - 3, 100_000, ours_sat(1, 20_000, 100_000), vec![htlc(false, 20_000, 2)]).pipe_sign(),
+        "policy-invoice-overpaid",
+        &all,
+    )
+    .await;
+    ch.refused(
+        ChannelRequest::SignCounterpartyCommitment {
+            commitment: ch.cp_info(N0 - 3, 100_000, ours_sat(1, 10_000, 100_000), vec![htlc(false, 10_000, 1)]),
+            outbound_preimages: vec![],
+        },
+        "policy-invoice-paid-twice",
+        &all,
+    )
+    .await;
+    ch.refused(
+        ChannelRequest::SignCounterpartyCommitment {
+            commitment: ch.cp_info(N0 - 3, 300_000, ours - 200_000, vec![]),
+            outbound_preimages: vec![],
+        },
+        "policy-commitment-holder-balance",
+        &all,
+    )
+    .await;
+    ch.refused(
+        ChannelRequest::ReleaseCommitmentSecret { commitment_number: N0 - 2 },
+        "policy-revoke-before-next-commitment",
+        &all,
+    )
+    .await;
+    let revoked = ch.latest_holder(N0 - 1, ours_sat(1, 100_000, 0), 0, vec![htlc(true, 100_000, 1)]).await;
+    ch.refused(ChannelRequest::SignHolderCommitment { commitment: revoked }, "policy-commitment-holder-revoked", &all)
+        .await;
+    let foreign = ScriptBuf::new_p2wpkh(&bitcoin::WPubkeyHash::hash(b"attacker"));
+    let close = |to: &ScriptBuf| ChannelRequest::SignClosing {
+        to_holder_sat: ours + 1124 + 660 - 500,
+        to_counterparty_sat: 100_000,
+        to_holder_script: to.to_bytes(),
+        to_counterparty_script: foreign.to_bytes(),
+    };
+    ch.refused(close(&foreign), "policy-close-destination", &all).await;
+    let mut wrong_keys = ch.cp_info(N0 - 3, 100_000, ours, vec![]);
+    wrong_keys.per_commitment_point = ch.cp.point(7);
+    let req = ch.validate_req(ch.holder_info(N0 - 3, ours, 100_000, vec![]).await, vec![]);
+    let ChannelRequest::ValidateHolderCommitment { commitment, counterparty_htlc_sigs, outbound_preimages, .. } =
+        req.clone()
+    else {
+        unreachable!()
+    };
+    let bad_sig = ChannelRequest::ValidateHolderCommitment {
+        commitment,
+        counterparty_sig: vec![1; 64],
+        counterparty_htlc_sigs,
+        outbound_preimages,
+    };
+    match ch.client.call(&NodeRequest::Channel { channel: CHANNEL, request: bad_sig }).await.unwrap() {
+        NodeResponse::Refused { .. } | NodeResponse::Error { .. } => {}
+        other => panic!("a holder commitment with a bad signature was accepted: {other:?}"),
+    }
+
+    // The honest close to our wallet is signed; the transaction verifies in Bitcoin Core.
+    let out = ch.ok(close(&wallet(&h))).await;
+    assert!(matches!(out, KeyHolderOutput::Signatures { .. }));
+    h.shutdown().await;
+}
+
+trait PipeSign {
+    fn pipe_sign(self) -> ChannelRequest;
+}
+impl PipeSign for CommitmentInfo {
+    fn pipe_sign(self) -> ChannelRequest {
+        ChannelRequest::SignCounterpartyCommitment { commitment: self, outbound_preimages: vec![] }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn force_close_commitment_passes_bitcoin_core_and_sweep_to_foreign_script_is_refused() {
+    let h = Harness::start(QuorumSpec::new(3, 2)).await.unwrap();
+    let ch = Channel::open(&h).await;
+    let ours = ours_sat(0, 0, 0);
+    let latest = ch.holder_info(N0, ours, 0, vec![]).await;
+    let KeyHolderOutput::Signatures { sig, .. } =
+        ch.ok(ChannelRequest::SignHolderCommitment { commitment: latest.clone() }).await
+    else {
+        panic!()
+    };
+    // Assemble the 2-of-2 witness and run Bitcoin Core's interpreter on the funding spend.
+    let params = parse::transaction_parameters(&ch.setup).unwrap();
+    let commitment = parse::commitment(&params, &latest, Broadcaster::Holder, &ch.cp.secp).unwrap();
+    let trusted = commitment.trust();
+    let mut tx = trusted.built_transaction().transaction.clone();
+    let sighash = trusted.built_transaction().get_sighash_all(&ch.funding_script(), VALUE);
+    let cp_sig = ch.cp.secp.sign_ecdsa(&sighash, &ch.cp.funding);
+    let holder_sig = bitcoin::secp256k1::ecdsa::Signature::from_compact(&sig).unwrap();
+    let (first, second) = if ch.setup.holder.funding < ch.setup.counterparty.funding {
+        (holder_sig, cp_sig)
+    } else {
+        (cp_sig, holder_sig)
+    };
+    let mut w = Witness::new();
+    w.push(Vec::new());
+    w.push_ecdsa_signature(&bitcoin::ecdsa::Signature::sighash_all(first));
+    w.push_ecdsa_signature(&bitcoin::ecdsa::Signature::sighash_all(second));
+    w.push(ch.funding_script().as_bytes());
+    tx.input[0].witness = w;
+    let spent = ch.funding_script().to_p2wsh();
+    let bytes = bitcoin::consensus::serialize(&tx);
+    let utxo = [bitcoinconsensus::Utxo {
+        script_pubkey: spent.as_bytes().as_ptr(),
+        script_pubkey_len: spent.len() as u32,
+        value: VALUE as i64,
+    }];
+    bitcoinconsensus::verify(spent.as_bytes(), VALUE, &bytes, Some(&utxo), 0)
+        .expect("Bitcoin Core accepts the force-close commitment");
+
+    // Now the node tries to sweep our to_local to a foreign script, then to our wallet.
+    let vout = trusted.revokeable_output_index().unwrap();
+    let value = tx.output[vout].value.to_sat();
+    let sweep = |script: ScriptBuf| {
+        let t = bitcoin::Transaction {
+            version: bitcoin::transaction::Version::TWO,
+            lock_time: bitcoin::absolute::LockTime::ZERO,
+            input: vec![bitcoin::TxIn {
+                previous_output: bitcoin::OutPoint { txid: trusted.txid(), vout: vout as u32 },
+                script_sig: ScriptBuf::new(),
+                sequence: bitcoin::Sequence(u32::from(DELAY)),
+                witness: Witness::new(),
+            }],
+            output: vec![bitcoin::TxOut { value: Amount::from_sat(value - 1000), script_pubkey: script }],
+        };
+        ChannelRequest::SignDelayedSweep { tx: bitcoin::consensus::serialize(&t), input: 0, commitment_number: N0 }
+    };
+    let foreign = ScriptBuf::new_p2wpkh(&bitcoin::WPubkeyHash::hash(b"attacker"));
+    ch.refused(sweep(foreign), "policy-sweep-destination", &["c1", "c2", "c3"]).await;
+    let KeyHolderOutput::Witness(w) = ch.ok(sweep(wallet(&h))).await else { panic!() };
+    assert_eq!(w.len(), 3, "sig, empty (non-revocation branch), witness script");
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_permissive_cosigner_cannot_get_a_drain_signed() {
+    let mut spec = QuorumSpec::new(3, 2);
+    spec.policies = vec![PolicyConfig::default(), PolicyConfig::default(), PolicyConfig::permissive()];
+    let h = Harness::start(spec).await.unwrap();
+    let ch = Channel::open(&h).await;
+    let foreign = ScriptBuf::new_p2wpkh(&bitcoin::WPubkeyHash::hash(b"attacker"));
+    let drain = ChannelRequest::SignClosing {
+        to_holder_sat: VALUE - 2_000,
+        to_counterparty_sat: 0,
+        to_holder_script: foreign.to_bytes(),
+        to_counterparty_script: foreign.to_bytes(),
+    };
+    ch.refused(drain.clone(), "policy-close-destination", &["c1", "c2"]).await;
+    let fwd = ch.cp_info(N0 - 1, 0, ours_sat(1, 50_000, 0), vec![htlc(false, 50_000, 5)]);
+    ch.refused(fwd.pipe_sign(), "policy-routing-unbalanced", &["c1", "c2"]).await;
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cosigner_that_missed_an_update_is_reported_diverged_and_not_counted() {
+    let mut h = Harness::start(QuorumSpec::new(3, 2)).await.unwrap();
+    let ch = Channel::open(&h).await;
+    // c3 misses a state change (approving a payment does not change channel state; a
+    // commitment does).
+    h.stop_cosigner(2).await;
+    let ours = ours_sat(0, 0, 0);
+    let req = ch.cp_info(N0 - 1, 0, ours, vec![]).pipe_sign();
+    let (_, report) = ch.client.channel(CHANNEL, req).await.expect("c1 and c2 sign without c3");
+    assert!(report.blamed.iter().any(|b| b.cosigner == "c3" && b.reason == BlameReason::Unreachable));
+    h.start_cosigner(2).await.unwrap();
+    // Let the coordinator's dial back-off and background probe see c3 again.
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    // Next request is valid on both states, but c3's state digest differs.
+    let close = ChannelRequest::SignClosing {
+        to_holder_sat: VALUE - 1_000,
+        to_counterparty_sat: 0,
+        to_holder_script: wallet(&h).to_bytes(),
+        to_counterparty_script: wallet(&h).to_bytes(),
+    };
+    let (out, report) = ch.client.channel(CHANNEL, close).await.expect("c1 and c2 agree");
+    assert!(matches!(out, KeyHolderOutput::Signatures { .. }));
+    assert!(report.blamed.iter().any(|b| b.cosigner == "c3" && b.reason == BlameReason::StateDiverged), "{report:?}");
+    assert!(!report.signers.contains(&"c3".to_string()));
+    h.shutdown().await;
+}
