@@ -81,13 +81,8 @@ fn judge_subject(state: &CosignerState, subject: &ApprovalSubject, persist: bool
         .update_channel(channel, &hashes, policy.channel.max_payments, |current, index| {
             let (violations, next, changed) = match subject {
                 ApprovalSubject::Channel { channel, request } => {
-                    if let (ChannelRequest::Setup(setup), Some(kh)) = (request, state.key_holder.as_ref()) {
-                        if !kh.owns_setup(channel, &setup.holder) {
-                            return Err(error(
-                                ErrorKind::InvalidRequest,
-                                "setup's holder keys are not the ones this key holder derives for the channel",
-                            ));
-                        }
+                    if let Some(kh) = state.key_holder.as_ref() {
+                        key_holder_checks(kh, channel, request)?;
                     }
                     let applied = channel::apply(channel, current.as_ref(), request, &digest, index, &ctx)
                         .map_err(channel_error)?;
@@ -113,6 +108,36 @@ fn judge_subject(state: &CosignerState, subject: &ApprovalSubject, persist: bool
         })
         .map_err(store_error)?;
     outcome
+}
+
+/// What only the seed's holder can check: our keys and our per-commitment points.
+fn key_holder_checks(
+    kh: &crate::key_holder::KeyHolder,
+    channel: &ChannelKeysId,
+    request: &ChannelRequest,
+) -> Result<(), CosignerResponse> {
+    match request {
+        ChannelRequest::Setup(setup) if !kh.owns_setup(channel, &setup.holder) => Err(error(
+            ErrorKind::InvalidRequest,
+            "setup's holder keys are not the ones this key holder derives for the channel",
+        )),
+        ChannelRequest::ValidateHolderCommitment { commitment, .. } => {
+            let ours = kh
+                .per_commitment_point(channel, commitment.commitment_number)
+                .map_err(|e| error(ErrorKind::InvalidRequest, e))?;
+            if ours.serialize().as_slice() != commitment.per_commitment_point.as_slice() {
+                return Err(error(
+                    ErrorKind::InvalidRequest,
+                    format!(
+                        "holder commitment {} carries a per-commitment point that is not ours",
+                        commitment.commitment_number
+                    ),
+                ));
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Validates, applies and approves (or refuses) one request.

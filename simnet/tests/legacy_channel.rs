@@ -466,3 +466,18 @@ async fn a_cosigner_that_missed_an_update_is_reported_diverged_and_not_counted()
     assert!(!report.signers.contains(&"c3".to_string()));
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holder_commitment_with_a_foreign_point_is_refused_by_the_key_holder() {
+    let h = Harness::start(QuorumSpec::new(3, 2)).await.unwrap();
+    let ch = Channel::open(&h).await;
+    // The counterparty could know the secret of a point that is not ours and take our
+    // to_local by the revocation path; only the key holder can tell.
+    let ours = ours_sat(0, 0, 0);
+    let mut info = ch.holder_info(N0 - 1, ours, 0, vec![]).await;
+    info.per_commitment_point = ch.cp.point(3);
+    let reply =
+        ch.client.call(&NodeRequest::Channel { channel: CHANNEL, request: ch.validate_req(info, vec![]) }).await;
+    assert!(!matches!(reply.unwrap(), NodeResponse::KeyHolder { .. }), "accepted a foreign per-commitment point");
+    h.shutdown().await;
+}

@@ -33,6 +33,8 @@ pub enum ChannelError {
     UnknownChannel { channel: String },
     #[error("input index {input} out of range for a transaction with {inputs} inputs")]
     InputOutOfRange { input: u32, inputs: usize },
+    #[error("commitment number {0} is beyond the first commitment number 2^48 - 1")]
+    BadCommitmentNumber(u64),
     #[error("stored channel state is corrupt: {0}")]
     CorruptState(&'static str),
 }
@@ -126,6 +128,9 @@ pub fn commitment(
     broadcaster: Broadcaster,
     secp: &Secp256k1<All>,
 ) -> Result<CommitmentTransaction, ChannelError> {
+    if info.commitment_number > (1 << 48) - 1 {
+        return Err(ChannelError::BadCommitmentNumber(info.commitment_number));
+    }
     let pcp = point(&info.per_commitment_point, "per-commitment point")?;
     let htlcs: Vec<HTLCOutputInCommitment> = info.htlcs.iter().map(htlc).collect();
     let directed = match broadcaster {

@@ -71,6 +71,14 @@ impl PaymentIndex {
         e.incoming_msat = e.incoming_msat.saturating_add(h.amount_msat);
     }
 
+    /// An incoming HTLC left our commitment (failed or fulfilled).
+    pub fn unreceive(&mut self, hash: &PaymentHash, amount_msat: u64) {
+        if let Some(e) = self.entries.get_mut(hash) {
+            e.incoming_msat = e.incoming_msat.saturating_sub(amount_msat);
+            self.dirty.insert(*hash);
+        }
+    }
+
     /// We offer `h`: it must be covered by incoming HTLCs or an approved payment.
     pub fn offer(&mut self, violations: &mut Vec<Violation>, h: &HtlcInfo) {
         let hash = hex::encode(&h.payment_hash[..8]);

@@ -718,3 +718,53 @@ fn unknown_channel_and_garbage_are_typed_errors() {
     let err = apply(&[1; 32], None, &ChannelRequest::Setup(bad), &[0; 32], &mut index, &ctx).unwrap_err();
     assert!(matches!(err, super::ChannelError::BadPoint { .. }));
 }
+
+// ---------------------------------------------------------------- review regressions
+
+#[test]
+fn release_beyond_the_first_commitment_number_never_reveals_the_seed() {
+    let mut fx = Fx::new(true);
+    fx.open();
+    let ours = fx.ours_sat(0, 0, 0);
+    assert_eq!(fx.round(N0 - 1, ours, 0, vec![], vec![]), vec![]);
+    // 2^48 maps to index 0 in LDK's secret derivation: the commitment seed itself.
+    assert_eq!(
+        fx.run(ChannelRequest::ReleaseCommitmentSecret { commitment_number: 1 << 48 }),
+        vec![PolicyTag::RevokeBeforeNext]
+    );
+}
+
+#[test]
+fn zero_fee_commitment_channels_are_not_safe() {
+    let mut fx = Fx::new(true);
+    let mut t = ChannelTypeFeatures::anchors_zero_htlc_fee_and_dependencies();
+    t.set_anchor_zero_fee_commitments_required();
+    fx.setup.channel_type = t.le_flags().to_vec();
+    assert_eq!(fx.run(ChannelRequest::Setup(fx.setup.clone())), vec![PolicyTag::ChannelSafeType]);
+}
+
+#[test]
+fn commitment_number_above_2_pow_48_is_a_typed_error() {
+    let mut fx = Fx::new(true);
+    fx.open();
+    let mut index = PaymentIndex::default();
+    let ctx = Context { policy: &fx.policy, own_scripts: &fx.own, secp: &fx.secp };
+    let info = fx.cp_info(u64::MAX, 0, 1, vec![]);
+    let req = ChannelRequest::SignCounterpartyCommitment { commitment: info, outbound_preimages: vec![] };
+    let err = apply(&[9; 32], fx.state.as_ref(), &req, &[0; 32], &mut index, &ctx).unwrap_err();
+    assert!(matches!(err, super::ChannelError::BadCommitmentNumber(_)));
+}
+
+#[test]
+fn sweep_with_a_second_input_is_refused() {
+    let mut fx = Fx::new(true);
+    fx.open();
+    let req = force_close_and_sweep(&mut fx, b"wallet", u32::from(DELAY), 500, 0);
+    let ChannelRequest::SignDelayedSweep { tx, input, commitment_number } = req else { unreachable!() };
+    let mut tx: Transaction = bitcoin::consensus::deserialize(&tx).unwrap();
+    let mut extra = tx.input[0].clone();
+    extra.previous_output.vout += 7;
+    tx.input.push(extra);
+    let req = ChannelRequest::SignDelayedSweep { tx: bitcoin::consensus::serialize(&tx), input, commitment_number };
+    assert_eq!(fx.run(req), vec![PolicyTag::SweepFeeRange]);
+}

@@ -158,11 +158,22 @@ fn update(
 }
 
 pub(crate) fn is_safe_type(setup: &ChannelSetup) -> bool {
+    // Exactly anchors (zero-fee HTLC) + static_remote_key, optionally with the bits that do
+    // not change any transaction (scid privacy, zero-conf). Anything else (e.g. zero-fee
+    // commitments) is built differently and is refused outright.
+    use lightning::types::features::ChannelTypeFeatures;
     let t = parse::channel_type(setup);
-    t.supports_anchors_zero_fee_htlc_tx()
-        && t.supports_static_remote_key()
-        && !t.supports_anchors_nonzero_fee_htlc_tx()
-        && !t.supports_taproot()
+    let base = ChannelTypeFeatures::anchors_zero_htlc_fee_and_dependencies();
+    [(false, false), (true, false), (false, true), (true, true)].into_iter().any(|(scid, zero_conf)| {
+        let mut allowed = base.clone();
+        if scid {
+            allowed.set_scid_privacy_required();
+        }
+        if zero_conf {
+            allowed.set_zero_conf_required();
+        }
+        allowed == t
+    })
 }
 
 fn setup_channel(
@@ -476,6 +487,12 @@ fn validate_holder(
     for h in &new_in {
         payments.receive(&mut j.violations, h);
     }
+    // Incoming HTLCs that left our commitment (failed or fulfilled) no longer cover
+    // anything we offer.
+    let now_in: Vec<&HtlcInfo> = info.htlcs.iter().filter(|h| !h.offered).collect();
+    for h in multiset_minus(before.iter().copied(), &now_in) {
+        payments.unreceive(&h.payment_hash, h.amount_msat);
+    }
     state.holder.latest = Some(candidate);
     Ok(())
 }
@@ -534,6 +551,11 @@ fn check_counterparty_sigs(
 }
 
 fn release_secret(j: &mut Judge<'_>, state: &mut ChannelState, n: u64) {
+    if n > INITIAL_COMMITMENT_NUMBER {
+        // LDK derives secrets from the low 48 bits only: 2^48 would release the seed.
+        j.flag(PolicyTag::RevokeBeforeNext, format!("commitment number {n} is beyond the first commitment"));
+        return;
+    }
     if matches!(state.close, CloseState::ForceClosed { .. }) {
         j.flag(PolicyTag::ChannelClosed, format!("revocation of holder commitment {n} after force close"));
     }
@@ -731,6 +753,10 @@ fn delayed_sweep(
     let tx = parse::transaction(tx, "to_local sweep")?;
     check_input(&tx, input)?;
     outputs_are_ours(j, &tx, None, ctx);
+    if tx.input.len() != 1 {
+        // With inputs of unknown value the fee cannot be checked: our output could be burnt.
+        j.flag(PolicyTag::SweepFeeRange, format!("a to_local sweep has exactly one input, not {}", tx.input.len()));
+    }
     let Some(commitment) = force_closed_commitment(j, state, params, n, ctx)? else { return Ok(()) };
     let trusted = commitment.trust();
     let spent = &tx.input[input as usize];
