@@ -14,7 +14,6 @@
 use std::collections::BTreeSet;
 
 use bitcoin::hashes::{sha256, Hash};
-use bitcoin::secp256k1::Secp256k1;
 use qls_protocol::quic::{fingerprint, verify_identity_sig};
 use qls_protocol::*;
 use qls_signer_core::channel::{self, approval_statement, request_digest, ChannelError, ChannelState, NODE_STATE};
@@ -42,7 +41,7 @@ fn touched_hashes(subject: &ApprovalSubject) -> Vec<[u8; 32]> {
 }
 
 fn own_scripts(state: &CosignerState) -> Vec<bitcoin::ScriptBuf> {
-    state.store.keys().unwrap_or_default().iter().filter_map(|k| wallet_script(&k.key_id()).ok()).collect()
+    state.store.key_ids().unwrap_or_default().iter().filter_map(|k| wallet_script(k).ok()).collect()
 }
 
 /// What judging a subject against the stored state gave.
@@ -70,8 +69,7 @@ fn judge_subject(state: &CosignerState, subject: &ApprovalSubject, persist: bool
     let policy = &state.config.policy;
     let hashes = touched_hashes(subject);
     let scripts = own_scripts(state);
-    let secp = Secp256k1::new();
-    let ctx = channel::Context { policy, own_scripts: &scripts, secp: &secp };
+    let ctx = channel::Context { policy, own_scripts: &scripts, secp: &state.secp };
     let channel = match subject {
         ApprovalSubject::Channel { channel, .. } => Some(channel),
         ApprovalSubject::Node(_) => None,

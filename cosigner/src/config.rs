@@ -78,58 +78,7 @@ pub struct PolicyFile {
     #[serde(default)]
     pub actions: std::collections::BTreeMap<String, String>,
     #[serde(default)]
-    pub channel: ChannelPolicyFile,
-}
-
-/// `[policy.channel]`: parameters of the channel rules (defaults in `signer-core`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ChannelPolicyFile {
-    pub contest_delay_min: u16,
-    pub contest_delay_max: u16,
-    pub feerate_min_per_kw: u32,
-    pub feerate_max_per_kw: u32,
-    pub max_htlcs: u16,
-    pub max_inflight_msat: u64,
-    pub dust_allowance_sat: u64,
-    pub close_fee_max_sat: u64,
-    pub sweep_fee_max_sat: u64,
-    pub max_payments: usize,
-}
-
-impl Default for ChannelPolicyFile {
-    fn default() -> Self {
-        let d = ChannelPolicy::default();
-        Self {
-            contest_delay_min: d.contest_delay_min,
-            contest_delay_max: d.contest_delay_max,
-            feerate_min_per_kw: d.feerate_min_per_kw,
-            feerate_max_per_kw: d.feerate_max_per_kw,
-            max_htlcs: d.max_htlcs,
-            max_inflight_msat: d.max_inflight_msat,
-            dust_allowance_sat: d.dust_allowance_sat,
-            close_fee_max_sat: d.close_fee_max_sat,
-            sweep_fee_max_sat: d.sweep_fee_max_sat,
-            max_payments: d.max_payments,
-        }
-    }
-}
-
-impl ChannelPolicyFile {
-    fn policy(&self) -> ChannelPolicy {
-        ChannelPolicy {
-            contest_delay_min: self.contest_delay_min,
-            contest_delay_max: self.contest_delay_max,
-            feerate_min_per_kw: self.feerate_min_per_kw,
-            feerate_max_per_kw: self.feerate_max_per_kw,
-            max_htlcs: self.max_htlcs,
-            max_inflight_msat: self.max_inflight_msat,
-            dust_allowance_sat: self.dust_allowance_sat,
-            close_fee_max_sat: self.close_fee_max_sat,
-            sweep_fee_max_sat: self.sweep_fee_max_sat,
-            max_payments: self.max_payments,
-        }
-    }
+    pub channel: ChannelPolicy,
 }
 
 impl Default for PolicyFile {
@@ -138,7 +87,7 @@ impl Default for PolicyFile {
             fee_sat_max: OnchainPolicy::default().fee_sat_max,
             allowlisted_scripts: Vec::new(),
             actions: Default::default(),
-            channel: ChannelPolicyFile::default(),
+            channel: ChannelPolicy::default(),
         }
     }
 }
@@ -232,7 +181,7 @@ impl CosignerConfigFile {
             policy: PolicyConfig {
                 actions,
                 onchain: OnchainPolicy { allowlisted_scripts, fee_sat_max: self.policy.fee_sat_max },
-                channel: self.policy.channel.policy(),
+                channel: self.policy.channel.clone(),
             },
         })
     }

@@ -44,6 +44,8 @@ pub struct CosignerState {
     failpoint_after_consume: bool,
     /// Present when this cosigner holds the node's ECDSA seed (`key_holder = true`).
     pub key_holder: Option<KeyHolder>,
+    /// One libsecp256k1 context for channel validation (building one costs more than a check).
+    pub secp: bitcoin::secp256k1::Secp256k1<bitcoin::secp256k1::All>,
 }
 
 impl CosignerState {
@@ -59,6 +61,7 @@ impl CosignerState {
             key_cache: Default::default(),
             failpoint_after_consume,
             key_holder: None,
+            secp: bitcoin::secp256k1::Secp256k1::new(),
         }
     }
 

@@ -88,6 +88,18 @@ impl Store {
         KeyShare::from_bytes(v.value()).map_err(|_| StoreError::Corrupt("key share"))
     }
 
+    /// The ids of the stored keys, without decoding the shares.
+    pub fn key_ids(&self) -> Result<Vec<KeyId>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(KEYS).map_err(db_err)?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(db_err)? {
+            let (k, _) = row.map_err(db_err)?;
+            out.push(k.value().try_into().map_err(|_| StoreError::Corrupt("key id"))?);
+        }
+        Ok(out)
+    }
+
     pub fn keys(&self) -> Result<Vec<KeyShare>, StoreError> {
         let txn = self.db.begin_read().map_err(db_err)?;
         let table = txn.open_table(KEYS).map_err(db_err)?;

@@ -190,8 +190,9 @@ impl Default for OnchainPolicy {
     }
 }
 
-/// Channel rules' parameters.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Channel rules' parameters (`[policy.channel]` in `cosigner.toml`; unset keys default).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct ChannelPolicy {
     /// Smallest delay we impose on the counterparty's outputs (time to punish a cheat).
     pub contest_delay_min: u16,
