@@ -13,6 +13,7 @@ pub mod config;
 pub mod cosigner_link;
 pub mod dkg;
 pub mod example;
+pub mod ldk;
 pub mod node_api;
 pub mod quorum;
 pub mod signing;

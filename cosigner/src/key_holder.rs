@@ -14,7 +14,9 @@ use std::path::Path;
 use bitcoin::hashes::{sha256, sha256d, Hash};
 use bitcoin::secp256k1::{ecdh::SharedSecret, All, Message, PublicKey, Scalar, Secp256k1};
 use lightning::chain::transaction::OutPoint;
-use lightning::ln::chan_utils::{ClosingTransaction, HolderCommitmentTransaction, TxCreationKeys};
+use lightning::ln::chan_utils::{
+    get_revokeable_redeemscript, ClosingTransaction, HolderCommitmentTransaction, TxCreationKeys,
+};
 use lightning::ln::channel_keys::RevocationKey;
 use lightning::sign::ecdsa::EcdsaChannelSigner;
 use lightning::sign::{
@@ -24,7 +26,7 @@ use lightning::sign::{
 use lightning::types::payment::PaymentPreimage;
 use qls_protocol::{ChannelKeysId, ChannelKeysInfo, ChannelRequest, KeyHolderOutput, NodeKeyRequest};
 use qls_signer_core::channel::parse::{self, Broadcaster};
-use qls_signer_core::channel::ChannelState;
+use qls_signer_core::channel::{delayed_outputs, ChannelState};
 
 pub const SEED_FILE: &str = "node-seed";
 
@@ -185,20 +187,29 @@ impl KeyHolder {
                     .map_err(|_| KeyHolderError::Signer("anchor"))?;
                 Ok(sig_output(sig, &[]))
             }
-            ChannelRequest::SignDelayedSweep { tx, input, .. } => {
+            ChannelRequest::SignDelayedSweep { tx, input } => {
                 let spend =
                     parse::transaction(tx, "transaction").map_err(|e| KeyHolderError::Rebuild(e.to_string()))?;
                 let latest = state.holder.latest.as_ref().ok_or(KeyHolderError::Signer("no holder commitment"))?;
                 let commitment = rebuild(&latest.info, Broadcaster::Holder)?;
+                let spent = spend.input.get(*input as usize).ok_or(KeyHolderError::Signer("input out of range"))?;
+                let (outpoint, value) = delayed_outputs(state, &commitment)
+                    .into_iter()
+                    .find(|(o, _)| *o == spent.previous_output)
+                    .ok_or(KeyHolderError::Signer("not a delayed output of ours"))?;
                 let trusted = commitment.trust();
-                let vout = trusted.revokeable_output_index().ok_or(KeyHolderError::Signer("no to_local output"))?;
-                let built = trusted.built_transaction();
                 let keys: &TxCreationKeys = trusted.keys();
+                let delay = params.as_holder_broadcastable().contest_delay();
+                let script =
+                    get_revokeable_redeemscript(&keys.revocation_key, delay, &keys.broadcaster_delayed_payment_key)
+                        .to_p2wsh();
+                let index =
+                    u16::try_from(outpoint.vout).map_err(|_| KeyHolderError::Signer("output index above 65535"))?;
                 let descriptor = DelayedPaymentOutputDescriptor {
-                    outpoint: OutPoint { txid: built.txid, index: vout as u16 },
+                    outpoint: OutPoint { txid: outpoint.txid, index },
                     per_commitment_point: keys.per_commitment_point,
-                    to_self_delay: params.as_holder_broadcastable().contest_delay(),
-                    output: built.transaction.output[vout].clone(),
+                    to_self_delay: delay,
+                    output: bitcoin::TxOut { value: bitcoin::Amount::from_sat(value), script_pubkey: script },
                     revocation_pubkey: RevocationKey(keys.revocation_key.to_public_key()),
                     channel_keys_id: *channel,
                     channel_value_satoshis: state.setup.channel_value_sat,
@@ -206,7 +217,7 @@ impl KeyHolder {
                 };
                 let w = signer
                     .sign_dynamic_p2wsh_input(&spend, *input as usize, &descriptor, secp)
-                    .map_err(|_| KeyHolderError::Signer("to_local sweep"))?;
+                    .map_err(|_| KeyHolderError::Signer("delayed sweep"))?;
                 Ok(KeyHolderOutput::Witness(w.to_vec()))
             }
             ChannelRequest::SignHolderHtlc { tx, input, htlc, preimage, .. } => {

@@ -107,9 +107,11 @@ pub enum ChannelRequest {
         to_holder_script: Vec<u8>,
         to_counterparty_script: Vec<u8>,
     },
-    /// Sign input `input` of `tx` (consensus encoding) spending our to_local output of
-    /// the force-closed holder commitment, after the contest delay.
-    SignDelayedSweep { tx: Vec<u8>, input: u32, commitment_number: u64 },
+    /// Sign input `input` of `tx` (consensus encoding) spending, after the contest delay,
+    /// a delayed output of ours: the to_local output of the holder commitment we
+    /// force-closed with, or the output of one of its second-stage HTLC transactions we
+    /// signed. Which one is found from the cosigner's own state, never from the request.
+    SignDelayedSweep { tx: Vec<u8>, input: u32 },
     /// Sign input `input` of `tx` spending our (anchor) to_remote output of a
     /// counterparty commitment `commitment_txid`, output `vout`, worth `amount_sat`.
     SignRemoteSweep { tx: Vec<u8>, input: u32, amount_sat: u64 },

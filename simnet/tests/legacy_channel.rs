@@ -405,7 +405,7 @@ async fn force_close_commitment_passes_bitcoin_core_and_sweep_to_foreign_script_
             }],
             output: vec![bitcoin::TxOut { value: Amount::from_sat(value - 1000), script_pubkey: script }],
         };
-        ChannelRequest::SignDelayedSweep { tx: bitcoin::consensus::serialize(&t), input: 0, commitment_number: N0 }
+        ChannelRequest::SignDelayedSweep { tx: bitcoin::consensus::serialize(&t), input: 0 }
     };
     let foreign = ScriptBuf::new_p2wpkh(&bitcoin::WPubkeyHash::hash(b"attacker"));
     ch.refused(sweep(foreign), "policy-sweep-destination", &["c1", "c2", "c3"]).await;

@@ -16,4 +16,4 @@ mod tests;
 pub use parse::ChannelError;
 pub use payments::{PaymentEntry, PaymentIndex};
 pub use state::{approval_statement, chain_digest, request_digest, ChannelState, CloseState, NODE_STATE};
-pub use validate::{apply, Applied, Context};
+pub use validate::{apply, delayed_outputs, Applied, Context};

@@ -103,6 +103,28 @@ pub fn transaction_parameters(setup: &ChannelSetup) -> Result<ChannelTransaction
     })
 }
 
+/// The wire setup of LDK's channel parameters (the inverse of [`transaction_parameters`]);
+/// `None` until the counterparty's keys and the funding outpoint are known, or for a
+/// spliced channel (not supported).
+pub fn setup(params: &ChannelTransactionParameters) -> Option<ChannelSetup> {
+    let counterparty = params.counterparty_parameters.as_ref()?;
+    let funding = params.funding_outpoint?;
+    if params.splice_parent_funding_txid.is_some() {
+        return None;
+    }
+    Some(ChannelSetup {
+        channel_value_sat: params.channel_value_satoshis,
+        funding_txid: funding.txid.to_byte_array(),
+        funding_vout: funding.index,
+        is_outbound: params.is_outbound_from_holder,
+        holder_selected_contest_delay: params.holder_selected_contest_delay,
+        counterparty_selected_contest_delay: counterparty.selected_contest_delay,
+        holder: channel_points(&params.holder_pubkeys),
+        counterparty: channel_points(&counterparty.pubkeys),
+        channel_type: params.channel_type_features.le_flags().to_vec(),
+    })
+}
+
 pub fn htlc(h: &HtlcInfo) -> HTLCOutputInCommitment {
     HTLCOutputInCommitment {
         offered: h.offered,

@@ -35,6 +35,17 @@ pub struct HolderSide {
     pub latest: Option<HolderCommitment>,
     /// Every holder commitment numbered at or above this one has been revoked.
     pub revoked_from: Option<u64>,
+    /// Delayed outputs of the second-stage HTLC transactions we signed for the
+    /// force-closed holder commitment (at most one per HTLC of that commitment).
+    pub second_stage: Vec<SecondStageOutput>,
+}
+
+/// The to_local-like output of a second-stage HTLC transaction we signed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecondStageOutput {
+    pub txid: [u8; 32],
+    pub vout: u32,
+    pub value_sat: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

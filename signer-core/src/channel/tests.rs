@@ -568,11 +568,7 @@ fn force_close_and_sweep(fx: &mut Fx, to: &[u8], sequence: u32, fee: u64, vout_s
         }],
         output: vec![TxOut { value: Amount::from_sat(value - fee), script_pubkey: script(to) }],
     };
-    ChannelRequest::SignDelayedSweep {
-        tx: bitcoin::consensus::serialize(&sweep),
-        input: 0,
-        commitment_number: latest.commitment_number,
-    }
+    ChannelRequest::SignDelayedSweep { tx: bitcoin::consensus::serialize(&sweep), input: 0 }
 }
 
 #[test]
@@ -652,6 +648,28 @@ fn htlc_success_wrong_preimage() {
     };
     assert_eq!(fx.run(req(Some([9; 32]))), vec![PolicyTag::HtlcPreimage]);
     assert_eq!(fx.run(req(Some([8; 32]))), vec![]);
+
+    // The HTLC-success output, after the delay, sweeps to the wallet; an output of an HTLC
+    // transaction we never signed does not.
+    let sweep = |txid, value: u64| ChannelRequest::SignDelayedSweep {
+        tx: bitcoin::consensus::serialize(&Transaction {
+            version: Version::TWO,
+            lock_time: LockTime::ZERO,
+            input: vec![TxIn {
+                previous_output: OutPoint { txid, vout: 0 },
+                script_sig: ScriptBuf::new(),
+                sequence: Sequence(u32::from(DELAY)),
+                witness: Witness::new(),
+            }],
+            output: vec![TxOut { value: Amount::from_sat(value - 300), script_pubkey: script(b"wallet") }],
+        }),
+        input: 0,
+    };
+    let value = htlc_tx.output[0].value.to_sat();
+    assert_eq!(fx.run(sweep(htlc_tx.compute_txid(), value)), vec![]);
+    let mut other = htlc_tx.clone();
+    other.lock_time = LockTime::from_consensus(1);
+    assert_eq!(fx.run(sweep(other.compute_txid(), value)), vec![PolicyTag::SweepSource]);
 }
 
 #[test]
@@ -760,11 +778,11 @@ fn sweep_with_a_second_input_is_refused() {
     let mut fx = Fx::new(true);
     fx.open();
     let req = force_close_and_sweep(&mut fx, b"wallet", u32::from(DELAY), 500, 0);
-    let ChannelRequest::SignDelayedSweep { tx, input, commitment_number } = req else { unreachable!() };
+    let ChannelRequest::SignDelayedSweep { tx, input } = req else { unreachable!() };
     let mut tx: Transaction = bitcoin::consensus::deserialize(&tx).unwrap();
     let mut extra = tx.input[0].clone();
     extra.previous_output.vout += 7;
     tx.input.push(extra);
-    let req = ChannelRequest::SignDelayedSweep { tx: bitcoin::consensus::serialize(&tx), input, commitment_number };
+    let req = ChannelRequest::SignDelayedSweep { tx: bitcoin::consensus::serialize(&tx), input };
     assert_eq!(fx.run(req), vec![PolicyTag::SweepFeeRange]);
 }

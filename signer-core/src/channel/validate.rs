@@ -25,7 +25,13 @@ use qls_protocol::{ChannelKeysId, ChannelRequest, ChannelSetup, CommitmentInfo, 
 
 use super::parse::{self, Broadcaster, ChannelError};
 use super::payments::PaymentIndex;
-use super::state::{chain_digest, ChannelState, CloseState, HolderCommitment, INITIAL_COMMITMENT_NUMBER};
+use super::state::{
+    chain_digest, ChannelState, CloseState, HolderCommitment, SecondStageOutput, INITIAL_COMMITMENT_NUMBER,
+};
+
+/// Bound on recorded second-stage HTLC outputs per channel (re-bumps of the HTLC
+/// transactions of one force-closed commitment).
+pub const MAX_SECOND_STAGE_OUTPUTS: usize = 2 * qls_protocol::limits::MAX_COMMITMENT_HTLCS;
 use crate::policy::{ChannelPolicy, PolicyConfig, PolicyTag, Violation};
 
 const ANCHOR_OUTPUT_SAT: u64 = 330;
@@ -136,9 +142,7 @@ fn update(
             to_holder_script,
             to_counterparty_script: _,
         } => sign_closing(j, next, *to_holder_sat, *to_counterparty_sat, to_holder_script, ctx),
-        ChannelRequest::SignDelayedSweep { tx, input, commitment_number } => {
-            delayed_sweep(j, next, &params, tx, *input, *commitment_number, ctx)?
-        }
+        ChannelRequest::SignDelayedSweep { tx, input } => delayed_sweep(j, next, &params, tx, *input, ctx)?,
         ChannelRequest::SignRemoteSweep { tx, input, amount_sat } => {
             let tx = parse::transaction(tx, "sweep")?;
             check_input(&tx, *input)?;
@@ -727,18 +731,35 @@ fn force_closed_commitment(
     j: &mut Judge<'_>,
     state: &ChannelState,
     params: &ChannelTransactionParameters,
-    n: u64,
+    n: Option<u64>,
     ctx: &Context<'_>,
 ) -> Result<Option<CommitmentTransaction>, ChannelError> {
     match (state.close, state.holder.latest.as_ref()) {
-        (CloseState::ForceClosed { commitment_number }, Some(h)) if commitment_number == n => {
+        (CloseState::ForceClosed { commitment_number }, Some(h)) if n.is_none_or(|n| n == commitment_number) => {
             Ok(Some(parse::commitment(params, &h.info, Broadcaster::Holder, ctx.secp)?))
         }
         _ => {
-            j.flag(PolicyTag::SweepSource, format!("holder commitment {n} is not the one we force-closed with"));
+            let which = n.map_or("a".into(), |n| alloc::format!("holder commitment {n} is not the"));
+            j.flag(PolicyTag::SweepSource, format!("{which} holder commitment we force-closed with"));
             Ok(None)
         }
     }
+}
+
+/// The delayed outputs of ours a sweep may spend: to_local of the force-closed holder
+/// commitment and the second-stage HTLC outputs we signed, with their values.
+pub fn delayed_outputs(state: &ChannelState, commitment: &CommitmentTransaction) -> Vec<(bitcoin::OutPoint, u64)> {
+    let trusted = commitment.trust();
+    let built = trusted.built_transaction();
+    let to_local = trusted
+        .revokeable_output_index()
+        .map(|v| (bitcoin::OutPoint { txid: built.txid, vout: v as u32 }, built.transaction.output[v].value.to_sat()));
+    let second = state
+        .holder
+        .second_stage
+        .iter()
+        .map(|o| (bitcoin::OutPoint { txid: bitcoin::Txid::from_byte_array(o.txid), vout: o.vout }, o.value_sat));
+    to_local.into_iter().chain(second).collect()
 }
 
 fn delayed_sweep(
@@ -747,25 +768,25 @@ fn delayed_sweep(
     params: &ChannelTransactionParameters,
     tx: &[u8],
     input: u32,
-    n: u64,
     ctx: &Context<'_>,
 ) -> Result<(), ChannelError> {
-    let tx = parse::transaction(tx, "to_local sweep")?;
+    let tx = parse::transaction(tx, "delayed output sweep")?;
     check_input(&tx, input)?;
     outputs_are_ours(j, &tx, None, ctx);
     if tx.input.len() != 1 {
         // With inputs of unknown value the fee cannot be checked: our output could be burnt.
-        j.flag(PolicyTag::SweepFeeRange, format!("a to_local sweep has exactly one input, not {}", tx.input.len()));
+        j.flag(PolicyTag::SweepFeeRange, format!("a delayed sweep has exactly one input, not {}", tx.input.len()));
     }
-    let Some(commitment) = force_closed_commitment(j, state, params, n, ctx)? else { return Ok(()) };
-    let trusted = commitment.trust();
+    let Some(commitment) = force_closed_commitment(j, state, params, None, ctx)? else { return Ok(()) };
     let spent = &tx.input[input as usize];
-    let vout = trusted.revokeable_output_index();
-    let built = trusted.built_transaction();
-    if vout.is_none_or(|v| spent.previous_output != bitcoin::OutPoint { txid: built.txid, vout: v as u32 }) {
-        j.flag(PolicyTag::SweepSource, format!("input {input} does not spend our to_local output of commitment {n}"));
+    let Some((_, value)) = delayed_outputs(state, &commitment).into_iter().find(|(o, _)| *o == spent.previous_output)
+    else {
+        j.flag(
+            PolicyTag::SweepSource,
+            format!("input {input} spends {}, not a delayed output of ours", spent.previous_output),
+        );
         return Ok(());
-    }
+    };
     let delay = params.as_holder_broadcastable().contest_delay();
     if !spent.sequence.is_relative_lock_time() || spent.sequence.0 & 0xffff < u32::from(delay) {
         j.flag(
@@ -773,14 +794,14 @@ fn delayed_sweep(
             format!("input sequence {:#x} does not wait {delay} blocks", spent.sequence.0),
         );
     }
-    sweep_fee(j, &tx, vout.map(|v| built.transaction.output[v].value.to_sat()));
+    sweep_fee(j, &tx, Some(value));
     Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
 fn holder_htlc(
     j: &mut Judge<'_>,
-    state: &ChannelState,
+    state: &mut ChannelState,
     params: &ChannelTransactionParameters,
     tx: &[u8],
     input: u32,
@@ -791,7 +812,7 @@ fn holder_htlc(
 ) -> Result<(), ChannelError> {
     let tx = parse::transaction(tx, "HTLC transaction")?;
     check_input(&tx, input)?;
-    let Some(commitment) = force_closed_commitment(j, state, params, n, ctx)? else {
+    let Some(commitment) = force_closed_commitment(j, state, params, Some(n), ctx)? else {
         outputs_are_ours(j, &tx, None, ctx);
         return Ok(());
     };
@@ -815,6 +836,22 @@ fn holder_htlc(
     });
     if !spends {
         j.flag(PolicyTag::SweepSource, format!("input {input} does not spend that HTLC of commitment {n}"));
+    }
+    // Output `input` (SIGHASH_SINGLE pairing) is the second-stage output a later delayed
+    // sweep may spend. Re-bumped HTLC transactions add entries, up to a bound.
+    if let Some(out) = tx.output.get(input as usize).filter(|o| o.script_pubkey == second_stage) {
+        let entry =
+            SecondStageOutput { txid: tx.compute_txid().to_byte_array(), vout: input, value_sat: out.value.to_sat() };
+        if !state.holder.second_stage.contains(&entry) {
+            if state.holder.second_stage.len() >= MAX_SECOND_STAGE_OUTPUTS {
+                j.flag(
+                    PolicyTag::NodeStateBounded,
+                    format!("already {MAX_SECOND_STAGE_OUTPUTS} second-stage HTLC outputs recorded"),
+                );
+            } else {
+                state.holder.second_stage.push(entry);
+            }
+        }
     }
     if !htlc.offered {
         let ok = preimage.is_some_and(|p| sha256::Hash::hash(&p).to_byte_array() == htlc.payment_hash);

@@ -1,0 +1,165 @@
+//! The bridge between LDK's synchronous signer traits and the coordinator's async node
+//! API: a dedicated Tokio runtime owns one pinned [`NodeClient`]; LDK threads either wait
+//! for a round (blocking calls) or start it and come back later (LDK's async signing:
+//! the trait method returns `Err(())`, the round runs in the background, and once its
+//! result is stored the node calls `signer_unblocked` and LDK asks again).
+//!
+//! Results are keyed by the request digest (the same canonical digest cosigners approve),
+//! so LDK's retry of the same request picks up exactly the result of that request.
+//!
+//! Must never: return a result for a request other than the one asked, hold a result for
+//! more than one pick-up, or run a quorum round on an LDK thread's own runtime.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use qls_protocol::quic::Identity;
+use qls_protocol::{ApprovalSubject, ChannelKeysId, ChannelRequest, Fingerprint, KeyHolderOutput, NodeKeyRequest};
+use qls_signer_core::channel::request_digest;
+
+use crate::client::{ClientError, NodeClient};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BridgeError {
+    #[error("cannot start the signer runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("the signer runtime stopped")]
+    Stopped,
+}
+
+enum Slot {
+    InFlight,
+    Done(Result<KeyHolderOutput, String>),
+}
+
+#[derive(Default)]
+struct Pending {
+    slots: HashMap<[u8; 32], Slot>,
+    /// Results stored since the node last called [`QuorumBridge::wait_unblocked`].
+    ready: usize,
+}
+
+pub struct QuorumBridge {
+    runtime: Option<tokio::runtime::Runtime>,
+    client: Arc<NodeClient>,
+    pending: Arc<(Mutex<Pending>, Condvar)>,
+}
+
+impl QuorumBridge {
+    /// Starts the runtime and connects to the coordinator pinned by `coordinator_pin`.
+    pub fn connect(
+        identity: &Identity,
+        coordinator: std::net::SocketAddr,
+        coordinator_pin: Fingerprint,
+        timeout: Duration,
+    ) -> Result<Arc<Self>, BridgeError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("qls-ldk-signer")
+            .enable_all()
+            .build()
+            .map_err(BridgeError::Runtime)?;
+        let client = runtime.block_on(NodeClient::connect(identity, coordinator, coordinator_pin, timeout))?;
+        Ok(Arc::new(Self { runtime: Some(runtime), client: Arc::new(client), pending: Default::default() }))
+    }
+
+    fn handle(&self) -> &tokio::runtime::Handle {
+        self.runtime.as_ref().expect("runtime lives until drop").handle()
+    }
+
+    /// Runs `f` on the bridge's runtime and waits for it (from any thread, even one inside
+    /// another runtime).
+    pub fn wait<T, F>(&self, f: impl FnOnce(Arc<NodeClient>) -> F) -> Result<T, BridgeError>
+    where
+        T: Send + 'static,
+        F: Future<Output = T> + Send + 'static,
+    {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let fut = f(self.client.clone());
+        self.handle().spawn(async move {
+            let _ = tx.send(fut.await);
+        });
+        rx.recv().map_err(|_| BridgeError::Stopped)
+    }
+
+    /// A channel request, waiting for the round.
+    pub fn channel_blocking(&self, channel: ChannelKeysId, request: ChannelRequest) -> Result<KeyHolderOutput, String> {
+        self.wait(move |c| async move { c.channel(channel, request).await.map(|(o, _)| o) })
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
+    }
+
+    /// A node-key request, waiting for the round.
+    pub fn node_key_blocking(&self, request: NodeKeyRequest) -> Result<KeyHolderOutput, String> {
+        self.wait(move |c| async move { c.node_key(request).await.map(|(o, _)| o) })
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
+    }
+
+    /// LDK's async pattern for a channel request: the stored result if the round for this
+    /// exact request finished (taken, once), else start it (if not running) and
+    /// `Err(None)`: the caller returns `Err(())` to LDK. `Err(Some(reason))` when the
+    /// finished round failed (refused, unreachable).
+    pub fn channel_async(
+        &self,
+        channel: ChannelKeysId,
+        request: ChannelRequest,
+    ) -> Result<KeyHolderOutput, Option<String>> {
+        let key = request_digest(&ApprovalSubject::Channel { channel, request: request.clone() });
+        let (lock, cvar) = &*self.pending;
+        let mut p = lock.lock().unwrap_or_else(|e| e.into_inner());
+        match p.slots.remove(&key) {
+            Some(Slot::Done(r)) => return r.map_err(Some),
+            Some(Slot::InFlight) => {
+                p.slots.insert(key, Slot::InFlight);
+                return Err(None);
+            }
+            None => {}
+        }
+        p.slots.insert(key, Slot::InFlight);
+        drop(p);
+        let client = self.client.clone();
+        let pending = self.pending.clone();
+        self.handle().spawn(async move {
+            let r = client.channel(channel, request).await.map(|(o, _)| o).map_err(|e| e.to_string());
+            let (lock, cvar) = &*pending;
+            let mut p = lock.lock().unwrap_or_else(|e| e.into_inner());
+            p.slots.insert(key, Slot::Done(r));
+            p.ready += 1;
+            cvar.notify_all();
+        });
+        let _ = cvar;
+        Err(None)
+    }
+
+    /// Rounds started by the async pattern and not finished yet.
+    pub fn in_flight(&self) -> usize {
+        let p = self.pending.0.lock().unwrap_or_else(|e| e.into_inner());
+        p.slots.values().filter(|s| matches!(s, Slot::InFlight)).count()
+    }
+
+    /// Waits up to `timeout` until at least one async round finished since the last call;
+    /// true if one did. When it returns true the node must call
+    /// `ChannelManager::signer_unblocked(None)` and `ChainMonitor::signer_unblocked(None)`.
+    pub fn wait_unblocked(&self, timeout: Duration) -> bool {
+        let (lock, cvar) = &*self.pending;
+        let p = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut p, _) = cvar.wait_timeout_while(p, timeout, |p| p.ready == 0).unwrap_or_else(|e| e.into_inner());
+        let any = p.ready > 0;
+        p.ready = 0;
+        any
+    }
+}
+
+impl Drop for QuorumBridge {
+    fn drop(&mut self) {
+        // Dropping a runtime from inside another one panics; never block on shutdown.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}

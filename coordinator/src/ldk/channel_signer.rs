@@ -1,0 +1,385 @@
+//! LDK's per-channel signer (`ChannelSigner` + `EcdsaChannelSigner`) backed by the quorum:
+//! every method turns LDK's arguments into a [`ChannelRequest`] carrying the facts
+//! cosigners rebuild the transaction from (never a sighash), and returns the key holder's
+//! output once t cosigners approved it.
+//!
+//! Async where LDK supports it (counterparty commitment, holder commitment, revocation
+//! secret, closing): `Err(())` while the round runs, see [`super::bridge`]. The
+//! validations LDK does not allow to be async are sent and waited for; the one that may
+//! come before the channel's parameters are known (the first holder commitment of an
+//! inbound channel) is queued and sent, in order, right after the channel setup, as
+//! LDK's docs describe ("return Ok and pause future signing operations").
+//!
+//! Must never: hand LDK a commitment signature that does not verify under our funding
+//! key for the transaction LDK built, or sign anything itself (it holds no secret).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use bitcoin::secp256k1::{ecdsa::Signature, All, PublicKey, Secp256k1, SecretKey};
+use bitcoin::Transaction;
+use lightning::ln::chan_utils::{
+    make_funding_redeemscript, ChannelPublicKeys, ChannelTransactionParameters, ClosingTransaction,
+    CommitmentTransaction, HTLCOutputInCommitment, HolderCommitmentTransaction,
+};
+use lightning::ln::msgs::UnsignedChannelAnnouncement;
+use lightning::sign::ecdsa::EcdsaChannelSigner;
+use lightning::sign::{ChannelSigner, HTLCDescriptor};
+use lightning::types::payment::PaymentPreimage;
+use qls_protocol::{ChannelKeysId, ChannelRequest, HtlcInfo, KeyHolderOutput};
+use qls_signer_core::channel::parse;
+
+use super::bridge::QuorumBridge;
+
+#[derive(Default)]
+struct SetupState {
+    sent: bool,
+    /// Validations that came before the setup could be sent (in LDK's order).
+    deferred: Vec<ChannelRequest>,
+    /// A deferred validation was refused: sign nothing more for this channel.
+    poisoned: Option<String>,
+}
+
+/// One channel's signer. Cheap to clone (shared state).
+#[derive(Clone)]
+pub struct QuorumChannelSigner {
+    bridge: Arc<QuorumBridge>,
+    id: ChannelKeysId,
+    pubkeys: ChannelPublicKeys,
+    points: Arc<Mutex<BTreeMap<u64, PublicKey>>>,
+    setup: Arc<Mutex<SetupState>>,
+}
+
+fn one_sig(out: KeyHolderOutput) -> Result<Signature, String> {
+    match out {
+        KeyHolderOutput::Signatures { sig, .. } => {
+            Signature::from_compact(&sig).map_err(|_| "key holder returned a malformed signature".into())
+        }
+        other => Err(format!("key holder returned {other:?}, not a signature")),
+    }
+}
+
+fn funding_script(params: &ChannelTransactionParameters) -> Result<bitcoin::ScriptBuf, ()> {
+    let counterparty = params.counterparty_parameters.as_ref().ok_or(())?;
+    Ok(make_funding_redeemscript(&params.holder_pubkeys.funding_pubkey, &counterparty.pubkeys.funding_pubkey))
+}
+
+fn htlc_info(h: &HTLCOutputInCommitment) -> HtlcInfo {
+    HtlcInfo {
+        offered: h.offered,
+        amount_msat: h.amount_msat,
+        cltv_expiry: h.cltv_expiry,
+        payment_hash: h.payment_hash.0,
+    }
+}
+
+impl QuorumChannelSigner {
+    /// Asks a key holder for the channel's public keys (LDK needs them synchronously).
+    pub fn fetch(bridge: Arc<QuorumBridge>, id: ChannelKeysId) -> Result<Self, String> {
+        let (info, _) = bridge
+            .wait(move |c| async move { c.channel_keys(id).await })
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        let pubkeys = parse::channel_public_keys(&info.points).map_err(|e| e.to_string())?;
+        Ok(Self { bridge, id, pubkeys, points: Default::default(), setup: Default::default() })
+    }
+
+    fn refused<T>(&self, what: &str, reason: &str) -> Result<T, ()> {
+        self.log_refusal(what, reason);
+        Err(())
+    }
+
+    fn log_refusal(&self, what: &str, reason: &str) {
+        tracing::warn!(channel = %hex::encode(&self.id[..8]), "{what} not signed: {reason}");
+    }
+
+    /// Sends the setup (once) and any deferred validations, in order.
+    fn ensure_setup(&self, params: &ChannelTransactionParameters) -> Result<(), ()> {
+        let mut s = self.setup.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(reason) = &s.poisoned {
+            self.log_refusal("request", reason);
+            return Err(());
+        }
+        if s.sent {
+            return Ok(());
+        }
+        let Some(setup) = parse::setup(params) else {
+            self.log_refusal("request", "channel parameters incomplete (or spliced) before setup");
+            return Err(());
+        };
+        if let Err(e) = self.bridge.channel_blocking(self.id, ChannelRequest::Setup(setup)) {
+            self.log_refusal("setup", &e);
+            return Err(());
+        }
+        s.sent = true;
+        for req in std::mem::take(&mut s.deferred) {
+            if let Err(e) = self.bridge.channel_blocking(self.id, req) {
+                self.log_refusal("deferred validation", &e);
+                s.poisoned = Some(e);
+                return Err(());
+            }
+        }
+        Ok(())
+    }
+
+    /// A validation LDK needs answered now: sent if the channel is set up, else queued.
+    fn validate(&self, what: &str, request: ChannelRequest) -> Result<(), ()> {
+        let mut s = self.setup.lock().unwrap_or_else(|e| e.into_inner());
+        if s.poisoned.is_some() {
+            return Err(());
+        }
+        if !s.sent {
+            s.deferred.push(request);
+            return Ok(());
+        }
+        drop(s);
+        self.bridge.channel_blocking(self.id, request).map(drop).map_err(|e| self.log_refusal(what, &e))
+    }
+
+    fn async_request(&self, what: &str, request: ChannelRequest) -> Result<KeyHolderOutput, ()> {
+        self.bridge.channel_async(self.id, request).map_err(|e| {
+            if let Some(reason) = e {
+                self.log_refusal(what, &reason);
+            }
+        })
+    }
+
+    fn blocking_sig(&self, what: &str, request: ChannelRequest) -> Result<Signature, ()> {
+        self.bridge.channel_blocking(self.id, request).and_then(one_sig).map_err(|e| self.log_refusal(what, &e))
+    }
+}
+
+impl ChannelSigner for QuorumChannelSigner {
+    fn get_per_commitment_point(&self, idx: u64, _secp: &Secp256k1<All>) -> Result<PublicKey, ()> {
+        let mut points = self.points.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = points.get(&idx) {
+            return Ok(*p);
+        }
+        let id = self.id;
+        let bytes = self
+            .bridge
+            .wait(move |c| async move { c.per_commitment_point(id, idx).await })
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()))
+            .map_err(|e| self.log_refusal("per-commitment point", &e))?;
+        let point = PublicKey::from_slice(&bytes).map_err(|_| self.log_refusal("per-commitment point", "malformed"))?;
+        // Numbers count down: keep only the few around the current one.
+        points.retain(|n, _| *n <= idx.saturating_add(2));
+        points.insert(idx, point);
+        Ok(point)
+    }
+
+    fn release_commitment_secret(&self, idx: u64) -> Result<[u8; 32], ()> {
+        match self
+            .async_request("commitment secret", ChannelRequest::ReleaseCommitmentSecret { commitment_number: idx })?
+        {
+            KeyHolderOutput::Secret(s) => Ok(s),
+            other => self.refused("commitment secret", &format!("unexpected output {other:?}")),
+        }
+    }
+
+    fn validate_holder_commitment(
+        &self,
+        holder_tx: &HolderCommitmentTransaction,
+        outbound_htlc_preimages: Vec<PaymentPreimage>,
+    ) -> Result<(), ()> {
+        let commitment: &CommitmentTransaction = holder_tx;
+        let request = ChannelRequest::ValidateHolderCommitment {
+            commitment: parse::commitment_info(commitment),
+            counterparty_sig: holder_tx.counterparty_sig.serialize_compact().to_vec(),
+            counterparty_htlc_sigs: holder_tx
+                .counterparty_htlc_sigs
+                .iter()
+                .map(|s| s.serialize_compact().to_vec())
+                .collect(),
+            outbound_preimages: outbound_htlc_preimages.iter().map(|p| p.0).collect(),
+        };
+        self.validate("holder commitment", request)
+    }
+
+    fn validate_counterparty_revocation(&self, idx: u64, secret: &SecretKey) -> Result<(), ()> {
+        let request =
+            ChannelRequest::ValidateCounterpartyRevocation { commitment_number: idx, secret: secret.secret_bytes() };
+        self.validate("counterparty revocation", request)
+    }
+
+    fn pubkeys(&self, _secp: &Secp256k1<All>) -> ChannelPublicKeys {
+        self.pubkeys.clone()
+    }
+
+    fn new_funding_pubkey(&self, _parent: bitcoin::Txid, _secp: &Secp256k1<All>) -> PublicKey {
+        // Splicing is not supported: cosigners refuse spliced parameters at setup.
+        self.log_refusal("splice funding key", "splicing is not supported");
+        self.pubkeys.funding_pubkey
+    }
+
+    fn channel_keys_id(&self) -> [u8; 32] {
+        self.id
+    }
+}
+
+impl EcdsaChannelSigner for QuorumChannelSigner {
+    fn sign_counterparty_commitment(
+        &self,
+        params: &ChannelTransactionParameters,
+        commitment_tx: &CommitmentTransaction,
+        _inbound_htlc_preimages: Vec<PaymentPreimage>,
+        outbound_htlc_preimages: Vec<PaymentPreimage>,
+        secp: &Secp256k1<All>,
+    ) -> Result<(Signature, Vec<Signature>), ()> {
+        self.ensure_setup(params)?;
+        let request = ChannelRequest::SignCounterpartyCommitment {
+            commitment: parse::commitment_info(commitment_tx),
+            outbound_preimages: outbound_htlc_preimages.iter().map(|p| p.0).collect(),
+        };
+        let KeyHolderOutput::Signatures { sig, htlc_sigs } = self.async_request("counterparty commitment", request)?
+        else {
+            return self.refused("counterparty commitment", "unexpected output");
+        };
+        let parse_sig = |b: &[u8]| Signature::from_compact(b).map_err(|_| ());
+        let sig = parse_sig(&sig).map_err(|_| self.log_refusal("counterparty commitment", "malformed signature"))?;
+        let htlc_sigs = htlc_sigs.iter().map(|s| parse_sig(s)).collect::<Result<Vec<_>, _>>()?;
+        // The quorum rebuilt the transaction itself; check it signed the one LDK built.
+        let sighash = commitment_tx
+            .trust()
+            .built_transaction()
+            .get_sighash_all(&funding_script(params)?, params.channel_value_satoshis);
+        if secp.verify_ecdsa(&sighash, &sig, &self.pubkeys.funding_pubkey).is_err()
+            || htlc_sigs.len() != commitment_tx.nondust_htlcs().len()
+        {
+            return self.refused("counterparty commitment", "returned signatures do not match LDK's transaction");
+        }
+        Ok((sig, htlc_sigs))
+    }
+
+    fn sign_holder_commitment(
+        &self,
+        params: &ChannelTransactionParameters,
+        commitment_tx: &HolderCommitmentTransaction,
+        secp: &Secp256k1<All>,
+    ) -> Result<Signature, ()> {
+        self.ensure_setup(params)?;
+        let commitment: &CommitmentTransaction = commitment_tx;
+        let request = ChannelRequest::SignHolderCommitment { commitment: parse::commitment_info(commitment) };
+        let sig = one_sig(self.async_request("holder commitment", request)?)
+            .map_err(|e| self.log_refusal("holder commitment", &e))?;
+        let sighash = commitment_tx
+            .trust()
+            .built_transaction()
+            .get_sighash_all(&funding_script(params)?, params.channel_value_satoshis);
+        secp.verify_ecdsa(&sighash, &sig, &self.pubkeys.funding_pubkey)
+            .map_err(|_| self.log_refusal("holder commitment", "returned signature does not verify"))?;
+        Ok(sig)
+    }
+
+    fn sign_justice_revoked_output(
+        &self,
+        _params: &ChannelTransactionParameters,
+        _justice_tx: &Transaction,
+        _input: usize,
+        _amount: u64,
+        _per_commitment_key: &SecretKey,
+        _secp: &Secp256k1<All>,
+    ) -> Result<Signature, ()> {
+        self.refused("justice transaction", "not supported yet")
+    }
+
+    fn sign_justice_revoked_htlc(
+        &self,
+        _params: &ChannelTransactionParameters,
+        _justice_tx: &Transaction,
+        _input: usize,
+        _amount: u64,
+        _per_commitment_key: &SecretKey,
+        _htlc: &HTLCOutputInCommitment,
+        _secp: &Secp256k1<All>,
+    ) -> Result<Signature, ()> {
+        self.refused("justice HTLC transaction", "not supported yet")
+    }
+
+    fn sign_holder_htlc_transaction(
+        &self,
+        htlc_tx: &Transaction,
+        input: usize,
+        descriptor: &HTLCDescriptor,
+        _secp: &Secp256k1<All>,
+    ) -> Result<Signature, ()> {
+        self.ensure_setup(&descriptor.channel_derivation_parameters.transaction_parameters)?;
+        let request = ChannelRequest::SignHolderHtlc {
+            tx: bitcoin::consensus::serialize(htlc_tx),
+            input: u32::try_from(input).map_err(|_| ())?,
+            commitment_number: descriptor.per_commitment_number,
+            htlc: htlc_info(&descriptor.htlc),
+            preimage: descriptor.preimage.map(|p| p.0),
+        };
+        self.blocking_sig("holder HTLC transaction", request)
+    }
+
+    fn sign_counterparty_htlc_transaction(
+        &self,
+        _params: &ChannelTransactionParameters,
+        _htlc_tx: &Transaction,
+        _input: usize,
+        _amount: u64,
+        _per_commitment_point: &PublicKey,
+        _htlc: &HTLCOutputInCommitment,
+        _secp: &Secp256k1<All>,
+    ) -> Result<Signature, ()> {
+        self.refused("claim on the counterparty's commitment", "not supported yet")
+    }
+
+    fn sign_closing_transaction(
+        &self,
+        params: &ChannelTransactionParameters,
+        closing_tx: &ClosingTransaction,
+        _secp: &Secp256k1<All>,
+    ) -> Result<Signature, ()> {
+        self.ensure_setup(params)?;
+        let request = ChannelRequest::SignClosing {
+            to_holder_sat: closing_tx.to_holder_value_sat(),
+            to_counterparty_sat: closing_tx.to_counterparty_value_sat(),
+            to_holder_script: closing_tx.to_holder_script().to_bytes(),
+            to_counterparty_script: closing_tx.to_counterparty_script().to_bytes(),
+        };
+        one_sig(self.async_request("closing transaction", request)?).map_err(|e| self.log_refusal("closing", &e))
+    }
+
+    fn sign_holder_keyed_anchor_input(
+        &self,
+        params: &ChannelTransactionParameters,
+        anchor_tx: &Transaction,
+        input: usize,
+        _secp: &Secp256k1<All>,
+    ) -> Result<Signature, ()> {
+        self.ensure_setup(params)?;
+        let request = ChannelRequest::SignHolderAnchor {
+            tx: bitcoin::consensus::serialize(anchor_tx),
+            input: u32::try_from(input).map_err(|_| ())?,
+        };
+        self.blocking_sig("anchor input", request)
+    }
+
+    fn sign_channel_announcement_with_funding_key(
+        &self,
+        _params: &ChannelTransactionParameters,
+        _msg: &UnsignedChannelAnnouncement,
+        _secp: &Secp256k1<All>,
+    ) -> Result<Signature, ()> {
+        self.refused("channel announcement", "announced channels are not supported yet")
+    }
+
+    fn sign_splice_shared_input(
+        &self,
+        _params: &ChannelTransactionParameters,
+        _tx: &Transaction,
+        _input_index: usize,
+        _secp: &Secp256k1<All>,
+    ) -> Signature {
+        // LDK gives this method no way to refuse. Splicing is never negotiated through
+        // this signer (cosigners refuse spliced setups); answer with a signature over
+        // nothing that no verifier accepts for any transaction.
+        self.log_refusal("splice input", "splicing is not supported");
+        // r = s = 0x0101…01 are below the group order: this encoding always parses.
+        Signature::from_compact(&[1u8; 64]).expect("constant valid compact encoding")
+    }
+}

@@ -1,0 +1,272 @@
+//! LDK's node-level signer interfaces backed by the quorum: `NodeSigner` (node id, ECDH,
+//! invoices, gossip), `SignerProvider` (one [`QuorumChannelSigner`] per channel, the QLS
+//! wallet as destination and shutdown script), `OutputSpender` (sweeps of delayed
+//! outputs, each input approved by the quorum) and `EntropySource`.
+//!
+//! Three keys LDK wants synchronously and that guard no funds come from a node-local
+//! seed (an LDK `KeysManager` that never signs anything else): the inbound-payment key
+//! (payment secrets of our invoices), the peer-storage encryption key and the
+//! receive-auth key for blinded paths. The node operator keeps that seed like any node
+//! secret; losing it to an attacker does not let anyone move channel funds.
+//!
+//! Must never: sign with the local seed anything that moves funds or speaks for the node
+//! id, or return a transaction whose inputs the quorum did not sign.
+
+use std::sync::Arc;
+
+use bitcoin::hashes::{sha256, Hash};
+use bitcoin::secp256k1::ecdh::SharedSecret;
+use bitcoin::secp256k1::ecdsa::{RecoverableSignature, RecoveryId, Signature};
+use bitcoin::secp256k1::{schnorr, All, PublicKey, Scalar, Secp256k1};
+use bitcoin::{absolute::LockTime, ScriptBuf, Transaction, TxOut, Witness};
+use lightning::bolt11_invoice::RawBolt11Invoice;
+use lightning::ln::inbound_payment::ExpandedKey;
+use lightning::ln::msgs::UnsignedGossipMessage;
+use lightning::ln::script::ShutdownScript;
+use lightning::offers::invoice::UnsignedBolt12Invoice;
+use lightning::sign::{
+    EntropySource, KeysManager, NodeSigner, OutputSpender, PeerStorageKey, ReceiveAuthKey, Recipient, SignerProvider,
+    SpendableOutputDescriptor,
+};
+use lightning::util::ser::Writeable;
+use qls_protocol::{ChannelKeysId, ChannelRequest, KeyHolderOutput, NodeKeyRequest};
+use qls_signer_core::wallet::wallet_script;
+
+use super::bridge::{BridgeError, QuorumBridge};
+use super::channel_signer::QuorumChannelSigner;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeysError {
+    #[error(transparent)]
+    Bridge(#[from] BridgeError),
+    #[error("coordinator: {0}")]
+    Coordinator(String),
+    #[error("the quorum's wallet key or node id is malformed")]
+    BadKey,
+}
+
+/// The node's keys interface: hand it to `ChannelManager` as entropy source, node
+/// signer and signer provider, and use it as the `OutputSpender` of swept outputs.
+pub struct QuorumKeysManager {
+    bridge: Arc<QuorumBridge>,
+    node_id: PublicKey,
+    wallet_script: ScriptBuf,
+    local: KeysManager,
+}
+
+fn refuse(what: &str, reason: &str) {
+    tracing::warn!("{what} not signed: {reason}");
+}
+
+fn refused<T>(what: &str, reason: &str) -> Result<T, ()> {
+    refuse(what, reason);
+    Err(())
+}
+
+impl QuorumKeysManager {
+    /// Fetches the node id (from a key holder) and the wallet key (from the group);
+    /// `local_seed` derives only the node-local keys described in the module doc.
+    pub fn new(bridge: Arc<QuorumBridge>, local_seed: &[u8; 32]) -> Result<Self, KeysError> {
+        let (_, node_id) = bridge
+            .wait(|c| async move { c.channel_keys([0; 32]).await })?
+            .map_err(|e| KeysError::Coordinator(e.to_string()))?;
+        let group =
+            bridge.wait(|c| async move { c.group_info().await })?.map_err(|e| KeysError::Coordinator(e.to_string()))?;
+        let node_id = PublicKey::from_slice(&node_id).map_err(|_| KeysError::BadKey)?;
+        let wallet_script = wallet_script(&group.key_id).map_err(|_| KeysError::BadKey)?;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let local = KeysManager::new(local_seed, now.as_secs(), now.subsec_nanos(), true);
+        Ok(Self { bridge, node_id, wallet_script, local })
+    }
+
+    pub fn bridge(&self) -> &Arc<QuorumBridge> {
+        &self.bridge
+    }
+
+    /// The QLS wallet's P2TR script: shutdown and sweep destination.
+    pub fn wallet_script(&self) -> &ScriptBuf {
+        &self.wallet_script
+    }
+
+    fn node_key(&self, what: &str, request: NodeKeyRequest) -> Result<KeyHolderOutput, ()> {
+        self.bridge.node_key_blocking(request).map_err(|e| refuse(what, &e))
+    }
+}
+
+/// The bytes LDK hashes after the HRP: the invoice's 5-bit data (signature excluded),
+/// packed, the last byte zero-padded. Taken from the invoice's own bech32 encoding (with a
+/// placeholder signature, dropped again); the caller checks the result against LDK's hash.
+fn invoice_data_bytes(invoice: &RawBolt11Invoice) -> Option<Vec<u8>> {
+    const CHARSET: &[u8; 32] = b"qpzry9x8gf2tvdw0s3jn54khce6mua7l";
+    const SIGNATURE_CHARS: usize = 104; // 65 bytes
+    const CHECKSUM_CHARS: usize = 6;
+    let placeholder = RecoverableSignature::from_compact(&[1u8; 64], RecoveryId::from_i32(0).ok()?).ok()?;
+    let encoded = invoice.clone().sign::<_, ()>(|_| Ok(placeholder)).ok()?.to_string();
+    let data = &encoded[encoded.rfind('1')? + 1..];
+    let data = data.as_bytes().get(..data.len().checked_sub(SIGNATURE_CHARS + CHECKSUM_CHARS)?)?;
+    let (mut out, mut acc, mut bits) = (Vec::with_capacity(data.len() * 5 / 8 + 1), 0u32, 0u32);
+    for c in data {
+        let v = CHARSET.iter().position(|x| x == c)? as u32;
+        acc = (acc << 5) | v;
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    if bits > 0 {
+        out.push((acc << (8 - bits)) as u8);
+    }
+    Some(out)
+}
+
+impl EntropySource for QuorumKeysManager {
+    fn get_secure_random_bytes(&self) -> [u8; 32] {
+        self.local.get_secure_random_bytes()
+    }
+}
+
+impl NodeSigner for QuorumKeysManager {
+    fn get_node_id(&self, recipient: Recipient) -> Result<PublicKey, ()> {
+        match recipient {
+            Recipient::Node => Ok(self.node_id),
+            Recipient::PhantomNode => Err(()),
+        }
+    }
+
+    fn ecdh(&self, recipient: Recipient, other_key: &PublicKey, tweak: Option<&Scalar>) -> Result<SharedSecret, ()> {
+        if !matches!(recipient, Recipient::Node) {
+            return Err(());
+        }
+        let request =
+            NodeKeyRequest::Ecdh { other_key: other_key.serialize().to_vec(), tweak: tweak.map(|t| t.to_be_bytes()) };
+        match self.node_key("ECDH", request)? {
+            KeyHolderOutput::SharedSecret(s) => Ok(SharedSecret::from_bytes(s)),
+            other => refused("ECDH", &format!("unexpected output {other:?}")),
+        }
+    }
+
+    fn get_expanded_key(&self) -> ExpandedKey {
+        self.local.get_expanded_key()
+    }
+
+    fn get_peer_storage_key(&self) -> PeerStorageKey {
+        self.local.get_peer_storage_key()
+    }
+
+    fn get_receive_auth_key(&self) -> ReceiveAuthKey {
+        self.local.get_receive_auth_key()
+    }
+
+    fn sign_invoice(&self, invoice: &RawBolt11Invoice, recipient: Recipient) -> Result<RecoverableSignature, ()> {
+        if !matches!(recipient, Recipient::Node) {
+            return Err(());
+        }
+        let hrp = invoice.hrp.to_string().into_bytes();
+        let data = invoice_data_bytes(invoice).unwrap_or_default();
+        if sha256::Hash::hash(&[hrp.as_slice(), &data].concat()).to_byte_array() != invoice.signable_hash() {
+            return refused("invoice", "cannot reproduce LDK's invoice hash");
+        }
+        let payment_hash = invoice.payment_hash().map(|h| h.0.to_byte_array()).ok_or(())?;
+        let request = NodeKeyRequest::SignInvoice {
+            hrp,
+            data,
+            payment_hash,
+            amount_msat: invoice.amount_pico_btc().map(|p| p / 10),
+        };
+        match self.node_key("invoice", request)? {
+            KeyHolderOutput::Recoverable { sig, recid } => {
+                let recid = RecoveryId::from_i32(i32::from(recid)).map_err(|_| ())?;
+                RecoverableSignature::from_compact(&sig, recid).map_err(|_| refuse("invoice", "malformed signature"))
+            }
+            other => refused("invoice", &format!("unexpected output {other:?}")),
+        }
+    }
+
+    fn sign_bolt12_invoice(&self, _invoice: &UnsignedBolt12Invoice) -> Result<schnorr::Signature, ()> {
+        refused("BOLT 12 invoice", "not supported yet")
+    }
+
+    fn sign_gossip_message(&self, msg: UnsignedGossipMessage) -> Result<Signature, ()> {
+        match self.node_key("gossip", NodeKeyRequest::SignGossip { message: msg.encode() })? {
+            KeyHolderOutput::Signatures { sig, .. } => {
+                Signature::from_compact(&sig).map_err(|_| refuse("gossip", "malformed signature"))
+            }
+            other => refused("gossip", &format!("unexpected output {other:?}")),
+        }
+    }
+
+    fn sign_message(&self, _msg: &[u8]) -> Result<String, ()> {
+        refused("message", "signing arbitrary messages with the node key is not supported")
+    }
+}
+
+impl SignerProvider for QuorumKeysManager {
+    type EcdsaSigner = QuorumChannelSigner;
+
+    fn generate_channel_keys_id(&self, _inbound: bool, _user_channel_id: u128) -> [u8; 32] {
+        // Any 32 bytes name a channel: the key holder derives its keys from them and its seed.
+        self.local.get_secure_random_bytes()
+    }
+
+    fn derive_channel_signer(&self, channel_keys_id: [u8; 32]) -> Self::EcdsaSigner {
+        // LDK gives this method no way to fail. Retry briefly; if the quorum stays
+        // unreachable the channel cannot work anyway and LDK must not get wrong keys.
+        let mut last = String::new();
+        for attempt in 0..5u64 {
+            match QuorumChannelSigner::fetch(self.bridge.clone(), channel_keys_id) {
+                Ok(s) => return s,
+                Err(e) => last = e,
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200 * (attempt + 1)));
+        }
+        panic!("QLS: channel keys for {} unavailable from the quorum: {last}", hex::encode(&channel_keys_id[..8]));
+    }
+
+    fn get_destination_script(&self, _channel_keys_id: [u8; 32]) -> Result<ScriptBuf, ()> {
+        Ok(self.wallet_script.clone())
+    }
+
+    fn get_shutdown_scriptpubkey(&self) -> Result<ShutdownScript, ()> {
+        ShutdownScript::try_from(self.wallet_script.clone()).map_err(|_| ())
+    }
+}
+
+impl OutputSpender for QuorumKeysManager {
+    /// Spends delayed outputs of force-closed channels (to_local and second-stage HTLC
+    /// outputs), one descriptor per call: cosigners check the fee of a sweep only when
+    /// they know every input's value. Other descriptor kinds are refused for now.
+    fn spend_spendable_outputs(
+        &self,
+        descriptors: &[&SpendableOutputDescriptor],
+        outputs: Vec<TxOut>,
+        change_destination_script: ScriptBuf,
+        feerate_sat_per_1000_weight: u32,
+        locktime: Option<LockTime>,
+        secp_ctx: &Secp256k1<All>,
+    ) -> Result<Transaction, ()> {
+        let [SpendableOutputDescriptor::DelayedPaymentOutput(d)] = descriptors else {
+            return refused("sweep", "only one delayed-payment output per sweep is supported");
+        };
+        let (psbt, _) = SpendableOutputDescriptor::create_spendable_outputs_psbt(
+            secp_ctx,
+            descriptors,
+            outputs,
+            change_destination_script,
+            feerate_sat_per_1000_weight,
+            locktime,
+        )?;
+        let mut tx = psbt.unsigned_tx;
+        let request = ChannelRequest::SignDelayedSweep { tx: bitcoin::consensus::serialize(&tx), input: 0 };
+        let channel: ChannelKeysId = d.channel_keys_id;
+        match self.bridge.channel_blocking(channel, request) {
+            Ok(KeyHolderOutput::Witness(w)) => {
+                tx.input[0].witness = Witness::from_slice(&w);
+                Ok(tx)
+            }
+            Ok(other) => refused("sweep", &format!("unexpected output {other:?}")),
+            Err(e) => refused("sweep", &e),
+        }
+    }
+}

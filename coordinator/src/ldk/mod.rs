@@ -1,0 +1,14 @@
+//! The LDK adapter: makes a QLS quorum the signer of an unmodified LDK (`lightning` 0.2)
+//! node. [`QuorumKeysManager`] is the node's `NodeSigner` / `SignerProvider` /
+//! `OutputSpender` / `EntropySource`, [`QuorumChannelSigner`] each channel's
+//! `EcdsaChannelSigner`; both talk to the coordinator through one [`QuorumBridge`].
+//!
+//! Must never: hold a secret that moves channel funds or speaks for the node id.
+
+pub mod bridge;
+pub mod channel_signer;
+pub mod keys;
+
+pub use bridge::{BridgeError, QuorumBridge};
+pub use channel_signer::QuorumChannelSigner;
+pub use keys::{KeysError, QuorumKeysManager};
