@@ -58,6 +58,10 @@ impl NodeApi {
 }
 
 async fn approved(quorum: &Quorum, subject: ApprovalSubject) -> NodeResponse {
+    let _turn = match &subject {
+        ApprovalSubject::Channel { channel, .. } => Some(quorum.lock_channel(channel).await),
+        ApprovalSubject::Node(_) => None,
+    };
     match crate::approval::approve_and_sign(quorum, subject).await {
         Ok((output, report)) => NodeResponse::KeyHolder { output, report },
         Err(crate::approval::ApprovalFailure::Refused { refusals, report }) => {

@@ -15,7 +15,7 @@ use quinn::Endpoint;
 
 use qls_protocol::limits::MAX_NONCE_BATCH;
 use qls_protocol::quic::{client_endpoint, fingerprint_hex, Identity, TransportError};
-use qls_protocol::{CosignerRequest, CosignerResponse, KeyId, KeyInfo};
+use qls_protocol::{ChannelKeysId, CosignerRequest, CosignerResponse, KeyId, KeyInfo};
 use qls_signer_core::frost::keys::PublicKeyPackage;
 use qls_signer_core::frost::round1::SigningCommitments;
 use qls_signer_core::frost::Identifier;
@@ -150,6 +150,9 @@ pub struct Quorum {
     pub members: Vec<Arc<Member>>,
     rotate: AtomicUsize,
     endpoint: Endpoint,
+    /// One lock per legacy channel: its approval rounds run one at a time, so every
+    /// cosigner applies the channel's requests in the same order.
+    channel_locks: std::sync::Mutex<std::collections::HashMap<ChannelKeysId, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// The client endpoint and one link per configured cosigner.
@@ -176,6 +179,15 @@ pub fn links_on(
 }
 
 impl Quorum {
+    /// Waits for channel `channel`'s turn; the round holds the guard until it is done.
+    pub async fn lock_channel(&self, channel: &ChannelKeysId) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self.channel_locks.lock().unwrap_or_else(|e| e.into_inner());
+            locks.entry(*channel).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
+
     /// Dials every cosigner, learns the group key from those that answer, and builds the
     /// members. Cosigners that are down now are members all the same and are used when
     /// they come back.
@@ -270,7 +282,14 @@ impl Quorum {
                 refilling: Default::default(),
             }));
         }
-        let quorum = Arc::new(Self { config, key, members, rotate: AtomicUsize::new(0), endpoint });
+        let quorum = Arc::new(Self {
+            config,
+            key,
+            members,
+            rotate: AtomicUsize::new(0),
+            endpoint,
+            channel_locks: Default::default(),
+        });
         join_all(quorum.members.iter().map(|m| quorum.refill(m, 1))).await;
         Ok(quorum)
     }

@@ -7,6 +7,11 @@
 //! Results are keyed by the request digest (the same canonical digest cosigners approve),
 //! so LDK's retry of the same request picks up exactly the result of that request.
 //!
+//! Requests about one channel, blocking or async, go through one ordered queue per
+//! channel and reach the coordinator one at a time, in the order LDK made them: every
+//! cosigner must apply a channel's requests in the same order or their state digests
+//! part ways.
+//!
 //! Must never: return a result for a request other than the one asked, hold a result for
 //! more than one pick-up, or run a quorum round on an LDK thread's own runtime.
 
@@ -43,10 +48,26 @@ struct Pending {
     ready: usize,
 }
 
+/// Channel rounds this bridge saw end, by outcome (for operators and tests).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RoundCounts {
+    pub signed: u64,
+    pub failed: u64,
+}
+
+type Done = Box<dyn FnOnce(Result<KeyHolderOutput, String>) + Send>;
+
+struct Job {
+    request: ChannelRequest,
+    done: Done,
+}
+
 pub struct QuorumBridge {
     runtime: Option<tokio::runtime::Runtime>,
     client: Arc<NodeClient>,
     pending: Arc<(Mutex<Pending>, Condvar)>,
+    queues: Mutex<HashMap<ChannelKeysId, tokio::sync::mpsc::UnboundedSender<Job>>>,
+    counts: Arc<Mutex<RoundCounts>>,
 }
 
 impl QuorumBridge {
@@ -64,7 +85,13 @@ impl QuorumBridge {
             .build()
             .map_err(BridgeError::Runtime)?;
         let client = runtime.block_on(NodeClient::connect(identity, coordinator, coordinator_pin, timeout))?;
-        Ok(Arc::new(Self { runtime: Some(runtime), client: Arc::new(client), pending: Default::default() }))
+        Ok(Arc::new(Self {
+            runtime: Some(runtime),
+            client: Arc::new(client),
+            pending: Default::default(),
+            queues: Default::default(),
+            counts: Default::default(),
+        }))
     }
 
     fn handle(&self) -> &tokio::runtime::Handle {
@@ -86,11 +113,48 @@ impl QuorumBridge {
         rx.recv().map_err(|_| BridgeError::Stopped)
     }
 
-    /// A channel request, waiting for the round.
+    /// Queues `request` behind the channel's earlier requests; `done` gets the result.
+    fn enqueue(&self, channel: ChannelKeysId, request: ChannelRequest, done: Done) {
+        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        let mut job = Job { request, done };
+        if let Some(q) = queues.get(&channel) {
+            match q.send(job) {
+                Ok(()) => return,
+                Err(tokio::sync::mpsc::error::SendError(back)) => job = back,
+            }
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Job>();
+        let client = self.client.clone();
+        let counts = self.counts.clone();
+        self.handle().spawn(async move {
+            while let Some(job) = rx.recv().await {
+                let r = client.channel(channel, job.request).await.map(|(o, _)| o).map_err(|e| e.to_string());
+                {
+                    let mut c = counts.lock().unwrap_or_else(|e| e.into_inner());
+                    match r {
+                        Ok(_) => c.signed += 1,
+                        Err(_) => c.failed += 1,
+                    }
+                }
+                (job.done)(r);
+            }
+        });
+        // A fresh queue's receiver is alive: this send cannot fail.
+        let _ = tx.send(job);
+        queues.insert(channel, tx);
+    }
+
+    /// A channel request, waiting for the round (and for the channel's earlier requests).
     pub fn channel_blocking(&self, channel: ChannelKeysId, request: ChannelRequest) -> Result<KeyHolderOutput, String> {
-        self.wait(move |c| async move { c.channel(channel, request).await.map(|(o, _)| o) })
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.enqueue(
+            channel,
+            request,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        rx.recv().map_err(|_| BridgeError::Stopped.to_string())?
     }
 
     /// A node-key request, waiting for the round.
@@ -122,18 +186,25 @@ impl QuorumBridge {
         }
         p.slots.insert(key, Slot::InFlight);
         drop(p);
-        let client = self.client.clone();
-        let pending = self.pending.clone();
-        self.handle().spawn(async move {
-            let r = client.channel(channel, request).await.map(|(o, _)| o).map_err(|e| e.to_string());
-            let (lock, cvar) = &*pending;
-            let mut p = lock.lock().unwrap_or_else(|e| e.into_inner());
-            p.slots.insert(key, Slot::Done(r));
-            p.ready += 1;
-            cvar.notify_all();
-        });
         let _ = cvar;
+        let pending = self.pending.clone();
+        self.enqueue(
+            channel,
+            request,
+            Box::new(move |r| {
+                let (lock, cvar) = &*pending;
+                let mut p = lock.lock().unwrap_or_else(|e| e.into_inner());
+                p.slots.insert(key, Slot::Done(r));
+                p.ready += 1;
+                cvar.notify_all();
+            }),
+        );
         Err(None)
+    }
+
+    /// Channel rounds ended so far, signed or failed.
+    pub fn round_counts(&self) -> RoundCounts {
+        *self.counts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Rounds started by the async pattern and not finished yet.
