@@ -34,7 +34,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Pass `keys` to ChainMonitor::new (entropy, peer-storage key) and ChannelManager::new
     // as entropy source, node signer and signer provider; use it as OutputSpender.
-    println!("node id (held by the quorum's key holder): {}", keys.get_node_id(Recipient::Node).map_err(|_| "no node id")?);
+    println!(
+        "node id (held by the quorum's key holder): {}",
+        keys.get_node_id(Recipient::Node).map_err(|_| "no node id")?
+    );
     println!("shutdown / sweep script (QLS wallet, P2TR): {}", keys.wallet_script());
     let channel = keys.derive_channel_signer([7; 32]);
     let secp = lightning::bitcoin::secp256k1::Secp256k1::new();

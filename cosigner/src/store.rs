@@ -51,9 +51,14 @@ pub struct Store {
     db: Database,
 }
 
+/// redb's page cache. Channel states and nonces live on disk and are read per request;
+/// the cache bounds the store's memory whatever the number of channels (redb's default
+/// would let it grow to 1 GiB).
+pub const STORE_CACHE_BYTES: usize = 64 << 20;
+
 impl Store {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Database::create(path).map_err(db_err)?;
+        let db = Database::builder().set_cache_size(STORE_CACHE_BYTES).create(path).map_err(db_err)?;
         let txn = db.begin_write().map_err(db_err)?;
         {
             txn.open_table(KEYS).map_err(db_err)?;

@@ -7,7 +7,9 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod channel_bench;
 pub mod compare;
+pub mod counterparty;
 pub mod faulty_socket;
 pub mod harness;
 pub mod html;

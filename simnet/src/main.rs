@@ -46,6 +46,22 @@ enum Command {
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
     },
+    /// Measure legacy-channel updates through the quorum, approvals per second and
+    /// cosigner memory per stored channel.
+    BenchChannels {
+        /// Timed updates per HTLC count.
+        #[arg(long, default_value_t = 200)]
+        updates: usize,
+        /// Channels updated concurrently for the throughput figure.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// Updates per channel in the throughput run.
+        #[arg(long, default_value_t = 50)]
+        cycles: usize,
+        /// Channels written to a cosigner store for the memory figure (0: skip).
+        #[arg(long, default_value_t = 100_000)]
+        memory_channels: usize,
+    },
 }
 
 async fn main_inner(cli: Cli) -> Result<bool, Box<dyn std::error::Error>> {
@@ -81,6 +97,12 @@ async fn main_inner(cli: Cli) -> Result<bool, Box<dyn std::error::Error>> {
         Command::Bench { sequential, concurrent, concurrency } => {
             let p = BenchParams { sequential, concurrent, concurrency };
             print!("{}", table(&bench(&p).await?, &p));
+            Ok(true)
+        }
+        Command::BenchChannels { updates, concurrency, cycles, memory_channels } => {
+            use qls_simnet::channel_bench::{bench_channels, table, ChannelBenchParams};
+            let p = ChannelBenchParams { updates, htlc_counts: vec![0, 10, 100], concurrency, cycles, memory_channels };
+            print!("{}", table(&bench_channels(&p).await?, &p));
             Ok(true)
         }
     }

@@ -7,64 +7,19 @@
 //! Bitcoin Core's script interpreter (`bitcoinconsensus`).
 
 use bitcoin::hashes::{sha256, Hash};
-use bitcoin::secp256k1::{All, Message, PublicKey, Secp256k1, SecretKey};
-use bitcoin::sighash::{EcdsaSighashType, SighashCache};
+use bitcoin::secp256k1::{PublicKey, SecretKey};
 use bitcoin::{Amount, ScriptBuf, Witness};
-use lightning::ln::chan_utils::{
-    build_commitment_secret, build_htlc_transaction, derive_private_key, get_htlc_redeemscript,
-    make_funding_redeemscript,
-};
-use lightning::types::features::ChannelTypeFeatures;
 use qls_coordinator::client::NodeClient;
 use qls_protocol::*;
 use qls_signer_core::channel::parse::{self, Broadcaster};
 use qls_signer_core::channel::state::INITIAL_COMMITMENT_NUMBER as N0;
 use qls_signer_core::policy::PolicyConfig;
 use qls_signer_core::wallet::wallet_script;
+use qls_simnet::counterparty::{htlc, Counterparty, DELAY, FEERATE};
 use qls_simnet::harness::{Harness, QuorumSpec};
 
 const VALUE: u64 = 1_000_000;
-const FEERATE: u32 = 1000;
-const DELAY: u16 = 144;
 const CHANNEL: ChannelKeysId = [0x42; 32];
-
-/// The counterparty: single keys, plain BOLT 3.
-struct Counterparty {
-    secp: Secp256k1<All>,
-    funding: SecretKey,
-    htlc: SecretKey,
-    base: [SecretKey; 3],
-    seed: [u8; 32],
-}
-
-impl Counterparty {
-    fn new() -> Self {
-        let k = |b: u8| SecretKey::from_slice(&[b; 32]).unwrap();
-        Self {
-            secp: Secp256k1::new(),
-            funding: k(0x11),
-            htlc: k(0x12),
-            base: [k(0x13), k(0x14), k(0x15)],
-            seed: [0x16; 32],
-        }
-    }
-    fn points(&self) -> ChannelPoints {
-        let p = |s: &SecretKey| PublicKey::from_secret_key(&self.secp, s).serialize().to_vec();
-        ChannelPoints {
-            funding: p(&self.funding),
-            revocation: p(&self.base[0]),
-            payment: p(&self.base[1]),
-            delayed_payment: p(&self.base[2]),
-            htlc: p(&self.htlc),
-        }
-    }
-    fn secret(&self, n: u64) -> [u8; 32] {
-        build_commitment_secret(&self.seed, n)
-    }
-    fn point(&self, n: u64) -> Vec<u8> {
-        PublicKey::from_secret_key(&self.secp, &SecretKey::from_slice(&self.secret(n)).unwrap()).serialize().to_vec()
-    }
-}
 
 struct Channel {
     cp: Counterparty,
@@ -80,15 +35,6 @@ fn ours_sat(n_htlcs: usize, htlc_sat: u64, theirs: u64) -> u64 {
     VALUE - fee(n_htlcs) - 660 - htlc_sat - theirs
 }
 
-fn htlc(offered: bool, sat: u64, tag: u8) -> HtlcInfo {
-    HtlcInfo {
-        offered,
-        amount_msat: sat * 1000,
-        cltv_expiry: 600_000,
-        payment_hash: sha256::Hash::hash(&[tag; 32]).to_byte_array(),
-    }
-}
-
 fn wallet(h: &Harness) -> ScriptBuf {
     wallet_script(&h.quorum.key.key_id).unwrap()
 }
@@ -99,17 +45,7 @@ impl Channel {
         let (keys, node_id) = client.channel_keys(CHANNEL).await.unwrap();
         assert_eq!(node_id.len(), 33);
         let cp = Counterparty::new();
-        let setup = ChannelSetup {
-            channel_value_sat: VALUE,
-            funding_txid: [0x77; 32],
-            funding_vout: 0,
-            is_outbound: true,
-            holder_selected_contest_delay: DELAY,
-            counterparty_selected_contest_delay: DELAY,
-            holder: keys.points,
-            counterparty: cp.points(),
-            channel_type: ChannelTypeFeatures::anchors_zero_htlc_fee_and_dependencies().le_flags().to_vec(),
-        };
+        let setup = cp.setup(keys.points, VALUE, true, [0x77; 32]);
         let ch = Self { cp, setup, client };
         ch.ok(ChannelRequest::Setup(ch.setup.clone())).await;
         let ours = ours_sat(0, 0, 0);
@@ -141,14 +77,7 @@ impl Channel {
     }
 
     fn cp_info(&self, n: u64, theirs: u64, ours: u64, htlcs: Vec<HtlcInfo>) -> CommitmentInfo {
-        CommitmentInfo {
-            commitment_number: n,
-            per_commitment_point: self.cp.point(n),
-            to_broadcaster_sat: theirs,
-            to_countersignatory_sat: ours,
-            feerate_per_kw: FEERATE,
-            htlcs,
-        }
+        self.cp.commitment(n, theirs, ours, htlcs)
     }
 
     async fn holder_info(&self, n: u64, ours: u64, theirs: u64, htlcs: Vec<HtlcInfo>) -> CommitmentInfo {
@@ -163,10 +92,7 @@ impl Channel {
     }
 
     fn funding_script(&self) -> ScriptBuf {
-        make_funding_redeemscript(
-            &PublicKey::from_slice(&self.setup.holder.funding).unwrap(),
-            &PublicKey::from_slice(&self.setup.counterparty.funding).unwrap(),
-        )
+        Counterparty::funding_script(&self.setup).unwrap()
     }
 
     /// Signs their commitment through the quorum and checks the signature independently.
@@ -188,41 +114,7 @@ impl Channel {
     }
 
     fn validate_req(&self, info: CommitmentInfo, preimages: Vec<[u8; 32]>) -> ChannelRequest {
-        let secp = &self.cp.secp;
-        let params = parse::transaction_parameters(&self.setup).unwrap();
-        let tx = parse::commitment(&params, &info, Broadcaster::Holder, secp).unwrap();
-        let trusted = tx.trust();
-        let sighash = trusted.built_transaction().get_sighash_all(&self.funding_script(), VALUE);
-        let sig = secp.sign_ecdsa(&sighash, &self.cp.funding).serialize_compact().to_vec();
-        let pcp = PublicKey::from_slice(&info.per_commitment_point).unwrap();
-        let htlc_key = derive_private_key(secp, &pcp, &self.cp.htlc);
-        let keys = trusted.keys();
-        let htlc_sigs = tx
-            .nondust_htlcs()
-            .iter()
-            .map(|h| {
-                let t = build_htlc_transaction(
-                    &trusted.txid(),
-                    FEERATE,
-                    DELAY,
-                    h,
-                    &params.channel_type_features,
-                    &keys.broadcaster_delayed_payment_key,
-                    &keys.revocation_key,
-                );
-                let s = get_htlc_redeemscript(h, &params.channel_type_features, keys);
-                let hash = SighashCache::new(&t)
-                    .p2wsh_signature_hash(0, &s, h.to_bitcoin_amount(), EcdsaSighashType::SinglePlusAnyoneCanPay)
-                    .unwrap();
-                secp.sign_ecdsa(&Message::from_digest(hash.to_byte_array()), &htlc_key).serialize_compact().to_vec()
-            })
-            .collect();
-        ChannelRequest::ValidateHolderCommitment {
-            commitment: info,
-            counterparty_sig: sig,
-            counterparty_htlc_sigs: htlc_sigs,
-            outbound_preimages: preimages,
-        }
+        self.cp.validate_request(&self.setup, info, preimages).unwrap()
     }
 
     /// A full update round: their commitment, ours, our revocation, theirs.
@@ -367,7 +259,7 @@ async fn force_close_commitment_passes_bitcoin_core_and_sweep_to_foreign_script_
     let trusted = commitment.trust();
     let mut tx = trusted.built_transaction().transaction.clone();
     let sighash = trusted.built_transaction().get_sighash_all(&ch.funding_script(), VALUE);
-    let cp_sig = ch.cp.secp.sign_ecdsa(&sighash, &ch.cp.funding);
+    let cp_sig = ch.cp.sign_funding(&sighash);
     let holder_sig = bitcoin::secp256k1::ecdsa::Signature::from_compact(&sig).unwrap();
     let (first, second) = if ch.setup.holder.funding < ch.setup.counterparty.funding {
         (holder_sig, cp_sig)
