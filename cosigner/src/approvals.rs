@@ -222,7 +222,9 @@ pub fn key_holder_sign(state: &CosignerState, subject: ApprovalSubject, approval
 pub fn channel_keys(state: &CosignerState, channel: &ChannelKeysId) -> Reply {
     let kh =
         state.key_holder.as_ref().ok_or_else(|| error(ErrorKind::Forbidden, "this cosigner is not a key holder"))?;
-    Ok(CosignerResponse::ChannelKeys { info: kh.channel_keys(channel), node_id: kh.node_id().serialize().to_vec() })
+    let mut info = kh.channel_keys(channel);
+    info.set_up = state.store.channel(channel).map_err(|e| error(ErrorKind::Internal, e))?.is_some();
+    Ok(CosignerResponse::ChannelKeys { info, node_id: kh.node_id().serialize().to_vec() })
 }
 
 pub fn per_commitment_point(state: &CosignerState, channel: &ChannelKeysId, n: u64) -> Reply {

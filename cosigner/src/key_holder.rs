@@ -95,7 +95,11 @@ impl KeyHolder {
     }
 
     pub fn channel_keys(&self, channel: &ChannelKeysId) -> ChannelKeysInfo {
-        ChannelKeysInfo { channel: *channel, points: parse::channel_points(&self.signer(channel).pubkeys(&self.secp)) }
+        ChannelKeysInfo {
+            channel: *channel,
+            points: parse::channel_points(&self.signer(channel).pubkeys(&self.secp)),
+            set_up: false,
+        }
     }
 
     pub fn per_commitment_point(&self, channel: &ChannelKeysId, n: u64) -> Result<PublicKey, KeyHolderError> {
@@ -226,17 +230,22 @@ impl KeyHolder {
                 let latest = state.holder.latest.as_ref().ok_or(KeyHolderError::Signer("no holder commitment"))?;
                 let commitment = rebuild(&latest.info, Broadcaster::Holder)?;
                 let trusted = commitment.trust();
+                let spent = spend.input.get(*input as usize).ok_or(KeyHolderError::Signer("input out of range"))?;
                 let (i, found) = commitment
                     .nondust_htlcs()
                     .iter()
                     .enumerate()
                     .find(|(_, h)| {
+                        spent.previous_output.txid == trusted.txid()
+                            && h.transaction_output_index == Some(spent.previous_output.vout)
+                    })
+                    .filter(|(_, h)| {
                         h.offered == htlc.offered
                             && h.amount_msat == htlc.amount_msat
                             && h.cltv_expiry == htlc.cltv_expiry
                             && h.payment_hash.0 == htlc.payment_hash
                     })
-                    .ok_or(KeyHolderError::Signer("HTLC not in the commitment"))?;
+                    .ok_or(KeyHolderError::Signer("the input does not spend that HTLC of the commitment"))?;
                 let cp_sig = latest
                     .counterparty_htlc_sigs
                     .get(i)

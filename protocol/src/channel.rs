@@ -161,6 +161,9 @@ pub struct Approval {
 pub struct ChannelKeysInfo {
     pub channel: ChannelKeysId,
     pub points: ChannelPoints,
+    /// Whether the answering key holder already stores this channel's setup (a node
+    /// restarting knows it must not hold back validations until it sends the setup).
+    pub set_up: bool,
 }
 
 /// What a key holder returns once it signed.

@@ -38,7 +38,29 @@ pub enum BridgeError {
 
 enum Slot {
     InFlight,
-    Done(Result<KeyHolderOutput, String>),
+    Done(Result<KeyHolderOutput, RoundError>),
+    /// Refused by policy: answered again without a new round (LDK keeps asking).
+    Refused(String),
+}
+
+/// Why a round gave no output.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RoundError {
+    /// The quorum refused (policy): asking again changes nothing.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// Unreachable, timed out, diverged, coordinator error: may work later.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<ClientError> for RoundError {
+    fn from(e: ClientError) -> Self {
+        match e {
+            ClientError::Refused(_) => RoundError::Refused(e.to_string()),
+            other => RoundError::Unavailable(other.to_string()),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -55,7 +77,7 @@ pub struct RoundCounts {
     pub failed: u64,
 }
 
-type Done = Box<dyn FnOnce(Result<KeyHolderOutput, String>) + Send>;
+type Done = Box<dyn FnOnce(Result<KeyHolderOutput, RoundError>) + Send>;
 
 struct Job {
     request: ChannelRequest,
@@ -128,7 +150,7 @@ impl QuorumBridge {
         let counts = self.counts.clone();
         self.handle().spawn(async move {
             while let Some(job) = rx.recv().await {
-                let r = client.channel(channel, job.request).await.map(|(o, _)| o).map_err(|e| e.to_string());
+                let r = client.channel(channel, job.request).await.map(|(o, _)| o).map_err(RoundError::from);
                 {
                     let mut c = counts.lock().unwrap_or_else(|e| e.into_inner());
                     match r {
@@ -145,7 +167,11 @@ impl QuorumBridge {
     }
 
     /// A channel request, waiting for the round (and for the channel's earlier requests).
-    pub fn channel_blocking(&self, channel: ChannelKeysId, request: ChannelRequest) -> Result<KeyHolderOutput, String> {
+    pub fn channel_blocking(
+        &self,
+        channel: ChannelKeysId,
+        request: ChannelRequest,
+    ) -> Result<KeyHolderOutput, RoundError> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.enqueue(
             channel,
@@ -154,7 +180,7 @@ impl QuorumBridge {
                 let _ = tx.send(r);
             }),
         );
-        rx.recv().map_err(|_| BridgeError::Stopped.to_string())?
+        rx.recv().map_err(|_| RoundError::Unavailable(BridgeError::Stopped.to_string()))?
     }
 
     /// A node-key request, waiting for the round.
@@ -167,7 +193,8 @@ impl QuorumBridge {
     /// LDK's async pattern for a channel request: the stored result if the round for this
     /// exact request finished (taken, once), else start it (if not running) and
     /// `Err(None)`: the caller returns `Err(())` to LDK. `Err(Some(reason))` when the
-    /// finished round failed (refused, unreachable).
+    /// finished round was refused (remembered: answered again without a new round). A
+    /// round that found the quorum unavailable is started again on LDK's next call.
     pub fn channel_async(
         &self,
         channel: ChannelKeysId,
@@ -177,7 +204,15 @@ impl QuorumBridge {
         let (lock, cvar) = &*self.pending;
         let mut p = lock.lock().unwrap_or_else(|e| e.into_inner());
         match p.slots.remove(&key) {
-            Some(Slot::Done(r)) => return r.map_err(Some),
+            Some(Slot::Done(Ok(out))) => return Ok(out),
+            Some(Slot::Done(Err(RoundError::Refused(reason)))) | Some(Slot::Refused(reason)) => {
+                p.slots.insert(key, Slot::Refused(reason.clone()));
+                return Err(Some(reason));
+            }
+            Some(Slot::Done(Err(RoundError::Unavailable(reason)))) => {
+                // Retry: a new round now; the round's own timeout paces the retries.
+                tracing::warn!(channel = %hex::encode(&channel[..8]), "quorum unavailable, retrying: {reason}");
+            }
             Some(Slot::InFlight) => {
                 p.slots.insert(key, Slot::InFlight);
                 return Err(None);

@@ -29,7 +29,7 @@ use lightning::types::payment::PaymentPreimage;
 use qls_protocol::{ChannelKeysId, ChannelRequest, HtlcInfo, KeyHolderOutput};
 use qls_signer_core::channel::parse;
 
-use super::bridge::QuorumBridge;
+use super::bridge::{QuorumBridge, RoundError};
 
 #[derive(Default)]
 struct SetupState {
@@ -81,7 +81,10 @@ impl QuorumChannelSigner {
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
         let pubkeys = parse::channel_public_keys(&info.points).map_err(|e| e.to_string())?;
-        Ok(Self { bridge, id, pubkeys, points: Default::default(), setup: Default::default() })
+        // A channel the quorum already stores (node restart, LDK's second signer instance
+        // for the monitor) sends its validations at once; only a new one holds them back.
+        let setup = SetupState { sent: info.set_up, ..Default::default() };
+        Ok(Self { bridge, id, pubkeys, points: Default::default(), setup: Arc::new(Mutex::new(setup)) })
     }
 
     fn refused<T>(&self, what: &str, reason: &str) -> Result<T, ()> {
@@ -93,7 +96,7 @@ impl QuorumChannelSigner {
         tracing::warn!(channel = %hex::encode(&self.id[..8]), "{what} not signed: {reason}");
     }
 
-    /// Sends the setup (once) and any deferred validations, in order.
+    /// Sends the setup (once) and any held-back validations, in order.
     fn ensure_setup(&self, params: &ChannelTransactionParameters) -> Result<(), ()> {
         let mut s = self.setup.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(reason) = &s.poisoned {
@@ -101,22 +104,38 @@ impl QuorumChannelSigner {
             return Err(());
         }
         if s.sent {
-            return Ok(());
+            let pending = !s.deferred.is_empty();
+            drop(s);
+            return if pending { self.flush_deferred() } else { Ok(()) };
         }
         let Some(setup) = parse::setup(params) else {
             self.log_refusal("request", "channel parameters incomplete (or spliced) before setup");
             return Err(());
         };
         if let Err(e) = self.bridge.channel_blocking(self.id, ChannelRequest::Setup(setup)) {
-            self.log_refusal("setup", &e);
+            self.log_refusal("setup", &e.to_string());
             return Err(());
         }
         s.sent = true;
-        for req in std::mem::take(&mut s.deferred) {
-            if let Err(e) = self.bridge.channel_blocking(self.id, req) {
-                self.log_refusal("deferred validation", &e);
-                s.poisoned = Some(e);
-                return Err(());
+        drop(s);
+        self.flush_deferred()
+    }
+
+    /// Sends held-back validations in order. A refusal stops the channel (nothing more is
+    /// signed for it); an unavailable quorum keeps the rest queued for the next call.
+    fn flush_deferred(&self) -> Result<(), ()> {
+        let mut s = self.setup.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(req) = s.deferred.first().cloned() {
+            match self.bridge.channel_blocking(self.id, req) {
+                Ok(_) => {
+                    s.deferred.remove(0);
+                }
+                Err(RoundError::Refused(e)) => {
+                    self.log_refusal("held-back validation", &e);
+                    s.poisoned = Some(e);
+                    return Err(());
+                }
+                Err(e @ RoundError::Unavailable(_)) => return self.refused("held-back validation", &e.to_string()),
             }
         }
         Ok(())
@@ -128,12 +147,12 @@ impl QuorumChannelSigner {
         if s.poisoned.is_some() {
             return Err(());
         }
-        if !s.sent {
+        if !s.sent || !s.deferred.is_empty() {
             s.deferred.push(request);
             return Ok(());
         }
         drop(s);
-        self.bridge.channel_blocking(self.id, request).map(drop).map_err(|e| self.log_refusal(what, &e))
+        self.bridge.channel_blocking(self.id, request).map(drop).map_err(|e| self.log_refusal(what, &e.to_string()))
     }
 
     fn async_request(&self, what: &str, request: ChannelRequest) -> Result<KeyHolderOutput, ()> {
@@ -145,7 +164,11 @@ impl QuorumChannelSigner {
     }
 
     fn blocking_sig(&self, what: &str, request: ChannelRequest) -> Result<Signature, ()> {
-        self.bridge.channel_blocking(self.id, request).and_then(one_sig).map_err(|e| self.log_refusal(what, &e))
+        self.bridge
+            .channel_blocking(self.id, request)
+            .map_err(|e| e.to_string())
+            .and_then(one_sig)
+            .map_err(|e| self.log_refusal(what, &e))
     }
 }
 
@@ -170,6 +193,10 @@ impl ChannelSigner for QuorumChannelSigner {
     }
 
     fn release_commitment_secret(&self, idx: u64) -> Result<[u8; 32], ()> {
+        // Revoking needs the next holder commitment validated first (cosigner policy).
+        if self.setup.lock().unwrap_or_else(|e| e.into_inner()).sent {
+            self.flush_deferred()?;
+        }
         match self
             .async_request("commitment secret", ChannelRequest::ReleaseCommitmentSecret { commitment_number: idx })?
         {
@@ -332,7 +359,7 @@ impl EcdsaChannelSigner for QuorumChannelSigner {
         &self,
         params: &ChannelTransactionParameters,
         closing_tx: &ClosingTransaction,
-        _secp: &Secp256k1<All>,
+        secp: &Secp256k1<All>,
     ) -> Result<Signature, ()> {
         self.ensure_setup(params)?;
         let request = ChannelRequest::SignClosing {
@@ -341,7 +368,12 @@ impl EcdsaChannelSigner for QuorumChannelSigner {
             to_holder_script: closing_tx.to_holder_script().to_bytes(),
             to_counterparty_script: closing_tx.to_counterparty_script().to_bytes(),
         };
-        one_sig(self.async_request("closing transaction", request)?).map_err(|e| self.log_refusal("closing", &e))
+        let sig = one_sig(self.async_request("closing transaction", request)?)
+            .map_err(|e| self.log_refusal("closing", &e))?;
+        let sighash = closing_tx.trust().get_sighash_all(&funding_script(params)?, params.channel_value_satoshis);
+        secp.verify_ecdsa(&sighash, &sig, &self.pubkeys.funding_pubkey)
+            .map_err(|_| self.log_refusal("closing", "returned signature does not verify"))?;
+        Ok(sig)
     }
 
     fn sign_holder_keyed_anchor_input(

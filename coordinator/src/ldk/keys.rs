@@ -266,7 +266,7 @@ impl OutputSpender for QuorumKeysManager {
                 Ok(tx)
             }
             Ok(other) => refused("sweep", &format!("unexpected output {other:?}")),
-            Err(e) => refused("sweep", &e),
+            Err(e) => refused("sweep", &e.to_string()),
         }
     }
 }

@@ -9,6 +9,6 @@ pub mod bridge;
 pub mod channel_signer;
 pub mod keys;
 
-pub use bridge::{BridgeError, QuorumBridge, RoundCounts};
+pub use bridge::{BridgeError, QuorumBridge, RoundCounts, RoundError};
 pub use channel_signer::QuorumChannelSigner;
 pub use keys::{KeysError, QuorumKeysManager};

@@ -36,7 +36,7 @@ pub struct HolderSide {
     /// Every holder commitment numbered at or above this one has been revoked.
     pub revoked_from: Option<u64>,
     /// Delayed outputs of the second-stage HTLC transactions we signed for the
-    /// force-closed holder commitment (at most one per HTLC of that commitment).
+    /// force-closed holder commitment (a few per HTLC of that commitment).
     pub second_stage: Vec<SecondStageOutput>,
 }
 
@@ -46,6 +46,8 @@ pub struct SecondStageOutput {
     pub txid: [u8; 32],
     pub vout: u32,
     pub value_sat: u64,
+    /// The commitment output (HTLC) this transaction spends.
+    pub htlc_vout: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

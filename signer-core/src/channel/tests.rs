@@ -786,3 +786,45 @@ fn sweep_with_a_second_input_is_refused() {
     let req = ChannelRequest::SignDelayedSweep { tx: bitcoin::consensus::serialize(&tx), input };
     assert_eq!(fx.run(req), vec![PolicyTag::SweepFeeRange]);
 }
+
+/// Two identical incoming HTLCs (two parts of one payment): the HTLC-success of the
+/// second one is recognised by the output it spends, not confused with the first.
+#[test]
+fn identical_htlcs_are_told_apart_by_output() {
+    let mut fx = Fx::new(false);
+    let theirs = fx.ours_sat(0, 0, 0);
+    assert_eq!(fx.run(ChannelRequest::Setup(fx.setup.clone())), vec![]);
+    assert_eq!(fx.sign_cp(fx.cp_info(N0, theirs, 0, vec![]), vec![]), vec![]);
+    let req = fx.validate_req(fx.holder_info(N0, 0, theirs, vec![]), vec![]);
+    assert_eq!(fx.run(req), vec![]);
+    let part = htlc(false, 100_000, 8);
+    let theirs2 = fx.ours_sat(2, 200_000, 0);
+    let req = fx.validate_req(fx.holder_info(N0 - 1, 0, theirs2, vec![part.clone(), part.clone()]), vec![]);
+    assert_eq!(fx.run(req), vec![]);
+    let latest = fx.latest_holder();
+    assert_eq!(fx.run(ChannelRequest::SignHolderCommitment { commitment: latest.clone() }), vec![]);
+    let params = parse::transaction_parameters(&fx.setup).unwrap();
+    let tx = parse::commitment(&params, &latest, Broadcaster::Holder, &fx.secp).unwrap();
+    let trusted = tx.trust();
+    let keys = trusted.keys();
+    for h in tx.nondust_htlcs() {
+        let htlc_tx = build_htlc_transaction(
+            &trusted.txid(),
+            FEERATE,
+            DELAY,
+            h,
+            &params.channel_type_features,
+            &keys.broadcaster_delayed_payment_key,
+            &keys.revocation_key,
+        );
+        let req = ChannelRequest::SignHolderHtlc {
+            tx: bitcoin::consensus::serialize(&htlc_tx),
+            input: 0,
+            commitment_number: latest.commitment_number,
+            htlc: part.clone(),
+            preimage: Some([8; 32]),
+        };
+        assert_eq!(fx.run(req), vec![], "HTLC at output {:?}", h.transaction_output_index);
+    }
+    assert_eq!(fx.state.as_ref().unwrap().holder.second_stage.len(), 2, "both second-stage outputs recorded");
+}

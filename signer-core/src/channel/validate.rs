@@ -29,9 +29,9 @@ use super::state::{
     chain_digest, ChannelState, CloseState, HolderCommitment, SecondStageOutput, INITIAL_COMMITMENT_NUMBER,
 };
 
-/// Bound on recorded second-stage HTLC outputs per channel (re-bumps of the HTLC
-/// transactions of one force-closed commitment).
-pub const MAX_SECOND_STAGE_OUTPUTS: usize = 2 * qls_protocol::limits::MAX_COMMITMENT_HTLCS;
+/// Second-stage outputs remembered per HTLC of the force-closed commitment (the latest
+/// re-bumps of its HTLC transaction; any of them may be the one that confirms).
+pub const SECOND_STAGE_PER_HTLC: usize = 4;
 use crate::policy::{ChannelPolicy, PolicyConfig, PolicyTag, Violation};
 
 const ANCHOR_OUTPUT_SAT: u64 = 330;
@@ -825,32 +825,40 @@ fn holder_htlc(
     )
     .to_p2wsh();
     outputs_are_ours(j, &tx, Some(&second_stage), ctx);
-    let found = commitment.nondust_htlcs().iter().find(|h| {
+    // The HTLC is the commitment output the input spends (identical HTLCs, e.g. parts of
+    // one payment, are told apart by output index), and it must be the one described.
+    let spent = tx.input[input as usize].previous_output;
+    let found = commitment
+        .nondust_htlcs()
+        .iter()
+        .find(|h| spent.txid == trusted.txid() && h.transaction_output_index == Some(spent.vout));
+    let matches = found.is_some_and(|h| {
         h.offered == htlc.offered
             && h.amount_msat == htlc.amount_msat
             && h.cltv_expiry == htlc.cltv_expiry
             && h.payment_hash.0 == htlc.payment_hash
     });
-    let spends = found.and_then(|h| h.transaction_output_index).is_some_and(|v| {
-        tx.input[input as usize].previous_output == bitcoin::OutPoint { txid: trusted.txid(), vout: v }
-    });
-    if !spends {
+    if !matches {
         j.flag(PolicyTag::SweepSource, format!("input {input} does not spend that HTLC of commitment {n}"));
     }
     // Output `input` (SIGHASH_SINGLE pairing) is the second-stage output a later delayed
-    // sweep may spend. Re-bumped HTLC transactions add entries, up to a bound.
-    if let Some(out) = tx.output.get(input as usize).filter(|o| o.script_pubkey == second_stage) {
-        let entry =
-            SecondStageOutput { txid: tx.compute_txid().to_byte_array(), vout: input, value_sat: out.value.to_sat() };
-        if !state.holder.second_stage.contains(&entry) {
-            if state.holder.second_stage.len() >= MAX_SECOND_STAGE_OUTPUTS {
-                j.flag(
-                    PolicyTag::NodeStateBounded,
-                    format!("already {MAX_SECOND_STAGE_OUTPUTS} second-stage HTLC outputs recorded"),
-                );
-            } else {
-                state.holder.second_stage.push(entry);
+    // sweep may spend. Each re-bump of an HTLC transaction adds one; the oldest of that
+    // HTLC's entries go beyond a small bound (a claim is never refused for it).
+    if let (true, Some(out)) = (matches, tx.output.get(input as usize).filter(|o| o.script_pubkey == second_stage)) {
+        let entry = SecondStageOutput {
+            txid: tx.compute_txid().to_byte_array(),
+            vout: input,
+            value_sat: out.value.to_sat(),
+            htlc_vout: spent.vout,
+        };
+        let outputs = &mut state.holder.second_stage;
+        if !outputs.contains(&entry) {
+            if outputs.iter().filter(|o| o.htlc_vout == spent.vout).count() >= SECOND_STAGE_PER_HTLC {
+                if let Some(oldest) = outputs.iter().position(|o| o.htlc_vout == spent.vout) {
+                    outputs.remove(oldest);
+                }
             }
+            outputs.push(entry);
         }
     }
     if !htlc.offered {
