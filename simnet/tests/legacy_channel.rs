@@ -326,6 +326,36 @@ async fn one_permissive_cosigner_cannot_get_a_drain_signed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn htlc_count_and_in_flight_above_limits_are_refused() {
+    // Cosigners configured for at most 2 HTLCs and 150,000 sat in flight per commitment.
+    let mut policy = PolicyConfig::default();
+    policy.channel.max_htlcs = 2;
+    policy.channel.max_inflight_msat = 150_000_000;
+    let mut spec = QuorumSpec::new(3, 2);
+    spec.policies = vec![policy.clone(), policy.clone(), policy];
+    let h = Harness::start(spec).await.unwrap();
+    let ch = Channel::open(&h).await;
+    let all = ["c1", "c2", "c3"];
+    for tag in [21, 22, 23] {
+        approve_payment(&ch, tag, 10_000).await;
+    }
+    let three: Vec<_> = [21, 22, 23].into_iter().map(|t| htlc(false, 10_000, t)).collect();
+    ch.refused(ch.cp_info(N0 - 1, 0, ours_sat(3, 30_000, 0), three).pipe_sign(), "policy-commitment-htlc-count", &all)
+        .await;
+    approve_payment(&ch, 24, 200_000).await;
+    let big = vec![htlc(false, 200_000, 24)];
+    ch.refused(
+        ch.cp_info(N0 - 1, 0, ours_sat(1, 200_000, 0), big).pipe_sign(),
+        "policy-commitment-htlc-inflight",
+        &all,
+    )
+    .await;
+    // Within both limits the same kind of update is signed.
+    ch.round(N0 - 1, ours_sat(2, 20_000, 0), 0, vec![htlc(false, 10_000, 21), htlc(false, 10_000, 22)], vec![]).await;
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cosigner_that_missed_an_update_is_reported_diverged_and_not_counted() {
     let mut h = Harness::start(QuorumSpec::new(3, 2)).await.unwrap();
     let ch = Channel::open(&h).await;
