@@ -22,6 +22,8 @@ pub type PaymentHash = [u8; 32];
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaymentEntry {
     pub incoming_msat: u64,
+    /// The earliest expiry among incoming HTLCs of this hash (what a forward must beat).
+    pub incoming_min_cltv: Option<u32>,
     pub outgoing_msat: u64,
     pub approved_msat: Option<u64>,
     pub settled: bool,
@@ -69,6 +71,7 @@ impl PaymentIndex {
     pub fn receive(&mut self, violations: &mut Vec<Violation>, h: &HtlcInfo) {
         let e = self.entry(violations, &h.payment_hash);
         e.incoming_msat = e.incoming_msat.saturating_add(h.amount_msat);
+        e.incoming_min_cltv = Some(e.incoming_min_cltv.map_or(h.cltv_expiry, |c| c.min(h.cltv_expiry)));
     }
 
     /// An incoming HTLC left our commitment (failed or fulfilled).
@@ -79,8 +82,9 @@ impl PaymentIndex {
         }
     }
 
-    /// We offer `h`: it must be covered by incoming HTLCs or an approved payment.
-    pub fn offer(&mut self, violations: &mut Vec<Violation>, h: &HtlcInfo) {
+    /// We offer `h`: it must be covered by incoming HTLCs or an approved payment, and a
+    /// forward must expire at least `cltv_delta_min` blocks before what it forwards.
+    pub fn offer(&mut self, violations: &mut Vec<Violation>, h: &HtlcInfo, cltv_delta_min: u32) {
         let hash = hex::encode(&h.payment_hash[..8]);
         let mut found = Vec::new();
         let e = self.entry(&mut found, &h.payment_hash);
@@ -100,6 +104,17 @@ impl PaymentIndex {
                 detail: format!("payment {hash}: {out} msat out, {} msat in, no approved payment", e.incoming_msat),
             }),
             _ => {}
+        }
+        if let Some(incoming) = e.incoming_min_cltv.filter(|_| e.approved_msat.is_none()) {
+            if h.cltv_expiry.saturating_add(cltv_delta_min) > incoming {
+                found.push(Violation {
+                    tag: PolicyTag::RoutingCltvDelta,
+                    detail: format!(
+                        "payment {hash}: outgoing expiry {} is less than {cltv_delta_min} blocks before incoming {incoming}",
+                        h.cltv_expiry
+                    ),
+                });
+            }
         }
         e.outgoing_msat = out;
         violations.extend(found);

@@ -704,6 +704,20 @@ fn invoice_paid_twice() {
 }
 
 #[test]
+fn forward_cltv_delta_too_small() {
+    let incoming = HtlcInfo { cltv_expiry: 500_100, ..htlc(true, 50_000, 13) };
+    let mut index = PaymentIndex::new(BTreeMap::new(), 0, 10);
+    let mut v = Vec::new();
+    index.receive(&mut v, &incoming);
+    // 40 blocks before the incoming expiry: enough for a minimum of 34.
+    index.offer(&mut v, &HtlcInfo { cltv_expiry: 500_060, amount_msat: 20_000_000, ..incoming.clone() }, 34);
+    assert_eq!(v, vec![]);
+    // 10 blocks before it: the forward leaves no time to claim upstream.
+    index.offer(&mut v, &HtlcInfo { cltv_expiry: 500_090, amount_msat: 20_000_000, ..incoming }, 34);
+    assert_eq!(v.iter().map(|v| v.tag).collect::<Vec<_>>(), vec![PolicyTag::RoutingCltvDelta]);
+}
+
+#[test]
 fn payment_index_bounded() {
     let mut fx = Fx::new(true);
     fx.policy.channel.max_payments = 0;

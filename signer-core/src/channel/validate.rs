@@ -429,7 +429,7 @@ fn sign_counterparty(
     let new_out: Vec<HtlcInfo> =
         multiset_minus(offered_by_us(info, Broadcaster::Counterparty), &before).into_iter().cloned().collect();
     for h in &new_out {
-        payments.offer(&mut j.violations, h);
+        payments.offer(&mut j.violations, h, ctx.policy.channel.forward_cltv_delta_min);
     }
     for hash in preimage_hashes(preimages) {
         payments.settle(&hash);

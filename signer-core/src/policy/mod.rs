@@ -151,6 +151,9 @@ policy_tags! {
     RoutingUnbalanced => "policy-routing-unbalanced", Error,
         "channel::tests::forward_without_incoming",
         "An HTLC we offer is matched by incoming HTLCs of the same payment hash (at least as much) or by an approved payment.";
+    RoutingCltvDelta => "policy-routing-cltv-delta", Error,
+        "channel::tests::forward_cltv_delta_too_small",
+        "A forwarded HTLC expires at least `forward_cltv_delta_min` blocks before the earliest incoming HTLC it forwards.";
     InvoiceOverpaid => "policy-invoice-overpaid", Error,
         "channel::tests::invoice_overpaid",
         "An approved payment is never paid more than its approved amount.";
@@ -208,6 +211,9 @@ pub struct ChannelPolicy {
     pub sweep_fee_max_sat: u64,
     /// Entries the node-wide payment index may hold.
     pub max_payments: usize,
+    /// Blocks a forward must leave between its outgoing and incoming HTLC expiries (time
+    /// to claim the incoming HTLC on-chain after the outgoing one is claimed from us).
+    pub forward_cltv_delta_min: u32,
 }
 
 impl Default for ChannelPolicy {
@@ -223,6 +229,7 @@ impl Default for ChannelPolicy {
             close_fee_max_sat: 100_000,
             sweep_fee_max_sat: 100_000,
             max_payments: 100_000,
+            forward_cltv_delta_min: 34,
         }
     }
 }
