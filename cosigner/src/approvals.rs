@@ -86,8 +86,22 @@ fn judge_subject(state: &CosignerState, subject: &ApprovalSubject, persist: bool
                         .map_err(channel_error)?;
                     (applied.violations, Some(applied.state), applied.changed)
                 }
-                ApprovalSubject::Node(NodeKeyRequest::ApprovePayment { payment_hash, amount_msat }) => {
+                ApprovalSubject::Node(NodeKeyRequest::ApprovePayment {
+                    payment_hash,
+                    amount_msat,
+                    approver,
+                    approver_sig,
+                }) => {
                     let mut v = Vec::new();
+                    channel::check_payment_approver(
+                        &mut v,
+                        &policy.channel.payment_approvers,
+                        approver,
+                        approver_sig,
+                        payment_hash,
+                        *amount_msat,
+                        &state.secp,
+                    );
                     let before = index.get(payment_hash).cloned();
                     index.approve(&mut v, payment_hash, *amount_msat);
                     let changed = index.get(payment_hash) != before.as_ref();

@@ -131,8 +131,11 @@ pub enum NodeKeyRequest {
     SignInvoice { hrp: Vec<u8>, data: Vec<u8>, payment_hash: [u8; 32], amount_msat: Option<u64> },
     /// Sign a gossip message: its double-SHA256 preimage (the message minus signature).
     SignGossip { message: Vec<u8> },
-    /// Allow paying `payment_hash` up to `amount_msat` (an invoice the operator approved).
-    ApprovePayment { payment_hash: [u8; 32], amount_msat: u64 },
+    /// Allow paying `payment_hash` up to `amount_msat` (an invoice the operator approved):
+    /// `approver_sig` (64-byte compact ECDSA) by `approver` (33-byte secp256k1 key, one of
+    /// the cosigners' configured payment approvers) over `signer-core`'s
+    /// `payment_approval_message(payment_hash, amount_msat)`. The node cannot make it.
+    ApprovePayment { payment_hash: [u8; 32], amount_msat: u64, approver: Vec<u8>, approver_sig: Vec<u8> },
 }
 
 /// What a key-holder request is about.

@@ -265,7 +265,10 @@ fn node_key(r: &NodeKeyRequest) -> Result<(), ValidationError> {
             at_most("data", data.len(), MAX_NODE_MESSAGE_BYTES)
         }
         NodeKeyRequest::SignGossip { message } => at_most("message", message.len(), MAX_NODE_MESSAGE_BYTES),
-        NodeKeyRequest::ApprovePayment { .. } => Ok(()),
+        NodeKeyRequest::ApprovePayment { approver, approver_sig, .. } => {
+            exactly("approver", approver.len(), 33)?;
+            exactly("approver_sig", approver_sig.len(), 64)
+        }
     }
 }
 

@@ -73,6 +73,36 @@ impl QuorumSpec {
     }
 }
 
+/// The payment approver key of simnet quorums (a fixed test key, not a secret): the
+/// operator that approves the node's own payments in tests and scenarios.
+pub const TEST_APPROVER_SECRET: [u8; 32] = [0x5a; 32];
+
+/// The default policy with [`TEST_APPROVER_SECRET`]'s key as the payment approver.
+pub fn test_policy() -> PolicyConfig {
+    let secp = bitcoin::secp256k1::Secp256k1::new();
+    let sk = bitcoin::secp256k1::SecretKey::from_slice(&TEST_APPROVER_SECRET).expect("valid test scalar");
+    let pk = bitcoin::secp256k1::PublicKey::from_secret_key(&secp, &sk);
+    let mut p = PolicyConfig::default();
+    p.channel.payment_approvers = vec![hex::encode(pk.serialize())];
+    p
+}
+
+/// An operator-approved `ApprovePayment`, signed with [`TEST_APPROVER_SECRET`].
+pub fn approve_payment_request(payment_hash: [u8; 32], amount_msat: u64) -> qls_protocol::NodeKeyRequest {
+    let secp = bitcoin::secp256k1::Secp256k1::new();
+    let sk = bitcoin::secp256k1::SecretKey::from_slice(&TEST_APPROVER_SECRET).expect("valid test scalar");
+    let msg = bitcoin::secp256k1::Message::from_digest(qls_signer_core::channel::payment_approval_message(
+        &payment_hash,
+        amount_msat,
+    ));
+    qls_protocol::NodeKeyRequest::ApprovePayment {
+        payment_hash,
+        amount_msat,
+        approver: bitcoin::secp256k1::PublicKey::from_secret_key(&secp, &sk).serialize().to_vec(),
+        approver_sig: secp.sign_ecdsa(&msg, &sk).serialize_compact().to_vec(),
+    }
+}
+
 /// A fault that replaces every signature share with a well-formed but wrong one.
 pub fn invalid_share_fault() -> ReplyFault {
     Arc::new(|reply| match reply {
@@ -164,7 +194,7 @@ impl Harness {
                 allow_dealer_import: spec.keygen == Keygen::Dealer,
                 key_holder: spec.key_holders.contains(&i),
                 approval_threshold: Some(spec.t),
-                policy: spec.policies.get(i).cloned().unwrap_or_default(),
+                policy: spec.policies.get(i).cloned().unwrap_or_else(test_policy),
             };
             let mut slot = CosignerSlot {
                 name: config.name.clone(),

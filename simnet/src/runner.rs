@@ -162,7 +162,7 @@ pub async fn run(scenario: &Scenario, progress: bool) -> Result<(Report, Vec<Sig
             let mut p = if q.permissive.contains(&i) {
                 qls_signer_core::policy::PolicyConfig::permissive()
             } else {
-                qls_signer_core::policy::PolicyConfig::default()
+                crate::harness::test_policy()
             };
             p.onchain.fee_sat_max = q.fee_sat_max;
             p

@@ -48,9 +48,7 @@ use lightning::util::config::UserConfig;
 use lightning::util::logger::{Level, Logger, Record};
 use lightning::util::persist::MonitorName;
 use qls_coordinator::ldk::{QuorumBridge, QuorumKeysManager};
-use qls_protocol::NodeKeyRequest;
-use qls_signer_core::policy::PolicyConfig;
-use qls_simnet::harness::{Harness, QuorumSpec};
+use qls_simnet::harness::{approve_payment_request, test_policy, Harness, QuorumSpec};
 
 // ---------------------------------------------------------------------------------------
 // Chain, fees, logging, persistence: the minimum LDK needs, all in memory.
@@ -576,7 +574,7 @@ fn ldk_node_b_signed_by_the_quorum() {
         let pk = lightning::bitcoin::PublicKey::new(SecretKey::from_slice(&[0xb2; 32]).unwrap().public_key(&secp));
         ScriptBuf::new_p2wpkh(&pk.wpubkey_hash().unwrap())
     };
-    let mut policy = PolicyConfig::default();
+    let mut policy = test_policy();
     policy.onchain.allowlisted_scripts.push(fee_wallet_script);
     let mut spec = QuorumSpec::new(3, 2);
     spec.policies = vec![policy.clone(), policy.clone(), policy];
@@ -640,11 +638,8 @@ fn ldk_node_b_signed_by_the_quorum() {
     type Invoice = lightning::bolt11_invoice::Bolt11Invoice;
     let cfg = RouteParametersConfig::default;
     let b_pay = |inv: &Invoice, id| {
-        // The operator approves B's own payment with the quorum first.
-        let req = NodeKeyRequest::ApprovePayment {
-            payment_hash: inv.payment_hash().to_byte_array(),
-            amount_msat: inv.amount_milli_satoshis().unwrap(),
-        };
+        // The operator (its key, not the node's) approves B's own payment with the quorum.
+        let req = approve_payment_request(inv.payment_hash().to_byte_array(), inv.amount_milli_satoshis().unwrap());
         bridge.node_key_blocking(req).expect("payment approved");
         b.cm.pay_for_bolt11_invoice(inv, id, None, cfg(), Retry::Attempts(0)).unwrap()
     };

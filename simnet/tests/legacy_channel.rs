@@ -16,7 +16,7 @@ use qls_signer_core::channel::state::INITIAL_COMMITMENT_NUMBER as N0;
 use qls_signer_core::policy::PolicyConfig;
 use qls_signer_core::wallet::wallet_script;
 use qls_simnet::counterparty::{htlc, Counterparty, DELAY, FEERATE};
-use qls_simnet::harness::{Harness, QuorumSpec};
+use qls_simnet::harness::{approve_payment_request, test_policy, Harness, QuorumSpec};
 
 const VALUE: u64 = 1_000_000;
 const CHANNEL: ChannelKeysId = [0x42; 32];
@@ -141,11 +141,7 @@ impl Channel {
 
 async fn approve_payment(ch: &Channel, tag: u8, sat: u64) {
     let hash = sha256::Hash::hash(&[tag; 32]).to_byte_array();
-    let (out, _) = ch
-        .client
-        .node_key(NodeKeyRequest::ApprovePayment { payment_hash: hash, amount_msat: sat * 1000 })
-        .await
-        .unwrap();
+    let (out, _) = ch.client.node_key(approve_payment_request(hash, sat * 1000)).await.unwrap();
     assert_eq!(out, KeyHolderOutput::Done);
 }
 
@@ -161,6 +157,29 @@ async fn honest_updates_are_signed_and_a_compromised_node_cannot_drain() {
     ch.round(N0 - 2, ours_sat(0, 0, 100_000), 100_000, vec![], vec![[1; 32]]).await;
 
     // Attacks, each refused with its tag by every cosigner.
+    // The node approves its own payment (signing with a key that is not an approver).
+    let forged = {
+        let secp = bitcoin::secp256k1::Secp256k1::new();
+        let node_key = SecretKey::from_slice(&[0x77; 32]).unwrap();
+        let hash = sha256::Hash::hash(&[30; 32]).to_byte_array();
+        let msg = bitcoin::secp256k1::Message::from_digest(qls_signer_core::channel::payment_approval_message(
+            &hash,
+            500_000_000,
+        ));
+        NodeKeyRequest::ApprovePayment {
+            payment_hash: hash,
+            amount_msat: 500_000_000,
+            approver: PublicKey::from_secret_key(&secp, &node_key).serialize().to_vec(),
+            approver_sig: secp.sign_ecdsa(&msg, &node_key).serialize_compact().to_vec(),
+        }
+    };
+    match ch.client.call(&NodeRequest::NodeKey(forged)).await.unwrap() {
+        NodeResponse::Refused { refusals, .. } => {
+            assert_eq!(refusals.len(), 3, "{refusals:?}");
+            assert!(refusals.iter().all(|r| r.violations.iter().any(|v| v.tag == "policy-payment-approver")));
+        }
+        other => panic!("a self-approved payment was accepted: {other:?}"),
+    }
     let ours = ours_sat(0, 0, 100_000);
     ch.refused(
         ch.cp_info(N0 - 3, 100_000, ours, vec![htlc(false, 50_000, 9)]).pipe_sign(),
@@ -309,7 +328,7 @@ async fn force_close_commitment_passes_bitcoin_core_and_sweep_to_foreign_script_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_permissive_cosigner_cannot_get_a_drain_signed() {
     let mut spec = QuorumSpec::new(3, 2);
-    spec.policies = vec![PolicyConfig::default(), PolicyConfig::default(), PolicyConfig::permissive()];
+    spec.policies = vec![test_policy(), test_policy(), PolicyConfig::permissive()];
     let h = Harness::start(spec).await.unwrap();
     let ch = Channel::open(&h).await;
     let foreign = ScriptBuf::new_p2wpkh(&bitcoin::WPubkeyHash::hash(b"attacker"));
@@ -328,7 +347,7 @@ async fn one_permissive_cosigner_cannot_get_a_drain_signed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn htlc_count_and_in_flight_above_limits_are_refused() {
     // Cosigners configured for at most 2 HTLCs and 150,000 sat in flight per commitment.
-    let mut policy = PolicyConfig::default();
+    let mut policy = test_policy();
     policy.channel.max_htlcs = 2;
     policy.channel.max_inflight_msat = 150_000_000;
     let mut spec = QuorumSpec::new(3, 2);

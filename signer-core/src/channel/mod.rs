@@ -14,6 +14,6 @@ pub mod validate;
 mod tests;
 
 pub use parse::ChannelError;
-pub use payments::{PaymentEntry, PaymentIndex};
+pub use payments::{check_payment_approver, payment_approval_message, PaymentEntry, PaymentIndex};
 pub use state::{approval_statement, chain_digest, request_digest, ChannelState, CloseState, NODE_STATE};
 pub use validate::{apply, delayed_outputs, Applied, Context};

@@ -128,9 +128,48 @@ impl PaymentIndex {
         }
     }
 
-    /// The operator approved paying `hash` up to `amount_msat`.
+    /// The operator approved paying `hash` up to `amount_msat` (its signature is checked
+    /// by [`check_payment_approver`] first).
     pub fn approve(&mut self, violations: &mut Vec<Violation>, hash: &PaymentHash, amount_msat: u64) {
         let e = self.entry(violations, hash);
         e.approved_msat = Some(e.approved_msat.map_or(amount_msat, |a| a.max(amount_msat)));
+    }
+}
+
+/// What a payment approver signs (ECDSA, secp256k1) to approve paying `hash` up to
+/// `amount_msat`.
+pub fn payment_approval_message(hash: &PaymentHash, amount_msat: u64) -> [u8; 32] {
+    crate::tagged::tagged_hash("QLS/payment-approval/v1", &[hash, &amount_msat.to_be_bytes()])
+}
+
+/// The approver must be configured and its signature valid; else a violation.
+pub fn check_payment_approver(
+    violations: &mut Vec<Violation>,
+    approvers: &[alloc::string::String],
+    approver: &[u8],
+    sig: &[u8],
+    hash: &PaymentHash,
+    amount_msat: u64,
+    secp: &bitcoin::secp256k1::Secp256k1<bitcoin::secp256k1::All>,
+) {
+    use bitcoin::secp256k1::{ecdsa::Signature, Message, PublicKey};
+    let configured = approvers.iter().any(|a| hex::decode(a).is_ok_and(|k| k == approver));
+    let valid = match (PublicKey::from_slice(approver), Signature::from_compact(sig)) {
+        (Ok(pk), Ok(s)) => {
+            let msg = Message::from_digest(payment_approval_message(hash, amount_msat));
+            secp.verify_ecdsa(&msg, &s, &pk).is_ok()
+        }
+        _ => false,
+    };
+    if !configured || !valid {
+        violations.push(Violation {
+            tag: PolicyTag::PaymentApprover,
+            detail: format!(
+                "payment {}: approver {} is {}",
+                hex::encode(&hash[..8]),
+                hex::encode(approver),
+                if configured { "configured but the signature is invalid" } else { "not a configured approver" }
+            ),
+        });
     }
 }

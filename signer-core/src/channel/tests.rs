@@ -842,3 +842,29 @@ fn identical_htlcs_are_told_apart_by_output() {
     }
     assert_eq!(fx.state.as_ref().unwrap().holder.second_stage.len(), 2, "both second-stage outputs recorded");
 }
+
+#[test]
+fn payment_approval_needs_an_approver_signature() {
+    use super::{check_payment_approver, payment_approval_message};
+    use bitcoin::secp256k1::{Message, PublicKey, SecretKey};
+    let secp = bitcoin::secp256k1::Secp256k1::new();
+    let operator = SecretKey::from_slice(&[0x5a; 32]).unwrap();
+    let node = SecretKey::from_slice(&[0x5b; 32]).unwrap();
+    let pk = |k: &SecretKey| PublicKey::from_secret_key(&secp, k).serialize().to_vec();
+    let approvers = vec![hex::encode(pk(&operator))];
+    let hash = [7; 32];
+    let sign = |k: &SecretKey, amount: u64| {
+        let msg = Message::from_digest(payment_approval_message(&hash, amount));
+        secp.sign_ecdsa(&msg, k).serialize_compact().to_vec()
+    };
+    let check = |approver: Vec<u8>, sig: Vec<u8>, amount: u64| {
+        let mut v = Vec::new();
+        check_payment_approver(&mut v, &approvers, &approver, &sig, &hash, amount, &secp);
+        v.iter().map(|v| v.tag).collect::<Vec<_>>()
+    };
+    assert_eq!(check(pk(&operator), sign(&operator, 1_000), 1_000), vec![]);
+    // The node signs its own approval: not a configured approver.
+    assert_eq!(check(pk(&node), sign(&node, 1_000), 1_000), vec![PolicyTag::PaymentApprover]);
+    // The operator's signature over another amount.
+    assert_eq!(check(pk(&operator), sign(&operator, 1_000), 9_000), vec![PolicyTag::PaymentApprover]);
+}

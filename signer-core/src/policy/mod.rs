@@ -160,6 +160,9 @@ policy_tags! {
     InvoicePaidTwice => "policy-invoice-paid-twice", Error,
         "channel::tests::invoice_paid_twice",
         "An approved payment that was settled is never paid again.";
+    PaymentApprover => "policy-payment-approver", Error,
+        "channel::tests::payment_approval_needs_an_approver_signature",
+        "A payment is approved only with a valid signature by one of the configured payment approvers (operator keys the node does not hold).";
     NodeStateBounded => "policy-node-state-bounded", Error,
         "channel::tests::payment_index_bounded",
         "The payment index stays within its configured size; new payments are refused when full.";
@@ -214,6 +217,9 @@ pub struct ChannelPolicy {
     /// Blocks a forward must leave between its outgoing and incoming HTLC expiries (time
     /// to claim the incoming HTLC on-chain after the outgoing one is claimed from us).
     pub forward_cltv_delta_min: u32,
+    /// Keys (33-byte secp256k1, hex) whose signature approves a payment the node makes.
+    /// Empty: no payment of our own can be approved (forwards still work).
+    pub payment_approvers: Vec<alloc::string::String>,
 }
 
 impl Default for ChannelPolicy {
@@ -230,6 +236,7 @@ impl Default for ChannelPolicy {
             sweep_fee_max_sat: 100_000,
             max_payments: 100_000,
             forward_cltv_delta_min: 34,
+            payment_approvers: Vec::new(),
         }
     }
 }
