@@ -157,6 +157,16 @@ impl WalletSourceSync for FeeWallet {
 // Nodes. A and C use LDK's KeysManager, B the quorum: the same shape, two key types.
 
 type Graph = NetworkGraph<Arc<TestLogger>>;
+/// A node's chain monitor, for keys interface `K` (LDK's `KeysManager` or the quorum's).
+type ChainMon<K> = ChainMonitor<
+    <K as lightning::sign::SignerProvider>::EcdsaSigner,
+    Arc<NoFilter>,
+    Arc<Mempool>,
+    Arc<FixedFee>,
+    Arc<TestLogger>,
+    Arc<MemPersister>,
+    Arc<K>,
+>;
 
 macro_rules! node_type {
     ($node:ident, $keys:ty) => {
@@ -164,30 +174,10 @@ macro_rules! node_type {
         struct $node {
             name: &'static str,
             keys: Arc<$keys>,
-            chain_monitor: Arc<
-                ChainMonitor<
-                    <$keys as lightning::sign::SignerProvider>::EcdsaSigner,
-                    Arc<NoFilter>,
-                    Arc<Mempool>,
-                    Arc<FixedFee>,
-                    Arc<TestLogger>,
-                    Arc<MemPersister>,
-                    Arc<$keys>,
-                >,
-            >,
+            chain_monitor: Arc<ChainMon<$keys>>,
             cm: Arc<
                 ChannelManager<
-                    Arc<
-                        ChainMonitor<
-                            <$keys as lightning::sign::SignerProvider>::EcdsaSigner,
-                            Arc<NoFilter>,
-                            Arc<Mempool>,
-                            Arc<FixedFee>,
-                            Arc<TestLogger>,
-                            Arc<MemPersister>,
-                            Arc<$keys>,
-                        >,
-                    >,
+                    Arc<ChainMon<$keys>>,
                     Arc<Mempool>,
                     Arc<$keys>,
                     Arc<$keys>,

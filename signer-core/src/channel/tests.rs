@@ -611,17 +611,17 @@ fn sweep_fee_above_cap() {
     assert_eq!(fx.run(req), vec![PolicyTag::SweepFeeRange]);
 }
 
-#[test]
-fn htlc_success_wrong_preimage() {
-    let mut fx = Fx::new(false);
+/// An inbound channel whose latest holder commitment carries `incoming` HTLCs, force-closed;
+/// returns that commitment and one unsigned HTLC-success transaction per HTLC (output order).
+fn force_closed_with_incoming(fx: &mut Fx, incoming: Vec<HtlcInfo>) -> (CommitmentInfo, Vec<Transaction>) {
     let theirs = fx.ours_sat(0, 0, 0);
     assert_eq!(fx.run(ChannelRequest::Setup(fx.setup.clone())), vec![]);
     assert_eq!(fx.sign_cp(fx.cp_info(N0, theirs, 0, vec![]), vec![]), vec![]);
     let req = fx.validate_req(fx.holder_info(N0, 0, theirs, vec![]), vec![]);
     assert_eq!(fx.run(req), vec![]);
-    let incoming = htlc(false, 200_000, 8);
-    let theirs2 = fx.ours_sat(1, 200_000, 0);
-    let req = fx.validate_req(fx.holder_info(N0 - 1, 0, theirs2, vec![incoming.clone()]), vec![]);
+    let in_sat = incoming.iter().map(|h| h.amount_msat / 1000).sum();
+    let theirs2 = fx.ours_sat(incoming.len(), in_sat, 0);
+    let req = fx.validate_req(fx.holder_info(N0 - 1, 0, theirs2, incoming), vec![]);
     assert_eq!(fx.run(req), vec![]);
     let latest = fx.latest_holder();
     assert_eq!(fx.run(ChannelRequest::SignHolderCommitment { commitment: latest.clone() }), vec![]);
@@ -629,16 +629,30 @@ fn htlc_success_wrong_preimage() {
     let tx = parse::commitment(&params, &latest, Broadcaster::Holder, &fx.secp).unwrap();
     let trusted = tx.trust();
     let keys = trusted.keys();
-    let h = &tx.nondust_htlcs()[0];
-    let htlc_tx = build_htlc_transaction(
-        &trusted.txid(),
-        FEERATE,
-        DELAY,
-        h,
-        &params.channel_type_features,
-        &keys.broadcaster_delayed_payment_key,
-        &keys.revocation_key,
-    );
+    let htlc_txs = tx
+        .nondust_htlcs()
+        .iter()
+        .map(|h| {
+            build_htlc_transaction(
+                &trusted.txid(),
+                FEERATE,
+                DELAY,
+                h,
+                &params.channel_type_features,
+                &keys.broadcaster_delayed_payment_key,
+                &keys.revocation_key,
+            )
+        })
+        .collect();
+    (latest, htlc_txs)
+}
+
+#[test]
+fn htlc_success_wrong_preimage() {
+    let mut fx = Fx::new(false);
+    let incoming = htlc(false, 200_000, 8);
+    let (latest, htlc_txs) = force_closed_with_incoming(&mut fx, vec![incoming.clone()]);
+    let htlc_tx = htlc_txs[0].clone();
     let req = |preimage| ChannelRequest::SignHolderHtlc {
         tx: bitcoin::consensus::serialize(&htlc_tx),
         input: 0,
@@ -806,31 +820,9 @@ fn sweep_with_a_second_input_is_refused() {
 #[test]
 fn identical_htlcs_are_told_apart_by_output() {
     let mut fx = Fx::new(false);
-    let theirs = fx.ours_sat(0, 0, 0);
-    assert_eq!(fx.run(ChannelRequest::Setup(fx.setup.clone())), vec![]);
-    assert_eq!(fx.sign_cp(fx.cp_info(N0, theirs, 0, vec![]), vec![]), vec![]);
-    let req = fx.validate_req(fx.holder_info(N0, 0, theirs, vec![]), vec![]);
-    assert_eq!(fx.run(req), vec![]);
     let part = htlc(false, 100_000, 8);
-    let theirs2 = fx.ours_sat(2, 200_000, 0);
-    let req = fx.validate_req(fx.holder_info(N0 - 1, 0, theirs2, vec![part.clone(), part.clone()]), vec![]);
-    assert_eq!(fx.run(req), vec![]);
-    let latest = fx.latest_holder();
-    assert_eq!(fx.run(ChannelRequest::SignHolderCommitment { commitment: latest.clone() }), vec![]);
-    let params = parse::transaction_parameters(&fx.setup).unwrap();
-    let tx = parse::commitment(&params, &latest, Broadcaster::Holder, &fx.secp).unwrap();
-    let trusted = tx.trust();
-    let keys = trusted.keys();
-    for h in tx.nondust_htlcs() {
-        let htlc_tx = build_htlc_transaction(
-            &trusted.txid(),
-            FEERATE,
-            DELAY,
-            h,
-            &params.channel_type_features,
-            &keys.broadcaster_delayed_payment_key,
-            &keys.revocation_key,
-        );
+    let (latest, htlc_txs) = force_closed_with_incoming(&mut fx, vec![part.clone(), part.clone()]);
+    for htlc_tx in htlc_txs {
         let req = ChannelRequest::SignHolderHtlc {
             tx: bitcoin::consensus::serialize(&htlc_tx),
             input: 0,
@@ -838,7 +830,7 @@ fn identical_htlcs_are_told_apart_by_output() {
             htlc: part.clone(),
             preimage: Some([8; 32]),
         };
-        assert_eq!(fx.run(req), vec![], "HTLC at output {:?}", h.transaction_output_index);
+        assert_eq!(fx.run(req), vec![], "HTLC transaction spending {}", htlc_tx.input[0].previous_output);
     }
     assert_eq!(fx.state.as_ref().unwrap().holder.second_stage.len(), 2, "both second-stage outputs recorded");
 }
