@@ -201,8 +201,7 @@ impl QuorumBridge {
         request: ChannelRequest,
     ) -> Result<KeyHolderOutput, Option<String>> {
         let key = request_digest(&ApprovalSubject::Channel { channel, request: request.clone() });
-        let (lock, cvar) = &*self.pending;
-        let mut p = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut p = self.pending.0.lock().unwrap_or_else(|e| e.into_inner());
         match p.slots.remove(&key) {
             Some(Slot::Done(Ok(out))) => return Ok(out),
             Some(Slot::Done(Err(RoundError::Refused(reason)))) | Some(Slot::Refused(reason)) => {
@@ -221,7 +220,6 @@ impl QuorumBridge {
         }
         p.slots.insert(key, Slot::InFlight);
         drop(p);
-        let _ = cvar;
         let pending = self.pending.clone();
         self.enqueue(
             channel,
