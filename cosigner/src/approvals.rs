@@ -69,14 +69,15 @@ fn judge_subject(state: &CosignerState, subject: &ApprovalSubject, persist: bool
     let policy = &state.config.policy;
     let hashes = touched_hashes(subject);
     let scripts = own_scripts(state);
-    let ctx = channel::Context { policy, own_scripts: &scripts, secp: &state.secp };
+    let now = state.now_unix();
     let channel = match subject {
         ApprovalSubject::Channel { channel, .. } => Some(channel),
         ApprovalSubject::Node(_) => None,
     };
     let outcome = state
         .store
-        .update_channel(channel, &hashes, policy.channel.max_payments, |current, index| {
+        .update_channel(channel, &hashes, &policy.channel, now, |current, index, stored_channels| {
+            let ctx = channel::Context { policy, own_scripts: &scripts, secp: &state.secp, now, stored_channels };
             let (violations, next, changed) = match subject {
                 ApprovalSubject::Channel { channel, request } => {
                     if let Some(kh) = state.key_holder.as_ref() {
@@ -89,21 +90,20 @@ fn judge_subject(state: &CosignerState, subject: &ApprovalSubject, persist: bool
                 ApprovalSubject::Node(NodeKeyRequest::ApprovePayment {
                     payment_hash,
                     amount_msat,
-                    approver,
-                    approver_sig,
+                    expires_at,
+                    invoice,
+                    approval,
                 }) => {
                     let mut v = Vec::new();
-                    channel::check_payment_approver(
-                        &mut v,
-                        &policy.channel.payment_approvers,
-                        approver,
-                        approver_sig,
-                        payment_hash,
-                        *amount_msat,
-                        &state.secp,
-                    );
                     let before = index.get(payment_hash).cloned();
-                    index.approve(&mut v, payment_hash, *amount_msat);
+                    let req = channel::PaymentRequest {
+                        hash: payment_hash,
+                        amount_msat: *amount_msat,
+                        expires_at: *expires_at,
+                        invoice: invoice.as_deref(),
+                        approval: approval.as_ref(),
+                    };
+                    channel::approve_payment(&mut v, &policy.channel, now, &req, index, &state.secp);
                     let changed = index.get(payment_hash) != before.as_ref();
                     (v, None, changed)
                 }

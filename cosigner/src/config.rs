@@ -62,6 +62,10 @@ pub struct CosignerConfigFile {
     pub policy: PolicyFile,
 }
 
+fn default_xpub_lookahead() -> u32 {
+    1_000
+}
+
 fn default_pool() -> u32 {
     DEFAULT_NONCE_POOL_MAX
 }
@@ -74,6 +78,12 @@ pub struct PolicyFile {
     /// Output scripts (hex) besides the group's wallet that PSBTs may pay.
     #[serde(default)]
     pub allowlisted_scripts: Vec<String>,
+    /// Account xpubs whose receive and change addresses (P2WPKH and P2TR, `0/i` and `1/i`
+    /// for `i < xpub_lookahead`) outputs may pay, e.g. a cold wallet.
+    #[serde(default)]
+    pub allowlisted_xpubs: Vec<String>,
+    #[serde(default = "default_xpub_lookahead")]
+    pub xpub_lookahead: u32,
     /// Per-tag action, `error` or `warn`; unset tags use their default.
     #[serde(default)]
     pub actions: std::collections::BTreeMap<String, String>,
@@ -86,6 +96,8 @@ impl Default for PolicyFile {
         Self {
             fee_sat_max: OnchainPolicy::default().fee_sat_max,
             allowlisted_scripts: Vec::new(),
+            allowlisted_xpubs: Vec::new(),
+            xpub_lookahead: default_xpub_lookahead(),
             actions: Default::default(),
             channel: ChannelPolicy::default(),
         }
@@ -158,7 +170,7 @@ impl CosignerConfigFile {
             })?;
             actions.insert(t, a);
         }
-        let allowlisted_scripts = self
+        let mut allowlisted_scripts = self
             .policy
             .allowlisted_scripts
             .iter()
@@ -167,7 +179,31 @@ impl CosignerConfigFile {
                     .map(ScriptBuf::from_bytes)
                     .map_err(|e| invalid("policy.allowlisted_scripts", format!("{s:?}: {e}")))
             })
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<std::collections::BTreeSet<_>, _>>()?;
+        let secp = bitcoin::secp256k1::Secp256k1::verification_only();
+        for xpub in &self.policy.allowlisted_xpubs {
+            let scripts = qls_signer_core::policy::allowlist::xpub_scripts(&secp, xpub, self.policy.xpub_lookahead)
+                .map_err(|e| invalid("policy.allowlisted_xpubs", e))?;
+            allowlisted_scripts.extend(scripts);
+        }
+        let channel = &self.policy.channel;
+        for (field, keys) in [
+            ("policy.channel.payment_approvers", &channel.payment_approvers),
+            ("policy.channel.payee_allowlist", &channel.payee_allowlist),
+        ] {
+            for k in keys {
+                let ok = hex::decode(k).ok().and_then(|b| bitcoin::secp256k1::PublicKey::from_slice(&b).ok()).is_some();
+                if !ok {
+                    return Err(invalid(field, format!("{k:?} is not a 33-byte hex secp256k1 public key")));
+                }
+            }
+        }
+        if channel.velocity_window_secs < qls_signer_core::channel::velocity::VELOCITY_BUCKETS as u64 {
+            return Err(invalid(
+                "policy.channel.velocity_window_secs",
+                format!("{} is below one second per bucket", channel.velocity_window_secs),
+            ));
+        }
         Ok(CosignerConfig {
             name: self.name.clone(),
             listen: self.listen,
@@ -222,5 +258,22 @@ mod tests {
         .unwrap();
         assert_eq!(ok.policy.action(PolicyTag::OnchainFeeRange), PolicyAction::Warn);
         assert_eq!(ok.policy.onchain.fee_sat_max, 7);
+    }
+
+    #[test]
+    fn keys_and_xpubs_are_checked_at_load() {
+        let base = "name = \"c\"\nlisten = \"127.0.0.1:1\"\n[policy]\nfee_sat_max = 1\n";
+        let e = check(&format!("{base}[policy.channel]\npayment_approvers = [\"02ab\"]\n")).unwrap_err();
+        assert!(e.to_string().contains("payment_approvers"), "{e}");
+        let e = check(&format!("{base}[policy.channel]\npayee_allowlist = [\"zz\"]\n")).unwrap_err();
+        assert!(e.to_string().contains("payee_allowlist"), "{e}");
+        let e = check(&format!("{base}allowlisted_xpubs = [\"xpubnope\"]\n")).unwrap_err();
+        assert!(e.to_string().contains("allowlisted_xpubs"), "{e}");
+        let e = check(&format!("{base}[policy.channel]\nvelocity_window_secs = 3\n")).unwrap_err();
+        assert!(e.to_string().contains("velocity_window_secs"), "{e}");
+        // BIP-32 test vector 1's master public key: 2 chains × 3 indices × 2 script types.
+        let xpub = "xpub661MyMwAqRbcFtXgS5sYJABqqG9YLmC4Q1Rdap9gSE8NqtwybGhePY2gZ29ESFjqJoCu1Rupje8YtGqsefD265TMg7usUDFdp6W1EGMcet8";
+        let ok = check(&format!("{base}allowlisted_xpubs = [\"{xpub}\"]\nxpub_lookahead = 3\n")).unwrap();
+        assert_eq!(ok.policy.onchain.allowlisted_scripts.len(), 12);
     }
 }

@@ -46,9 +46,25 @@ pub struct CosignerState {
     pub key_holder: Option<KeyHolder>,
     /// One libsecp256k1 context for channel validation (building one costs more than a check).
     pub secp: bitcoin::secp256k1::Secp256k1<bitcoin::secp256k1::All>,
+    /// A clock fixed by a test (unix seconds); 0 means the system clock.
+    fixed_clock: std::sync::atomic::AtomicU64,
 }
 
 impl CosignerState {
+    /// The cosigner's clock, unix seconds (the node's idea of time is never used).
+    pub fn now_unix(&self) -> u64 {
+        match self.fixed_clock.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            t => t,
+        }
+    }
+
+    /// Fixes the clock (tests of expiries, velocity windows and pruning); `None` restores
+    /// the system clock. Library only: no config or CLI reaches it.
+    pub fn set_clock_for_tests(&self, unix: Option<u64>) {
+        self.fixed_clock.store(unix.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub fn new(config: CosignerConfig, identity: Identity, store: Store) -> Self {
         let failpoint_after_consume = std::env::var(FAILPOINT_ENV).is_ok_and(|v| v == FAILPOINT_AFTER_CONSUME);
         let store = Arc::new(store);
@@ -59,6 +75,7 @@ impl CosignerState {
             store,
             dkg: DkgSessions::default(),
             key_cache: Default::default(),
+            fixed_clock: Default::default(),
             failpoint_after_consume,
             key_holder: None,
             secp: bitcoin::secp256k1::Secp256k1::new(),

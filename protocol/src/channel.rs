@@ -9,6 +9,7 @@
 //! Must never: hold logic beyond shapes, or grow a field without a bound in
 //! [`crate::limits`] and a check in [`crate::validate`].
 
+use alloc::string::String;
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
@@ -131,11 +132,26 @@ pub enum NodeKeyRequest {
     SignInvoice { hrp: Vec<u8>, data: Vec<u8>, payment_hash: [u8; 32], amount_msat: Option<u64> },
     /// Sign a gossip message: its double-SHA256 preimage (the message minus signature).
     SignGossip { message: Vec<u8> },
-    /// Allow paying `payment_hash` up to `amount_msat` (an invoice the operator approved):
-    /// `approver_sig` (64-byte compact ECDSA) by `approver` (33-byte secp256k1 key, one of
-    /// the cosigners' configured payment approvers) over `signer-core`'s
-    /// `payment_approval_message(payment_hash, amount_msat)`. The node cannot make it.
-    ApprovePayment { payment_hash: [u8; 32], amount_msat: u64, approver: Vec<u8>, approver_sig: Vec<u8> },
+    /// Allow paying `payment_hash` up to `amount_msat` until `expires_at` (unix seconds).
+    /// Cosigners accept it either with `invoice` (BOLT 11, signed by the payee, of this
+    /// hash) from an allowlisted payee, or with `approval` by an operator key. The node
+    /// can make neither the payee's nor the operator's signature.
+    ApprovePayment {
+        payment_hash: [u8; 32],
+        amount_msat: u64,
+        expires_at: u64,
+        invoice: Option<String>,
+        approval: Option<PaymentApproval>,
+    },
+}
+
+/// An operator's approval of a payment: `sig` (64-byte compact ECDSA) by `approver`
+/// (33-byte secp256k1 key, one of the cosigners' configured payment approvers) over
+/// `signer-core`'s `payment_approval_message(payment_hash, amount_msat, expires_at)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentApproval {
+    pub approver: Vec<u8>,
+    pub sig: Vec<u8>,
 }
 
 /// What a key-holder request is about.

@@ -34,3 +34,6 @@ pub const MAX_SCRIPT_BYTES: usize = 10_000;
 pub const MAX_PREIMAGES: usize = 966;
 /// A gossip message or invoice preimage to sign.
 pub const MAX_NODE_MESSAGE_BYTES: usize = 64 * 1024;
+/// A BOLT 11 invoice carried for a payment approval (BOLT 11 bounds the invoice at 7089
+/// characters with its longest fields; a margin on top).
+pub const MAX_INVOICE_CHARS: usize = 8 * 1024;

@@ -265,9 +265,15 @@ fn node_key(r: &NodeKeyRequest) -> Result<(), ValidationError> {
             at_most("data", data.len(), MAX_NODE_MESSAGE_BYTES)
         }
         NodeKeyRequest::SignGossip { message } => at_most("message", message.len(), MAX_NODE_MESSAGE_BYTES),
-        NodeKeyRequest::ApprovePayment { approver, approver_sig, .. } => {
-            exactly("approver", approver.len(), 33)?;
-            exactly("approver_sig", approver_sig.len(), 64)
+        NodeKeyRequest::ApprovePayment { invoice, approval, .. } => {
+            if let Some(i) = invoice {
+                at_most("invoice", i.len(), MAX_INVOICE_CHARS)?;
+            }
+            if let Some(a) = approval {
+                exactly("approver", a.approver.len(), 33)?;
+                exactly("approver_sig", a.sig.len(), 64)?;
+            }
+            Ok(())
         }
     }
 }

@@ -229,7 +229,7 @@ fn memory_per_channel(n: usize) -> Result<MemoryRow, HarnessError> {
     let setup = cp.setup(cp.points(), VALUE, false, [9; 32]);
     let policy = PolicyConfig::default();
     let secp = bitcoin::secp256k1::Secp256k1::new();
-    let ctx = Context { policy: &policy, own_scripts: &[], secp: &secp };
+    let ctx = Context { policy: &policy, own_scripts: &[], secp: &secp, now: 1_800_000_000, stored_channels: 0 };
     let mut index = PaymentIndex::default();
     let applied = apply(&[9; 32], None, &ChannelRequest::Setup(setup.clone()), &[1; 32], &mut index, &ctx)
         .map_err(|e| fail(e.to_string()))?;
@@ -248,12 +248,13 @@ fn memory_per_channel(n: usize) -> Result<MemoryRow, HarnessError> {
         c[..8].copy_from_slice(&(i as u64).to_be_bytes());
         c
     };
+    let limits = qls_signer_core::policy::ChannelPolicy::default();
     let rss_before = rss_bytes();
     {
         let store = Store::open(&path).map_err(|e| fail(e.to_string()))?;
         for i in 0..n {
             store
-                .update_channel(Some(&id(i)), &[], 0, |_, _| {
+                .update_channel(Some(&id(i)), &[], &limits, 1_800_000_000, |_, _, _| {
                     Ok::<_, ()>(ChannelUpdate { state: Some(state.clone()), write_payments: false, result: () })
                 })
                 .map_err(|e| fail(e.to_string()))?

@@ -87,19 +87,27 @@ pub fn test_policy() -> PolicyConfig {
     p
 }
 
-/// An operator-approved `ApprovePayment`, signed with [`TEST_APPROVER_SECRET`].
+/// An operator-approved `ApprovePayment`, signed with [`TEST_APPROVER_SECRET`], valid for
+/// an hour from the system clock.
 pub fn approve_payment_request(payment_hash: [u8; 32], amount_msat: u64) -> qls_protocol::NodeKeyRequest {
     let secp = bitcoin::secp256k1::Secp256k1::new();
     let sk = bitcoin::secp256k1::SecretKey::from_slice(&TEST_APPROVER_SECRET).expect("valid test scalar");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let expires_at = now + 3_600;
     let msg = bitcoin::secp256k1::Message::from_digest(qls_signer_core::channel::payment_approval_message(
         &payment_hash,
         amount_msat,
+        expires_at,
     ));
     qls_protocol::NodeKeyRequest::ApprovePayment {
         payment_hash,
         amount_msat,
-        approver: bitcoin::secp256k1::PublicKey::from_secret_key(&secp, &sk).serialize().to_vec(),
-        approver_sig: secp.sign_ecdsa(&msg, &sk).serialize_compact().to_vec(),
+        expires_at,
+        invoice: None,
+        approval: Some(qls_protocol::PaymentApproval {
+            approver: bitcoin::secp256k1::PublicKey::from_secret_key(&secp, &sk).serialize().to_vec(),
+            sig: secp.sign_ecdsa(&msg, &sk).serialize_compact().to_vec(),
+        }),
     }
 }
 

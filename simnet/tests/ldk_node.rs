@@ -565,7 +565,7 @@ fn ldk_node_b_signed_by_the_quorum() {
         ScriptBuf::new_p2wpkh(&pk.wpubkey_hash().unwrap())
     };
     let mut policy = test_policy();
-    policy.onchain.allowlisted_scripts.push(fee_wallet_script);
+    policy.onchain.allowlisted_scripts.insert(fee_wallet_script);
     let mut spec = QuorumSpec::new(3, 2);
     spec.policies = vec![policy.clone(), policy.clone(), policy];
     spec.request_timeout = Duration::from_secs(5);

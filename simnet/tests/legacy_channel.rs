@@ -162,15 +162,21 @@ async fn honest_updates_are_signed_and_a_compromised_node_cannot_drain() {
         let secp = bitcoin::secp256k1::Secp256k1::new();
         let node_key = SecretKey::from_slice(&[0x77; 32]).unwrap();
         let hash = sha256::Hash::hash(&[30; 32]).to_byte_array();
+        let expires_at = u64::MAX;
         let msg = bitcoin::secp256k1::Message::from_digest(qls_signer_core::channel::payment_approval_message(
             &hash,
             500_000_000,
+            expires_at,
         ));
         NodeKeyRequest::ApprovePayment {
             payment_hash: hash,
             amount_msat: 500_000_000,
-            approver: PublicKey::from_secret_key(&secp, &node_key).serialize().to_vec(),
-            approver_sig: secp.sign_ecdsa(&msg, &node_key).serialize_compact().to_vec(),
+            expires_at,
+            invoice: None,
+            approval: Some(qls_protocol::PaymentApproval {
+                approver: PublicKey::from_secret_key(&secp, &node_key).serialize().to_vec(),
+                sig: secp.sign_ecdsa(&msg, &node_key).serialize_compact().to_vec(),
+            }),
         }
     };
     match ch.client.call(&NodeRequest::NodeKey(forged)).await.unwrap() {

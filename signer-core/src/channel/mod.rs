@@ -6,14 +6,18 @@
 //! anything but the request, the stored state and the policy.
 
 pub mod parse;
+pub mod payment_approval;
 pub mod payments;
 pub mod state;
 pub mod validate;
+pub mod velocity;
 
 #[cfg(test)]
 mod tests;
 
 pub use parse::ChannelError;
-pub use payments::{check_payment_approver, payment_approval_message, PaymentEntry, PaymentIndex};
+pub use payment_approval::{approve_payment, payment_approval_message, PaymentRequest};
+pub use payments::{PaymentEntry, PaymentIndex};
 pub use state::{approval_statement, chain_digest, request_digest, ChannelState, CloseState, NODE_STATE};
 pub use validate::{apply, delayed_outputs, Applied, Context};
+pub use velocity::Velocity;

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use qls_protocol::HtlcInfo;
 
+use super::velocity::Velocity;
 use crate::policy::{PolicyTag, Violation};
 
 pub type PaymentHash = [u8; 32];
@@ -26,7 +27,21 @@ pub struct PaymentEntry {
     pub incoming_min_cltv: Option<u32>,
     pub outgoing_msat: u64,
     pub approved_msat: Option<u64>,
+    /// When the approval (or its invoice) expires, unix seconds.
+    pub expires_at: Option<u64>,
     pub settled: bool,
+}
+
+impl PaymentEntry {
+    /// Whether forgetting this entry changes no future decision: a forward with nothing
+    /// incoming left (a fresh entry judges the same), or an approval past its expiry (it
+    /// cannot be approved again, so nothing more can be paid for it).
+    pub fn prunable(&self, now: u64) -> bool {
+        match self.approved_msat {
+            None => self.incoming_msat == 0,
+            Some(_) => self.expires_at.is_some_and(|e| e <= now),
+        }
+    }
 }
 
 /// The entries one request touches, loaded by the shell, plus the index's total size.
@@ -37,11 +52,13 @@ pub struct PaymentIndex {
     /// Entries in the whole index (stored), before this request.
     pub stored_count: usize,
     pub max: usize,
+    /// The node-wide velocity buckets (loaded and persisted with the entries).
+    pub velocity: Velocity,
 }
 
 impl PaymentIndex {
     pub fn new(loaded: BTreeMap<PaymentHash, PaymentEntry>, stored_count: usize, max: usize) -> Self {
-        Self { entries: loaded, dirty: BTreeSet::new(), stored_count, max }
+        Self { entries: loaded, dirty: BTreeSet::new(), stored_count, max, velocity: Velocity::default() }
     }
 
     /// The entries this request changed, to persist with the channel state.
@@ -128,48 +145,19 @@ impl PaymentIndex {
         }
     }
 
-    /// The operator approved paying `hash` up to `amount_msat` (its signature is checked
-    /// by [`check_payment_approver`] first).
-    pub fn approve(&mut self, violations: &mut Vec<Violation>, hash: &PaymentHash, amount_msat: u64) {
+    /// Paying `hash` up to `amount_msat` until `expires_at` was approved (checked by
+    /// [`super::payment_approval::approve_payment`]); returns how much the approved amount grew.
+    pub fn approve(
+        &mut self,
+        violations: &mut Vec<Violation>,
+        hash: &PaymentHash,
+        amount_msat: u64,
+        expires_at: u64,
+    ) -> u64 {
         let e = self.entry(violations, hash);
-        e.approved_msat = Some(e.approved_msat.map_or(amount_msat, |a| a.max(amount_msat)));
-    }
-}
-
-/// What a payment approver signs (ECDSA, secp256k1) to approve paying `hash` up to
-/// `amount_msat`.
-pub fn payment_approval_message(hash: &PaymentHash, amount_msat: u64) -> [u8; 32] {
-    crate::tagged::tagged_hash("QLS/payment-approval/v1", &[hash, &amount_msat.to_be_bytes()])
-}
-
-/// The approver must be configured and its signature valid; else a violation.
-pub fn check_payment_approver(
-    violations: &mut Vec<Violation>,
-    approvers: &[alloc::string::String],
-    approver: &[u8],
-    sig: &[u8],
-    hash: &PaymentHash,
-    amount_msat: u64,
-    secp: &bitcoin::secp256k1::Secp256k1<bitcoin::secp256k1::All>,
-) {
-    use bitcoin::secp256k1::{ecdsa::Signature, Message, PublicKey};
-    let configured = approvers.iter().any(|a| hex::decode(a).is_ok_and(|k| k == approver));
-    let valid = match (PublicKey::from_slice(approver), Signature::from_compact(sig)) {
-        (Ok(pk), Ok(s)) => {
-            let msg = Message::from_digest(payment_approval_message(hash, amount_msat));
-            secp.verify_ecdsa(&msg, &s, &pk).is_ok()
-        }
-        _ => false,
-    };
-    if !configured || !valid {
-        violations.push(Violation {
-            tag: PolicyTag::PaymentApprover,
-            detail: format!(
-                "payment {}: approver {} is {}",
-                hex::encode(&hash[..8]),
-                hex::encode(approver),
-                if configured { "configured but the signature is invalid" } else { "not a configured approver" }
-            ),
-        });
+        let before = e.approved_msat.unwrap_or(0);
+        e.approved_msat = Some(before.max(amount_msat));
+        e.expires_at = Some(e.expires_at.map_or(expires_at, |x| x.max(expires_at)));
+        amount_msat.saturating_sub(before)
     }
 }

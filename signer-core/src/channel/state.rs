@@ -27,6 +27,9 @@ pub struct ChannelState {
     pub holder: HolderSide,
     pub counterparty: CounterpartySide,
     pub close: CloseState,
+    /// When this cosigner first saw the channel closed (its clock, unix seconds); closed
+    /// channels are pruned `closed_channel_retention_secs` after it.
+    pub closed_at: Option<u64>,
 }
 
 /// Our own (holder) commitments: what the counterparty signed for us and what we revoked.
@@ -91,6 +94,7 @@ impl ChannelState {
             holder: HolderSide::default(),
             counterparty: CounterpartySide { secrets, ..Default::default() },
             close: CloseState::Open,
+            closed_at: None,
         }
     }
 }

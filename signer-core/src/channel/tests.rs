@@ -28,6 +28,8 @@ use crate::policy::{PolicyConfig, PolicyTag};
 const VALUE: u64 = 1_000_000;
 const FEERATE: u32 = 1000;
 const DELAY: u16 = 144;
+/// The cosigner clock in these tests (unix seconds).
+const NOW: u64 = 1_800_000_000;
 
 struct Side {
     funding: SecretKey,
@@ -121,7 +123,8 @@ impl Fx {
         let subject = ApprovalSubject::Channel { channel: [9; 32], request: req.clone() };
         let digest = request_digest(&subject);
         let mut index = PaymentIndex::new(self.payments.clone(), self.payments.len(), self.policy.channel.max_payments);
-        let ctx = Context { policy: &self.policy, own_scripts: &self.own, secp: &self.secp };
+        let ctx =
+            Context { policy: &self.policy, own_scripts: &self.own, secp: &self.secp, now: NOW, stored_channels: 0 };
         let applied = apply(&[9; 32], self.state.as_ref(), &req, &digest, &mut index, &ctx).expect("request parses");
         let verdict = crate::policy::judge(applied.violations, &self.policy);
         if verdict.approves() {
@@ -244,7 +247,7 @@ fn approve(fx: &mut Fx, hash_of: u8, sat: u64) {
     let hash = sha256::Hash::hash(&[hash_of; 32]).to_byte_array();
     let mut v = Vec::new();
     let mut index = PaymentIndex::new(fx.payments.clone(), fx.payments.len(), 10);
-    index.approve(&mut v, &hash, sat * 1000);
+    index.approve(&mut v, &hash, sat * 1000, NOW + 3_600);
     fx.payments.extend(index.changed());
 }
 
@@ -341,7 +344,10 @@ fn no_update_after_close() {
         to_holder_script: script(b"wallet").to_bytes(),
         to_counterparty_script: script(b"them").to_bytes(),
     };
+    assert_eq!(fx.state.as_ref().unwrap().closed_at, None);
     assert_eq!(fx.run(close), vec![]);
+    // The closing time (the cosigner's clock) is what pruning counts from.
+    assert_eq!(fx.state.as_ref().unwrap().closed_at, Some(NOW));
     let info = fx.cp_info(N0 - 1, 0, ours, vec![]);
     assert_eq!(fx.sign_cp(info, vec![]), vec![PolicyTag::ChannelClosed]);
 }
@@ -738,8 +744,28 @@ fn payment_index_bounded() {
     fx.open();
     let mut v = Vec::new();
     let mut index = PaymentIndex::new(BTreeMap::new(), 0, 0);
-    index.approve(&mut v, &[1; 32], 1);
+    index.approve(&mut v, &[1; 32], 1, u64::MAX);
     assert_eq!(v.iter().map(|v| v.tag).collect::<Vec<_>>(), vec![PolicyTag::NodeStateBounded]);
+    // The channel store: a new channel is refused when it is full, a known one is not.
+    let mut fx = Fx::new(true);
+    fx.policy.channel.max_channels = 2;
+    let setup = ChannelRequest::Setup(fx.setup.clone());
+    let ctx = |stored_channels| Context {
+        policy: &fx.policy,
+        own_scripts: &fx.own,
+        secp: &fx.secp,
+        now: NOW,
+        stored_channels,
+    };
+    let mut index = PaymentIndex::default();
+    let tags = |a: super::Applied| a.violations.iter().map(|v| v.tag).collect::<Vec<_>>();
+    let full = apply(&[1; 32], None, &setup, &[0; 32], &mut index, &ctx(2)).unwrap();
+    assert_eq!(tags(full), vec![PolicyTag::NodeStateBounded]);
+    let room = apply(&[1; 32], None, &setup, &[0; 32], &mut index, &ctx(1)).unwrap();
+    let state = room.state.clone();
+    assert_eq!(tags(room), vec![]);
+    let again = apply(&[1; 32], Some(&state), &setup, &[0; 32], &mut index, &ctx(2)).unwrap();
+    assert_eq!(tags(again), vec![]);
 }
 
 #[test]
@@ -755,7 +781,7 @@ fn permissive_policy_warns_but_reports_the_same_tags() {
 fn unknown_channel_and_garbage_are_typed_errors() {
     let fx = Fx::new(true);
     let mut index = PaymentIndex::default();
-    let ctx = Context { policy: &fx.policy, own_scripts: &fx.own, secp: &fx.secp };
+    let ctx = Context { policy: &fx.policy, own_scripts: &fx.own, secp: &fx.secp, now: NOW, stored_channels: 0 };
     let req = ChannelRequest::ReleaseCommitmentSecret { commitment_number: 1 };
     let err = apply(&[1; 32], None, &req, &[0; 32], &mut index, &ctx).unwrap_err();
     assert!(matches!(err, super::ChannelError::UnknownChannel { .. }));
@@ -794,7 +820,7 @@ fn commitment_number_above_2_pow_48_is_a_typed_error() {
     let mut fx = Fx::new(true);
     fx.open();
     let mut index = PaymentIndex::default();
-    let ctx = Context { policy: &fx.policy, own_scripts: &fx.own, secp: &fx.secp };
+    let ctx = Context { policy: &fx.policy, own_scripts: &fx.own, secp: &fx.secp, now: NOW, stored_channels: 0 };
     let info = fx.cp_info(u64::MAX, 0, 1, vec![]);
     let req = ChannelRequest::SignCounterpartyCommitment { commitment: info, outbound_preimages: vec![] };
     let err = apply(&[9; 32], fx.state.as_ref(), &req, &[0; 32], &mut index, &ctx).unwrap_err();
@@ -833,30 +859,4 @@ fn identical_htlcs_are_told_apart_by_output() {
         assert_eq!(fx.run(req), vec![], "HTLC transaction spending {}", htlc_tx.input[0].previous_output);
     }
     assert_eq!(fx.state.as_ref().unwrap().holder.second_stage.len(), 2, "both second-stage outputs recorded");
-}
-
-#[test]
-fn payment_approval_needs_an_approver_signature() {
-    use super::{check_payment_approver, payment_approval_message};
-    use bitcoin::secp256k1::{Message, PublicKey, SecretKey};
-    let secp = bitcoin::secp256k1::Secp256k1::new();
-    let operator = SecretKey::from_slice(&[0x5a; 32]).unwrap();
-    let node = SecretKey::from_slice(&[0x5b; 32]).unwrap();
-    let pk = |k: &SecretKey| PublicKey::from_secret_key(&secp, k).serialize().to_vec();
-    let approvers = vec![hex::encode(pk(&operator))];
-    let hash = [7; 32];
-    let sign = |k: &SecretKey, amount: u64| {
-        let msg = Message::from_digest(payment_approval_message(&hash, amount));
-        secp.sign_ecdsa(&msg, k).serialize_compact().to_vec()
-    };
-    let check = |approver: Vec<u8>, sig: Vec<u8>, amount: u64| {
-        let mut v = Vec::new();
-        check_payment_approver(&mut v, &approvers, &approver, &sig, &hash, amount, &secp);
-        v.iter().map(|v| v.tag).collect::<Vec<_>>()
-    };
-    assert_eq!(check(pk(&operator), sign(&operator, 1_000), 1_000), vec![]);
-    // The node signs its own approval: not a configured approver.
-    assert_eq!(check(pk(&node), sign(&node, 1_000), 1_000), vec![PolicyTag::PaymentApprover]);
-    // The operator's signature over another amount.
-    assert_eq!(check(pk(&operator), sign(&operator, 1_000), 9_000), vec![PolicyTag::PaymentApprover]);
 }

@@ -44,6 +44,11 @@ pub struct Context<'a> {
     /// Scripts that are ours (the group wallet); allowlisted scripts come from the policy.
     pub own_scripts: &'a [ScriptBuf],
     pub secp: &'a Secp256k1<All>,
+    /// The cosigner's clock, unix seconds (closing times, expiries, velocity).
+    pub now: u64,
+    /// Channels in the cosigner's store before this request (closed ones past their
+    /// retention already pruned).
+    pub stored_channels: usize,
 }
 
 /// The outcome of judging one request.
@@ -82,7 +87,7 @@ pub fn apply(
 ) -> Result<Applied, ChannelError> {
     let mut j = Judge { violations: Vec::new(), policy: &ctx.policy.channel };
     let next = match (request, current) {
-        (ChannelRequest::Setup(setup), cur) => setup_channel(&mut j, cur, setup)?,
+        (ChannelRequest::Setup(setup), cur) => setup_channel(&mut j, cur, setup, ctx.stored_channels)?,
         (_, None) => return Err(ChannelError::UnknownChannel { channel: hex8(channel) }),
         (req, Some(cur)) => {
             let mut next = cur.clone();
@@ -90,6 +95,10 @@ pub fn apply(
             next
         }
     };
+    let mut next = next;
+    if current.is_some_and(|c| c.close == CloseState::Open) && next.close != CloseState::Open {
+        next.closed_at = Some(ctx.now);
+    }
     let changed = current != Some(&next);
     let mut state = next;
     if changed {
@@ -184,6 +193,7 @@ fn setup_channel(
     j: &mut Judge<'_>,
     current: Option<&ChannelState>,
     setup: &ChannelSetup,
+    stored_channels: usize,
 ) -> Result<ChannelState, ChannelError> {
     // Every point must parse, whatever the policy says.
     parse::transaction_parameters(setup)?;
@@ -192,6 +202,15 @@ fn setup_channel(
             j.flag(PolicyTag::ChannelIdReuse, "channel keys already set up with other parameters".into());
         }
         return Ok(cur.clone());
+    }
+    if stored_channels >= j.policy.max_channels {
+        j.flag(
+            PolicyTag::NodeStateBounded,
+            format!(
+                "{stored_channels} channels stored, at most {} (none closed long enough to prune)",
+                j.policy.max_channels
+            ),
+        );
     }
     if !is_safe_type(setup) {
         j.flag(
@@ -634,8 +653,7 @@ fn sign_holder(j: &mut Judge<'_>, state: &mut ChannelState, info: &CommitmentInf
 }
 
 fn is_ours(script: &bitcoin::Script, ctx: &Context<'_>) -> bool {
-    ctx.own_scripts.iter().any(|s| s.as_script() == script)
-        || ctx.policy.onchain.allowlisted_scripts.iter().any(|s| s.as_script() == script)
+    ctx.own_scripts.iter().any(|s| s.as_script() == script) || ctx.policy.onchain.allows(script)
 }
 
 fn sign_closing(

@@ -5,6 +5,7 @@
 //! Must never: sign on a violation whose action is `error`, or let a tag exist without a
 //! declaration here (the docs table is generated from this catalog).
 
+pub mod allowlist;
 pub mod onchain;
 
 use alloc::collections::BTreeMap;
@@ -161,11 +162,23 @@ policy_tags! {
         "channel::tests::invoice_paid_twice",
         "An approved payment that was settled is never paid again.";
     PaymentApprover => "policy-payment-approver", Error,
-        "channel::tests::payment_approval_needs_an_approver_signature",
+        "channel::payment_approval::tests::payment_approval_needs_an_approver_signature",
         "A payment is approved only with a valid signature by one of the configured payment approvers (operator keys the node does not hold).";
+    PaymentPayee => "policy-payment-payee", Error,
+        "channel::payment_approval::tests::payment_to_unlisted_payee_needs_an_approver",
+        "A payment without an operator approval needs a valid invoice from an allowlisted payee.";
+    PaymentVelocity => "policy-payment-velocity", Error,
+        "channel::payment_approval::tests::payment_velocity_limit",
+        "Payments approved within `velocity_window_secs` add up to at most `velocity_max_msat` (fixed buckets, bounded memory).";
+    InvoiceInvalid => "policy-invoice-invalid", Error,
+        "channel::payment_approval::tests::invoice_for_another_hash_or_forged",
+        "An invoice given for a payment parses, carries a valid payee signature and is for the payment's hash.";
+    InvoiceExpired => "policy-invoice-expired", Error,
+        "channel::payment_approval::tests::expired_invoice_or_approval_refused",
+        "A payment is not approved after its approval or its invoice expired.";
     NodeStateBounded => "policy-node-state-bounded", Error,
         "channel::tests::payment_index_bounded",
-        "The payment index stays within its configured size; new payments are refused when full.";
+        "The payment index and the channel store stay within their configured sizes (entries that no longer matter are pruned first); new ones are refused when full.";
 }
 
 /// A broken rule and the facts.
@@ -184,15 +197,22 @@ impl From<&Violation> for qls_protocol::Violation {
 /// On-chain rules' parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OnchainPolicy {
-    /// Scripts (besides the group's own wallet) that outputs may pay.
-    pub allowlisted_scripts: Vec<bitcoin::ScriptBuf>,
+    /// Scripts (besides the group's own wallet) that outputs may pay: the configured ones
+    /// and those derived from allowlisted xpubs ([`allowlist::xpub_scripts`]).
+    pub allowlisted_scripts: alloc::collections::BTreeSet<bitcoin::ScriptBuf>,
     /// Largest fee, in satoshis, a PSBT may pay.
     pub fee_sat_max: u64,
 }
 
+impl OnchainPolicy {
+    pub fn allows(&self, script: &bitcoin::Script) -> bool {
+        self.allowlisted_scripts.contains(script)
+    }
+}
+
 impl Default for OnchainPolicy {
     fn default() -> Self {
-        Self { allowlisted_scripts: Vec::new(), fee_sat_max: 50_000 }
+        Self { allowlisted_scripts: Default::default(), fee_sat_max: 50_000 }
     }
 }
 
@@ -220,6 +240,16 @@ pub struct ChannelPolicy {
     /// Keys (33-byte secp256k1, hex) whose signature approves a payment the node makes.
     /// Empty: no payment of our own can be approved (forwards still work).
     pub payment_approvers: Vec<alloc::string::String>,
+    /// Payee node ids (33-byte hex) the node may pay with their signed invoice alone.
+    pub payee_allowlist: Vec<alloc::string::String>,
+    /// The velocity window, seconds (kept in 24 buckets).
+    pub velocity_window_secs: u64,
+    /// Most that payments approved within one window may add up to.
+    pub velocity_max_msat: u64,
+    /// Channels the store may hold (open ones and closed ones not yet pruned).
+    pub max_channels: usize,
+    /// How long a closed channel is kept (its sweeps need it) before it may be pruned.
+    pub closed_channel_retention_secs: u64,
 }
 
 impl Default for ChannelPolicy {
@@ -237,6 +267,11 @@ impl Default for ChannelPolicy {
             max_payments: 100_000,
             forward_cltv_delta_min: 34,
             payment_approvers: Vec::new(),
+            payee_allowlist: Vec::new(),
+            velocity_window_secs: 86_400,
+            velocity_max_msat: 10_000_000_000,
+            max_channels: 1_000_000,
+            closed_channel_retention_secs: 90 * 86_400,
         }
     }
 }

@@ -20,7 +20,7 @@ pub fn check_psbt(psbt: &Psbt, wallet_script: &Script, policy: &OnchainPolicy) -
     let mut violations = Vec::new();
     for (i, out) in psbt.unsigned_tx.output.iter().enumerate() {
         let script = out.script_pubkey.as_script();
-        if script != wallet_script && !policy.allowlisted_scripts.iter().any(|s| s.as_script() == script) {
+        if script != wallet_script && !policy.allows(script) {
             violations.push(Violation {
                 tag: PolicyTag::OnchainNoUnknownOutputs,
                 detail: format!(
@@ -91,7 +91,7 @@ pub(crate) mod tests {
         let v = check_psbt(&psbt, &wallet(), &OnchainPolicy::default()).unwrap();
         assert_eq!(v.len(), 1);
         assert_eq!(v[0].tag, PolicyTag::OnchainNoUnknownOutputs);
-        let allow = OnchainPolicy { allowlisted_scripts: vec![foreign], ..OnchainPolicy::default() };
+        let allow = OnchainPolicy { allowlisted_scripts: [foreign].into(), ..OnchainPolicy::default() };
         assert!(check_psbt(&psbt, &wallet(), &allow).unwrap().is_empty());
     }
 
