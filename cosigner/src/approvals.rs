@@ -63,8 +63,36 @@ fn channel_error(e: ChannelError) -> CosignerResponse {
     error(kind, e)
 }
 
+/// Judges a heartbeat against this cosigner's chain and, when `persist` and the policy
+/// approves, keeps the extended chain.
+fn judge_heartbeat(
+    state: &CosignerState,
+    headers: &[Vec<u8>],
+    tip: &[u8; 32],
+    persist: bool,
+) -> Result<Judged, CosignerResponse> {
+    let policy = &state.config.policy;
+    let now = state.now_unix();
+    state
+        .store
+        .update_chain(state.config.network, |chain| {
+            let before = chain.clone();
+            let mut v = Vec::new();
+            let max_age = policy.channel.heartbeat_tip_max_age_secs;
+            qls_signer_core::chain::judge_heartbeat(&mut v, chain, state.config.network, headers, tip, now, max_age);
+            let verdict = judge(v, policy);
+            let changed = *chain != before;
+            let write = persist && verdict.approves() && changed;
+            (Judged { verdict, state: NODE_STATE, changed, channel_state: None }, write)
+        })
+        .map_err(store_error)
+}
+
 /// Judges `subject` and, when `persist` and the policy approves, applies it durably.
 fn judge_subject(state: &CosignerState, subject: &ApprovalSubject, persist: bool) -> Result<Judged, CosignerResponse> {
+    if let ApprovalSubject::Node(NodeKeyRequest::Heartbeat { headers, tip }) = subject {
+        return judge_heartbeat(state, headers, tip, persist);
+    }
     let digest = request_digest(subject);
     let policy = &state.config.policy;
     let hashes = touched_hashes(subject);
@@ -226,6 +254,11 @@ pub fn key_holder_sign(state: &CosignerState, subject: ApprovalSubject, approval
     let output = match &subject {
         ApprovalSubject::Channel { channel, request } => {
             kh.sign_channel(channel, judged.channel_state.as_ref(), request)
+        }
+        ApprovalSubject::Node(NodeKeyRequest::Heartbeat { .. }) => {
+            let tip =
+                state.store.update_chain(state.config.network, |c| (c.tip().clone(), false)).map_err(store_error)?;
+            kh.sign_heartbeat(tip.height, &tip.hash, state.now_unix())
         }
         ApprovalSubject::Node(r) => kh.sign_node(r),
     }

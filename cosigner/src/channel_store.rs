@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use qls_protocol::ChannelKeysId;
+use qls_signer_core::chain::ChainTip;
 use qls_signer_core::channel::{ChannelState, PaymentEntry, PaymentIndex, Velocity};
 use qls_signer_core::policy::ChannelPolicy;
 
@@ -20,6 +21,7 @@ pub(crate) const PAYMENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new(
 /// Node-wide records: the payment velocity buckets.
 pub(crate) const NODE: TableDefinition<&str, &[u8]> = TableDefinition::new("node");
 const VELOCITY: &str = "velocity";
+const CHAIN: &str = "chain";
 
 /// What a judged request leaves to persist.
 pub struct ChannelUpdate<R> {
@@ -111,6 +113,32 @@ impl Store {
             txn.abort().map_err(db_err)?;
         }
         Ok(outcome)
+    }
+
+    /// Runs `f` on this cosigner's chain tip (the network's genesis if none is stored) in
+    /// one write transaction; writes it back when `f` returns `true` (approved and changed).
+    pub fn update_chain<R>(
+        &self,
+        network: bitcoin::Network,
+        f: impl FnOnce(&mut ChainTip) -> (R, bool),
+    ) -> Result<R, StoreError> {
+        let txn = self.db().begin_write().map_err(db_err)?;
+        let result;
+        {
+            let mut node = txn.open_table(NODE).map_err(db_err)?;
+            let mut tip = match node.get(CHAIN).map_err(db_err)? {
+                Some(v) => postcard::from_bytes(v.value()).map_err(|_| StoreError::Corrupt("chain tip"))?,
+                None => ChainTip::genesis(network),
+            };
+            let (r, write) = f(&mut tip);
+            if write {
+                let bytes = postcard::to_allocvec(&tip).map_err(|_| StoreError::Corrupt("chain tip encoding"))?;
+                node.insert(CHAIN, bytes.as_slice()).map_err(db_err)?;
+            }
+            result = r;
+        }
+        txn.commit().map_err(db_err)?;
+        Ok(result)
     }
 
     /// Payment entries stored (pruned ones are gone).

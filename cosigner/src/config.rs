@@ -58,8 +58,16 @@ pub struct CosignerConfigFile {
     /// Approvals a key holder needs (its own included); default: a majority of the group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval_threshold: Option<u16>,
+    /// `bitcoin`, `testnet`, `signet` or `regtest`: the chain whose headers this cosigner
+    /// follows (from its genesis block) for heartbeats.
+    #[serde(default = "default_network")]
+    pub network: String,
     #[serde(default)]
     pub policy: PolicyFile,
+}
+
+fn default_network() -> String {
+    "regtest".into()
 }
 
 fn default_xpub_lookahead() -> u32 {
@@ -116,6 +124,7 @@ pub struct CosignerConfig {
     pub allow_dealer_import: bool,
     pub key_holder: bool,
     pub approval_threshold: Option<u16>,
+    pub network: bitcoin::Network,
     pub policy: PolicyConfig,
 }
 
@@ -131,6 +140,7 @@ impl CosignerConfigFile {
             allow_dealer_import: false,
             key_holder: false,
             approval_threshold: None,
+            network: default_network(),
             policy: PolicyFile::default(),
         }
     }
@@ -214,6 +224,13 @@ impl CosignerConfigFile {
             allow_dealer_import: self.allow_dealer_import,
             key_holder: self.key_holder,
             approval_threshold: self.approval_threshold,
+            network: match self.network.as_str() {
+                "bitcoin" => bitcoin::Network::Bitcoin,
+                "testnet" => bitcoin::Network::Testnet,
+                "signet" => bitcoin::Network::Signet,
+                "regtest" => bitcoin::Network::Regtest,
+                other => return Err(invalid("network", format!("unknown network {other:?}"))),
+            },
             policy: PolicyConfig {
                 actions,
                 onchain: OnchainPolicy { allowlisted_scripts, fee_sat_max: self.policy.fee_sat_max },

@@ -305,6 +305,19 @@ impl KeyHolder {
                 Ok(sig_output(sig, &[]))
             }
             NodeKeyRequest::ApprovePayment { .. } => Ok(KeyHolderOutput::Done),
+            NodeKeyRequest::Heartbeat { .. } => Err(KeyHolderError::Signer("heartbeats are signed with the chain tip")),
         }
+    }
+
+    /// Signs a heartbeat for the approved chain tip at `unix_time` (this key holder's clock).
+    pub fn sign_heartbeat(
+        &self,
+        height: u32,
+        tip: &[u8; 32],
+        unix_time: u64,
+    ) -> Result<KeyHolderOutput, KeyHolderError> {
+        let msg = Message::from_digest(qls_signer_core::chain::heartbeat_message(height, tip, unix_time));
+        let sig = self.secp.sign_ecdsa(&msg, &self.keys.get_node_secret_key());
+        Ok(KeyHolderOutput::Heartbeat { height, tip: *tip, unix_time, sig: sig.serialize_compact().to_vec() })
     }
 }

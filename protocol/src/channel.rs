@@ -143,6 +143,9 @@ pub enum NodeKeyRequest {
         invoice: Option<String>,
         approval: Option<PaymentApproval>,
     },
+    /// Attest the chain tip `tip` with the node key, after extending each cosigner's own
+    /// chain with `headers` (80-byte block headers, in order; those it knows are skipped).
+    Heartbeat { headers: Vec<Vec<u8>>, tip: [u8; 32] },
 }
 
 /// An operator's approval of a payment: `sig` (64-byte compact ECDSA) by `approver`
@@ -201,4 +204,7 @@ pub enum KeyHolderOutput {
     Recoverable { sig: Vec<u8>, recid: u8 },
     /// A complete input witness (sweeps of P2WSH / P2WPKH outputs).
     Witness(Vec<Vec<u8>>),
+    /// A heartbeat: the node key's ECDSA signature (64-byte compact) over `signer-core`'s
+    /// `heartbeat_message(height, tip, unix_time)`; `unix_time` is the key holder's clock.
+    Heartbeat { height: u32, tip: [u8; 32], unix_time: u64, sig: Vec<u8> },
 }

@@ -37,3 +37,5 @@ pub const MAX_NODE_MESSAGE_BYTES: usize = 64 * 1024;
 /// A BOLT 11 invoice carried for a payment approval (BOLT 11 bounds the invoice at 7089
 /// characters with its longest fields; a margin on top).
 pub const MAX_INVOICE_CHARS: usize = 8 * 1024;
+/// Block headers in one heartbeat (one retarget period).
+pub const MAX_HEADERS: usize = 2016;

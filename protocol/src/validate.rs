@@ -275,6 +275,10 @@ fn node_key(r: &NodeKeyRequest) -> Result<(), ValidationError> {
             }
             Ok(())
         }
+        NodeKeyRequest::Heartbeat { headers, .. } => {
+            at_most("headers", headers.len(), MAX_HEADERS)?;
+            headers.iter().try_for_each(|h| exactly("header", h.len(), 80))
+        }
     }
 }
 
@@ -297,7 +301,9 @@ fn output(o: &KeyHolderOutput) -> Result<(), ValidationError> {
             exactly("sig", sig.len(), 64)?;
             blobs("htlc_sigs", htlc_sigs, MAX_COMMITMENT_HTLCS, 64)
         }
-        KeyHolderOutput::Recoverable { sig, .. } => exactly("sig", sig.len(), 64),
+        KeyHolderOutput::Recoverable { sig, .. } | KeyHolderOutput::Heartbeat { sig, .. } => {
+            exactly("sig", sig.len(), 64)
+        }
         KeyHolderOutput::Witness(w) => blobs("witness", w, 16, MAX_SCRIPT_BYTES),
     }
 }

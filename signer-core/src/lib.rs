@@ -11,6 +11,7 @@
 extern crate alloc;
 
 pub mod bolt3_keys;
+pub mod chain;
 pub mod channel;
 pub mod dealer;
 pub mod dkg;

@@ -202,6 +202,7 @@ impl Harness {
                 allow_dealer_import: spec.keygen == Keygen::Dealer,
                 key_holder: spec.key_holders.contains(&i),
                 approval_threshold: Some(spec.t),
+                network: bitcoin::Network::Regtest,
                 policy: spec.policies.get(i).cloned().unwrap_or_else(test_policy),
             };
             let mut slot = CosignerSlot {

@@ -176,6 +176,12 @@ policy_tags! {
     InvoiceExpired => "policy-invoice-expired", Error,
         "channel::payment_approval::tests::expired_invoice_or_approval_refused",
         "A payment is not approved after its approval or its invoice expired.";
+    ChainHeaders => "policy-chain-headers", Error,
+        "chain::tests::follows_the_most_work_branch_and_refuses_what_does_not_connect",
+        "Block headers connect to the cosigner's known chain, carry valid proof of work within the network's rules, and a new branch has more work.";
+    HeartbeatTip => "policy-heartbeat-tip", Error,
+        "chain::tests::heartbeat_attests_only_a_fresh_own_tip",
+        "A heartbeat attests the cosigner's own chain tip, no older than `heartbeat_tip_max_age_secs` by its clock.";
     NodeStateBounded => "policy-node-state-bounded", Error,
         "channel::tests::payment_index_bounded",
         "The payment index and the channel store stay within their configured sizes (entries that no longer matter are pruned first); new ones are refused when full.";
@@ -250,6 +256,8 @@ pub struct ChannelPolicy {
     pub max_channels: usize,
     /// How long a closed channel is kept (its sweeps need it) before it may be pruned.
     pub closed_channel_retention_secs: u64,
+    /// Oldest chain tip (by block time) a heartbeat may attest.
+    pub heartbeat_tip_max_age_secs: u64,
 }
 
 impl Default for ChannelPolicy {
@@ -272,6 +280,7 @@ impl Default for ChannelPolicy {
             velocity_max_msat: 10_000_000_000,
             max_channels: 1_000_000,
             closed_channel_retention_secs: 90 * 86_400,
+            heartbeat_tip_max_age_secs: 3 * 3_600,
         }
     }
 }
