@@ -586,6 +586,48 @@ fn honest_sweep_after_force_close_is_allowed() {
 }
 
 #[test]
+fn anchor_spend_only_of_our_anchor() {
+    let mut fx = Fx::new(true);
+    fx.open();
+    let latest = fx.latest_holder();
+    let spend_of = |fx: &Fx, outpoint: OutPoint| ChannelRequest::SignHolderAnchor {
+        tx: bitcoin::consensus::serialize(&Transaction {
+            version: Version::TWO,
+            lock_time: LockTime::ZERO,
+            input: vec![TxIn {
+                previous_output: outpoint,
+                script_sig: ScriptBuf::new(),
+                sequence: Sequence::MAX,
+                witness: Witness::new(),
+            }],
+            output: vec![TxOut { value: Amount::from_sat(300), script_pubkey: fx.own[0].clone() }],
+        }),
+        input: 0,
+    };
+    // Before a force close there is nothing to bump.
+    assert_eq!(
+        fx.run(spend_of(&fx, OutPoint { txid: bitcoin::Txid::all_zeros(), vout: 0 })),
+        vec![PolicyTag::SweepSource]
+    );
+    assert_eq!(fx.run(ChannelRequest::SignHolderCommitment { commitment: latest.clone() }), vec![]);
+    let params = parse::transaction_parameters(&fx.setup).unwrap();
+    let built =
+        parse::commitment(&params, &latest, Broadcaster::Holder, &fx.secp).unwrap().trust().built_transaction().clone();
+    let anchor =
+        lightning::ln::chan_utils::get_keyed_anchor_redeemscript(&params.holder_pubkeys.funding_pubkey).to_p2wsh();
+    let ours = built.transaction.output.iter().position(|o| o.script_pubkey == anchor).unwrap() as u32;
+    assert_eq!(fx.run(spend_of(&fx, OutPoint { txid: built.txid, vout: ours })), vec![]);
+    // The counterparty's anchor, or any other output of the commitment.
+    for vout in (0..built.transaction.output.len() as u32).filter(|v| *v != ours) {
+        assert_eq!(
+            fx.run(spend_of(&fx, OutPoint { txid: built.txid, vout })),
+            vec![PolicyTag::SweepSource],
+            "output {vout}"
+        );
+    }
+}
+
+#[test]
 fn sweep_to_foreign_script() {
     let mut fx = Fx::new(true);
     fx.open();

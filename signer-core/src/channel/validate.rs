@@ -17,8 +17,8 @@ use bitcoin::secp256k1::{All, Message, PublicKey, Secp256k1, SecretKey};
 use bitcoin::sighash::{EcdsaSighashType, SighashCache};
 use bitcoin::{ScriptBuf, Transaction};
 use lightning::ln::chan_utils::{
-    build_htlc_transaction, get_htlc_redeemscript, get_revokeable_redeemscript, make_funding_redeemscript,
-    ChannelTransactionParameters, CommitmentTransaction, CounterpartyCommitmentSecrets,
+    build_htlc_transaction, get_htlc_redeemscript, get_keyed_anchor_redeemscript, get_revokeable_redeemscript,
+    make_funding_redeemscript, ChannelTransactionParameters, CommitmentTransaction, CounterpartyCommitmentSecrets,
 };
 use lightning::util::ser::{Readable, Writeable};
 use qls_protocol::{ChannelKeysId, ChannelRequest, ChannelSetup, CommitmentInfo, HtlcInfo};
@@ -162,6 +162,7 @@ fn update(
             let tx = parse::transaction(tx, "anchor spend")?;
             check_input(&tx, *input)?;
             outputs_are_ours(j, &tx, None, ctx);
+            anchor_source(j, next, &params, &tx, *input, ctx)?;
         }
         ChannelRequest::SignHolderHtlc { tx, input, commitment_number, htlc, preimage } => {
             holder_htlc(j, next, &params, tx, *input, *commitment_number, htlc, preimage, ctx)?
@@ -762,6 +763,30 @@ fn force_closed_commitment(
             Ok(None)
         }
     }
+}
+
+/// An anchor spend's input is our anchor output of the holder commitment we force-closed
+/// with (a signature by the funding key on anything else is refused).
+fn anchor_source(
+    j: &mut Judge<'_>,
+    state: &ChannelState,
+    params: &ChannelTransactionParameters,
+    tx: &Transaction,
+    input: u32,
+    ctx: &Context<'_>,
+) -> Result<(), ChannelError> {
+    let Some(commitment) = force_closed_commitment(j, state, params, None, ctx)? else { return Ok(()) };
+    let built = commitment.trust().built_transaction().clone();
+    let anchor = get_keyed_anchor_redeemscript(&params.holder_pubkeys.funding_pubkey).to_p2wsh();
+    let ours = built.transaction.output.iter().position(|o| o.script_pubkey == anchor);
+    let spent = tx.input[input as usize].previous_output;
+    if ours.is_none_or(|v| spent != bitcoin::OutPoint { txid: built.txid, vout: v as u32 }) {
+        j.flag(
+            PolicyTag::SweepSource,
+            format!("anchor spend input {input} spends {spent}, not our anchor of the force-closed commitment"),
+        );
+    }
+    Ok(())
 }
 
 /// The delayed outputs of ours a sweep may spend: to_local of the force-closed holder

@@ -139,7 +139,7 @@ policy_tags! {
         "Sweeps, anchor spends and HTLC transactions pay only our wallet, an allowlisted script or the expected second-stage output.";
     SweepSource => "policy-sweep-source", Error,
         "channel::tests::sweep_of_unknown_output",
-        "A sweep spends an output of the commitment we force-closed with.";
+        "A sweep or anchor spend spends our output of the holder commitment we force-closed with.";
     SweepSequence => "policy-sweep-sequence", Error,
         "channel::tests::sweep_before_delay",
         "A to_local sweep waits the contest delay (input sequence).";
