@@ -79,7 +79,17 @@ impl NodeClient {
     }
 
     pub async fn sign_psbt(&self, psbt: Vec<u8>) -> Result<(Vec<u8>, SignReport), ClientError> {
-        match self.call(&NodeRequest::SignPsbt { psbt }).await? {
+        self.sign_funding_psbt(psbt, Vec::new()).await
+    }
+
+    /// Signs a PSBT that creates the funding outputs of `channels` (set up with the
+    /// quorum, ours to fund): each cosigner allows those outputs only as it stored them.
+    pub async fn sign_funding_psbt(
+        &self,
+        psbt: Vec<u8>,
+        funding_channels: Vec<ChannelKeysId>,
+    ) -> Result<(Vec<u8>, SignReport), ClientError> {
+        match self.call(&NodeRequest::SignPsbt { psbt, funding_channels }).await? {
             NodeResponse::SignedPsbt { psbt, report } => Ok((psbt, report)),
             other => Err(Self::fail(other)),
         }

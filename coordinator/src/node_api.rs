@@ -150,8 +150,9 @@ pub async fn handle(quorum: &Quorum, req: NodeRequest) -> NodeResponse {
                 Err(e) => NodeResponse::Error { kind: ErrorKind::QuorumUnavailable, detail: truncate(e) },
             }
         }
-        NodeRequest::SignPsbt { psbt } => {
-            let outcome = sign(quorum, SignPayload::Psbt(psbt.clone())).await;
+        NodeRequest::SignPsbt { psbt, funding_channels } => {
+            let payload = SignPayload::Psbt { psbt: psbt.clone(), funding_channels: funding_channels.clone() };
+            let outcome = sign(quorum, payload).await;
             match outcome.and_then(|o| attach_signatures(&psbt, &o).map(|p| (p, o.report))) {
                 Ok((psbt, report)) => NodeResponse::SignedPsbt { psbt, report },
                 Err(f) => failure(f),

@@ -60,7 +60,7 @@ fn describe_refusals(r: &[CosignerRefusal]) -> String {
 pub fn derive_messages(quorum: &Quorum, payload: &SignPayload) -> Result<(Vec<[u8; 32]>, Vec<usize>), SignFailure> {
     match payload {
         SignPayload::Message(m) => Ok((vec![*m], vec![0])),
-        SignPayload::Psbt(bytes) => {
+        SignPayload::Psbt { psbt: bytes, .. } => {
             let psbt = parse_psbt(bytes).map_err(|e| SignFailure::BadRequest(e.to_string()))?;
             let wallet = wallet_script(&quorum.key.key_id).map_err(|e| SignFailure::Internal(e.to_string()))?;
             let hashes =
@@ -194,7 +194,7 @@ pub async fn sign(quorum: &Quorum, payload: SignPayload) -> Result<SignOutcome, 
         // Raw messages are signed under the message key, PSBT inputs under the wallet key.
         let (tweak, verify_key) = match payload {
             SignPayload::Message(_) => (Some(message_key_root()), quorum.key.message_key),
-            SignPayload::Psbt(_) => (None, quorum.key.key_id),
+            SignPayload::Psbt { .. } => (None, quorum.key.key_id),
         };
         for k in 0..m {
             let aggregated = match &tweak {

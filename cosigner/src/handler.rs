@@ -269,13 +269,32 @@ pub(crate) fn violations(v: &[qls_signer_core::policy::Violation]) -> Vec<Violat
     v.iter().take(limits::MAX_VIOLATIONS).map(Violation::from).collect()
 }
 
+/// The funding outputs this cosigner allows for the channels a PSBT names: from its own
+/// stored setups, for open channels we fund (others are simply not allowed).
+fn funding_outputs(
+    state: &CosignerState,
+    payload: &SignPayload,
+) -> Result<Vec<qls_signer_core::policy::onchain::FundingOutput>, CosignerResponse> {
+    let SignPayload::Psbt { funding_channels, .. } = payload else { return Ok(Vec::new()) };
+    let mut out = Vec::new();
+    for channel in funding_channels {
+        if let Some(stored) = state.store.channel(channel).map_err(store_error)? {
+            let funding = qls_signer_core::channel::funding_output(&stored)
+                .map_err(|e| error(ErrorKind::Storage, format!("channel {}: {e}", hex::encode(&channel[..8]))))?;
+            out.extend(funding);
+        }
+    }
+    Ok(out)
+}
+
 fn sign(state: &CosignerState, req: SignRequest) -> Reply {
     let share = state.key(&req.key_id).map_err(store_error)?;
     let ids: Vec<u64> = req.items.iter().map(|i| i.nonce_id).collect();
     let nonces = state.store.load_nonces(&req.key_id, &ids).map_err(store_error)?;
     let items: Vec<(&[u8], _)> = req.items.iter().map(|i| i.signing_package.as_slice()).zip(nonces.iter()).collect();
     let share = share.as_ref();
-    let decision = decide(share, &req.payload, &items, &state.config.policy).map_err(|e| {
+    let funding = funding_outputs(state, &req.payload)?;
+    let decision = decide(share, &req.payload, &items, &state.config.policy, &funding).map_err(|e| {
         let kind = if matches!(e, SignError::Frost { .. }) { ErrorKind::Internal } else { ErrorKind::InvalidRequest };
         error(kind, e)
     })?;

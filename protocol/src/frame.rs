@@ -140,7 +140,8 @@ mod tests {
 
     #[test]
     fn garbage_and_truncation_are_errors_not_panics() {
-        let frame = encode_frame(&NodeRequest::SignPsbt { psbt: alloc::vec![1; 300] }).unwrap();
+        let frame = encode_frame(&NodeRequest::SignPsbt { psbt: alloc::vec![1; 300], funding_channels: alloc::vec![] })
+            .unwrap();
         for cut in 0..frame.len() {
             assert!(decode_frame::<NodeRequest>(&frame[..cut]).is_err(), "cut at {cut}");
         }

@@ -39,3 +39,5 @@ pub const MAX_NODE_MESSAGE_BYTES: usize = 64 * 1024;
 pub const MAX_INVOICE_CHARS: usize = 8 * 1024;
 /// Block headers in one heartbeat (one retarget period).
 pub const MAX_HEADERS: usize = 2016;
+/// Channels one funding transaction may open.
+pub const MAX_FUNDING_CHANNELS: usize = 64;

@@ -89,7 +89,10 @@ pub enum SignPayload {
     Message([u8; 32]),
     /// A PSBT (BIP-174, serialized): every input whose spent output is the group's P2TR
     /// output is signed with the BIP-341 key-path sighash, in input order.
-    Psbt(Vec<u8>),
+    /// `funding_channels` names the channels (set up, ours to fund) whose funding outputs
+    /// this transaction creates; cosigners allow those outputs only as their stored setup
+    /// describes them.
+    Psbt { psbt: Vec<u8>, funding_channels: Vec<crate::ChannelKeysId> },
 }
 
 /// One FROST signing session inside a request.
@@ -215,6 +218,9 @@ pub enum NodeRequest {
     },
     SignPsbt {
         psbt: Vec<u8>,
+        /// Channels whose funding outputs this PSBT creates (empty for other spends).
+        #[serde(default)]
+        funding_channels: Vec<ChannelKeysId>,
     },
     /// A legacy-channel request: approved by the quorum, then signed by a key holder.
     Channel {

@@ -74,8 +74,9 @@ fn key_info(k: &KeyInfo) -> Result<(), ValidationError> {
 
 impl Validate for SignRequest {
     fn validate(&self) -> Result<(), ValidationError> {
-        if let SignPayload::Psbt(psbt) = &self.payload {
+        if let SignPayload::Psbt { psbt, funding_channels } = &self.payload {
             at_most("payload.psbt", psbt.len(), MAX_PSBT_BYTES)?;
+            at_most("payload.funding_channels", funding_channels.len(), MAX_FUNDING_CHANNELS)?;
         }
         at_most("items", self.items.len(), MAX_SIGN_ITEMS)?;
         self.items
@@ -157,7 +158,10 @@ impl Validate for NodeRequest {
     fn validate(&self) -> Result<(), ValidationError> {
         match self {
             NodeRequest::GroupInfo | NodeRequest::SignMessage { .. } => Ok(()),
-            NodeRequest::SignPsbt { psbt } => at_most("psbt", psbt.len(), MAX_PSBT_BYTES),
+            NodeRequest::SignPsbt { psbt, funding_channels } => {
+                at_most("psbt", psbt.len(), MAX_PSBT_BYTES)?;
+                at_most("funding_channels", funding_channels.len(), MAX_FUNDING_CHANNELS)
+            }
             NodeRequest::Channel { request, .. } => channel_request(request),
             NodeRequest::NodeKey(r) => node_key(r),
             NodeRequest::ChannelKeys { .. } | NodeRequest::PerCommitmentPoint { .. } => Ok(()),

@@ -21,7 +21,7 @@ fn sign_request() -> impl Strategy<Value = CosignerRequest> {
         .prop_map(|(key_id, psbt, items)| {
             CosignerRequest::Sign(SignRequest {
                 key_id,
-                payload: SignPayload::Psbt(psbt),
+                payload: SignPayload::Psbt { psbt, funding_channels: vec![] },
                 items: items
                     .into_iter()
                     .map(|(nonce_id, signing_package)| SignItem { nonce_id, signing_package })

@@ -61,14 +61,16 @@ pub fn derive_messages(
     key: &KeyShare,
     payload: &SignPayload,
     policy: &PolicyConfig,
+    funding: &[onchain::FundingOutput],
 ) -> Result<(Vec<[u8; 32]>, Vec<crate::policy::Violation>), SignError> {
     match payload {
         SignPayload::Message(m) => Ok((alloc::vec![*m], Vec::new())),
-        SignPayload::Psbt(bytes) => {
+        SignPayload::Psbt { psbt: bytes, funding_channels } => {
             let psbt = parse_psbt(bytes)?;
             let wallet = wallet_script(&key.key_id()).map_err(|_| SignError::BadKeyId)?;
             let sighashes = group_key_spend_sighashes(&psbt, &wallet)?;
-            let violations = onchain::check_psbt(&psbt, &wallet, &policy.onchain)?;
+            let funding = (!funding_channels.is_empty()).then_some(funding);
+            let violations = onchain::check_psbt(&psbt, &wallet, &policy.onchain, funding)?;
             Ok((sighashes.into_iter().map(|(_, h)| h).collect(), violations))
         }
     }
@@ -83,8 +85,9 @@ pub fn decide(
     payload: &SignPayload,
     items: &[(&[u8], &SigningNonces)],
     policy: &PolicyConfig,
+    funding: &[onchain::FundingOutput],
 ) -> Result<ShareDecision, SignError> {
-    let (messages, violations) = derive_messages(key, payload, policy)?;
+    let (messages, violations) = derive_messages(key, payload, policy, funding)?;
     if items.len() != messages.len() {
         return Err(SignError::ItemCountMismatch { expected: messages.len(), got: items.len() });
     }

@@ -63,7 +63,7 @@ async fn send(client: &NodeClient, keys: ([u8; 32], [u8; 32]), item: WorkItem, r
                 Err(e) => Outcome::BadSignature(format!("returned signature does not verify: {e}")),
             }
         }
-        (Ok(NodeResponse::SignedPsbt { psbt, report }), NodeRequest::SignPsbt { psbt: sent }) => {
+        (Ok(NodeResponse::SignedPsbt { psbt, report }), NodeRequest::SignPsbt { psbt: sent, .. }) => {
             match psbt_signatures(&key_id, sent, &psbt) {
                 Ok(records) => Outcome::Signed(records, report),
                 Err(e) => Outcome::BadSignature(e),

@@ -79,7 +79,13 @@ pub fn generate(p: &WorkloadParams, key_id: &KeyId) -> Vec<WorkItem> {
             } else {
                 RequestKind::Psbt
             };
-            WorkItem { kind, request: NodeRequest::SignPsbt { psbt: psbt(key_id, txid, in_sat, outputs).serialize() } }
+            WorkItem {
+                kind,
+                request: NodeRequest::SignPsbt {
+                    psbt: psbt(key_id, txid, in_sat, outputs).serialize(),
+                    funding_channels: vec![],
+                },
+            }
         })
         .collect()
 }

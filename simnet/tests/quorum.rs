@@ -153,14 +153,15 @@ async fn psbt_policy_violations_refused_with_tags() {
             TxOut { value: Amount::from_sat(10_000), script_pubkey: foreign },
         ],
     );
-    let refusals = refusal_tags(&h, NodeRequest::SignPsbt { psbt: unknown.serialize() }).await;
+    let refusals =
+        refusal_tags(&h, NodeRequest::SignPsbt { psbt: unknown.serialize(), funding_channels: vec![] }).await;
     assert_eq!(refusals.len(), 2, "both cosigners asked refuse, and no third can make a quorum: {refusals:?}");
     assert!(refusals.iter().all(|(_, tags)| tags == &["policy-onchain-no-unknown-outputs"]));
 
     let fee_cap = PolicyConfig::default().onchain.fee_sat_max;
     let greedy =
         two_input_psbt(&key, vec![TxOut { value: Amount::from_sat(100_000 - fee_cap - 1), script_pubkey: wallet }]);
-    let refusals = refusal_tags(&h, NodeRequest::SignPsbt { psbt: greedy.serialize() }).await;
+    let refusals = refusal_tags(&h, NodeRequest::SignPsbt { psbt: greedy.serialize(), funding_channels: vec![] }).await;
     assert!(
         refusals.len() >= 2 && refusals.iter().all(|(_, tags)| tags == &["policy-onchain-fee-range"]),
         "{refusals:?}"
@@ -178,7 +179,8 @@ async fn one_permissive_cosigner_cannot_get_a_violation_signed() {
     let foreign = ScriptBuf::from_bytes([&[0x00, 0x14][..], &[0xcd; 20]].concat());
     let drain = two_input_psbt(&key, vec![TxOut { value: Amount::from_sat(99_000), script_pubkey: foreign }]);
     for _ in 0..3 {
-        let refusals = refusal_tags(&h, NodeRequest::SignPsbt { psbt: drain.serialize() }).await;
+        let refusals =
+            refusal_tags(&h, NodeRequest::SignPsbt { psbt: drain.serialize(), funding_channels: vec![] }).await;
         let refusers: Vec<_> = refusals.iter().map(|(c, _)| c.as_str()).collect();
         assert!(refusers.contains(&"c1") && refusers.contains(&"c2"), "{refusers:?}");
         assert!(!refusers.contains(&"c3"));

@@ -5,6 +5,7 @@
 //! Must never: sign (signing happens in the key holder shell, after approvals), or read
 //! anything but the request, the stored state and the policy.
 
+pub mod funding;
 pub mod parse;
 pub mod payment_approval;
 pub mod payments;
@@ -15,6 +16,7 @@ pub mod velocity;
 #[cfg(test)]
 mod tests;
 
+pub use funding::funding_output;
 pub use parse::ChannelError;
 pub use payment_approval::{approve_payment, payment_approval_message, PaymentRequest};
 pub use payments::{PaymentEntry, PaymentIndex};

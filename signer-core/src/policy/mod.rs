@@ -65,6 +65,15 @@ policy_tags! {
     OnchainFeeRange => "policy-onchain-fee-range", Error,
         "policy::onchain::tests::fee_above_cap_refused",
         "The fee (inputs minus outputs) is non-negative and at most the configured cap.";
+    OnchainStandard => "policy-onchain-standard", Error,
+        "policy::onchain::tests::nonstandard_transaction_refused",
+        "A transaction we sign has version 1 or 2 and a standard weight (at most 400,000 WU).";
+    FundingOutput => "policy-funding-output", Error,
+        "policy::onchain::tests::funding_output_must_match_the_setup",
+        "A funding transaction pays each named channel's funding output exactly as its stored setup says (script, value, outpoint), for channels we fund.";
+    FundingSegwitInputs => "policy-funding-segwit-inputs", Error,
+        "policy::onchain::tests::funding_output_must_match_the_setup",
+        "Every input of a funding transaction spends a segwit output (its txid cannot be malleated).";
     ChannelSafeType => "policy-channel-safe-type", Error,
         "channel::tests::safe_type_only",
         "The channel type is anchors with zero-fee HTLC transactions and static remote key, nothing else.";

@@ -1,6 +1,9 @@
 //! On-chain spending rules for PSBTs the group signs: outputs only to the group's own
-//! wallet or allowlisted scripts (`policy-onchain-no-unknown-outputs`), and a fee cap
-//! (`policy-onchain-fee-range`).
+//! wallet, allowlisted scripts or the funding outputs of channels we fund exactly as set
+//! up (`policy-onchain-no-unknown-outputs`, `policy-funding-output`), a fee cap
+//! (`policy-onchain-fee-range`), a standard shape (`policy-onchain-standard`), and for
+//! funding transactions only segwit inputs, so the txid the channel was set up with
+//! cannot change (`policy-funding-segwit-inputs`).
 //!
 //! Must never: stop at the first violation (every violation is reported), or read an
 //! amount from anywhere but the PSBT's own `witness_utxo`s (committed by the sighash).
@@ -9,17 +12,82 @@ use alloc::format;
 use alloc::vec::Vec;
 
 use bitcoin::psbt::Psbt;
-use bitcoin::Script;
+use bitcoin::{OutPoint, Script, ScriptBuf};
 
 use super::{OnchainPolicy, PolicyTag, Violation};
 use crate::sighash::{spent_outputs, SighashError};
 
+/// A channel funding output this cosigner allows: from a stored setup of a channel we fund.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FundingOutput {
+    pub outpoint: OutPoint,
+    pub script: ScriptBuf,
+    pub value_sat: u64,
+}
+
+/// Largest standard transaction (Bitcoin Core's `MAX_STANDARD_TX_WEIGHT`).
+pub const MAX_STANDARD_TX_WEIGHT: u64 = 400_000;
+
 /// All on-chain violations of `psbt` under `policy`, for a group whose wallet pays to
-/// `wallet_script`.
-pub fn check_psbt(psbt: &Psbt, wallet_script: &Script, policy: &OnchainPolicy) -> Result<Vec<Violation>, SighashError> {
+/// `wallet_script`. `funding` is `Some` for a transaction that funds channels: the
+/// funding outputs the cosigner found in its own stored setups.
+pub fn check_psbt(
+    psbt: &Psbt,
+    wallet_script: &Script,
+    policy: &OnchainPolicy,
+    funding: Option<&[FundingOutput]>,
+) -> Result<Vec<Violation>, SighashError> {
     let mut violations = Vec::new();
-    for (i, out) in psbt.unsigned_tx.output.iter().enumerate() {
+    let tx = &psbt.unsigned_tx;
+    let weight = tx.weight().to_wu();
+    if !matches!(tx.version.0, 1 | 2) || weight > MAX_STANDARD_TX_WEIGHT {
+        violations.push(Violation {
+            tag: PolicyTag::OnchainStandard,
+            detail: format!(
+                "version {} and weight {weight} WU (standard: 1 or 2, at most {MAX_STANDARD_TX_WEIGHT})",
+                tx.version.0
+            ),
+        });
+    }
+    let txid = tx.compute_txid();
+    if let Some(funding) = funding {
+        for (i, input) in psbt.inputs.iter().enumerate() {
+            if !input.witness_utxo.as_ref().is_some_and(|o| o.script_pubkey.is_witness_program()) {
+                violations.push(Violation {
+                    tag: PolicyTag::FundingSegwitInputs,
+                    detail: format!("input {i} of a funding transaction does not spend a known segwit output"),
+                });
+            }
+        }
+        if funding.is_empty() {
+            violations.push(Violation {
+                tag: PolicyTag::FundingOutput,
+                detail: "no named channel is set up here as one we fund".into(),
+            });
+        }
+    }
+    for (i, out) in tx.output.iter().enumerate() {
         let script = out.script_pubkey.as_script();
+        let here = OutPoint { txid, vout: i as u32 };
+        let funded = funding.unwrap_or_default();
+        if funded
+            .iter()
+            .any(|f| f.outpoint == here && f.script == out.script_pubkey && f.value_sat == out.value.to_sat())
+        {
+            continue;
+        }
+        if let Some(f) = funded.iter().find(|f| f.script == out.script_pubkey) {
+            violations.push(Violation {
+                tag: PolicyTag::FundingOutput,
+                detail: format!(
+                    "output {here} pays {} sat to a channel's funding script; its setup says {} with {} sat",
+                    out.value.to_sat(),
+                    f.outpoint,
+                    f.value_sat
+                ),
+            });
+            continue;
+        }
         if script != wallet_script && !policy.allows(script) {
             violations.push(Violation {
                 tag: PolicyTag::OnchainNoUnknownOutputs,
@@ -57,6 +125,7 @@ pub(crate) mod tests {
     use super::*;
     use alloc::vec;
     use bitcoin::absolute::LockTime;
+    use bitcoin::hashes::Hash;
     use bitcoin::transaction::Version;
     use bitcoin::{Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Witness};
 
@@ -88,25 +157,73 @@ pub(crate) mod tests {
         let foreign =
             ScriptBuf::from_bytes(vec![0x00, 0x14, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7]);
         let psbt = psbt_spending(&wallet(), 10_000, &[(foreign.clone(), 4_000), (wallet(), 5_000)]);
-        let v = check_psbt(&psbt, &wallet(), &OnchainPolicy::default()).unwrap();
+        let v = check_psbt(&psbt, &wallet(), &OnchainPolicy::default(), None).unwrap();
         assert_eq!(v.len(), 1);
         assert_eq!(v[0].tag, PolicyTag::OnchainNoUnknownOutputs);
         let allow = OnchainPolicy { allowlisted_scripts: [foreign].into(), ..OnchainPolicy::default() };
-        assert!(check_psbt(&psbt, &wallet(), &allow).unwrap().is_empty());
+        assert!(check_psbt(&psbt, &wallet(), &allow, None).unwrap().is_empty());
     }
 
     #[test]
     fn fee_above_cap_refused() {
         let policy = OnchainPolicy { fee_sat_max: 1_000, ..OnchainPolicy::default() };
         let at_cap = psbt_spending(&wallet(), 10_000, &[(wallet(), 9_000)]);
-        assert!(check_psbt(&at_cap, &wallet(), &policy).unwrap().is_empty());
+        assert!(check_psbt(&at_cap, &wallet(), &policy, None).unwrap().is_empty());
         let above = psbt_spending(&wallet(), 10_000, &[(wallet(), 8_999)]);
-        let v = check_psbt(&above, &wallet(), &policy).unwrap();
+        let v = check_psbt(&above, &wallet(), &policy, None).unwrap();
         assert_eq!(v.iter().map(|v| v.tag).collect::<Vec<_>>(), vec![PolicyTag::OnchainFeeRange]);
         let negative = psbt_spending(&wallet(), 10_000, &[(wallet(), 10_001)]);
-        assert_eq!(check_psbt(&negative, &wallet(), &policy).unwrap()[0].tag, PolicyTag::OnchainFeeRange);
+        assert_eq!(check_psbt(&negative, &wallet(), &policy, None).unwrap()[0].tag, PolicyTag::OnchainFeeRange);
         // Output values that overflow 64 bits when summed: a violation, not a panic.
         let huge = psbt_spending(&wallet(), 10_000, &[(wallet(), u64::MAX / 2 + 1), (wallet(), u64::MAX / 2 + 1)]);
-        assert_eq!(check_psbt(&huge, &wallet(), &policy).unwrap()[0].tag, PolicyTag::OnchainFeeRange);
+        assert_eq!(check_psbt(&huge, &wallet(), &policy, None).unwrap()[0].tag, PolicyTag::OnchainFeeRange);
+    }
+
+    fn tags(v: Vec<Violation>) -> Vec<PolicyTag> {
+        v.iter().map(|v| v.tag).collect()
+    }
+
+    #[test]
+    fn nonstandard_transaction_refused() {
+        let mut psbt = psbt_spending(&wallet(), 10_000, &[(wallet(), 9_000)]);
+        psbt.unsigned_tx.version = Version(3);
+        assert_eq!(
+            tags(check_psbt(&psbt, &wallet(), &OnchainPolicy::default(), None).unwrap()),
+            vec![PolicyTag::OnchainStandard]
+        );
+        // 2,500 outputs of 43 bytes: over 400,000 WU.
+        let many: Vec<_> = (0..2_500).map(|_| (wallet(), 1)).collect();
+        let big = psbt_spending(&wallet(), 10_000, &many);
+        assert!(tags(check_psbt(&big, &wallet(), &OnchainPolicy::default(), None).unwrap())
+            .contains(&PolicyTag::OnchainStandard));
+    }
+
+    #[test]
+    fn funding_output_must_match_the_setup() {
+        let channel = ScriptBuf::new_p2wsh(&bitcoin::WScriptHash::from_byte_array([5; 32]));
+        let psbt = psbt_spending(&wallet(), 100_000, &[(channel.clone(), 60_000), (wallet(), 39_000)]);
+        let txid = psbt.unsigned_tx.compute_txid();
+        let setup = |vout: u32, value_sat: u64| FundingOutput {
+            outpoint: OutPoint { txid, vout },
+            script: channel.clone(),
+            value_sat,
+        };
+        let check =
+            |p: &Psbt, f: &[FundingOutput]| tags(check_psbt(p, &wallet(), &OnchainPolicy::default(), Some(f)).unwrap());
+        assert_eq!(check(&psbt, &[setup(0, 60_000)]), vec![]);
+        // Without naming the channel the output is just unknown.
+        assert_eq!(
+            tags(check_psbt(&psbt, &wallet(), &OnchainPolicy::default(), None).unwrap()),
+            vec![PolicyTag::OnchainNoUnknownOutputs]
+        );
+        // The setup says another value or another output index; or no channel of ours is named.
+        assert_eq!(check(&psbt, &[setup(0, 50_000)]), vec![PolicyTag::FundingOutput]);
+        assert_eq!(check(&psbt, &[setup(1, 60_000)]), vec![PolicyTag::FundingOutput]);
+        assert_eq!(check(&psbt, &[]), vec![PolicyTag::FundingOutput, PolicyTag::OnchainNoUnknownOutputs]);
+        // An input whose spent output is not segwit (its txid could be malleated).
+        let mut legacy = psbt.clone();
+        legacy.inputs[0].witness_utxo.as_mut().unwrap().script_pubkey =
+            ScriptBuf::new_p2pkh(&bitcoin::PubkeyHash::from_byte_array([1; 20]));
+        assert_eq!(check(&legacy, &[setup(0, 60_000)]), vec![PolicyTag::FundingSegwitInputs]);
     }
 }

@@ -1,0 +1,31 @@
+//! The funding output of a channel we fund, from the cosigner's stored setup: what a
+//! funding transaction must pay for the on-chain policy to allow it.
+//!
+//! Must never: describe a funding output from anything but the stored setup, or one for
+//! a channel the counterparty funds or that is closed.
+
+use bitcoin::hashes::Hash;
+use bitcoin::{OutPoint, Txid};
+use lightning::ln::chan_utils::make_funding_redeemscript;
+
+use super::parse::{self, ChannelError};
+use super::state::{ChannelState, CloseState};
+use crate::policy::onchain::FundingOutput;
+
+/// `Some` for an open channel we fund.
+pub fn funding_output(state: &ChannelState) -> Result<Option<FundingOutput>, ChannelError> {
+    let setup = &state.setup;
+    if !setup.is_outbound || state.close != CloseState::Open {
+        return Ok(None);
+    }
+    let params = parse::transaction_parameters(setup)?;
+    let counterparty =
+        params.counterparty_parameters.as_ref().ok_or(ChannelError::CorruptState("setup without counterparty keys"))?;
+    let script = make_funding_redeemscript(&params.holder_pubkeys.funding_pubkey, &counterparty.pubkeys.funding_pubkey)
+        .to_p2wsh();
+    Ok(Some(FundingOutput {
+        outpoint: OutPoint { txid: Txid::from_byte_array(setup.funding_txid), vout: u32::from(setup.funding_vout) },
+        script,
+        value_sat: setup.channel_value_sat,
+    }))
+}
