@@ -115,6 +115,45 @@ impl NodeClient {
         }
     }
 
+    /// Our keys of a taproot channel (funding node key and basepoints).
+    pub async fn taproot_channel_keys(&self, channel: ChannelKeysId) -> Result<TaprootHolderKeys, ClientError> {
+        match self.call(&NodeRequest::TaprootChannelKeys { channel }).await? {
+            NodeResponse::TaprootChannelKeys(k) => Ok(k),
+            other => Err(Self::fail(other)),
+        }
+    }
+
+    /// A taproot request without a signature (setup, revocation), applied by every cosigner.
+    pub async fn taproot_apply(
+        &self,
+        channel: ChannelKeysId,
+        request: TaprootRequest,
+    ) -> Result<SignReport, ClientError> {
+        match self.call(&NodeRequest::Taproot { channel, request, counterparty_nonce: None }).await? {
+            NodeResponse::TaprootApplied { report } => Ok(report),
+            other => Err(Self::fail(other)),
+        }
+    }
+
+    /// The quorum's MuSig2 nonce (66 bytes) and partial signature for a signing request,
+    /// against the counterparty's public nonce.
+    pub async fn taproot_sign(
+        &self,
+        channel: ChannelKeysId,
+        request: TaprootRequest,
+        counterparty_nonce: [u8; 66],
+    ) -> Result<([u8; 66], [u8; 32], SignReport), ClientError> {
+        let req = NodeRequest::Taproot { channel, request, counterparty_nonce: Some(counterparty_nonce.to_vec()) };
+        match self.call(&req).await? {
+            NodeResponse::TaprootPartialSig { pubnonce, psig, report } => {
+                let nonce =
+                    pubnonce.as_slice().try_into().map_err(|_| ClientError::Unexpected("nonce length".into()))?;
+                Ok((nonce, psig, report))
+            }
+            other => Err(Self::fail(other)),
+        }
+    }
+
     /// One channel's public keys and the node id, from a key holder.
     pub async fn channel_keys(&self, channel: ChannelKeysId) -> Result<(ChannelKeysInfo, Vec<u8>), ClientError> {
         match self.call(&NodeRequest::ChannelKeys { channel }).await? {

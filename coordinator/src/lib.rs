@@ -17,6 +17,7 @@ pub mod ldk;
 pub mod node_api;
 pub mod quorum;
 pub mod signing;
+pub mod taproot;
 
 pub use client::{ClientError, NodeClient};
 pub use config::{ConfigError, CoordinatorConfig};

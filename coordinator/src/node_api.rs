@@ -86,6 +86,15 @@ fn failure(f: SignFailure) -> NodeResponse {
     }
 }
 
+fn taproot_failure(f: crate::taproot::TaprootFailure) -> NodeResponse {
+    match f {
+        crate::taproot::TaprootFailure::Refused { refusals, report } => NodeResponse::Refused { refusals, report },
+        crate::taproot::TaprootFailure::Unavailable { detail, .. } => {
+            NodeResponse::Error { kind: ErrorKind::QuorumUnavailable, detail: truncate(detail) }
+        }
+    }
+}
+
 fn truncate(mut s: String) -> String {
     if s.len() > limits::MAX_DETAIL_BYTES {
         let mut cut = limits::MAX_DETAIL_BYTES;
@@ -148,6 +157,19 @@ pub async fn handle(quorum: &Quorum, req: NodeRequest) -> NodeResponse {
                 Ok(CosignerResponse::Point(p)) => NodeResponse::Point(p),
                 Ok(other) => NodeResponse::Error { kind: ErrorKind::Internal, detail: truncate(format!("{other:?}")) },
                 Err(e) => NodeResponse::Error { kind: ErrorKind::QuorumUnavailable, detail: truncate(e) },
+            }
+        }
+        NodeRequest::TaprootChannelKeys { channel } => match crate::taproot::channel_keys(quorum, &channel).await {
+            Ok(keys) => NodeResponse::TaprootChannelKeys(keys),
+            Err(f) => taproot_failure(f),
+        },
+        NodeRequest::Taproot { channel, request, counterparty_nonce } => {
+            match crate::taproot::run(quorum, channel, request, counterparty_nonce).await {
+                Ok(crate::taproot::TaprootOutcome::Applied(report)) => NodeResponse::TaprootApplied { report },
+                Ok(crate::taproot::TaprootOutcome::PartialSig { pubnonce, psig, report }) => {
+                    NodeResponse::TaprootPartialSig { pubnonce: pubnonce.to_vec(), psig, report }
+                }
+                Err(f) => taproot_failure(f),
             }
         }
         NodeRequest::SignPsbt { psbt, funding_channels } => {

@@ -153,6 +153,8 @@ pub struct Quorum {
     /// One lock per legacy channel: its approval rounds run one at a time, so every
     /// cosigner applies the channel's requests in the same order.
     channel_locks: std::sync::Mutex<std::collections::HashMap<ChannelKeysId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Every cosigner's signed MuSig2 leaf, fetched once (taproot channels).
+    pub musig_leaves: std::sync::OnceLock<Vec<qls_protocol::MusigLeaf>>,
 }
 
 /// The client endpoint and one link per configured cosigner.
@@ -289,6 +291,7 @@ impl Quorum {
             rotate: AtomicUsize::new(0),
             endpoint,
             channel_locks: Default::default(),
+            musig_leaves: Default::default(),
         });
         join_all(quorum.members.iter().map(|m| quorum.refill(m, 1))).await;
         Ok(quorum)

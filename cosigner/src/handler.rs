@@ -88,7 +88,7 @@ impl CosignerState {
         self
     }
 
-    fn key(&self, key_id: &KeyId) -> Result<Arc<KeyShare>, StoreError> {
+    pub(crate) fn key(&self, key_id: &KeyId) -> Result<Arc<KeyShare>, StoreError> {
         if let Some(k) = self.key_cache.read().unwrap_or_else(|p| p.into_inner()).get(key_id) {
             return Ok(k.clone());
         }
@@ -152,6 +152,15 @@ pub fn handle(state: &Arc<CosignerState>, req: CosignerRequest) -> CosignerRespo
         CosignerRequest::PerCommitmentPoint { channel, commitment_number } => {
             approvals::per_commitment_point(state, &channel, commitment_number)
         }
+        CosignerRequest::MusigLeaf => crate::taproot::musig_leaf(state),
+        CosignerRequest::TaprootSetup { channel, setup, leaves } => {
+            crate::taproot::setup(state, channel, setup, leaves)
+        }
+        CosignerRequest::TaprootNonces { channel, count } => crate::taproot::nonces(state, channel, count),
+        CosignerRequest::TaprootSign { channel, request, session } => {
+            crate::taproot::sign(state, channel, request, Some(session))
+        }
+        CosignerRequest::TaprootApply { channel, request } => crate::taproot::sign(state, channel, request, None),
     };
     result.unwrap_or_else(|e| e)
 }

@@ -15,6 +15,8 @@ pub mod handler;
 pub mod key_holder;
 pub mod server;
 pub mod store;
+pub mod taproot;
+pub mod taproot_store;
 
 pub use config::{ConfigError, CosignerConfig};
 pub use server::{run_cosigner, Cosigner, CosignerError, ReplyFault};

@@ -14,6 +14,7 @@ pub mod channel;
 pub mod frame;
 pub mod limits;
 pub mod messages;
+pub mod taproot;
 pub mod validate;
 
 #[cfg(feature = "quic")]
@@ -22,6 +23,7 @@ pub mod quic;
 pub use channel::*;
 pub use frame::{decode_frame, encode_frame, frame_body_len, FrameError, FRAME_HEADER_BYTES};
 pub use messages::*;
+pub use taproot::*;
 pub use validate::{Validate, ValidationError};
 
 /// The one protocol version this build speaks. A frame carrying another version is

@@ -10,6 +10,7 @@ use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
 use crate::channel::*;
+use crate::taproot::*;
 
 /// A group key id: the x-only (BIP-340) group public key, which is also the key of the
 /// group's P2TR output.
@@ -51,6 +52,19 @@ pub enum CosignerRequest {
     ChannelKeys { channel: ChannelKeysId },
     /// Key holders only: the per-commitment point of our holder commitment `commitment_number`.
     PerCommitmentPoint { channel: ChannelKeysId, commitment_number: u64 },
+    /// This cosigner's MuSig2 leaf key, signed by its identity key.
+    MusigLeaf,
+    /// Store a taproot channel's setup; `leaves` are every cosigner's signed leaf (this
+    /// one and all its pinned peers, no other).
+    TaprootSetup { channel: ChannelKeysId, setup: TaprootChannelSetup, leaves: Vec<MusigLeaf> },
+    /// Create `count` MuSig2 nonces for `channel`, stored durably before they are returned.
+    TaprootNonces { channel: ChannelKeysId, count: u32 },
+    /// Judge `request` against this cosigner's taproot channel state and, if the policy
+    /// approves, consume this cosigner's nonce in `session` durably and return its
+    /// NestedMuSig2 partial signature.
+    TaprootSign { channel: ChannelKeysId, request: TaprootRequest, session: NestedSession },
+    /// Judge and apply a taproot request that signs nothing (a counterparty revocation).
+    TaprootApply { channel: ChannelKeysId, request: TaprootRequest },
 }
 
 /// One DKG participant, identified by its certificate; its FROST identifier is derived
@@ -151,6 +165,21 @@ pub enum CosignerResponse {
         node_id: Vec<u8>,
     },
     Point(Vec<u8>),
+    MusigLeaf(MusigLeaf),
+    /// A taproot request applied (setup) with no signature to return.
+    TaprootApplied {
+        warnings: Vec<Violation>,
+    },
+    TaprootNonces(Vec<LeafNonce>),
+    /// The cosigner's NestedMuSig2 partial signature over `msg`, the message it derived,
+    /// with the counterparty funding key of its stored setup (so the coordinator can verify
+    /// the partial signature in the same session).
+    TaprootPartialSig {
+        psig: [u8; 32],
+        msg: [u8; 32],
+        counterparty_funding: Vec<u8>,
+        warnings: Vec<Violation>,
+    },
     Error {
         kind: ErrorKind,
         detail: String,
@@ -236,6 +265,17 @@ pub enum NodeRequest {
         channel: ChannelKeysId,
         commitment_number: u64,
     },
+    /// Our keys of a taproot channel, as the cosigners derive them.
+    TaprootChannelKeys {
+        channel: ChannelKeysId,
+    },
+    /// A taproot-channel request: a setup (stored by every cosigner) or a signature (all
+    /// cosigners sign as one MuSig2 party against `counterparty_nonce`).
+    Taproot {
+        channel: ChannelKeysId,
+        request: TaprootRequest,
+        counterparty_nonce: Option<Vec<u8>>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -269,6 +309,17 @@ pub enum NodeResponse {
     Error {
         kind: ErrorKind,
         detail: String,
+    },
+    TaprootChannelKeys(TaprootHolderKeys),
+    TaprootApplied {
+        report: SignReport,
+    },
+    /// The quorum's external MuSig2 nonce and partial signature, already verified by the
+    /// coordinator as a BIP-327 partial signature of the funding key's party.
+    TaprootPartialSig {
+        pubnonce: Vec<u8>,
+        psig: [u8; 32],
+        report: SignReport,
     },
 }
 

@@ -9,6 +9,7 @@ use alloc::vec::Vec;
 use crate::channel::*;
 use crate::limits::*;
 use crate::messages::*;
+use crate::taproot::*;
 
 /// A decoded message with a field outside its bound.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -114,6 +115,18 @@ impl Validate for CosignerRequest {
                 approvals.iter().try_for_each(approval)
             }
             CosignerRequest::ChannelKeys { .. } | CosignerRequest::PerCommitmentPoint { .. } => Ok(()),
+            CosignerRequest::MusigLeaf => Ok(()),
+            CosignerRequest::TaprootSetup { setup, leaves, .. } => {
+                taproot_request(&TaprootRequest::Setup(setup.clone()))?;
+                at_most("leaves", leaves.len(), MAX_COSIGNERS)?;
+                leaves.iter().try_for_each(musig_leaf)
+            }
+            CosignerRequest::TaprootNonces { count, .. } => at_most("count", *count as usize, MAX_NONCE_BATCH as usize),
+            CosignerRequest::TaprootSign { request, session, .. } => {
+                taproot_request(request)?;
+                nested_session(session)
+            }
+            CosignerRequest::TaprootApply { request, .. } => taproot_request(request),
         }
     }
 }
@@ -149,6 +162,16 @@ impl Validate for CosignerResponse {
                 exactly("node_id", node_id.len(), 33)
             }
             CosignerResponse::Point(p) => exactly("point", p.len(), 33),
+            CosignerResponse::MusigLeaf(l) => musig_leaf(l),
+            CosignerResponse::TaprootApplied { warnings } => violations(warnings),
+            CosignerResponse::TaprootPartialSig { counterparty_funding, warnings, .. } => {
+                exactly("counterparty_funding", counterparty_funding.len(), 33)?;
+                violations(warnings)
+            }
+            CosignerResponse::TaprootNonces(n) => {
+                at_most("nonces", n.len(), MAX_NONCE_BATCH as usize)?;
+                n.iter().try_for_each(|n| exactly("pubnonce", n.pubnonce.len(), 66))
+            }
             CosignerResponse::Error { detail: d, .. } => detail(d),
         }
     }
@@ -165,8 +188,61 @@ impl Validate for NodeRequest {
             NodeRequest::Channel { request, .. } => channel_request(request),
             NodeRequest::NodeKey(r) => node_key(r),
             NodeRequest::ChannelKeys { .. } | NodeRequest::PerCommitmentPoint { .. } => Ok(()),
+            NodeRequest::TaprootChannelKeys { .. } => Ok(()),
+            NodeRequest::Taproot { request, counterparty_nonce, .. } => {
+                taproot_request(request)?;
+                counterparty_nonce.as_ref().map_or(Ok(()), |n| exactly("counterparty_nonce", n.len(), 66))
+            }
         }
     }
+}
+
+fn taproot_request(r: &TaprootRequest) -> Result<(), ValidationError> {
+    match r {
+        TaprootRequest::Setup(s) => {
+            let c = &s.counterparty;
+            for (f, p) in [
+                ("counterparty.funding", &c.funding),
+                ("counterparty.revocation", &c.revocation),
+                ("counterparty.payment", &c.payment),
+                ("counterparty.delayed_payment", &c.delayed_payment),
+                ("counterparty.htlc", &c.htlc),
+            ] {
+                exactly(f, p.len(), 33)?;
+            }
+            Ok(())
+        }
+        TaprootRequest::SignCounterpartyCommitment { commitment } => {
+            exactly("per_commitment_point", commitment.per_commitment_point.len(), 33)?;
+            at_most("htlcs", commitment.htlcs.len(), MAX_COMMITMENT_HTLCS)
+        }
+        TaprootRequest::CounterpartyRevocation { .. } => Ok(()),
+    }
+}
+
+fn musig_leaf(l: &MusigLeaf) -> Result<(), ValidationError> {
+    at_most("leaf.cert_der", l.cert_der.len(), MAX_CERT_BYTES)?;
+    exactly("leaf.leaf", l.leaf.len(), 33)?;
+    at_most("leaf.identity_sig", l.identity_sig.len(), MAX_IDENTITY_SIG_BYTES)
+}
+
+fn nested_session(s: &NestedSession) -> Result<(), ValidationError> {
+    at_most("leaf_nonces", s.leaf_nonces.len(), MAX_COSIGNERS)?;
+    s.leaf_nonces.iter().try_for_each(|n| exactly("leaf_nonces.pubnonce", n.pubnonce.len(), 66))?;
+    exactly("counterparty_nonce", s.counterparty_nonce.len(), 66)
+}
+
+fn holder_keys(k: &TaprootHolderKeys) -> Result<(), ValidationError> {
+    for (f, p) in [
+        ("funding", &k.funding),
+        ("revocation", &k.revocation),
+        ("payment", &k.payment),
+        ("delayed_payment", &k.delayed_payment),
+        ("htlc", &k.htlc),
+    ] {
+        exactly(f, p.len(), 33)?;
+    }
+    Ok(())
 }
 
 fn report(r: &SignReport) -> Result<(), ValidationError> {
@@ -199,6 +275,12 @@ impl Validate for NodeResponse {
             NodeResponse::ChannelKeys { info, node_id } => {
                 points(&info.points)?;
                 exactly("node_id", node_id.len(), 33)
+            }
+            NodeResponse::TaprootChannelKeys(k) => holder_keys(k),
+            NodeResponse::TaprootApplied { report: r } => report(r),
+            NodeResponse::TaprootPartialSig { pubnonce, report: r, .. } => {
+                exactly("pubnonce", pubnonce.len(), 66)?;
+                report(r)
             }
             NodeResponse::Point(p) => exactly("point", p.len(), 33),
             NodeResponse::Error { detail: d, .. } => detail(d),

@@ -21,6 +21,7 @@ pub mod policy;
 pub mod schnorr;
 pub mod share_signer;
 pub mod sighash;
+pub mod taproot_channel;
 pub mod taproot_commitment;
 pub mod taproot_htlc;
 pub mod taproot_scripts;

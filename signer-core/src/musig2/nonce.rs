@@ -29,6 +29,18 @@ impl SecNonce {
     pub fn to_bytes(&self) -> [u8; 97] {
         self.0
     }
+
+    /// The matching public nonce (`k1·G ‖ k2·G`); all-zero points if the bytes are not
+    /// valid scalars (signing refuses such a nonce anyway).
+    pub fn public_nonce(&self) -> PubNonce {
+        let mut out = [0u8; 66];
+        for (i, part) in [&self.0[..32], &self.0[32..64]].into_iter().enumerate() {
+            if let Some(k) = super::scalar_strict(part) {
+                out[i * 33..(i + 1) * 33].copy_from_slice(&cbytes(&(ProjectivePoint::GENERATOR * k)));
+            }
+        }
+        PubNonce(out)
+    }
 }
 
 /// `pubnonce = cbytes(R1) ‖ cbytes(R2)` (66 bytes).

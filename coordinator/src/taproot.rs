@@ -1,0 +1,276 @@
+//! Taproot channels, coordinator side: collects every cosigner's signed MuSig2 leaf,
+//! relays setups and revocations to all cosigners, and runs the NestedMuSig2 round for
+//! the quorum's funding-key partial signature — fresh nonces from all n cosigners, then
+//! one signing request to all, each leaf's partial signature verified and summed.
+//!
+//! The funding key is n-of-n: every cosigner must be up and must approve. The
+//! coordinator holds no secret and keeps no nonce; a cosigner that refuses or whose
+//! partial signature does not verify is named.
+//!
+//! Must never: return a partial signature it did not verify, or run two rounds of one
+//! channel at once.
+
+use futures::future::join_all;
+use qls_protocol::quic::{fingerprint, verify_identity_sig};
+use qls_protocol::*;
+use qls_signer_core::musig2::nested::{nested_partial_sig_verify, psig_sum, NestedSessionContext};
+use qls_signer_core::musig2::PubNonce;
+use qls_signer_core::taproot_channel as tc;
+
+use crate::quorum::{Member, Quorum};
+
+/// Why a taproot request got no result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaprootFailure {
+    Refused { refusals: Vec<CosignerRefusal>, report: SignReport },
+    Unavailable { detail: String, report: SignReport },
+}
+
+fn blame(report: &mut SignReport, m: &Member, reason: BlameReason, detail: String) {
+    report.blamed.push(Blame { cosigner: m.name().to_string(), reason, detail });
+}
+
+/// Sends `req` to every member; the replies in member order, failures already blamed.
+async fn all(
+    quorum: &Quorum,
+    req: &CosignerRequest,
+    report: &mut SignReport,
+) -> Vec<(std::sync::Arc<Member>, Option<CosignerResponse>)> {
+    let timeout = quorum.config.request_timeout;
+    let replies =
+        join_all(quorum.members.iter().map(|m| async move { (m.clone(), m.link.call(req, timeout).await) })).await;
+    replies
+        .into_iter()
+        .map(|(m, r)| match r {
+            Ok(CosignerResponse::Error { kind, detail }) => {
+                blame(report, &m, BlameReason::ErrorReply, format!("{kind:?}: {detail}"));
+                (m, None)
+            }
+            Ok(reply) => (m, Some(reply)),
+            Err(e) => {
+                blame(report, &m, BlameReason::Unreachable, e.to_string());
+                (m, None)
+            }
+        })
+        .collect()
+}
+
+/// Every cosigner's signed leaf, checked against the pinned fingerprints (cached).
+pub async fn leaves(quorum: &Quorum) -> Result<Vec<MusigLeaf>, TaprootFailure> {
+    if let Some(l) = quorum.musig_leaves.get() {
+        return Ok(l.clone());
+    }
+    let mut report = SignReport { attempts: 1, ..Default::default() };
+    let mut out = Vec::new();
+    for (m, reply) in all(quorum, &CosignerRequest::MusigLeaf, &mut report).await {
+        match reply {
+            Some(CosignerResponse::MusigLeaf(l)) => {
+                let leaf: Option<[u8; 33]> = l.leaf.as_slice().try_into().ok();
+                let ok = l.cosigner == m.link.fingerprint()
+                    && fingerprint(&l.cert_der) == l.cosigner
+                    && leaf.is_some_and(|k| {
+                        verify_identity_sig(&l.cert_der, &tc::leaf_statement(&k), &l.identity_sig).is_ok()
+                    });
+                if !ok {
+                    blame(&mut report, &m, BlameReason::ErrorReply, "leaf not signed by the pinned cosigner".into());
+                    continue;
+                }
+                out.push(l);
+            }
+            Some(other) => blame(&mut report, &m, BlameReason::ErrorReply, format!("unexpected reply {other:?}")),
+            None => {}
+        }
+    }
+    if out.len() != quorum.members.len() {
+        return Err(TaprootFailure::Unavailable {
+            detail: format!("{} of {} cosigners gave their MuSig2 leaf", out.len(), quorum.members.len()),
+            report,
+        });
+    }
+    out.sort_by_key(|l| l.cosigner);
+    let _ = quorum.musig_leaves.set(out.clone());
+    Ok(out)
+}
+
+fn base_keys(leaves: &[MusigLeaf]) -> Vec<[u8; 33]> {
+    leaves.iter().filter_map(|l| l.leaf.as_slice().try_into().ok()).collect()
+}
+
+/// Our keys of `channel`, derived as every cosigner derives them.
+pub async fn channel_keys(quorum: &Quorum, channel: &ChannelKeysId) -> Result<TaprootHolderKeys, TaprootFailure> {
+    let leaves = leaves(quorum).await?;
+    let secp = bitcoin::secp256k1::Secp256k1::verification_only();
+    tc::holder_keys(&secp, &quorum.key.public_key_package, &base_keys(&leaves), channel).map_err(|e| {
+        TaprootFailure::Unavailable {
+            detail: format!("cannot derive channel keys: {e}"),
+            report: SignReport::default(),
+        }
+    })
+}
+
+/// The quorum's result for one taproot request.
+pub enum TaprootOutcome {
+    Applied(SignReport),
+    /// External nonce (66 bytes) and the node's partial signature.
+    PartialSig {
+        pubnonce: [u8; 66],
+        psig: [u8; 32],
+        report: SignReport,
+    },
+}
+
+/// Runs `request` on every cosigner (n-of-n).
+pub async fn run(
+    quorum: &Quorum,
+    channel: ChannelKeysId,
+    request: TaprootRequest,
+    counterparty_nonce: Option<Vec<u8>>,
+) -> Result<TaprootOutcome, TaprootFailure> {
+    let _turn = quorum.lock_channel(&channel).await;
+    let mut report = SignReport { attempts: 1, ..Default::default() };
+    let leaves = leaves(quorum).await?;
+    let first = match &request {
+        TaprootRequest::Setup(setup) => {
+            CosignerRequest::TaprootSetup { channel, setup: setup.clone(), leaves: leaves.clone() }
+        }
+        TaprootRequest::CounterpartyRevocation { .. } => {
+            CosignerRequest::TaprootApply { channel, request: request.clone() }
+        }
+        TaprootRequest::SignCounterpartyCommitment { .. } => {
+            let Some(theirs) = counterparty_nonce else {
+                return Err(TaprootFailure::Unavailable {
+                    detail: "a signing request needs the counterparty's nonce".into(),
+                    report,
+                });
+            };
+            return sign(quorum, channel, request, theirs, &leaves, report).await;
+        }
+    };
+    let mut refusals = Vec::new();
+    let mut applied = 0;
+    for (m, reply) in all(quorum, &first, &mut report).await {
+        match reply {
+            Some(CosignerResponse::TaprootApplied { warnings }) => {
+                applied += 1;
+                if !warnings.is_empty() {
+                    report.warnings.push(CosignerRefusal { cosigner: m.name().into(), violations: warnings });
+                }
+            }
+            Some(CosignerResponse::Refused { violations }) => {
+                refusals.push(CosignerRefusal { cosigner: m.name().into(), violations })
+            }
+            Some(other) => blame(&mut report, &m, BlameReason::ErrorReply, format!("unexpected reply {other:?}")),
+            None => {}
+        }
+    }
+    match (applied == quorum.members.len(), refusals.is_empty()) {
+        (true, _) => Ok(TaprootOutcome::Applied(report)),
+        (false, false) => Err(TaprootFailure::Refused { refusals, report }),
+        (false, true) => Err(TaprootFailure::Unavailable {
+            detail: format!("{applied} of {} cosigners applied it", quorum.members.len()),
+            report,
+        }),
+    }
+}
+
+async fn sign(
+    quorum: &Quorum,
+    channel: ChannelKeysId,
+    request: TaprootRequest,
+    counterparty_nonce: Vec<u8>,
+    leaves: &[MusigLeaf],
+    mut report: SignReport,
+) -> Result<TaprootOutcome, TaprootFailure> {
+    let n = quorum.members.len();
+    let unavailable = |detail: String, report: SignReport| TaprootFailure::Unavailable { detail, report };
+    // Round 1: a fresh nonce from every cosigner.
+    let mut leaf_nonces = Vec::with_capacity(n);
+    for (m, reply) in all(quorum, &CosignerRequest::TaprootNonces { channel, count: 1 }, &mut report).await {
+        match reply {
+            Some(CosignerResponse::TaprootNonces(mut v)) if v.len() == 1 && v[0].cosigner == m.link.fingerprint() => {
+                leaf_nonces.push(v.remove(0))
+            }
+            Some(other) => blame(&mut report, &m, BlameReason::ErrorReply, format!("unexpected nonce reply {other:?}")),
+            None => {}
+        }
+    }
+    if leaf_nonces.len() != n {
+        return Err(unavailable(format!("{} of {n} cosigners gave a nonce", leaf_nonces.len()), report));
+    }
+    // Round 2: every cosigner judges, consumes its nonce and signs.
+    let session = NestedSession { leaf_nonces: leaf_nonces.clone(), counterparty_nonce };
+    let req = CosignerRequest::TaprootSign { channel, request, session: session.clone() };
+    let mut refusals = Vec::new();
+    let mut psigs = Vec::with_capacity(n);
+    for (m, reply) in all(quorum, &req, &mut report).await {
+        match reply {
+            Some(CosignerResponse::TaprootPartialSig { psig, msg, counterparty_funding, warnings }) => {
+                if !warnings.is_empty() {
+                    report.warnings.push(CosignerRefusal { cosigner: m.name().into(), violations: warnings });
+                }
+                psigs.push((m, psig, msg, counterparty_funding));
+            }
+            Some(CosignerResponse::Refused { violations }) => {
+                refusals.push(CosignerRefusal { cosigner: m.name().into(), violations })
+            }
+            Some(other) => blame(&mut report, &m, BlameReason::ErrorReply, format!("unexpected reply {other:?}")),
+            None => {}
+        }
+    }
+    if !refusals.is_empty() {
+        return Err(TaprootFailure::Refused { refusals, report });
+    }
+    if psigs.len() != n {
+        return Err(unavailable(format!("{} of {n} cosigners signed", psigs.len()), report));
+    }
+    // Every cosigner must have derived the same message and counterparty key; then each
+    // leaf's partial signature is verified in the session it signed in.
+    let secp = bitcoin::secp256k1::Secp256k1::verification_only();
+    let (node_key, channel_leaves) = tc::funding_node_key(&secp, &base_keys(leaves), &channel)
+        .map_err(|e| unavailable(format!("funding key: {e}"), report.clone()))?;
+    let (msg, theirs) = (psigs[0].2, psigs[0].3.clone());
+    let ids: Vec<Fingerprint> = leaves.iter().map(|l| l.cosigner).collect();
+    let theirs: [u8; 33] = match theirs.as_slice().try_into() {
+        Ok(k) => k,
+        Err(_) => return Err(unavailable("a cosigner reported a malformed counterparty key".into(), report)),
+    };
+    let mut leaf_session = None;
+    let mut good = Vec::with_capacity(n);
+    for (m, psig, m_msg, m_theirs) in &psigs {
+        if *m_msg != msg || m_theirs.as_slice() != theirs.as_slice() {
+            blame(
+                &mut report,
+                m,
+                BlameReason::StateDiverged,
+                "signed another message or channel than the quorum".into(),
+            );
+            continue;
+        }
+        let Some(i) = ids.iter().position(|f| *f == m.link.fingerprint()) else { continue };
+        let me = channel_leaves[i];
+        let ls = match tc::leaf_session(&session, &ids, &channel_leaves, &me, &node_key, &theirs, &channel) {
+            Ok(ls) => ls,
+            Err(e) => return Err(unavailable(format!("session: {e}"), report)),
+        };
+        let ctx =
+            NestedSessionContext { nonce_path: &ls.nonce_path, pk_tree: &ls.pk_tree, tweaks: &[ls.tweak], msg: &msg };
+        let pubnonce = leaf_nonces
+            .iter()
+            .find(|l| l.cosigner == ids[i])
+            .and_then(|l| <[u8; 66]>::try_from(l.pubnonce.as_slice()).ok())
+            .map(PubNonce);
+        if !pubnonce.is_some_and(|p| nested_partial_sig_verify(psig, &p, &me, &ctx).unwrap_or(false)) {
+            blame(&mut report, m, BlameReason::InvalidShare, "NestedMuSig2 partial signature does not verify".into());
+            continue;
+        }
+        good.push((m.name().to_string(), *psig));
+        leaf_session = Some(ls);
+    }
+    let (Some(ls), true) = (leaf_session, good.len() == n) else {
+        return Err(unavailable(format!("{} of {n} partial signatures verified", good.len()), report));
+    };
+    let node_psig = psig_sum(&good.iter().map(|(_, p)| *p).collect::<Vec<_>>())
+        .map_err(|e| unavailable(format!("partial signature sum: {e}"), report.clone()))?;
+    report.signers = good.into_iter().map(|(name, _)| name).collect();
+    Ok(TaprootOutcome::PartialSig { pubnonce: ls.external_nonce.0, psig: node_psig, report })
+}

@@ -1,0 +1,236 @@
+//! Taproot-channel policy and session, in process: three leaves sign a counterparty
+//! commitment as one MuSig2 party; the independent `musig2` crate plays the counterparty
+//! and aggregates a signature libsecp256k1 accepts under the funding output key. Each
+//! policy rule is tripped.
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+use bitcoin::secp256k1::{schnorr, Message, PublicKey, Secp256k1, SecretKey, XOnlyPublicKey};
+use musig2::BinaryEncoding;
+use qls_protocol::{
+    HtlcInfo, LeafNonce, NestedSession, TaprootChannelSetup, TaprootCommitmentInfo, TaprootCounterpartyPoints,
+    TaprootRequest,
+};
+use rand::SeedableRng;
+
+use super::*;
+use crate::channel::request_digest;
+use crate::musig2::nested::{nested_partial_sig_verify, nested_sign, psig_sum, NestedSessionContext};
+use crate::musig2::nonce_gen;
+use crate::policy::{PolicyConfig, PolicyTag};
+
+const CHANNEL: [u8; 32] = [0x33; 32];
+const VALUE: u64 = 1_000_000;
+
+fn pk(secp: &Secp256k1<bitcoin::secp256k1::All>, b: u8) -> Vec<u8> {
+    PublicKey::from_secret_key(secp, &SecretKey::from_slice(&[b; 32]).unwrap()).serialize().to_vec()
+}
+
+/// The counterparty's per-commitment secret `n` (a toy chain: not BOLT 3's, except where a
+/// test needs the shachain).
+fn cp_secret(n: u64) -> [u8; 32] {
+    lightning::ln::chan_utils::build_commitment_secret(&[0x44; 32], (1 << 48) - 1 - n)
+}
+
+struct Fx {
+    secp: Secp256k1<bitcoin::secp256k1::All>,
+    policy: PolicyConfig,
+    leaf_sks: Vec<SecretKey>,
+    leaves: Vec<Vec<u8>>,
+    holder: qls_protocol::TaprootHolderKeys,
+    state: Option<TaprootChannelState>,
+}
+
+impl Fx {
+    fn new() -> Self {
+        let secp = Secp256k1::new();
+        let leaf_sks: Vec<SecretKey> = (1..=3u8).map(|i| SecretKey::from_slice(&[0x10 + i; 32]).unwrap()).collect();
+        let leaves: Vec<Vec<u8>> =
+            leaf_sks.iter().map(|k| PublicKey::from_secret_key(&secp, k).serialize().to_vec()).collect();
+        let fps = [[1u8; 32], [2; 32], [3; 32]];
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(1);
+        let shares = crate::dealer::split(None, &fps, 2, &mut rng).unwrap();
+        let base: Vec<[u8; 33]> = leaves.iter().map(|l| l.as_slice().try_into().unwrap()).collect();
+        let holder = holder_keys(&secp, &shares[0].1.public_key_package, &base, &CHANNEL).unwrap();
+        Self { secp, policy: PolicyConfig::default(), leaf_sks, leaves, holder, state: None }
+    }
+
+    fn setup(&self) -> TaprootChannelSetup {
+        TaprootChannelSetup {
+            channel_value_sat: VALUE,
+            funding_txid: [0x99; 32],
+            funding_vout: 1,
+            is_outbound: true,
+            holder_selected_contest_delay: 144,
+            counterparty_selected_contest_delay: 144,
+            counterparty_dust_limit_sat: 354,
+            counterparty: TaprootCounterpartyPoints {
+                funding: pk(&self.secp, 0x50),
+                revocation: pk(&self.secp, 0x51),
+                payment: pk(&self.secp, 0x52),
+                delayed_payment: pk(&self.secp, 0x53),
+                htlc: pk(&self.secp, 0x54),
+            },
+        }
+    }
+
+    fn run(&mut self, req: TaprootRequest) -> (Vec<PolicyTag>, Option<[u8; 32]>) {
+        let subject = qls_protocol::ApprovalSubject::Channel {
+            channel: CHANNEL,
+            request: qls_protocol::ChannelRequest::ReleaseCommitmentSecret { commitment_number: 0 },
+        };
+        let digest = request_digest(&subject);
+        let ctx = TaprootContext { policy: &self.policy, holder: &self.holder, leaves: &self.leaves, secp: &self.secp };
+        let applied = apply(&CHANNEL, self.state.as_ref(), &req, &digest, &ctx).expect("request parses");
+        let verdict = crate::policy::judge(applied.violations, &self.policy);
+        if verdict.approves() {
+            self.state = Some(applied.state);
+        }
+        (verdict.refused.iter().map(|v| v.tag).collect(), applied.message)
+    }
+
+    fn commitment(&self, n: u64, theirs_msat: u64, ours_msat: u64, htlcs: Vec<HtlcInfo>) -> TaprootRequest {
+        let point = PublicKey::from_secret_key(&self.secp, &SecretKey::from_slice(&cp_secret(n)).unwrap());
+        TaprootRequest::SignCounterpartyCommitment {
+            commitment: TaprootCommitmentInfo {
+                commitment_number: n,
+                per_commitment_point: point.serialize().to_vec(),
+                to_broadcaster_msat: theirs_msat,
+                to_countersignatory_msat: ours_msat,
+                feerate_per_kw: 1_000,
+                htlcs,
+            },
+        }
+    }
+
+    fn revoke(&mut self, n: u64) -> Vec<PolicyTag> {
+        self.run(TaprootRequest::CounterpartyRevocation { commitment_number: n, secret: cp_secret(n) }).0
+    }
+}
+
+fn htlc(offered: bool, msat: u64) -> HtlcInfo {
+    HtlcInfo { offered, amount_msat: msat, cltv_expiry: 500, payment_hash: [7; 32] }
+}
+
+#[test]
+fn quorum_leaves_sign_a_counterparty_commitment_an_unmodified_musig2_peer_completes() {
+    let mut fx = Fx::new();
+    assert_eq!(fx.run(TaprootRequest::Setup(fx.setup())).0, vec![]);
+    let (tags, msg) = fx.run(fx.commitment(0, 0, VALUE * 1000, vec![]));
+    assert_eq!(tags, vec![]);
+    let msg = msg.unwrap();
+    let state = fx.state.clone().unwrap();
+    let tx = counterparty_commitment(&state, state.counterparty_latest.as_ref().unwrap()).unwrap();
+    assert_eq!(funding_sighash(&state, &tx).unwrap(), msg);
+
+    // Leaves: channel-tweaked keys; node key = the funding key we report.
+    let base: Vec<[u8; 33]> = fx.leaves.iter().map(|l| l.as_slice().try_into().unwrap()).collect();
+    let (node_key, channel_leaves) = funding_node_key(&fx.secp, &base, &CHANNEL).unwrap();
+    assert_eq!(node_key.to_vec(), fx.holder.funding);
+    let mut secs = Vec::new();
+    let mut nonces = Vec::new();
+    for (i, leaf) in channel_leaves.iter().enumerate() {
+        let (sec, pubn) = nonce_gen(&[i as u8 + 1; 32], None, leaf, None, None, None).unwrap();
+        secs.push(sec);
+        nonces.push(LeafNonce { cosigner: [i as u8 + 1; 32], nonce_id: i as u64, pubnonce: pubn.0.to_vec() });
+    }
+    // The counterparty (musig2 crate) with its funding key and a fresh nonce.
+    let their_sk = SecretKey::from_slice(&[0x50; 32]).unwrap();
+    let their_pk: [u8; 33] = pk(&fx.secp, 0x50).try_into().unwrap();
+    let sorted = crate::musig2::key_sort(&[node_key, their_pk]);
+    let pks: Vec<secp::Point> = sorted.iter().map(|k| secp::Point::from_slice(k).unwrap()).collect();
+    let their_ctx = musig2::KeyAggContext::new(pks).unwrap().with_unspendable_taproot_tweak().unwrap();
+    let their_sec = musig2::SecNonce::generate(
+        [9; 32],
+        secp::Scalar::from_slice(&[0x50; 32]).unwrap(),
+        their_ctx.aggregated_pubkey::<secp::Point>(),
+        msg,
+        [],
+    );
+    let session =
+        NestedSession { leaf_nonces: nonces.clone(), counterparty_nonce: their_sec.public_nonce().to_bytes().to_vec() };
+    let ids = [[1u8; 32], [2; 32], [3; 32]];
+    let mut psigs = Vec::new();
+    for (i, (sec, sk)) in secs.into_iter().zip(&fx.leaf_sks).enumerate() {
+        let me = channel_leaves[i];
+        let ls = leaf_session(&session, &ids, &channel_leaves, &me, &node_key, &their_pk, &CHANNEL).unwrap();
+        let ctx =
+            NestedSessionContext { nonce_path: &ls.nonce_path, pk_tree: &ls.pk_tree, tweaks: &[ls.tweak], msg: &msg };
+        let leaf_sk = channel_leaf_secret(sk, &base[i], &CHANNEL).unwrap();
+        let psig = nested_sign(sec, &leaf_sk, &ctx).unwrap();
+        let pubn = crate::musig2::PubNonce(nonces[i].pubnonce.as_slice().try_into().unwrap());
+        assert!(nested_partial_sig_verify(&psig, &pubn, &me, &ctx).unwrap());
+        psigs.push((psig, ls.external_nonce));
+    }
+    let external = psigs[0].1;
+    let ours = psig_sum(&psigs.iter().map(|(p, _)| *p).collect::<Vec<_>>()).unwrap();
+    let our_pub = musig2::PubNonce::from_bytes(&external.0).unwrap();
+    let agg = musig2::AggNonce::sum([our_pub.clone(), their_sec.public_nonce()]);
+    let ours = secp::MaybeScalar::from_slice(&ours).unwrap();
+    musig2::verify_partial(&their_ctx, ours, &agg, secp::Point::from_slice(&node_key).unwrap(), &our_pub, msg)
+        .expect("the counterparty accepts the quorum's partial signature");
+    let theirs: secp::MaybeScalar = musig2::sign_partial(
+        &their_ctx,
+        secp::Scalar::from_slice(&their_sk.secret_bytes()).unwrap(),
+        their_sec,
+        &agg,
+        msg,
+    )
+    .unwrap();
+    let sig: musig2::CompactSignature =
+        musig2::aggregate_partial_signatures(&their_ctx, &agg, [ours, theirs], msg).unwrap();
+    let output_key = funding_txout(&state).unwrap().script_pubkey.as_bytes()[2..].to_vec();
+    let xonly = XOnlyPublicKey::from_slice(&output_key).unwrap();
+    fx.secp
+        .verify_schnorr(&schnorr::Signature::from_slice(&sig.serialize()).unwrap(), &Message::from_digest(msg), &xonly)
+        .expect("the aggregate signature verifies under the funding output key");
+}
+
+#[test]
+fn counterparty_commitment_rules() {
+    let mut fx = Fx::new();
+    fx.run(TaprootRequest::Setup(fx.setup()));
+    let all = VALUE * 1000;
+    assert_eq!(fx.run(fx.commitment(0, 0, all, vec![])).0, vec![]);
+    // First commitment again with other data; a skipped number.
+    assert_eq!(fx.run(fx.commitment(0, 1_000, all - 1_000, vec![])).0, vec![PolicyTag::CommitmentRetrySame]);
+    let skipped = fx.run(fx.commitment(2, 0, all, vec![])).0;
+    assert_eq!(skipped, vec![PolicyTag::CommitmentSequence, PolicyTag::CommitmentPreviousRevoked]);
+    // We offer an HTLC: our balance falls by its amount.
+    assert_eq!(fx.run(fx.commitment(1, 0, all - 5_000_000, vec![htlc(false, 5_000_000)])).0, vec![]);
+    // Commitment 2 while 0 is unrevoked.
+    let c2 = fx.commitment(2, 5_000_000, all - 5_000_000, vec![]);
+    assert_eq!(fx.run(c2.clone()).0, vec![PolicyTag::CommitmentPreviousRevoked]);
+    // A wrong secret, then the right one.
+    assert_eq!(
+        fx.run(TaprootRequest::CounterpartyRevocation { commitment_number: 0, secret: [5; 32] }).0,
+        vec![PolicyTag::RevocationSecretMismatch]
+    );
+    assert_eq!(fx.revoke(0), vec![]);
+    assert_eq!(fx.run(c2).0, vec![]);
+    // Our balance falls with no new HTLC of ours; value that does not add up.
+    assert_eq!(fx.revoke(1), vec![]);
+    assert_eq!(
+        fx.run(fx.commitment(3, 6_000_000, all - 6_000_000, vec![])).0,
+        vec![PolicyTag::CommitmentHolderBalance]
+    );
+    assert_eq!(fx.run(fx.commitment(3, 5_000_001, all - 5_000_000, vec![])).0, vec![PolicyTag::CommitmentValue]);
+    // Limits.
+    fx.policy.channel.max_htlcs = 1;
+    let two = vec![htlc(true, 1_000_000), htlc(true, 1_000_000)];
+    let tags = fx.run(fx.commitment(3, 3_000_000, all - 5_000_000, two)).0;
+    assert_eq!(tags, vec![PolicyTag::CommitmentHtlcCount]);
+}
+
+#[test]
+fn setup_twice_with_other_data_and_unknown_channel() {
+    let mut fx = Fx::new();
+    assert_eq!(fx.run(TaprootRequest::Setup(fx.setup())).0, vec![]);
+    let mut other = fx.setup();
+    other.channel_value_sat += 1;
+    assert_eq!(fx.run(TaprootRequest::Setup(other)).0, vec![PolicyTag::ChannelIdReuse]);
+    let ctx = TaprootContext { policy: &fx.policy, holder: &fx.holder, leaves: &fx.leaves, secp: &fx.secp };
+    let err = apply(&[1; 32], None, &fx.commitment(0, 0, 0, vec![]), &[0; 32], &ctx).unwrap_err();
+    assert!(matches!(err, TaprootChannelError::UnknownChannel { .. }));
+}

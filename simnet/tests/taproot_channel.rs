@@ -1,0 +1,276 @@
+//! A simple taproot channel's counterparty commitments signed by the quorum over real
+//! QUIC (3 cosigners; the funding key is their 3-of-3 NestedMuSig2 node). The counterparty
+//! is the independent `musig2` crate running plain BIP-327: it verifies the quorum's
+//! partial signature, adds its own, and the aggregate signature spends the funding output
+//! under Bitcoin Core's script interpreter (`bitcoinconsensus`, taproot key path).
+//!
+//! 40 updates with HTLCs added, fulfilled and failed, each followed by the counterparty's
+//! revocation; then a compromised node tries what policy refuses.
+
+use bitcoin::hashes::Hash;
+use bitcoin::secp256k1::{schnorr, Message, PublicKey, Secp256k1, SecretKey, XOnlyPublicKey};
+use bitcoin::Witness;
+use lightning::ln::chan_utils::build_commitment_secret;
+use musig2::BinaryEncoding;
+use qls_protocol::*;
+use qls_signer_core::channel::CloseState;
+use qls_signer_core::policy::PolicyConfig;
+use qls_signer_core::taproot_channel::{counterparty_commitment, funding_sighash, funding_txout, TaprootChannelState};
+use qls_simnet::harness::{test_policy, Harness, QuorumSpec};
+
+const CHANNEL: ChannelKeysId = [0x71; 32];
+const VALUE: u64 = 2_000_000;
+const SEED: [u8; 32] = [0x44; 32];
+const FUNDING_SK: [u8; 32] = [0x50; 32];
+
+fn pk(b: u8) -> Vec<u8> {
+    PublicKey::from_secret_key(&Secp256k1::new(), &SecretKey::from_slice(&[b; 32]).unwrap()).serialize().to_vec()
+}
+
+fn secret(n: u64) -> [u8; 32] {
+    build_commitment_secret(&SEED, (1 << 48) - 1 - n)
+}
+
+fn point(n: u64) -> Vec<u8> {
+    PublicKey::from_secret_key(&Secp256k1::new(), &SecretKey::from_slice(&secret(n)).unwrap()).serialize().to_vec()
+}
+
+fn setup() -> TaprootChannelSetup {
+    TaprootChannelSetup {
+        channel_value_sat: VALUE,
+        funding_txid: [0x99; 32],
+        funding_vout: 0,
+        is_outbound: true,
+        holder_selected_contest_delay: 144,
+        counterparty_selected_contest_delay: 144,
+        counterparty_dust_limit_sat: 354,
+        counterparty: TaprootCounterpartyPoints {
+            funding: pk(0x50),
+            revocation: pk(0x51),
+            payment: pk(0x52),
+            delayed_payment: pk(0x53),
+            htlc: pk(0x54),
+        },
+    }
+}
+
+/// Commitment `n`: the counterparty has `theirs_msat`, the HTLCs are in flight, we have
+/// the rest.
+fn commitment(n: u64, theirs_msat: u64, htlcs: Vec<HtlcInfo>) -> TaprootCommitmentInfo {
+    let in_htlcs: u64 = htlcs.iter().map(|h| h.amount_msat).sum();
+    TaprootCommitmentInfo {
+        commitment_number: n,
+        per_commitment_point: point(n),
+        to_broadcaster_msat: theirs_msat,
+        to_countersignatory_msat: VALUE * 1000 - theirs_msat - in_htlcs,
+        feerate_per_kw: 1_000,
+        htlcs,
+    }
+}
+
+/// The counterparty: its view of the channel (to rebuild and check what it signs).
+struct Peer {
+    state: TaprootChannelState,
+}
+
+impl Peer {
+    /// Signs commitment `info` with the quorum: returns the final BIP-340 signature after
+    /// checking the quorum's partial signature as plain BIP-327.
+    async fn sign(&self, client: &qls_coordinator::client::NodeClient, info: &TaprootCommitmentInfo) -> [u8; 64] {
+        let tx = counterparty_commitment(&self.state, info).unwrap();
+        let msg = funding_sighash(&self.state, &tx).unwrap();
+        let ours: [u8; 33] = self.state.holder.funding.as_slice().try_into().unwrap();
+        let theirs: [u8; 33] = pk(0x50).try_into().unwrap();
+        let mut keys = [ours, theirs];
+        keys.sort();
+        let points: Vec<secp::Point> = keys.iter().map(|k| secp::Point::from_slice(k).unwrap()).collect();
+        let ctx = musig2::KeyAggContext::new(points).unwrap().with_unspendable_taproot_tweak().unwrap();
+        let sec = musig2::SecNonce::generate(
+            rand::random::<[u8; 32]>(),
+            secp::Scalar::from_slice(&FUNDING_SK).unwrap(),
+            ctx.aggregated_pubkey::<secp::Point>(),
+            msg,
+            [],
+        );
+        let their_nonce: [u8; 66] = sec.public_nonce().to_bytes();
+        let req = TaprootRequest::SignCounterpartyCommitment { commitment: info.clone() };
+        let (quorum_nonce, quorum_psig, report) = client.taproot_sign(CHANNEL, req, their_nonce).await.unwrap();
+        assert_eq!(report.signers.len(), 3, "{report:?}");
+        let quorum_nonce = musig2::PubNonce::from_bytes(&quorum_nonce).unwrap();
+        let agg = musig2::AggNonce::sum([quorum_nonce.clone(), sec.public_nonce()]);
+        let quorum_psig = secp::MaybeScalar::from_slice(&quorum_psig).unwrap();
+        musig2::verify_partial(&ctx, quorum_psig, &agg, secp::Point::from_slice(&ours).unwrap(), &quorum_nonce, msg)
+            .expect("the counterparty accepts the quorum's partial signature (plain BIP-327)");
+        let psig: secp::MaybeScalar =
+            musig2::sign_partial(&ctx, secp::Scalar::from_slice(&FUNDING_SK).unwrap(), sec, &agg, msg).unwrap();
+        let sig: musig2::CompactSignature =
+            musig2::aggregate_partial_signatures(&ctx, &agg, [quorum_psig, psig], msg).unwrap();
+        sig.serialize()
+    }
+}
+
+/// The signed commitment passes Bitcoin Core's interpreter as a key-path spend of the
+/// funding output; a changed output does not.
+fn check_with_bitcoin_core(state: &TaprootChannelState, info: &TaprootCommitmentInfo, sig: &[u8; 64]) {
+    let mut tx = counterparty_commitment(state, info).unwrap();
+    let funding = funding_txout(state).unwrap();
+    tx.input[0].witness = Witness::p2tr_key_spend(&bitcoin::taproot::Signature {
+        signature: schnorr::Signature::from_slice(sig).unwrap(),
+        sighash_type: bitcoin::TapSighashType::Default,
+    });
+    let utxo = [bitcoinconsensus::Utxo {
+        script_pubkey: funding.script_pubkey.as_bytes().as_ptr(),
+        script_pubkey_len: funding.script_pubkey.len() as u32,
+        value: funding.value.to_sat() as i64,
+    }];
+    let bytes = bitcoin::consensus::serialize(&tx);
+    bitcoinconsensus::verify(funding.script_pubkey.as_bytes(), funding.value.to_sat(), &bytes, Some(&utxo), 0)
+        .expect("the commitment's funding input passes the script interpreter");
+    let mut changed = tx.clone();
+    changed.output[0].value -= bitcoin::Amount::from_sat(1);
+    let bytes = bitcoin::consensus::serialize(&changed);
+    assert!(bitcoinconsensus::verify(funding.script_pubkey.as_bytes(), funding.value.to_sat(), &bytes, Some(&utxo), 0)
+        .is_err());
+}
+
+fn refused(
+    result: Result<([u8; 66], [u8; 32], SignReport), qls_coordinator::client::ClientError>,
+    tag: &str,
+    honest: &[&str],
+) {
+    match result {
+        Err(qls_coordinator::client::ClientError::Refused(refusals)) => {
+            for name in honest {
+                let r = refusals.iter().find(|r| r.cosigner == *name).unwrap_or_else(|| panic!("{name}: {refusals:?}"));
+                assert!(r.violations.iter().any(|v| v.tag == tag), "{name}: {:?}", r.violations);
+            }
+        }
+        other => panic!("expected a refusal with {tag}, got {other:?}"),
+    }
+}
+
+async fn open(h: &Harness) -> (qls_coordinator::client::NodeClient, Peer) {
+    let client = h.client().await.unwrap();
+    let holder = client.taproot_channel_keys(CHANNEL).await.unwrap();
+    client.taproot_apply(CHANNEL, TaprootRequest::Setup(setup())).await.unwrap();
+    let state = TaprootChannelState {
+        setup: setup(),
+        leaves: vec![],
+        holder,
+        digest: StateDigest { version: 0, digest: [0; 32] },
+        counterparty_latest: None,
+        unrevoked_points: vec![],
+        secrets: vec![],
+        close: CloseState::Open,
+    };
+    (client, Peer { state })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_signs_taproot_commitments_an_unmodified_musig2_peer_completes() {
+    let h = Harness::start(QuorumSpec::new(3, 2)).await.unwrap();
+    let (client, peer) = open(&h).await;
+    let funding_key =
+        XOnlyPublicKey::from_slice(&funding_txout(&peer.state).unwrap().script_pubkey.as_bytes()[2..]).unwrap();
+    let secp = Secp256k1::verification_only();
+
+    // 40 updates: HTLCs we offer (our balance funds them) settle to the counterparty or
+    // fail back, and the counterparty offers HTLCs to us; each signed commitment is
+    // followed by the counterparty revoking the one before.
+    let mut theirs = 0u64;
+    let mut pending: Vec<HtlcInfo> = vec![];
+    for n in 0..40u64 {
+        let hash = bitcoin::hashes::sha256::Hash::hash(&n.to_be_bytes()).to_byte_array();
+        let ours_offered = |p: &Vec<HtlcInfo>| p.iter().position(|h| !h.offered);
+        let theirs_offered = |p: &Vec<HtlcInfo>| p.iter().position(|h| h.offered);
+        match n % 8 {
+            // We offer (our balance funds it); the counterparty offers (its balance does).
+            1 | 5 => {
+                pending.push(HtlcInfo { offered: false, amount_msat: 30_000_000, cltv_expiry: 700, payment_hash: hash })
+            }
+            3 | 7 if theirs >= 20_000_000 => {
+                theirs -= 20_000_000;
+                pending.push(HtlcInfo { offered: true, amount_msat: 20_000_000, cltv_expiry: 710, payment_hash: hash });
+            }
+            // Ours fulfilled: the counterparty gains it.
+            2 => {
+                if let Some(i) = ours_offered(&pending) {
+                    theirs += pending.remove(i).amount_msat;
+                }
+            }
+            // Ours failed: back to us. Theirs fulfilled (to us) or failed (back to them).
+            6 => {
+                if let Some(i) = ours_offered(&pending) {
+                    pending.remove(i);
+                }
+            }
+            4 => {
+                if let Some(i) = theirs_offered(&pending) {
+                    pending.remove(i);
+                }
+            }
+            0 => {
+                if let Some(i) = theirs_offered(&pending) {
+                    theirs += pending.remove(i).amount_msat;
+                }
+            }
+            _ => {}
+        }
+        let info = commitment(n, theirs, pending.clone());
+        let sig = peer.sign(&client, &info).await;
+        let tx = counterparty_commitment(&peer.state, &info).unwrap();
+        let msg = Message::from_digest(funding_sighash(&peer.state, &tx).unwrap());
+        secp.verify_schnorr(&schnorr::Signature::from_slice(&sig).unwrap(), &msg, &funding_key)
+            .expect("verifies under the funding key");
+        if n == 0 || n == 39 || n % 10 == 5 {
+            check_with_bitcoin_core(&peer.state, &info, &sig);
+        }
+        if n > 0 {
+            let revoke = TaprootRequest::CounterpartyRevocation { commitment_number: n - 1, secret: secret(n - 1) };
+            client.taproot_apply(CHANNEL, revoke).await.unwrap();
+        }
+    }
+
+    // A compromised node: commitment 41 skipping 40, with 39 unrevoked... and one paying
+    // the counterparty our balance without an HTLC, and one whose values do not add up.
+    let skip = TaprootRequest::SignCounterpartyCommitment { commitment: commitment(41, theirs, pending.clone()) };
+    refused(client.taproot_sign(CHANNEL, skip, [2; 66]).await, "policy-commitment-sequence", &["c1", "c2", "c3"]);
+    let drain = TaprootRequest::SignCounterpartyCommitment {
+        commitment: commitment(40, theirs + 100_000_000, pending.clone()),
+    };
+    refused(
+        client.taproot_sign(CHANNEL, drain, [2; 66]).await,
+        "policy-commitment-holder-balance",
+        &["c1", "c2", "c3"],
+    );
+    let mut bad = commitment(40, theirs, pending.clone());
+    bad.to_countersignatory_msat += 1;
+    let bad = TaprootRequest::SignCounterpartyCommitment { commitment: bad };
+    refused(client.taproot_sign(CHANNEL, bad, [2; 66]).await, "policy-commitment-value", &["c1", "c2", "c3"]);
+    // A revocation secret that is not the counterparty's.
+    let wrong = TaprootRequest::CounterpartyRevocation { commitment_number: 39, secret: [9; 32] };
+    match client.taproot_apply(CHANNEL, wrong).await {
+        Err(qls_coordinator::client::ClientError::Refused(r)) => {
+            assert!(
+                r.iter().all(|r| r.violations.iter().any(|v| v.tag == "policy-revocation-secret-mismatch")),
+                "{r:?}"
+            )
+        }
+        other => panic!("a wrong revocation secret was accepted: {other:?}"),
+    }
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_permissive_cosigner_cannot_get_a_drain_signed() {
+    let mut spec = QuorumSpec::new(3, 2);
+    spec.policies = vec![test_policy(), test_policy(), PolicyConfig::permissive()];
+    let h = Harness::start(spec).await.unwrap();
+    let (client, peer) = open(&h).await;
+    peer.sign(&client, &commitment(0, 0, vec![])).await;
+    // The counterparty's balance jumps with no HTLC: c1 and c2 refuse, so the 3-of-3
+    // funding key cannot sign, whatever c3 does.
+    let drain = TaprootRequest::SignCounterpartyCommitment { commitment: commitment(1, 500_000_000, vec![]) };
+    refused(client.taproot_sign(CHANNEL, drain, [2; 66]).await, "policy-commitment-holder-balance", &["c1", "c2"]);
+    h.shutdown().await;
+}
