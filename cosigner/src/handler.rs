@@ -88,6 +88,13 @@ impl CosignerState {
         self
     }
 
+    /// The `abort-after-nonce-consume` test failpoint (see [`FAILPOINT_ENV`]).
+    pub(crate) fn abort_if_failpoint(&self) {
+        if self.failpoint_after_consume {
+            std::process::abort();
+        }
+    }
+
     pub(crate) fn key(&self, key_id: &KeyId) -> Result<Arc<KeyShare>, StoreError> {
         if let Some(k) = self.key_cache.read().unwrap_or_else(|p| p.into_inner()).get(key_id) {
             return Ok(k.clone());

@@ -230,6 +230,7 @@ pub fn sign(
         .store
         .consume_musig_nonce(&channel, mine.nonce_id, applied.changed.then_some(&applied.state))
         .map_err(store_error)?;
+    state.abort_if_failpoint();
     let ctx = NestedSessionContext {
         nonce_path: &leaf_session.nonce_path,
         pk_tree: &leaf_session.pk_tree,

@@ -1,0 +1,147 @@
+//! MuSig2 nonce safety of the real `qls-cosigner` process across crashes at each step of a
+//! taproot signing round: `kill -9` after nonces were handed out, `kill -9` after a partial
+//! signature left, and an abort between the nonce's durable consumption and the reply.
+//! A retried request never gets a second partial signature from a nonce, and every partial
+//! signature that left the process used a different public nonce (R values).
+//!
+//! The process is a one-cosigner quorum (no peers): its leaf alone is the funding node.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use bitcoin::secp256k1::{PublicKey, Secp256k1, SecretKey};
+use common::*;
+use qls_protocol::*;
+use qls_signer_core::musig2::nested::{nested_partial_sig_verify, NestedSessionContext};
+use qls_signer_core::musig2::{nonce_gen, PubNonce};
+use qls_signer_core::taproot_channel as tc;
+use quinn::Connection;
+
+const CHANNEL: ChannelKeysId = [0x61; 32];
+
+fn pk(b: u8) -> Vec<u8> {
+    PublicKey::from_secret_key(&Secp256k1::new(), &SecretKey::from_slice(&[b; 32]).unwrap()).serialize().to_vec()
+}
+
+fn setup() -> TaprootChannelSetup {
+    TaprootChannelSetup {
+        channel_value_sat: 1_000_000,
+        funding_txid: [0x98; 32],
+        funding_vout: 0,
+        is_outbound: true,
+        holder_selected_contest_delay: 144,
+        counterparty_selected_contest_delay: 144,
+        counterparty_dust_limit_sat: 354,
+        counterparty: TaprootCounterpartyPoints {
+            funding: pk(0x50),
+            revocation: pk(0x51),
+            payment: pk(0x52),
+            delayed_payment: pk(0x53),
+            htlc: pk(0x54),
+        },
+    }
+}
+
+fn commitment(n: u64) -> TaprootRequest {
+    TaprootRequest::SignCounterpartyCommitment {
+        commitment: TaprootCommitmentInfo {
+            commitment_number: n,
+            per_commitment_point: pk(0x60 + n as u8),
+            to_broadcaster_msat: 0,
+            to_countersignatory_msat: 1_000_000_000,
+            feerate_per_kw: 1_000,
+            htlcs: vec![],
+        },
+    }
+}
+
+async fn nonces(c: &Connection, count: u32) -> Vec<LeafNonce> {
+    match call(c, &CosignerRequest::TaprootNonces { channel: CHANNEL, count }).await.unwrap() {
+        CosignerResponse::TaprootNonces(n) => n,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn sign_request(request: TaprootRequest, nonce: &LeafNonce) -> CosignerRequest {
+    let theirs: [u8; 33] = pk(0x50).try_into().unwrap();
+    let (_, counterparty_nonce) = nonce_gen(&rand::random(), None, &theirs, None, None, None).unwrap();
+    CosignerRequest::TaprootSign {
+        channel: CHANNEL,
+        request,
+        session: NestedSession { leaf_nonces: vec![nonce.clone()], counterparty_nonce: counterparty_nonce.0.to_vec() },
+    }
+}
+
+/// The partial signature, checked against the leaf's nonce and key in its session.
+fn verified_psig(reply: CosignerResponse, req: &CosignerRequest, leaf: &[u8; 33]) -> [u8; 32] {
+    let (CosignerResponse::TaprootPartialSig { psig, msg, .. }, CosignerRequest::TaprootSign { session, .. }) =
+        (reply, req)
+    else {
+        panic!("expected a partial signature")
+    };
+    let secp = Secp256k1::verification_only();
+    let (node_key, leaves) = tc::funding_node_key(&secp, &[*leaf], &CHANNEL).unwrap();
+    let theirs: [u8; 33] = pk(0x50).try_into().unwrap();
+    let n = &session.leaf_nonces[0];
+    let ls = tc::leaf_session(session, &[n.cosigner], &leaves, &leaves[0], &node_key, &theirs, &CHANNEL).unwrap();
+    let ctx = NestedSessionContext { nonce_path: &ls.nonce_path, pk_tree: &ls.pk_tree, tweaks: &[ls.tweak], msg: &msg };
+    let pubnonce = PubNonce(n.pubnonce.as_slice().try_into().unwrap());
+    assert!(nested_partial_sig_verify(&psig, &pubnonce, &leaves[0], &ctx).unwrap(), "partial signature verifies");
+    psig
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn musig2_nonces_survive_crashes_and_are_never_used_twice() {
+    let mut cosigner = Cosigner::new();
+    let conn = cosigner.start(None).await;
+    import_key(&conn, &cosigner).await;
+    let leaf = match call(&conn, &CosignerRequest::MusigLeaf).await.unwrap() {
+        CosignerResponse::MusigLeaf(l) => l,
+        other => panic!("{other:?}"),
+    };
+    let leaf_key: [u8; 33] = leaf.leaf.as_slice().try_into().unwrap();
+    let req = CosignerRequest::TaprootSetup { channel: CHANNEL, setup: setup(), leaves: vec![leaf] };
+    assert!(matches!(call(&conn, &req).await.unwrap(), CosignerResponse::TaprootApplied { .. }));
+    let mut used_r = Vec::new();
+
+    // Step 1 — crash after handing out nonces: they survive and sign once.
+    let n = nonces(&conn, 2).await;
+    cosigner.kill_9();
+    let conn = cosigner.start(None).await;
+    let first = sign_request(commitment(0), &n[0]);
+    verified_psig(call(&conn, &first).await.unwrap(), &first, &leaf_key);
+    used_r.push(n[0].pubnonce.clone());
+
+    // Step 2 — crash after the partial signature left: the same request, or the nonce
+    // for the next commitment, is refused.
+    cosigner.kill_9();
+    let conn = cosigner.start(None).await;
+    assert_eq!(error_kind(call(&conn, &first).await.unwrap()), ErrorKind::ConsumedNonce);
+    let other_msg = sign_request(commitment(1), &n[0]);
+    assert_eq!(error_kind(call(&conn, &other_msg).await.unwrap()), ErrorKind::ConsumedNonce);
+
+    // Step 3 — abort between the durable consumption and the reply: no reply, and after
+    // the restart that nonce is gone; the retried commitment signs with a fresh nonce.
+    drop(conn);
+    cosigner.kill_9();
+    let conn = cosigner.start(Some("abort-after-nonce-consume")).await;
+    let second = sign_request(commitment(1), &n[1]);
+    assert!(call(&conn, &second).await.is_err(), "the process dies before any partial signature is sent");
+    assert!(!cosigner.wait_exit().success());
+    let conn = cosigner.start(None).await;
+    assert_eq!(error_kind(call(&conn, &second).await.unwrap()), ErrorKind::ConsumedNonce);
+    let fresh = nonces(&conn, 1).await;
+    let retry = sign_request(commitment(1), &fresh[0]);
+    verified_psig(call(&conn, &retry).await.unwrap(), &retry, &leaf_key);
+    used_r.push(fresh[0].pubnonce.clone());
+
+    // A nonce id never handed out is refused (a retry of commitment 1, which policy allows).
+    let mut bogus = fresh[0].clone();
+    bogus.nonce_id = 1_000_000;
+    assert_eq!(error_kind(call(&conn, &sign_request(commitment(1), &bogus)).await.unwrap()), ErrorKind::UnknownNonce);
+
+    // Every partial signature that left used its own public nonce.
+    assert_eq!(used_r.iter().collect::<BTreeSet<_>>().len(), used_r.len(), "an R value was used twice");
+    assert!(!used_r.contains(&n[1].pubnonce), "the nonce consumed by the aborted round never signed");
+}
