@@ -136,7 +136,7 @@ pub async fn run(
         TaprootRequest::CounterpartyRevocation { .. } => {
             CosignerRequest::TaprootApply { channel, request: request.clone() }
         }
-        TaprootRequest::SignCounterpartyCommitment { .. } => {
+        TaprootRequest::SignCounterpartyCommitment { .. } | TaprootRequest::SignClosing { .. } => {
             let Some(theirs) = counterparty_nonce else {
                 return Err(TaprootFailure::Unavailable {
                     detail: "a signing request needs the counterparty's nonce".into(),

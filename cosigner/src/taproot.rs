@@ -92,6 +92,11 @@ fn group(state: &CosignerState) -> Result<qls_signer_core::frost::keys::PublicKe
     Ok(state.key(id).map_err(store_error)?.public_key_package.clone())
 }
 
+fn own_scripts(state: &CosignerState) -> Vec<bitcoin::ScriptBuf> {
+    let keys = state.store.key_ids().unwrap_or_default();
+    keys.iter().filter_map(|k| qls_signer_core::wallet::wallet_script(k).ok()).collect()
+}
+
 fn channel_error(e: TaprootChannelError) -> CosignerResponse {
     let kind = match e {
         TaprootChannelError::UnknownChannel { .. } => ErrorKind::UnknownKey,
@@ -120,8 +125,14 @@ pub fn setup(
     let leaf_bytes: Vec<Vec<u8>> = base.iter().map(|l| l.to_vec()).collect();
     let current = state.store.taproot_channel(&channel).map_err(store_error)?;
     let request = TaprootRequest::Setup(setup);
-    let ctx =
-        tc::TaprootContext { policy: &state.config.policy, holder: &holder, leaves: &leaf_bytes, secp: &state.secp };
+    let own = own_scripts(state);
+    let ctx = tc::TaprootContext {
+        policy: &state.config.policy,
+        holder: &holder,
+        leaves: &leaf_bytes,
+        own_scripts: &own,
+        secp: &state.secp,
+    };
     let applied =
         tc::apply(&channel, current.as_ref(), &request, &digest_of(&channel, &request), &ctx).map_err(channel_error)?;
     let verdict = judge(applied.violations, &state.config.policy);
@@ -175,10 +186,12 @@ pub fn sign(
         .iter()
         .map(|l| l.as_slice().try_into().map_err(|_| error(ErrorKind::Storage, "stored leaf is not 33 bytes")))
         .collect::<Result<_, _>>()?;
+    let own = own_scripts(state);
     let ctx = tc::TaprootContext {
         policy: &state.config.policy,
         holder: &current.holder,
         leaves: &current.leaves,
+        own_scripts: &own,
         secp: &state.secp,
     };
     let applied =

@@ -61,6 +61,16 @@ pub enum TaprootRequest {
     SignCounterpartyCommitment {
         commitment: TaprootCommitmentInfo,
     },
+    /// Our partial signature, as the closer (just-in-time nonce against the counterparty's
+    /// shutdown nonce), on the cooperative close paying `to_holder_sat` to `holder_script`
+    /// and `to_counterparty_sat` to `counterparty_script` (an output of 0 is left out).
+    SignClosing {
+        to_holder_sat: u64,
+        to_counterparty_sat: u64,
+        holder_script: Vec<u8>,
+        counterparty_script: Vec<u8>,
+        locktime: u32,
+    },
     /// The counterparty revoked its commitment `commitment_number` with `secret`.
     CounterpartyRevocation {
         commitment_number: u64,

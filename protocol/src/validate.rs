@@ -217,6 +217,10 @@ fn taproot_request(r: &TaprootRequest) -> Result<(), ValidationError> {
             at_most("htlcs", commitment.htlcs.len(), MAX_COMMITMENT_HTLCS)
         }
         TaprootRequest::CounterpartyRevocation { .. } => Ok(()),
+        TaprootRequest::SignClosing { holder_script, counterparty_script, .. } => {
+            at_most("holder_script", holder_script.len(), MAX_SCRIPT_BYTES)?;
+            at_most("counterparty_script", counterparty_script.len(), MAX_SCRIPT_BYTES)
+        }
     }
 }
 

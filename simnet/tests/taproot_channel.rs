@@ -5,7 +5,8 @@
 //! under Bitcoin Core's script interpreter (`bitcoinconsensus`, taproot key path).
 //!
 //! 40 updates with HTLCs added, fulfilled and failed, each followed by the counterparty's
-//! revocation; then a compromised node tries what policy refuses.
+//! revocation; a compromised node tries what policy refuses; then we close cooperatively
+//! (the closing transaction also passes the interpreter).
 
 use bitcoin::hashes::Hash;
 use bitcoin::secp256k1::{schnorr, Message, PublicKey, Secp256k1, SecretKey, XOnlyPublicKey};
@@ -78,7 +79,18 @@ impl Peer {
     /// checking the quorum's partial signature as plain BIP-327.
     async fn sign(&self, client: &qls_coordinator::client::NodeClient, info: &TaprootCommitmentInfo) -> [u8; 64] {
         let tx = counterparty_commitment(&self.state, info).unwrap();
-        let msg = funding_sighash(&self.state, &tx).unwrap();
+        let req = TaprootRequest::SignCounterpartyCommitment { commitment: info.clone() };
+        self.sign_tx(client, req, &tx).await
+    }
+
+    /// Signs `tx` (a spend of the funding output) with the quorum, which derives it from `req`.
+    async fn sign_tx(
+        &self,
+        client: &qls_coordinator::client::NodeClient,
+        req: TaprootRequest,
+        tx: &bitcoin::Transaction,
+    ) -> [u8; 64] {
+        let msg = funding_sighash(&self.state, tx).unwrap();
         let ours: [u8; 33] = self.state.holder.funding.as_slice().try_into().unwrap();
         let theirs: [u8; 33] = pk(0x50).try_into().unwrap();
         let mut keys = [ours, theirs];
@@ -93,7 +105,6 @@ impl Peer {
             [],
         );
         let their_nonce: [u8; 66] = sec.public_nonce().to_bytes();
-        let req = TaprootRequest::SignCounterpartyCommitment { commitment: info.clone() };
         let (quorum_nonce, quorum_psig, report) = client.taproot_sign(CHANNEL, req, their_nonce).await.unwrap();
         assert_eq!(report.signers.len(), 3, "{report:?}");
         let quorum_nonce = musig2::PubNonce::from_bytes(&quorum_nonce).unwrap();
@@ -112,7 +123,10 @@ impl Peer {
 /// The signed commitment passes Bitcoin Core's interpreter as a key-path spend of the
 /// funding output; a changed output does not.
 fn check_with_bitcoin_core(state: &TaprootChannelState, info: &TaprootCommitmentInfo, sig: &[u8; 64]) {
-    let mut tx = counterparty_commitment(state, info).unwrap();
+    check_tx_with_bitcoin_core(state, counterparty_commitment(state, info).unwrap(), sig)
+}
+
+fn check_tx_with_bitcoin_core(state: &TaprootChannelState, mut tx: bitcoin::Transaction, sig: &[u8; 64]) {
     let funding = funding_txout(state).unwrap();
     tx.input[0].witness = Witness::p2tr_key_spend(&bitcoin::taproot::Signature {
         signature: schnorr::Signature::from_slice(sig).unwrap(),
@@ -247,6 +261,60 @@ async fn quorum_signs_taproot_commitments_an_unmodified_musig2_peer_completes() 
     bad.to_countersignatory_msat += 1;
     let bad = TaprootRequest::SignCounterpartyCommitment { commitment: bad };
     refused(client.taproot_sign(CHANNEL, bad, [2; 66]).await, "policy-commitment-value", &["c1", "c2", "c3"]);
+    // Settle everything: our HTLCs fulfilled, theirs failed back (our balance unchanged),
+    // then the cooperative close, which we initiate.
+    theirs += pending.iter().map(|h| h.amount_msat).sum::<u64>();
+    let last = commitment(40, theirs, vec![]);
+    peer.sign(&client, &last).await;
+    client
+        .taproot_apply(CHANNEL, TaprootRequest::CounterpartyRevocation { commitment_number: 39, secret: secret(39) })
+        .await
+        .unwrap();
+    let wallet = qls_signer_core::wallet::wallet_script(&h.key_id()).unwrap();
+    let ours_sat = last.to_countersignatory_msat / 1000;
+    let close = |to: &bitcoin::ScriptBuf, theirs_sat: u64| TaprootRequest::SignClosing {
+        to_holder_sat: ours_sat - 1_000,
+        to_counterparty_sat: theirs_sat,
+        holder_script: to.to_bytes(),
+        counterparty_script: vec![0x00, 0x14, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7],
+        locktime: 0,
+    };
+    let foreign = bitcoin::ScriptBuf::from_bytes([&[0x51u8, 0x20][..], &[0xbb; 32]].concat());
+    refused(
+        client.taproot_sign(CHANNEL, close(&foreign, theirs / 1000), [2; 66]).await,
+        "policy-close-destination",
+        &["c1", "c2", "c3"],
+    );
+    refused(
+        client.taproot_sign(CHANNEL, close(&wallet, theirs / 1000 + 50_000), [2; 66]).await,
+        "policy-close-value",
+        &["c1", "c2", "c3"],
+    );
+    let honest = close(&wallet, theirs / 1000);
+    let TaprootRequest::SignClosing {
+        to_holder_sat,
+        to_counterparty_sat,
+        holder_script,
+        counterparty_script,
+        locktime,
+    } = honest.clone()
+    else {
+        unreachable!()
+    };
+    let tx = qls_signer_core::taproot_channel::validate::closing_tx(
+        &peer.state,
+        to_holder_sat,
+        to_counterparty_sat,
+        &holder_script,
+        &counterparty_script,
+        locktime,
+    );
+    let sig = peer.sign_tx(&client, honest, &tx).await;
+    check_tx_with_bitcoin_core(&peer.state, tx, &sig);
+    // After the close, no further commitment.
+    let after = TaprootRequest::SignCounterpartyCommitment { commitment: commitment(41, theirs, vec![]) };
+    refused(client.taproot_sign(CHANNEL, after, [2; 66]).await, "policy-channel-closed", &["c1", "c2", "c3"]);
+
     // A revocation secret that is not the counterparty's.
     let wrong = TaprootRequest::CounterpartyRevocation { commitment_number: 39, secret: [9; 32] };
     match client.taproot_apply(CHANNEL, wrong).await {

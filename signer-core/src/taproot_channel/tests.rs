@@ -81,7 +81,14 @@ impl Fx {
             request: qls_protocol::ChannelRequest::ReleaseCommitmentSecret { commitment_number: 0 },
         };
         let digest = request_digest(&subject);
-        let ctx = TaprootContext { policy: &self.policy, holder: &self.holder, leaves: &self.leaves, secp: &self.secp };
+        let own = [wallet()];
+        let ctx = TaprootContext {
+            policy: &self.policy,
+            holder: &self.holder,
+            leaves: &self.leaves,
+            own_scripts: &own,
+            secp: &self.secp,
+        };
         let applied = apply(&CHANNEL, self.state.as_ref(), &req, &digest, &ctx).expect("request parses");
         let verdict = crate::policy::judge(applied.violations, &self.policy);
         if verdict.approves() {
@@ -107,6 +114,51 @@ impl Fx {
     fn revoke(&mut self, n: u64) -> Vec<PolicyTag> {
         self.run(TaprootRequest::CounterpartyRevocation { commitment_number: n, secret: cp_secret(n) }).0
     }
+}
+
+fn wallet() -> bitcoin::ScriptBuf {
+    bitcoin::ScriptBuf::from_bytes([&[0x51u8, 0x20][..], &[0xaa; 32]].concat())
+}
+
+fn close(ours: u64, theirs: u64, to: &bitcoin::ScriptBuf) -> TaprootRequest {
+    TaprootRequest::SignClosing {
+        to_holder_sat: ours,
+        to_counterparty_sat: theirs,
+        holder_script: to.to_bytes(),
+        counterparty_script: vec![0x00, 0x14, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7],
+        locktime: 0,
+    }
+}
+
+#[test]
+fn cooperative_close_rules() {
+    let mut fx = Fx::new();
+    fx.run(TaprootRequest::Setup(fx.setup()));
+    let all = VALUE * 1000;
+    assert_eq!(fx.run(fx.commitment(0, 0, all, vec![])).0, vec![]);
+    assert_eq!(fx.run(fx.commitment(1, 0, all - 5_000_000, vec![htlc(false, 5_000_000)])).0, vec![]);
+    let foreign = bitcoin::ScriptBuf::from_bytes([&[0x51u8, 0x20][..], &[0xbb; 32]].concat());
+    // An HTLC is pending.
+    assert_eq!(fx.run(close(VALUE - 1_000, 0, &wallet())).0, vec![PolicyTag::ClosePendingHtlcs]);
+    fx.revoke(0);
+    // Our HTLC was fulfilled: the counterparty has 5,000 sat.
+    assert_eq!(fx.run(fx.commitment(2, 5_000_000, all - 5_000_000, vec![])).0, vec![]);
+    // To a foreign script; more to the counterparty than its balance; a fee above the cap.
+    assert_eq!(fx.run(close(VALUE - 5_000 - 1_000, 5_000, &foreign)).0, vec![PolicyTag::CloseDestination]);
+    assert_eq!(fx.run(close(VALUE - 105_000, 100_000, &wallet())).0, vec![PolicyTag::CloseValue]);
+    assert_eq!(fx.run(close(VALUE - 5_000 - 200_000, 5_000, &wallet())).0, vec![PolicyTag::CloseFeeRange]);
+    let (tags, msg) = fx.run(close(VALUE - 6_000, 5_000, &wallet()));
+    assert_eq!(tags, vec![]);
+    let state = fx.state.clone().unwrap();
+    let tx = validate::closing_tx(&state, VALUE - 6_000, 5_000, wallet().as_bytes(), &close_script(), 0);
+    assert_eq!(funding_sighash(&state, &tx).unwrap(), msg.unwrap());
+    // Closed: no new commitment.
+    fx.revoke(1);
+    assert_eq!(fx.run(fx.commitment(3, 5_000_000, all - 5_000_000, vec![])).0, vec![PolicyTag::ChannelClosed]);
+}
+
+fn close_script() -> Vec<u8> {
+    vec![0x00, 0x14, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7]
 }
 
 fn htlc(offered: bool, msat: u64) -> HtlcInfo {
@@ -230,7 +282,8 @@ fn setup_twice_with_other_data_and_unknown_channel() {
     let mut other = fx.setup();
     other.channel_value_sat += 1;
     assert_eq!(fx.run(TaprootRequest::Setup(other)).0, vec![PolicyTag::ChannelIdReuse]);
-    let ctx = TaprootContext { policy: &fx.policy, holder: &fx.holder, leaves: &fx.leaves, secp: &fx.secp };
+    let ctx =
+        TaprootContext { policy: &fx.policy, holder: &fx.holder, leaves: &fx.leaves, own_scripts: &[], secp: &fx.secp };
     let err = apply(&[1; 32], None, &fx.commitment(0, 0, 0, vec![]), &[0; 32], &ctx).unwrap_err();
     assert!(matches!(err, TaprootChannelError::UnknownChannel { .. }));
 }

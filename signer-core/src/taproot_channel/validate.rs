@@ -49,6 +49,8 @@ pub struct TaprootContext<'a> {
     pub holder: &'a TaprootHolderKeys,
     /// Every cosigner's base leaf (verified by the shell), for a setup.
     pub leaves: &'a [Vec<u8>],
+    /// Scripts that are ours (the group wallet); allowlisted scripts come from the policy.
+    pub own_scripts: &'a [ScriptBuf],
     pub secp: &'a Secp256k1<All>,
 }
 
@@ -91,6 +93,23 @@ pub fn apply(
         (TaprootRequest::SignCounterpartyCommitment { commitment }, Some(cur)) => {
             let mut next = cur.clone();
             let msg = sign_counterparty(&mut j, &mut next, commitment)?;
+            (next, Some(msg))
+        }
+        (
+            TaprootRequest::SignClosing {
+                to_holder_sat,
+                to_counterparty_sat,
+                holder_script,
+                counterparty_script,
+                locktime,
+            },
+            Some(cur),
+        ) => {
+            let mut next = cur.clone();
+            let tx =
+                closing_tx(cur, *to_holder_sat, *to_counterparty_sat, holder_script, counterparty_script, *locktime);
+            let msg = funding_sighash(cur, &tx)?;
+            sign_closing(&mut j, &mut next, *to_holder_sat, *to_counterparty_sat, holder_script, ctx);
             (next, Some(msg))
         }
         (TaprootRequest::CounterpartyRevocation { commitment_number, secret }, Some(cur)) => {
@@ -328,6 +347,79 @@ fn sign_counterparty(
     Ok(msg)
 }
 
+/// The cooperative close: version 2, the funding input with sequence 0xFFFFFFFD, outputs
+/// of value above 0 in BIP-69 order.
+pub fn closing_tx(
+    state: &TaprootChannelState,
+    to_holder_sat: u64,
+    to_counterparty_sat: u64,
+    holder_script: &[u8],
+    counterparty_script: &[u8],
+    locktime: u32,
+) -> Transaction {
+    let s = &state.setup;
+    let mut output: Vec<TxOut> = [(to_holder_sat, holder_script), (to_counterparty_sat, counterparty_script)]
+        .into_iter()
+        .filter(|(v, _)| *v > 0)
+        .map(|(v, script)| TxOut { value: Amount::from_sat(v), script_pubkey: ScriptBuf::from_bytes(script.to_vec()) })
+        .collect();
+    output.sort_by(|a, b| a.value.cmp(&b.value).then_with(|| a.script_pubkey.cmp(&b.script_pubkey)));
+    Transaction {
+        version: bitcoin::transaction::Version::TWO,
+        lock_time: bitcoin::absolute::LockTime::from_consensus(locktime),
+        input: alloc::vec![bitcoin::TxIn {
+            previous_output: OutPoint { txid: Txid::from_byte_array(s.funding_txid), vout: u32::from(s.funding_vout) },
+            script_sig: ScriptBuf::new(),
+            sequence: bitcoin::Sequence(0xFFFF_FFFD),
+            witness: bitcoin::Witness::new(),
+        }],
+        output,
+    }
+}
+
+fn sign_closing(
+    j: &mut Judge<'_>,
+    state: &mut TaprootChannelState,
+    to_holder_sat: u64,
+    to_counterparty_sat: u64,
+    holder_script: &[u8],
+    ctx: &TaprootContext<'_>,
+) {
+    if matches!(state.close, CloseState::ForceClosed { .. }) {
+        j.flag(PolicyTag::ChannelClosed, "cooperative close after a force close".into());
+    }
+    let Some(latest) = state.counterparty_latest.as_ref() else {
+        j.flag(PolicyTag::CloseValue, "no commitment signed yet: nothing to close from".into());
+        return;
+    };
+    if !latest.htlcs.is_empty() {
+        j.flag(PolicyTag::ClosePendingHtlcs, format!("{} HTLCs pending", latest.htlcs.len()));
+    }
+    let script = bitcoin::Script::from_bytes(holder_script);
+    let ours = ctx.own_scripts.iter().any(|s| s.as_script() == script) || ctx.policy.onchain.allows(script);
+    if to_holder_sat > 0 && !ours {
+        j.flag(PolicyTag::CloseDestination, format!("our output pays foreign script {}", hex::encode(holder_script)));
+    }
+    // The counterparty gets at most its balance; the rest is ours less the fee.
+    if to_counterparty_sat.saturating_mul(1000) > latest.to_broadcaster_msat {
+        j.flag(
+            PolicyTag::CloseValue,
+            format!(
+                "counterparty output {to_counterparty_sat} sat exceeds its balance {} msat",
+                latest.to_broadcaster_msat
+            ),
+        );
+    }
+    let fee = state.setup.channel_value_sat.checked_sub(to_holder_sat.saturating_add(to_counterparty_sat));
+    match fee {
+        Some(f) if f <= j.policy.close_fee_max_sat => {}
+        _ => j.flag(PolicyTag::CloseFeeRange, format!("close fee {fee:?} sat, at most {}", j.policy.close_fee_max_sat)),
+    }
+    if state.close == CloseState::Open {
+        state.close = CloseState::MutualClose { to_holder_sat };
+    }
+}
+
 fn counterparty_revocation(
     j: &mut Judge<'_>,
     state: &mut TaprootChannelState,
@@ -339,8 +431,17 @@ fn counterparty_revocation(
     let derived = SecretKey::from_slice(secret).map(|s| PublicKey::from_secret_key(secp, &s).serialize().to_vec());
     match (derived, stored) {
         (Ok(p), Some(s)) if p == s => {}
-        (_, None) if n < state.counterparty_latest.as_ref().map_or(0, |c| c.commitment_number) => {
-            return Ok(()); // already revoked: idempotent
+        (_, None) => {
+            // Already revoked: a retry with the same secret changes nothing; any other is wrong.
+            let secrets: CounterpartyCommitmentSecrets = Readable::read(&mut &state.secrets[..])
+                .map_err(|_| TaprootChannelError::CorruptState("secret store"))?;
+            if secrets.get_secret(INITIAL - n) != Some(*secret) {
+                j.flag(
+                    PolicyTag::RevocationSecretMismatch,
+                    format!("secret for commitment {n} is not the one revealed"),
+                );
+            }
+            return Ok(());
         }
         _ => {
             j.flag(
