@@ -16,4 +16,5 @@ pub mod html;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+pub mod taproot_bench;
 pub mod workload;

@@ -62,6 +62,13 @@ enum Command {
         #[arg(long, default_value_t = 100_000)]
         memory_channels: usize,
     },
+    /// Measure taproot channel updates through the quorum (NestedMuSig2) against the same
+    /// computation in one process.
+    BenchTaproot {
+        /// Timed updates per HTLC count.
+        #[arg(long, default_value_t = 200)]
+        updates: usize,
+    },
 }
 
 async fn main_inner(cli: Cli) -> Result<bool, Box<dyn std::error::Error>> {
@@ -103,6 +110,12 @@ async fn main_inner(cli: Cli) -> Result<bool, Box<dyn std::error::Error>> {
             use qls_simnet::channel_bench::{bench_channels, table, ChannelBenchParams};
             let p = ChannelBenchParams { updates, htlc_counts: vec![0, 10, 100], concurrency, cycles, memory_channels };
             print!("{}", table(&bench_channels(&p).await?, &p));
+            Ok(true)
+        }
+        Command::BenchTaproot { updates } => {
+            use qls_simnet::taproot_bench::{bench_taproot, table, TaprootBenchParams};
+            let p = TaprootBenchParams { updates, htlc_counts: vec![0, 10, 100] };
+            print!("{}", table(&bench_taproot(&p).await?, &p));
             Ok(true)
         }
     }

@@ -1,0 +1,246 @@
+//! `qls-simnet bench-taproot`: a taproot channel update through the quorum (3 cosigners,
+//! real QUIC on loopback, funding key 3-of-3 NestedMuSig2) and the same computation in one
+//! process as the baseline. Prints a table; figures go to BENCHMARKS.md by hand.
+//!
+//! One update is: the quorum's partial signature on the counterparty's commitment `n`
+//! (coordinator: one nonce from each cosigner, then each cosigner rebuilds the commitment
+//! with `h` HTLCs, judges it, durably consumes its nonce with the new state, signs; every
+//! partial signature verified and summed), then the counterparty's revocation of `n − 1`.
+//! The in-process baseline does the three cosigners' judging and signing and the
+//! coordinator's verification, with no network and no disk.
+//!
+//! Not measured yet: FROST signatures of second-level HTLC transactions (not built), so
+//! `h` only changes the commitment every cosigner rebuilds and judges.
+//!
+//! Must never: time anything but the request as the node sees it (client to client).
+
+use std::time::Instant;
+
+use bitcoin::secp256k1::{PublicKey, Secp256k1, SecretKey};
+use lightning::ln::chan_utils::build_commitment_secret;
+use qls_coordinator::client::NodeClient;
+use qls_protocol::*;
+use qls_signer_core::musig2::nested::{nested_partial_sig_verify, nested_sign, psig_sum, NestedSessionContext};
+use qls_signer_core::musig2::nonce_gen;
+use qls_signer_core::policy::{judge, PolicyConfig};
+use qls_signer_core::taproot_channel as tc;
+
+use crate::harness::{Harness, HarnessError, QuorumSpec};
+
+const VALUE: u64 = 2_000_000;
+const HTLC_MSAT: u64 = 1_000_000;
+const SEED: [u8; 32] = [0x45; 32];
+
+#[derive(Debug, Clone)]
+pub struct TaprootBenchParams {
+    pub updates: usize,
+    pub htlc_counts: Vec<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TaprootRow {
+    pub op: &'static str,
+    pub htlcs: usize,
+    pub samples: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+fn pk(b: u8) -> Vec<u8> {
+    PublicKey::from_secret_key(&Secp256k1::new(), &SecretKey::from_slice(&[b; 32]).expect("a constant below the order"))
+        .serialize()
+        .to_vec()
+}
+
+fn secret(n: u64) -> [u8; 32] {
+    build_commitment_secret(&SEED, (1 << 48) - 1 - n)
+}
+
+fn setup(channel: &ChannelKeysId) -> TaprootChannelSetup {
+    TaprootChannelSetup {
+        channel_value_sat: VALUE,
+        funding_txid: *channel,
+        funding_vout: 0,
+        is_outbound: true,
+        holder_selected_contest_delay: 144,
+        counterparty_selected_contest_delay: 144,
+        counterparty_dust_limit_sat: 354,
+        counterparty: TaprootCounterpartyPoints {
+            funding: pk(0x50),
+            revocation: pk(0x51),
+            payment: pk(0x52),
+            delayed_payment: pk(0x53),
+            htlc: pk(0x54),
+        },
+    }
+}
+
+/// Commitment `n` with `h` HTLCs the counterparty offered (its balance funds them; ours
+/// stays at half the channel).
+fn commitment(n: u64, h: usize) -> TaprootCommitmentInfo {
+    let ours = VALUE * 1000 / 2;
+    let htlcs: Vec<HtlcInfo> = (0..h)
+        .map(|i| HtlcInfo {
+            offered: true,
+            amount_msat: HTLC_MSAT,
+            cltv_expiry: 600 + i as u32,
+            payment_hash: [i as u8; 32],
+        })
+        .collect();
+    let point =
+        PublicKey::from_secret_key(&Secp256k1::new(), &SecretKey::from_slice(&secret(n)).expect("shachain secret"));
+    TaprootCommitmentInfo {
+        commitment_number: n,
+        per_commitment_point: point.serialize().to_vec(),
+        to_broadcaster_msat: VALUE * 1000 - ours - h as u64 * HTLC_MSAT,
+        to_countersignatory_msat: ours,
+        feerate_per_kw: 1_000,
+        htlcs,
+    }
+}
+
+fn counterparty_nonce() -> [u8; 66] {
+    let theirs: [u8; 33] = pk(0x50).try_into().expect("33 bytes");
+    nonce_gen(&rand::random(), None, &theirs, None, None, None).map(|(_, p)| p.0).unwrap_or([2; 66])
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn row(op: &'static str, htlcs: usize, mut v: Vec<f64>) -> TaprootRow {
+    v.sort_by(f64::total_cmp);
+    TaprootRow { op, htlcs, samples: v.len(), p50_ms: percentile(&v, 0.5), p99_ms: percentile(&v, 0.99) }
+}
+
+async fn drive(
+    client: &NodeClient,
+    channel: ChannelKeysId,
+    h: usize,
+    updates: usize,
+) -> Result<(Vec<f64>, Vec<f64>), String> {
+    let e = |e: qls_coordinator::client::ClientError| e.to_string();
+    client.taproot_apply(channel, TaprootRequest::Setup(setup(&channel))).await.map_err(e)?;
+    let mut sign = Vec::new();
+    let mut revoke = Vec::new();
+    for n in 0..(updates as u64 + 2) {
+        let req = TaprootRequest::SignCounterpartyCommitment { commitment: commitment(n, if n == 0 { 0 } else { h }) };
+        let t = Instant::now();
+        client.taproot_sign(channel, req, counterparty_nonce()).await.map_err(e)?;
+        let signed = t.elapsed().as_secs_f64() * 1e3;
+        if n > 0 {
+            let t = Instant::now();
+            let req = TaprootRequest::CounterpartyRevocation { commitment_number: n - 1, secret: secret(n - 1) };
+            client.taproot_apply(channel, req).await.map_err(e)?;
+            // The first two updates warm the channel (HTLCs added, first revocation).
+            if n >= 2 {
+                sign.push(signed);
+                revoke.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+    }
+    Ok((sign, revoke))
+}
+
+/// The same update's computation in one process: three cosigners judge and sign, the
+/// coordinator verifies and sums.
+fn in_process(h: usize, updates: usize) -> Result<Vec<f64>, String> {
+    let secp = Secp256k1::new();
+    let policy = PolicyConfig::default();
+    let channel = [0x77; 32];
+    let sks: Vec<SecretKey> = (1..=3u8)
+        .map(|i| SecretKey::from_slice(&[0x20 + i; 32]).map_err(|e| e.to_string()))
+        .collect::<Result<_, _>>()?;
+    let base: Vec<[u8; 33]> = sks.iter().map(|k| PublicKey::from_secret_key(&secp, k).serialize()).collect();
+    let mut rng = rand::thread_rng();
+    let shares =
+        qls_signer_core::dealer::split(None, &[[1; 32], [2; 32], [3; 32]], 2, &mut rng).map_err(|e| e.to_string())?;
+    let holder = tc::holder_keys(&secp, &shares[0].1.public_key_package, &base, &channel).map_err(|e| e.to_string())?;
+    let leaves: Vec<Vec<u8>> = base.iter().map(|l| l.to_vec()).collect();
+    let ctx = tc::TaprootContext { policy: &policy, holder: &holder, leaves: &leaves, own_scripts: &[], secp: &secp };
+    let mut state = tc::apply(&channel, None, &TaprootRequest::Setup(setup(&channel)), &[0; 32], &ctx)
+        .map_err(|e| e.to_string())?
+        .state;
+    let (node_key, channel_leaves) = tc::funding_node_key(&secp, &base, &channel).map_err(|e| e.to_string())?;
+    let theirs: [u8; 33] = pk(0x50).try_into().map_err(|_| "key length".to_string())?;
+    let ids = [[1u8; 32], [2; 32], [3; 32]];
+    let mut times = Vec::new();
+    for n in 0..(updates as u64 + 2) {
+        let req = TaprootRequest::SignCounterpartyCommitment { commitment: commitment(n, if n == 0 { 0 } else { h }) };
+        let t = Instant::now();
+        let mut nonces = Vec::new();
+        let mut secs = Vec::new();
+        for (i, leaf) in channel_leaves.iter().enumerate() {
+            let (sec, public) = nonce_gen(&rand::random(), None, leaf, None, None, None).map_err(|e| e.to_string())?;
+            secs.push(sec);
+            nonces.push(LeafNonce { cosigner: ids[i], nonce_id: n, pubnonce: public.0.to_vec() });
+        }
+        let session = NestedSession { leaf_nonces: nonces.clone(), counterparty_nonce: counterparty_nonce().to_vec() };
+        let mut psigs = Vec::new();
+        let mut next = None;
+        for (i, sec) in secs.into_iter().enumerate() {
+            let applied = tc::apply(&channel, Some(&state), &req, &[1; 32], &ctx).map_err(|e| e.to_string())?;
+            if !judge(applied.violations.clone(), &policy).approves() {
+                return Err(format!("update {n} refused: {:?}", applied.violations));
+            }
+            let msg = applied.message.ok_or("no message")?;
+            let ls =
+                tc::leaf_session(&session, &ids, &channel_leaves, &channel_leaves[i], &node_key, &theirs, &channel)
+                    .map_err(|e| e.to_string())?;
+            let c = NestedSessionContext {
+                nonce_path: &ls.nonce_path,
+                pk_tree: &ls.pk_tree,
+                tweaks: &[ls.tweak],
+                msg: &msg,
+            };
+            let sk = tc::channel_leaf_secret(&sks[i], &base[i], &channel).map_err(|e| e.to_string())?;
+            let psig = nested_sign(sec, &sk, &c).map_err(|e| e.to_string())?;
+            // The coordinator's check of this leaf.
+            let public =
+                qls_signer_core::musig2::PubNonce(nonces[i].pubnonce.as_slice().try_into().map_err(|_| "nonce")?);
+            if !nested_partial_sig_verify(&psig, &public, &channel_leaves[i], &c).map_err(|e| e.to_string())? {
+                return Err("partial signature does not verify".into());
+            }
+            psigs.push(psig);
+            next = Some(applied.state);
+        }
+        psig_sum(&psigs).map_err(|e| e.to_string())?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        state = next.ok_or("no state")?;
+        if n > 0 {
+            let rev = TaprootRequest::CounterpartyRevocation { commitment_number: n - 1, secret: secret(n - 1) };
+            state = tc::apply(&channel, Some(&state), &rev, &[2; 32], &ctx).map_err(|e| e.to_string())?.state;
+        }
+    }
+    Ok(times.split_off(2))
+}
+
+pub async fn bench_taproot(p: &TaprootBenchParams) -> Result<Vec<TaprootRow>, HarnessError> {
+    let h = Harness::start(QuorumSpec::new(3, 2)).await?;
+    let client = h.client().await?;
+    let fail = |e: String| HarnessError::Setup(format!("taproot bench: {e}"));
+    let mut rows = Vec::new();
+    for (k, &htlcs) in p.htlc_counts.iter().enumerate() {
+        let (sign, revoke) = drive(&client, [0xa0 + k as u8; 32], htlcs, p.updates).await.map_err(fail)?;
+        rows.push(row("partial signature on counterparty commitment (quorum, QUIC)", htlcs, sign));
+        rows.push(row("record counterparty revocation (quorum, QUIC)", htlcs, revoke));
+        rows.push(row("same signature computed in one process", htlcs, in_process(htlcs, p.updates).map_err(fail)?));
+    }
+    h.shutdown().await;
+    Ok(rows)
+}
+
+pub fn table(rows: &[TaprootRow], p: &TaprootBenchParams) -> String {
+    let mut out = format!(
+        "taproot channel updates, 3 cosigners (3-of-3 NestedMuSig2 funding key), {} timed updates each\n",
+        p.updates
+    );
+    out.push_str(&format!("{:<62} {:>6} {:>8} {:>9} {:>9}\n", "operation", "htlcs", "samples", "p50 ms", "p99 ms"));
+    for r in rows {
+        out.push_str(&format!("{:<62} {:>6} {:>8} {:>9.2} {:>9.2}\n", r.op, r.htlcs, r.samples, r.p50_ms, r.p99_ms));
+    }
+    out
+}
