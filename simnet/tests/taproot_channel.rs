@@ -4,7 +4,7 @@
 //! partial signature, adds its own, and the aggregate signature spends the funding output
 //! under Bitcoin Core's script interpreter (`bitcoinconsensus`, taproot key path).
 //!
-//! 40 updates with HTLCs added, fulfilled and failed, each followed by the counterparty's
+//! 100 updates with HTLCs added, fulfilled and failed, each followed by the counterparty's
 //! revocation; a compromised node tries what policy refuses; then we close cooperatively
 //! (the closing transaction also passes the interpreter).
 
@@ -23,6 +23,8 @@ const CHANNEL: ChannelKeysId = [0x71; 32];
 const VALUE: u64 = 2_000_000;
 const SEED: [u8; 32] = [0x44; 32];
 const FUNDING_SK: [u8; 32] = [0x50; 32];
+/// Commitments signed before the cooperative close (each followed by a revocation).
+const UPDATES: u64 = 100;
 
 fn pk(b: u8) -> Vec<u8> {
     PublicKey::from_secret_key(&Secp256k1::new(), &SecretKey::from_slice(&[b; 32]).unwrap()).serialize().to_vec()
@@ -188,12 +190,12 @@ async fn quorum_signs_taproot_commitments_an_unmodified_musig2_peer_completes() 
         XOnlyPublicKey::from_slice(&funding_txout(&peer.state).unwrap().script_pubkey.as_bytes()[2..]).unwrap();
     let secp = Secp256k1::verification_only();
 
-    // 40 updates: HTLCs we offer (our balance funds them) settle to the counterparty or
+    // UPDATES updates: HTLCs we offer (our balance funds them) settle to the counterparty or
     // fail back, and the counterparty offers HTLCs to us; each signed commitment is
     // followed by the counterparty revoking the one before.
     let mut theirs = 0u64;
     let mut pending: Vec<HtlcInfo> = vec![];
-    for n in 0..40u64 {
+    for n in 0..UPDATES {
         let hash = bitcoin::hashes::sha256::Hash::hash(&n.to_be_bytes()).to_byte_array();
         let ours_offered = |p: &Vec<HtlcInfo>| p.iter().position(|h| !h.offered);
         let theirs_offered = |p: &Vec<HtlcInfo>| p.iter().position(|h| h.offered);
@@ -236,7 +238,7 @@ async fn quorum_signs_taproot_commitments_an_unmodified_musig2_peer_completes() 
         let msg = Message::from_digest(funding_sighash(&peer.state, &tx).unwrap());
         secp.verify_schnorr(&schnorr::Signature::from_slice(&sig).unwrap(), &msg, &funding_key)
             .expect("verifies under the funding key");
-        if n == 0 || n == 39 || n % 10 == 5 {
+        if n == 0 || n == UPDATES - 1 || n % 25 == 5 {
             check_with_bitcoin_core(&peer.state, &info, &sig);
         }
         if n > 0 {
@@ -245,29 +247,34 @@ async fn quorum_signs_taproot_commitments_an_unmodified_musig2_peer_completes() 
         }
     }
 
-    // A compromised node: commitment 41 skipping 40, with 39 unrevoked... and one paying
-    // the counterparty our balance without an HTLC, and one whose values do not add up.
-    let skip = TaprootRequest::SignCounterpartyCommitment { commitment: commitment(41, theirs, pending.clone()) };
+    // A compromised node: a commitment that skips one number (the latest is still
+    // unrevoked), one paying the counterparty our balance without an HTLC, and one whose
+    // values do not add up.
+    let skip =
+        TaprootRequest::SignCounterpartyCommitment { commitment: commitment(UPDATES + 1, theirs, pending.clone()) };
     refused(client.taproot_sign(CHANNEL, skip, [2; 66]).await, "policy-commitment-sequence", &["c1", "c2", "c3"]);
     let drain = TaprootRequest::SignCounterpartyCommitment {
-        commitment: commitment(40, theirs + 100_000_000, pending.clone()),
+        commitment: commitment(UPDATES, theirs + 100_000_000, pending.clone()),
     };
     refused(
         client.taproot_sign(CHANNEL, drain, [2; 66]).await,
         "policy-commitment-holder-balance",
         &["c1", "c2", "c3"],
     );
-    let mut bad = commitment(40, theirs, pending.clone());
+    let mut bad = commitment(UPDATES, theirs, pending.clone());
     bad.to_countersignatory_msat += 1;
     let bad = TaprootRequest::SignCounterpartyCommitment { commitment: bad };
     refused(client.taproot_sign(CHANNEL, bad, [2; 66]).await, "policy-commitment-value", &["c1", "c2", "c3"]);
     // Settle everything: our HTLCs fulfilled, theirs failed back (our balance unchanged),
     // then the cooperative close, which we initiate.
     theirs += pending.iter().map(|h| h.amount_msat).sum::<u64>();
-    let last = commitment(40, theirs, vec![]);
+    let last = commitment(UPDATES, theirs, vec![]);
     peer.sign(&client, &last).await;
     client
-        .taproot_apply(CHANNEL, TaprootRequest::CounterpartyRevocation { commitment_number: 39, secret: secret(39) })
+        .taproot_apply(
+            CHANNEL,
+            TaprootRequest::CounterpartyRevocation { commitment_number: UPDATES - 1, secret: secret(UPDATES - 1) },
+        )
         .await
         .unwrap();
     let wallet = qls_signer_core::wallet::wallet_script(&h.key_id()).unwrap();
@@ -312,11 +319,11 @@ async fn quorum_signs_taproot_commitments_an_unmodified_musig2_peer_completes() 
     let sig = peer.sign_tx(&client, honest, &tx).await;
     check_tx_with_bitcoin_core(&peer.state, tx, &sig);
     // After the close, no further commitment.
-    let after = TaprootRequest::SignCounterpartyCommitment { commitment: commitment(41, theirs, vec![]) };
+    let after = TaprootRequest::SignCounterpartyCommitment { commitment: commitment(UPDATES + 1, theirs, vec![]) };
     refused(client.taproot_sign(CHANNEL, after, [2; 66]).await, "policy-channel-closed", &["c1", "c2", "c3"]);
 
     // A revocation secret that is not the counterparty's.
-    let wrong = TaprootRequest::CounterpartyRevocation { commitment_number: 39, secret: [9; 32] };
+    let wrong = TaprootRequest::CounterpartyRevocation { commitment_number: UPDATES - 1, secret: [9; 32] };
     match client.taproot_apply(CHANNEL, wrong).await {
         Err(qls_coordinator::client::ClientError::Refused(r)) => {
             assert!(
