@@ -129,7 +129,7 @@ impl NodeClient {
         channel: ChannelKeysId,
         request: TaprootRequest,
     ) -> Result<SignReport, ClientError> {
-        match self.call(&NodeRequest::Taproot { channel, request, counterparty_nonce: None }).await? {
+        match self.call(&NodeRequest::Taproot { channel, request, counterparty_nonce: None, reserved: vec![] }).await? {
             NodeResponse::TaprootApplied { report } => Ok(report),
             other => Err(Self::fail(other)),
         }
@@ -143,7 +143,33 @@ impl NodeClient {
         request: TaprootRequest,
         counterparty_nonce: [u8; 66],
     ) -> Result<([u8; 66], [u8; 32], SignReport), ClientError> {
-        let req = NodeRequest::Taproot { channel, request, counterparty_nonce: Some(counterparty_nonce.to_vec()) };
+        self.taproot_sign_reserved(channel, request, counterparty_nonce, vec![]).await
+    }
+
+    /// Reserves the quorum's next nonce for `channel` (e.g. for `shutdown`): the external
+    /// nonce to send, and the leaf nonces to pass to [`Self::taproot_sign_reserved`].
+    pub async fn taproot_nonce(&self, channel: ChannelKeysId) -> Result<([u8; 66], Vec<LeafNonce>), ClientError> {
+        match self.call(&NodeRequest::TaprootNonce { channel }).await? {
+            NodeResponse::TaprootNonce { pubnonce, leaf_nonces } => {
+                let nonce =
+                    pubnonce.as_slice().try_into().map_err(|_| ClientError::Unexpected("nonce length".into()))?;
+                Ok((nonce, leaf_nonces))
+            }
+            other => Err(Self::fail(other)),
+        }
+    }
+
+    /// Like [`Self::taproot_sign`], with nonces reserved earlier (one round trip less;
+    /// each reserved set signs once).
+    pub async fn taproot_sign_reserved(
+        &self,
+        channel: ChannelKeysId,
+        request: TaprootRequest,
+        counterparty_nonce: [u8; 66],
+        reserved: Vec<LeafNonce>,
+    ) -> Result<([u8; 66], [u8; 32], SignReport), ClientError> {
+        let req =
+            NodeRequest::Taproot { channel, request, counterparty_nonce: Some(counterparty_nonce.to_vec()), reserved };
         match self.call(&req).await? {
             NodeResponse::TaprootPartialSig { pubnonce, psig, report } => {
                 let nonce =

@@ -163,8 +163,12 @@ pub async fn handle(quorum: &Quorum, req: NodeRequest) -> NodeResponse {
             Ok(keys) => NodeResponse::TaprootChannelKeys(keys),
             Err(f) => taproot_failure(f),
         },
-        NodeRequest::Taproot { channel, request, counterparty_nonce } => {
-            match crate::taproot::run(quorum, channel, request, counterparty_nonce).await {
+        NodeRequest::TaprootNonce { channel } => match crate::taproot::reserve_nonce(quorum, channel).await {
+            Ok((pubnonce, leaf_nonces)) => NodeResponse::TaprootNonce { pubnonce: pubnonce.to_vec(), leaf_nonces },
+            Err(f) => taproot_failure(f),
+        },
+        NodeRequest::Taproot { channel, request, counterparty_nonce, reserved } => {
+            match crate::taproot::run(quorum, channel, request, counterparty_nonce, reserved).await {
                 Ok(crate::taproot::TaprootOutcome::Applied(report)) => NodeResponse::TaprootApplied { report },
                 Ok(crate::taproot::TaprootOutcome::PartialSig { pubnonce, psig, report }) => {
                     NodeResponse::TaprootPartialSig { pubnonce: pubnonce.to_vec(), psig, report }

@@ -125,6 +125,7 @@ pub async fn run(
     channel: ChannelKeysId,
     request: TaprootRequest,
     counterparty_nonce: Option<Vec<u8>>,
+    reserved: Vec<LeafNonce>,
 ) -> Result<TaprootOutcome, TaprootFailure> {
     let _turn = quorum.lock_channel(&channel).await;
     let mut report = SignReport { attempts: 1, ..Default::default() };
@@ -143,7 +144,12 @@ pub async fn run(
                     report,
                 });
             };
-            return sign(quorum, channel, request, theirs, &leaves, report).await;
+            let leaf_nonces = if reserved.is_empty() {
+                fresh_nonces(quorum, channel, &mut report).await?
+            } else {
+                check_reserved(quorum, reserved, &report)?
+            };
+            return sign(quorum, channel, request, theirs, &leaves, leaf_nonces, report).await;
         }
     };
     let mut refusals = Vec::new();
@@ -173,31 +179,86 @@ pub async fn run(
     }
 }
 
+/// One fresh nonce from every cosigner (each stores its secret before answering).
+async fn fresh_nonces(
+    quorum: &Quorum,
+    channel: ChannelKeysId,
+    report: &mut SignReport,
+) -> Result<Vec<LeafNonce>, TaprootFailure> {
+    let n = quorum.members.len();
+    let mut leaf_nonces = Vec::with_capacity(n);
+    for (m, reply) in all(quorum, &CosignerRequest::TaprootNonces { channel, count: 1 }, report).await {
+        match reply {
+            Some(CosignerResponse::TaprootNonces(mut v)) if v.len() == 1 && v[0].cosigner == m.link.fingerprint() => {
+                leaf_nonces.push(v.remove(0))
+            }
+            Some(other) => blame(report, &m, BlameReason::ErrorReply, format!("unexpected nonce reply {other:?}")),
+            None => {}
+        }
+    }
+    if leaf_nonces.len() != n {
+        return Err(TaprootFailure::Unavailable {
+            detail: format!("{} of {n} cosigners gave a nonce", leaf_nonces.len()),
+            report: report.clone(),
+        });
+    }
+    Ok(leaf_nonces)
+}
+
+/// Reserved leaf nonces must be exactly one per member (each cosigner checks its own
+/// against its store when it signs).
+fn check_reserved(
+    quorum: &Quorum,
+    reserved: Vec<LeafNonce>,
+    report: &SignReport,
+) -> Result<Vec<LeafNonce>, TaprootFailure> {
+    let members: std::collections::BTreeSet<Fingerprint> =
+        quorum.members.iter().map(|m| m.link.fingerprint()).collect();
+    let given: std::collections::BTreeSet<Fingerprint> = reserved.iter().map(|n| n.cosigner).collect();
+    if given != members || reserved.len() != members.len() {
+        return Err(TaprootFailure::Unavailable {
+            detail: "reserved nonces must name every cosigner once".into(),
+            report: report.clone(),
+        });
+    }
+    Ok(reserved)
+}
+
+/// Reserves the quorum's next nonce for `channel`: the external nonce (66 bytes) and the
+/// leaf nonces to hand back when signing.
+pub async fn reserve_nonce(
+    quorum: &Quorum,
+    channel: ChannelKeysId,
+) -> Result<([u8; 66], Vec<LeafNonce>), TaprootFailure> {
+    let _turn = quorum.lock_channel(&channel).await;
+    let mut report = SignReport { attempts: 1, ..Default::default() };
+    let leaves = leaves(quorum).await?;
+    let leaf_nonces = fresh_nonces(quorum, channel, &mut report).await?;
+    let unavailable = |detail: String| TaprootFailure::Unavailable { detail, report: report.clone() };
+    let secp = bitcoin::secp256k1::Secp256k1::verification_only();
+    let (node_key, _) =
+        tc::funding_node_key(&secp, &base_keys(&leaves), &channel).map_err(|e| unavailable(e.to_string()))?;
+    let nonces: Vec<PubNonce> =
+        leaf_nonces.iter().filter_map(|l| <[u8; 66]>::try_from(l.pubnonce.as_slice()).ok().map(PubNonce)).collect();
+    let internal = qls_signer_core::musig2::nonce_agg(&nonces).map_err(|e| unavailable(e.to_string()))?;
+    let external =
+        qls_signer_core::musig2::nested::nonce_agg_ext(&internal, &node_key).map_err(|e| unavailable(e.to_string()))?;
+    Ok((external.0, leaf_nonces))
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn sign(
     quorum: &Quorum,
     channel: ChannelKeysId,
     request: TaprootRequest,
     counterparty_nonce: Vec<u8>,
     leaves: &[MusigLeaf],
+    leaf_nonces: Vec<LeafNonce>,
     mut report: SignReport,
 ) -> Result<TaprootOutcome, TaprootFailure> {
     let n = quorum.members.len();
     let unavailable = |detail: String, report: SignReport| TaprootFailure::Unavailable { detail, report };
-    // Round 1: a fresh nonce from every cosigner.
-    let mut leaf_nonces = Vec::with_capacity(n);
-    for (m, reply) in all(quorum, &CosignerRequest::TaprootNonces { channel, count: 1 }, &mut report).await {
-        match reply {
-            Some(CosignerResponse::TaprootNonces(mut v)) if v.len() == 1 && v[0].cosigner == m.link.fingerprint() => {
-                leaf_nonces.push(v.remove(0))
-            }
-            Some(other) => blame(&mut report, &m, BlameReason::ErrorReply, format!("unexpected nonce reply {other:?}")),
-            None => {}
-        }
-    }
-    if leaf_nonces.len() != n {
-        return Err(unavailable(format!("{} of {n} cosigners gave a nonce", leaf_nonces.len()), report));
-    }
-    // Round 2: every cosigner judges, consumes its nonce and signs.
+    // Every cosigner judges, consumes its nonce and signs.
     let session = NestedSession { leaf_nonces: leaf_nonces.clone(), counterparty_nonce };
     let req = CosignerRequest::TaprootSign { channel, request, session: session.clone() };
     let mut refusals = Vec::new();

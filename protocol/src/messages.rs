@@ -275,6 +275,16 @@ pub enum NodeRequest {
         channel: ChannelKeysId,
         request: TaprootRequest,
         counterparty_nonce: Option<Vec<u8>>,
+        /// Leaf nonces reserved earlier with `TaprootNonce` (e.g. the nonce we sent in
+        /// `shutdown`); empty: fresh nonces in a first round.
+        #[serde(default)]
+        reserved: Vec<LeafNonce>,
+    },
+    /// Reserve the quorum's next MuSig2 nonce for `channel` (one per cosigner, stored by
+    /// each until used): the external nonce to send the counterparty, and the leaf nonces
+    /// to hand back with the signing request.
+    TaprootNonce {
+        channel: ChannelKeysId,
     },
 }
 
@@ -311,6 +321,10 @@ pub enum NodeResponse {
         detail: String,
     },
     TaprootChannelKeys(TaprootHolderKeys),
+    TaprootNonce {
+        pubnonce: Vec<u8>,
+        leaf_nonces: Vec<LeafNonce>,
+    },
     TaprootApplied {
         report: SignReport,
     },

@@ -189,10 +189,13 @@ impl Validate for NodeRequest {
             NodeRequest::NodeKey(r) => node_key(r),
             NodeRequest::ChannelKeys { .. } | NodeRequest::PerCommitmentPoint { .. } => Ok(()),
             NodeRequest::TaprootChannelKeys { .. } => Ok(()),
-            NodeRequest::Taproot { request, counterparty_nonce, .. } => {
+            NodeRequest::Taproot { request, counterparty_nonce, reserved, .. } => {
                 taproot_request(request)?;
+                at_most("reserved", reserved.len(), MAX_COSIGNERS)?;
+                reserved.iter().try_for_each(|n| exactly("reserved.pubnonce", n.pubnonce.len(), 66))?;
                 counterparty_nonce.as_ref().map_or(Ok(()), |n| exactly("counterparty_nonce", n.len(), 66))
             }
+            NodeRequest::TaprootNonce { .. } => Ok(()),
         }
     }
 }
@@ -281,6 +284,11 @@ impl Validate for NodeResponse {
                 exactly("node_id", node_id.len(), 33)
             }
             NodeResponse::TaprootChannelKeys(k) => holder_keys(k),
+            NodeResponse::TaprootNonce { pubnonce, leaf_nonces } => {
+                exactly("pubnonce", pubnonce.len(), 66)?;
+                at_most("leaf_nonces", leaf_nonces.len(), MAX_COSIGNERS)?;
+                leaf_nonces.iter().try_for_each(|n| exactly("leaf_nonces.pubnonce", n.pubnonce.len(), 66))
+            }
             NodeResponse::TaprootApplied { report: r } => report(r),
             NodeResponse::TaprootPartialSig { pubnonce, report: r, .. } => {
                 exactly("pubnonce", pubnonce.len(), 66)?;

@@ -82,7 +82,7 @@ impl Peer {
     async fn sign(&self, client: &qls_coordinator::client::NodeClient, info: &TaprootCommitmentInfo) -> [u8; 64] {
         let tx = counterparty_commitment(&self.state, info).unwrap();
         let req = TaprootRequest::SignCounterpartyCommitment { commitment: info.clone() };
-        self.sign_tx(client, req, &tx).await
+        self.sign_tx(client, req, &tx, vec![]).await.0
     }
 
     /// Signs `tx` (a spend of the funding output) with the quorum, which derives it from `req`.
@@ -91,7 +91,8 @@ impl Peer {
         client: &qls_coordinator::client::NodeClient,
         req: TaprootRequest,
         tx: &bitcoin::Transaction,
-    ) -> [u8; 64] {
+        reserved: Vec<LeafNonce>,
+    ) -> ([u8; 64], [u8; 66]) {
         let msg = funding_sighash(&self.state, tx).unwrap();
         let ours: [u8; 33] = self.state.holder.funding.as_slice().try_into().unwrap();
         let theirs: [u8; 33] = pk(0x50).try_into().unwrap();
@@ -107,8 +108,10 @@ impl Peer {
             [],
         );
         let their_nonce: [u8; 66] = sec.public_nonce().to_bytes();
-        let (quorum_nonce, quorum_psig, report) = client.taproot_sign(CHANNEL, req, their_nonce).await.unwrap();
+        let (quorum_nonce, quorum_psig, report) =
+            client.taproot_sign_reserved(CHANNEL, req, their_nonce, reserved).await.unwrap();
         assert_eq!(report.signers.len(), 3, "{report:?}");
+        let quorum_nonce_bytes = quorum_nonce;
         let quorum_nonce = musig2::PubNonce::from_bytes(&quorum_nonce).unwrap();
         let agg = musig2::AggNonce::sum([quorum_nonce.clone(), sec.public_nonce()]);
         let quorum_psig = secp::MaybeScalar::from_slice(&quorum_psig).unwrap();
@@ -118,7 +121,7 @@ impl Peer {
             musig2::sign_partial(&ctx, secp::Scalar::from_slice(&FUNDING_SK).unwrap(), sec, &agg, msg).unwrap();
         let sig: musig2::CompactSignature =
             musig2::aggregate_partial_signatures(&ctx, &agg, [quorum_psig, psig], msg).unwrap();
-        sig.serialize()
+        (sig.serialize(), quorum_nonce_bytes)
     }
 }
 
@@ -316,8 +319,22 @@ async fn quorum_signs_taproot_commitments_an_unmodified_musig2_peer_completes() 
         &counterparty_script,
         locktime,
     );
-    let sig = peer.sign_tx(&client, honest, &tx).await;
-    check_tx_with_bitcoin_core(&peer.state, tx, &sig);
+    // Our nonce was reserved ahead (as sent in `shutdown`): the signature uses exactly it,
+    // and the reserved set signs once.
+    let (shutdown_nonce, reserved) = client.taproot_nonce(CHANNEL).await.unwrap();
+    let (sig, used) = peer.sign_tx(&client, honest.clone(), &tx, reserved.clone()).await;
+    assert_eq!(used, shutdown_nonce, "the close is signed with the nonce sent in shutdown");
+    check_tx_with_bitcoin_core(&peer.state, tx.clone(), &sig);
+    // The same request again, with a valid counterparty nonce: only the consumed nonces
+    // stand in the way, and no cosigner signs.
+    let their_key: [u8; 33] = pk(0x50).try_into().unwrap();
+    let (_, valid) = qls_signer_core::musig2::nonce_gen(&[5; 32], None, &their_key, None, None, None).unwrap();
+    match client.taproot_sign_reserved(CHANNEL, honest, valid.0, reserved).await {
+        Err(qls_coordinator::client::ClientError::Coordinator { detail, .. }) => {
+            assert!(detail.contains("0 of 3 cosigners signed"), "{detail}")
+        }
+        other => panic!("a reserved nonce set signed twice: {other:?}"),
+    }
     // After the close, no further commitment.
     let after = TaprootRequest::SignCounterpartyCommitment { commitment: commitment(UPDATES + 1, theirs, vec![]) };
     refused(client.taproot_sign(CHANNEL, after, [2; 66]).await, "policy-channel-closed", &["c1", "c2", "c3"]);
