@@ -566,6 +566,9 @@ fn ldk_node_b_signed_by_the_quorum() {
     };
     let mut policy = test_policy();
     policy.onchain.allowlisted_scripts.insert(fee_wallet_script);
+    // C (seed 0xc1) is an allowlisted payee: B pays C's invoices without an operator.
+    let c_node_id = KeysManager::new(&[0xc1; 32], 1, 0, true).get_node_id(lightning::sign::Recipient::Node).unwrap();
+    policy.channel.payee_allowlist = vec![hex::encode(c_node_id.serialize())];
     let mut spec = QuorumSpec::new(3, 2);
     spec.policies = vec![policy.clone(), policy.clone(), policy];
     spec.request_timeout = Duration::from_secs(5);
@@ -624,12 +627,24 @@ fn ldk_node_b_signed_by_the_quorum() {
     };
     let (chan_ab, chan_bc) = (chan(&a), chan(&c));
 
-    // 100 payments: 40 A→C and 40 C→A (B forwards), 10 A→B, 10 B→C (operator-approved).
+    // 100 payments: 40 A→C and 40 C→A (B forwards), 10 A→B, 10 B→C (5 operator-approved,
+    // 5 on C's invoice alone: C is an allowlisted payee).
     type Invoice = lightning::bolt11_invoice::Bolt11Invoice;
     let cfg = RouteParametersConfig::default;
-    let b_pay = |inv: &Invoice, id| {
-        // The operator (its key, not the node's) approves B's own payment with the quorum.
-        let req = approve_payment_request(inv.payment_hash().to_byte_array(), inv.amount_milli_satoshis().unwrap());
+    let b_pay = |inv: &Invoice, id: PaymentId| {
+        let req = if id.0[0] % 2 == 0 {
+            // The operator (its key, not the node's) approves B's own payment.
+            approve_payment_request(inv.payment_hash().to_byte_array(), inv.amount_milli_satoshis().unwrap())
+        } else {
+            // C's own invoice (LDK-made, signed by C): C is an allowlisted payee.
+            qls_protocol::NodeKeyRequest::ApprovePayment {
+                payment_hash: inv.payment_hash().to_byte_array(),
+                amount_msat: inv.amount_milli_satoshis().unwrap(),
+                expires_at: u64::MAX,
+                invoice: Some(inv.to_string()),
+                approval: None,
+            }
+        };
         bridge.node_key_blocking(req).expect("payment approved");
         b.cm.pay_for_bolt11_invoice(inv, id, None, cfg(), Retry::Attempts(0)).unwrap()
     };
