@@ -632,7 +632,7 @@ fn ldk_node_b_signed_by_the_quorum() {
     type Invoice = lightning::bolt11_invoice::Bolt11Invoice;
     let cfg = RouteParametersConfig::default;
     let b_pay = |inv: &Invoice, id: PaymentId| {
-        let req = if id.0[0] % 2 == 0 {
+        let req = if id.0[0].is_multiple_of(2) {
             // The operator (its key, not the node's) approves B's own payment.
             approve_payment_request(inv.payment_hash().to_byte_array(), inv.amount_milli_satoshis().unwrap())
         } else {
