@@ -155,6 +155,10 @@ pub struct Quorum {
     channel_locks: std::sync::Mutex<std::collections::HashMap<ChannelKeysId, Arc<tokio::sync::Mutex<()>>>>,
     /// Every cosigner's signed MuSig2 leaf, fetched once (taproot channels).
     pub musig_leaves: std::sync::OnceLock<Vec<qls_protocol::MusigLeaf>>,
+    /// Per taproot channel, nonce sets fetched ahead (one leaf nonce per cosigner each),
+    /// so most signing requests take one round trip. Lost on restart (the cosigners keep
+    /// the nonces until they evict them).
+    pub taproot_pools: std::sync::Mutex<std::collections::HashMap<ChannelKeysId, Vec<Vec<qls_protocol::LeafNonce>>>>,
 }
 
 /// The client endpoint and one link per configured cosigner.
@@ -292,6 +296,7 @@ impl Quorum {
             endpoint,
             channel_locks: Default::default(),
             musig_leaves: Default::default(),
+            taproot_pools: Default::default(),
         });
         join_all(quorum.members.iter().map(|m| quorum.refill(m, 1))).await;
         Ok(quorum)

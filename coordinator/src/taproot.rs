@@ -145,11 +145,16 @@ pub async fn run(
                 });
             };
             let leaf_nonces = if reserved.is_empty() {
-                fresh_nonces(quorum, channel, &mut report).await?
+                pooled_nonces(quorum, channel, &mut report).await?
             } else {
                 check_reserved(quorum, reserved, &report)?
             };
-            return sign(quorum, channel, request, theirs, &leaves, leaf_nonces, report).await;
+            let outcome = sign(quorum, channel, request, theirs, &leaves, leaf_nonces, report).await;
+            if outcome.is_err() {
+                // A pooled nonce may have been evicted by its cosigner: start afresh.
+                quorum.taproot_pools.lock().unwrap_or_else(|p| p.into_inner()).remove(&channel);
+            }
+            return outcome;
         }
     };
     let mut refusals = Vec::new();
@@ -179,30 +184,65 @@ pub async fn run(
     }
 }
 
-/// One fresh nonce from every cosigner (each stores its secret before answering).
-async fn fresh_nonces(
+/// Nonce sets fetched per round trip when a channel's pool is empty.
+const POOL_BATCH: u32 = 8;
+
+/// `count` fresh nonce sets: one nonce from every cosigner per set (each cosigner stores
+/// its secrets before answering).
+async fn fresh_nonce_sets(
     quorum: &Quorum,
     channel: ChannelKeysId,
+    count: u32,
     report: &mut SignReport,
-) -> Result<Vec<LeafNonce>, TaprootFailure> {
+) -> Result<Vec<Vec<LeafNonce>>, TaprootFailure> {
     let n = quorum.members.len();
-    let mut leaf_nonces = Vec::with_capacity(n);
-    for (m, reply) in all(quorum, &CosignerRequest::TaprootNonces { channel, count: 1 }, report).await {
+    let mut per_member = Vec::with_capacity(n);
+    for (m, reply) in all(quorum, &CosignerRequest::TaprootNonces { channel, count }, report).await {
         match reply {
-            Some(CosignerResponse::TaprootNonces(mut v)) if v.len() == 1 && v[0].cosigner == m.link.fingerprint() => {
-                leaf_nonces.push(v.remove(0))
+            Some(CosignerResponse::TaprootNonces(v))
+                if v.len() == count as usize && v.iter().all(|l| l.cosigner == m.link.fingerprint()) =>
+            {
+                per_member.push(v)
             }
             Some(other) => blame(report, &m, BlameReason::ErrorReply, format!("unexpected nonce reply {other:?}")),
             None => {}
         }
     }
-    if leaf_nonces.len() != n {
+    if per_member.len() != n {
         return Err(TaprootFailure::Unavailable {
-            detail: format!("{} of {n} cosigners gave a nonce", leaf_nonces.len()),
+            detail: format!("{} of {n} cosigners gave nonces", per_member.len()),
             report: report.clone(),
         });
     }
-    Ok(leaf_nonces)
+    Ok((0..count as usize).map(|j| per_member.iter().map(|v| v[j].clone()).collect()).collect())
+}
+
+/// One fresh nonce set.
+async fn fresh_nonces(
+    quorum: &Quorum,
+    channel: ChannelKeysId,
+    report: &mut SignReport,
+) -> Result<Vec<LeafNonce>, TaprootFailure> {
+    let mut sets = fresh_nonce_sets(quorum, channel, 1, report).await?;
+    sets.pop().ok_or_else(|| TaprootFailure::Unavailable { detail: "no nonce set".into(), report: report.clone() })
+}
+
+/// A nonce set from the channel's pool, refilled with a batch when empty.
+async fn pooled_nonces(
+    quorum: &Quorum,
+    channel: ChannelKeysId,
+    report: &mut SignReport,
+) -> Result<Vec<LeafNonce>, TaprootFailure> {
+    let pooled = quorum.taproot_pools.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&channel).and_then(Vec::pop);
+    if let Some(set) = pooled {
+        return Ok(set);
+    }
+    let mut sets = fresh_nonce_sets(quorum, channel, POOL_BATCH, report).await?;
+    let set = sets
+        .pop()
+        .ok_or_else(|| TaprootFailure::Unavailable { detail: "no nonce set".into(), report: report.clone() })?;
+    quorum.taproot_pools.lock().unwrap_or_else(|p| p.into_inner()).insert(channel, sets);
+    Ok(set)
 }
 
 /// Reserved leaf nonces must be exactly one per member (each cosigner checks its own
