@@ -176,6 +176,7 @@ async fn open(h: &Harness) -> (qls_coordinator::client::NodeClient, Peer) {
         setup: setup(),
         leaves: vec![],
         holder,
+        funding_script: vec![],
         digest: StateDigest { version: 0, digest: [0; 32] },
         counterparty_latest: None,
         unrevoked_points: vec![],

@@ -18,6 +18,9 @@ pub struct TaprootChannelState {
     /// Every cosigner's base MuSig2 leaf key (33 bytes each), pinned at setup.
     pub leaves: Vec<Vec<u8>>,
     pub holder: TaprootHolderKeys,
+    /// The funding output's script (`OP_1 <output key>`), computed once at setup; empty in
+    /// a state built by hand (then computed on use).
+    pub funding_script: Vec<u8>,
     pub digest: StateDigest,
     /// The last counterparty commitment we signed.
     pub counterparty_latest: Option<TaprootCommitmentInfo>,

@@ -170,20 +170,29 @@ fn setup_channel(
     CounterpartyCommitmentSecrets::new()
         .write(&mut secrets)
         .map_err(|_| TaprootChannelError::CorruptState("cannot encode an empty secret store"))?;
-    Ok(TaprootChannelState {
+    let mut state = TaprootChannelState {
         setup: setup.clone(),
         leaves: ctx.leaves.to_vec(),
         holder: ctx.holder.clone(),
+        funding_script: Vec::new(),
         digest: qls_protocol::StateDigest { version: 0, digest: [0; 32] },
         counterparty_latest: None,
         unrevoked_points: Vec::new(),
         secrets,
         close: CloseState::Open,
-    })
+    };
+    state.funding_script = funding_txout(&state)?.script_pubkey.into_bytes();
+    Ok(state)
 }
 
 /// The funding output our funding key and the counterparty's make (BIP-86-tweaked MuSig2).
 pub fn funding_txout(state: &TaprootChannelState) -> Result<TxOut, TaprootChannelError> {
+    if !state.funding_script.is_empty() {
+        return Ok(TxOut {
+            value: Amount::from_sat(state.setup.channel_value_sat),
+            script_pubkey: ScriptBuf::from_bytes(state.funding_script.clone()),
+        });
+    }
     let ours = point(&state.holder.funding, "our funding key")?;
     let theirs = point(&state.setup.counterparty.funding, "counterparty funding key")?;
     let key = funding_output_key(&ours, &theirs).map_err(|e| TaprootChannelError::Build(format!("{e}")))?;
