@@ -222,29 +222,39 @@ fn setup_channel(
             ),
         );
     }
-    if setup.holder_selected_contest_delay < j.policy.contest_delay_min {
-        j.flag(
-            PolicyTag::ChannelContestDelay,
-            format!(
-                "delay we impose {} is below the minimum {}",
-                setup.holder_selected_contest_delay, j.policy.contest_delay_min
-            ),
-        );
-    }
-    if setup.counterparty_selected_contest_delay > j.policy.contest_delay_max {
-        j.flag(
-            PolicyTag::ChannelContestDelay,
-            format!(
-                "delay imposed on us {} is above the maximum {}",
-                setup.counterparty_selected_contest_delay, j.policy.contest_delay_max
-            ),
-        );
-    }
+    j.violations.extend(contest_delay_violations(
+        j.policy,
+        setup.holder_selected_contest_delay,
+        setup.counterparty_selected_contest_delay,
+    ));
     let mut secrets = Vec::new();
     CounterpartyCommitmentSecrets::new()
         .write(&mut secrets)
         .map_err(|_| ChannelError::CorruptState("cannot encode an empty secret store"))?;
     Ok(ChannelState::new(setup.clone(), secrets))
+}
+
+/// `policy-channel-contest-delay-range` for a setup: the delay we impose on the
+/// counterparty and the one it imposes on us (legacy and taproot channels alike).
+pub(crate) fn contest_delay_violations(
+    policy: &ChannelPolicy,
+    ours_imposed: u16,
+    imposed_on_us: u16,
+) -> Vec<Violation> {
+    let mut v = Vec::new();
+    if ours_imposed < policy.contest_delay_min {
+        v.push(Violation {
+            tag: PolicyTag::ChannelContestDelay,
+            detail: format!("delay we impose {ours_imposed} is below the minimum {}", policy.contest_delay_min),
+        });
+    }
+    if imposed_on_us > policy.contest_delay_max {
+        v.push(Violation {
+            tag: PolicyTag::ChannelContestDelay,
+            detail: format!("delay imposed on us {imposed_on_us} is above the maximum {}", policy.contest_delay_max),
+        });
+    }
+    v
 }
 
 fn open_or_flag(j: &mut Judge<'_>, state: &ChannelState, what: &str) {

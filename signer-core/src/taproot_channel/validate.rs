@@ -22,6 +22,7 @@ use qls_protocol::{ChannelKeysId, TaprootChannelSetup, TaprootCommitmentInfo, Ta
 
 use super::state::TaprootChannelState;
 use crate::bolt3_keys::{derive_pubkey, derive_revocation_pubkey};
+use crate::channel::validate::contest_delay_violations;
 use crate::channel::{chain_digest, CloseState};
 use crate::policy::{ChannelPolicy, PolicyConfig, PolicyTag, Violation};
 use crate::taproot_commitment::{self, CommitmentKeys, CommitmentParams, Htlc};
@@ -148,24 +149,11 @@ fn setup_channel(
         }
         return Ok(cur.clone());
     }
-    if setup.holder_selected_contest_delay < j.policy.contest_delay_min {
-        j.flag(
-            PolicyTag::ChannelContestDelay,
-            format!(
-                "delay we impose {} is below the minimum {}",
-                setup.holder_selected_contest_delay, j.policy.contest_delay_min
-            ),
-        );
-    }
-    if setup.counterparty_selected_contest_delay > j.policy.contest_delay_max {
-        j.flag(
-            PolicyTag::ChannelContestDelay,
-            format!(
-                "delay imposed on us {} is above the maximum {}",
-                setup.counterparty_selected_contest_delay, j.policy.contest_delay_max
-            ),
-        );
-    }
+    j.violations.extend(contest_delay_violations(
+        j.policy,
+        setup.holder_selected_contest_delay,
+        setup.counterparty_selected_contest_delay,
+    ));
     let mut secrets = Vec::new();
     CounterpartyCommitmentSecrets::new()
         .write(&mut secrets)
