@@ -1,11 +1,13 @@
 //! Taproot channels, coordinator side: collects every cosigner's signed MuSig2 leaf,
 //! relays setups and revocations to all cosigners, and runs the NestedMuSig2 round for
-//! the quorum's funding-key partial signature — fresh nonces from all n cosigners, then
-//! one signing request to all, each leaf's partial signature verified and summed.
+//! the quorum's funding-key partial signature — a nonce set (one nonce per cosigner, from
+//! the channel's pool, fetched 8 at a time, or reserved earlier by the node), then one
+//! signing request to all, each leaf's partial signature verified and summed.
 //!
 //! The funding key is n-of-n: every cosigner must be up and must approve. The
-//! coordinator holds no secret and keeps no nonce; a cosigner that refuses or whose
-//! partial signature does not verify is named.
+//! coordinator holds no secret and only public nonces (in memory; each cosigner keeps the
+//! secret and lets it sign once); a cosigner that refuses or whose partial signature does
+//! not verify is named.
 //!
 //! Must never: return a partial signature it did not verify, or run two rounds of one
 //! channel at once.
