@@ -17,4 +17,5 @@ pub mod report;
 pub mod runner;
 pub mod scenario;
 pub mod taproot_bench;
+pub mod taproot_counterparty;
 pub mod workload;

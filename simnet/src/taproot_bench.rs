@@ -46,33 +46,12 @@ pub struct TaprootRow {
     pub p99_ms: f64,
 }
 
-fn pk(b: u8) -> Vec<u8> {
-    PublicKey::from_secret_key(&Secp256k1::new(), &SecretKey::from_slice(&[b; 32]).expect("a constant below the order"))
-        .serialize()
-        .to_vec()
-}
-
 fn secret(n: u64) -> [u8; 32] {
     build_commitment_secret(&SEED, (1 << 48) - 1 - n)
 }
 
 fn setup(channel: &ChannelKeysId) -> TaprootChannelSetup {
-    TaprootChannelSetup {
-        channel_value_sat: VALUE,
-        funding_txid: *channel,
-        funding_vout: 0,
-        is_outbound: true,
-        holder_selected_contest_delay: 144,
-        counterparty_selected_contest_delay: 144,
-        counterparty_dust_limit_sat: 354,
-        counterparty: TaprootCounterpartyPoints {
-            funding: pk(0x50),
-            revocation: pk(0x51),
-            payment: pk(0x52),
-            delayed_payment: pk(0x53),
-            htlc: pk(0x54),
-        },
-    }
+    crate::taproot_counterparty::setup(VALUE, *channel)
 }
 
 /// Commitment `n` with `h` HTLCs the counterparty offered (its balance funds them; ours
@@ -100,7 +79,7 @@ fn commitment(n: u64, h: usize) -> TaprootCommitmentInfo {
 }
 
 fn counterparty_nonce() -> [u8; 66] {
-    let theirs: [u8; 33] = pk(0x50).try_into().expect("33 bytes");
+    let theirs: [u8; 33] = crate::taproot_counterparty::test_key(0x50);
     nonce_gen(&rand::random(), None, &theirs, None, None, None).map(|(_, p)| p.0).unwrap_or([2; 66])
 }
 
@@ -165,7 +144,7 @@ fn in_process(h: usize, updates: usize) -> Result<Vec<f64>, String> {
         .map_err(|e| e.to_string())?
         .state;
     let (node_key, channel_leaves) = tc::funding_node_key(&secp, &base, &channel).map_err(|e| e.to_string())?;
-    let theirs: [u8; 33] = pk(0x50).try_into().map_err(|_| "key length".to_string())?;
+    let theirs: [u8; 33] = crate::taproot_counterparty::test_key(0x50);
     let ids = [[1u8; 32], [2; 32], [3; 32]];
     let mut times = Vec::new();
     for n in 0..(updates as u64 + 2) {

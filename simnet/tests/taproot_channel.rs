@@ -22,13 +22,9 @@ use qls_simnet::harness::{test_policy, Harness, QuorumSpec};
 const CHANNEL: ChannelKeysId = [0x71; 32];
 const VALUE: u64 = 2_000_000;
 const SEED: [u8; 32] = [0x44; 32];
-const FUNDING_SK: [u8; 32] = [0x50; 32];
+const FUNDING_SK: [u8; 32] = qls_simnet::taproot_counterparty::FUNDING_SECRET;
 /// Commitments signed before the cooperative close (each followed by a revocation).
 const UPDATES: u64 = 100;
-
-fn pk(b: u8) -> Vec<u8> {
-    PublicKey::from_secret_key(&Secp256k1::new(), &SecretKey::from_slice(&[b; 32]).unwrap()).serialize().to_vec()
-}
 
 fn secret(n: u64) -> [u8; 32] {
     build_commitment_secret(&SEED, (1 << 48) - 1 - n)
@@ -39,22 +35,7 @@ fn point(n: u64) -> Vec<u8> {
 }
 
 fn setup() -> TaprootChannelSetup {
-    TaprootChannelSetup {
-        channel_value_sat: VALUE,
-        funding_txid: [0x99; 32],
-        funding_vout: 0,
-        is_outbound: true,
-        holder_selected_contest_delay: 144,
-        counterparty_selected_contest_delay: 144,
-        counterparty_dust_limit_sat: 354,
-        counterparty: TaprootCounterpartyPoints {
-            funding: pk(0x50),
-            revocation: pk(0x51),
-            payment: pk(0x52),
-            delayed_payment: pk(0x53),
-            htlc: pk(0x54),
-        },
-    }
+    qls_simnet::taproot_counterparty::setup(VALUE, [0x99; 32])
 }
 
 /// Commitment `n`: the counterparty has `theirs_msat`, the HTLCs are in flight, we have
@@ -95,7 +76,7 @@ impl Peer {
     ) -> ([u8; 64], [u8; 66]) {
         let msg = funding_sighash(&self.state, tx).unwrap();
         let ours: [u8; 33] = self.state.holder.funding.as_slice().try_into().unwrap();
-        let theirs: [u8; 33] = pk(0x50).try_into().unwrap();
+        let theirs: [u8; 33] = qls_simnet::taproot_counterparty::test_key(0x50);
         let mut keys = [ours, theirs];
         keys.sort();
         let points: Vec<secp::Point> = keys.iter().map(|k| secp::Point::from_slice(k).unwrap()).collect();
@@ -328,7 +309,7 @@ async fn quorum_signs_taproot_commitments_an_unmodified_musig2_peer_completes() 
     check_tx_with_bitcoin_core(&peer.state, tx.clone(), &sig);
     // The same request again, with a valid counterparty nonce: only the consumed nonces
     // stand in the way, and no cosigner signs.
-    let their_key: [u8; 33] = pk(0x50).try_into().unwrap();
+    let their_key: [u8; 33] = qls_simnet::taproot_counterparty::test_key(0x50);
     let (_, valid) = qls_signer_core::musig2::nonce_gen(&[5; 32], None, &their_key, None, None, None).unwrap();
     match client.taproot_sign_reserved(CHANNEL, honest, valid.0, reserved).await {
         Err(qls_coordinator::client::ClientError::Coordinator { detail, .. }) => {

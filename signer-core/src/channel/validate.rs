@@ -234,6 +234,39 @@ fn setup_channel(
     Ok(ChannelState::new(setup.clone(), secrets))
 }
 
+/// The feerate range, HTLC count and in-flight limits of a commitment (legacy and taproot
+/// channels alike).
+pub(crate) fn commitment_limit_violations(
+    p: &ChannelPolicy,
+    feerate_per_kw: u32,
+    htlcs: &[HtlcInfo],
+) -> Vec<Violation> {
+    let mut v = Vec::new();
+    if feerate_per_kw < p.feerate_min_per_kw || feerate_per_kw > p.feerate_max_per_kw {
+        v.push(Violation {
+            tag: PolicyTag::CommitmentFeeRange,
+            detail: format!(
+                "feerate {feerate_per_kw} sat/kw outside [{}, {}]",
+                p.feerate_min_per_kw, p.feerate_max_per_kw
+            ),
+        });
+    }
+    if htlcs.len() > usize::from(p.max_htlcs) {
+        v.push(Violation {
+            tag: PolicyTag::CommitmentHtlcCount,
+            detail: format!("{} HTLCs, at most {}", htlcs.len(), p.max_htlcs),
+        });
+    }
+    let inflight = htlcs.iter().try_fold(0u64, |a, h| a.checked_add(h.amount_msat));
+    if inflight.is_none_or(|v| v > p.max_inflight_msat) {
+        v.push(Violation {
+            tag: PolicyTag::CommitmentHtlcInflight,
+            detail: format!("{inflight:?} msat in flight, at most {}", p.max_inflight_msat),
+        });
+    }
+    v
+}
+
 /// `policy-channel-contest-delay-range` for a setup: the delay we impose on the
 /// counterparty and the one it imposes on us (legacy and taproot channels alike).
 pub(crate) fn contest_delay_violations(
@@ -272,26 +305,7 @@ fn commitment_fee_sat(feerate_per_kw: u32, n: usize) -> u64 {
 /// Rules every commitment obeys, whoever broadcasts it.
 fn commitment_shape(j: &mut Judge<'_>, setup: &ChannelSetup, info: &CommitmentInfo) {
     let p = j.policy;
-    if info.feerate_per_kw < p.feerate_min_per_kw || info.feerate_per_kw > p.feerate_max_per_kw {
-        j.flag(
-            PolicyTag::CommitmentFeeRange,
-            format!(
-                "feerate {} sat/kw outside [{}, {}]",
-                info.feerate_per_kw, p.feerate_min_per_kw, p.feerate_max_per_kw
-            ),
-        );
-    }
-    if info.htlcs.len() > usize::from(p.max_htlcs) {
-        j.flag(PolicyTag::CommitmentHtlcCount, format!("{} HTLCs, at most {}", info.htlcs.len(), p.max_htlcs));
-    }
-    let inflight = info.htlcs.iter().try_fold(0u64, |a, h| a.checked_add(h.amount_msat));
-    match inflight {
-        Some(v) if v <= p.max_inflight_msat => {}
-        _ => j.flag(
-            PolicyTag::CommitmentHtlcInflight,
-            format!("{inflight:?} msat in flight, at most {}", p.max_inflight_msat),
-        ),
-    }
+    j.violations.extend(commitment_limit_violations(p, info.feerate_per_kw, &info.htlcs));
     if info.commitment_number == INITIAL_COMMITMENT_NUMBER && !info.htlcs.is_empty() {
         j.flag(PolicyTag::CommitmentFirstNoHtlcs, format!("first commitment carries {} HTLCs", info.htlcs.len()));
     }

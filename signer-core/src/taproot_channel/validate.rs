@@ -22,7 +22,7 @@ use qls_protocol::{ChannelKeysId, TaprootChannelSetup, TaprootCommitmentInfo, Ta
 
 use super::state::TaprootChannelState;
 use crate::bolt3_keys::{derive_pubkey, derive_revocation_pubkey};
-use crate::channel::validate::contest_delay_violations;
+use crate::channel::validate::{commitment_limit_violations, contest_delay_violations};
 use crate::channel::{chain_digest, CloseState};
 use crate::policy::{ChannelPolicy, PolicyConfig, PolicyTag, Violation};
 use crate::taproot_commitment::{self, CommitmentKeys, CommitmentParams, Htlc};
@@ -283,26 +283,7 @@ fn sign_counterparty(
             format!("counterparty commitment {n} is not revoked; cannot sign {}", info.commitment_number),
         );
     }
-    let p = j.policy;
-    if info.feerate_per_kw < p.feerate_min_per_kw || info.feerate_per_kw > p.feerate_max_per_kw {
-        j.flag(
-            PolicyTag::CommitmentFeeRange,
-            format!(
-                "feerate {} sat/kw outside [{}, {}]",
-                info.feerate_per_kw, p.feerate_min_per_kw, p.feerate_max_per_kw
-            ),
-        );
-    }
-    if info.htlcs.len() > usize::from(p.max_htlcs) {
-        j.flag(PolicyTag::CommitmentHtlcCount, format!("{} HTLCs, at most {}", info.htlcs.len(), p.max_htlcs));
-    }
-    let inflight = info.htlcs.iter().try_fold(0u64, |a, h| a.checked_add(h.amount_msat));
-    if inflight.is_none_or(|v| v > p.max_inflight_msat) {
-        j.flag(
-            PolicyTag::CommitmentHtlcInflight,
-            format!("{inflight:?} msat in flight, at most {}", p.max_inflight_msat),
-        );
-    }
+    j.violations.extend(commitment_limit_violations(j.policy, info.feerate_per_kw, &info.htlcs));
     if info.commitment_number == 0 && !info.htlcs.is_empty() {
         j.flag(PolicyTag::CommitmentFirstNoHtlcs, format!("first commitment carries {} HTLCs", info.htlcs.len()));
     }
