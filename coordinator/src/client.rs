@@ -180,6 +180,52 @@ impl NodeClient {
         }
     }
 
+    /// The quorum's verification nonce for holder commitment `n` (`next_local_nonce`): the
+    /// external nonce to send, and the leaf nonces to hand back when validating that
+    /// commitment and, for a force close, when completing it.
+    pub async fn taproot_verification_nonce(
+        &self,
+        channel: ChannelKeysId,
+        n: u64,
+    ) -> Result<([u8; 66], Vec<LeafNonce>), ClientError> {
+        match self.call(&NodeRequest::TaprootVerificationNonce { channel, commitment_number: n }).await? {
+            NodeResponse::TaprootNonce { pubnonce, leaf_nonces } => {
+                let nonce =
+                    pubnonce.as_slice().try_into().map_err(|_| ClientError::Unexpected("nonce length".into()))?;
+                Ok((nonce, leaf_nonces))
+            }
+            other => Err(Self::fail(other)),
+        }
+    }
+
+    /// Revokes holder commitment `n` on every cosigner and returns its per-commitment
+    /// secret (released by a key holder) for `revoke_and_ack`.
+    pub async fn taproot_revoke_holder(&self, channel: ChannelKeysId, n: u64) -> Result<[u8; 32], ClientError> {
+        let request = TaprootRequest::RevokeHolderCommitment { commitment_number: n };
+        match self.call(&NodeRequest::Taproot { channel, request, counterparty_nonce: None, reserved: vec![] }).await? {
+            NodeResponse::KeyHolder { output: KeyHolderOutput::Secret(s), .. } => Ok(s),
+            other => Err(Self::fail(other)),
+        }
+    }
+
+    /// FROST signatures (BIP-340, 64 bytes) for a taproot item, with the messages signed.
+    pub async fn taproot_frost(
+        &self,
+        channel: ChannelKeysId,
+        item: TaprootFrostItem,
+    ) -> Result<(Vec<[u8; 64]>, Vec<[u8; 32]>, SignReport), ClientError> {
+        match self.call(&NodeRequest::TaprootFrost { channel, item }).await? {
+            NodeResponse::TaprootSignatures { sigs, messages, report } => {
+                let sigs = sigs
+                    .iter()
+                    .map(|s| s.as_slice().try_into().map_err(|_| ClientError::Unexpected("signature length".into())))
+                    .collect::<Result<Vec<[u8; 64]>, _>>()?;
+                Ok((sigs, messages, report))
+            }
+            other => Err(Self::fail(other)),
+        }
+    }
+
     /// One channel's public keys and the node id, from a key holder.
     pub async fn channel_keys(&self, channel: ChannelKeysId) -> Result<(ChannelKeysInfo, Vec<u8>), ClientError> {
         match self.call(&NodeRequest::ChannelKeys { channel }).await? {

@@ -60,6 +60,7 @@ impl NodeApi {
 async fn approved(quorum: &Quorum, subject: ApprovalSubject) -> NodeResponse {
     let _turn = match &subject {
         ApprovalSubject::Channel { channel, .. } => Some(quorum.lock_channel(channel).await),
+        ApprovalSubject::TaprootSecret { channel, .. } => Some(quorum.lock_channel(channel).await),
         ApprovalSubject::Node(_) => None,
     };
     match crate::approval::approve_and_sign(quorum, subject).await {
@@ -173,9 +174,24 @@ pub async fn handle(quorum: &Quorum, req: NodeRequest) -> NodeResponse {
                 Ok(crate::taproot::TaprootOutcome::PartialSig { pubnonce, psig, report }) => {
                     NodeResponse::TaprootPartialSig { pubnonce: pubnonce.to_vec(), psig, report }
                 }
+                Ok(crate::taproot::TaprootOutcome::Secret { secret, report }) => {
+                    NodeResponse::KeyHolder { output: KeyHolderOutput::Secret(secret), report }
+                }
                 Err(f) => taproot_failure(f),
             }
         }
+        NodeRequest::TaprootVerificationNonce { channel, commitment_number } => {
+            match crate::taproot::verification_nonce(quorum, channel, commitment_number).await {
+                Ok((pubnonce, leaf_nonces)) => NodeResponse::TaprootNonce { pubnonce: pubnonce.to_vec(), leaf_nonces },
+                Err(f) => taproot_failure(f),
+            }
+        }
+        NodeRequest::TaprootFrost { channel, item } => match crate::taproot::frost(quorum, channel, item).await {
+            Ok((sigs, messages, report)) => {
+                NodeResponse::TaprootSignatures { sigs: sigs.iter().map(|s| s.to_vec()).collect(), messages, report }
+            }
+            Err(f) => failure(f),
+        },
         NodeRequest::SignPsbt { psbt, funding_channels } => {
             let payload = SignPayload::Psbt { psbt: psbt.clone(), funding_channels: funding_channels.clone() };
             let outcome = sign(quorum, payload).await;

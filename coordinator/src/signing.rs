@@ -10,9 +10,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use futures::future::join_all;
 
 use qls_protocol::*;
+use qls_signer_core::frost::keys::PublicKeyPackage;
 use qls_signer_core::frost::round1::SigningCommitments;
 use qls_signer_core::frost::round2::SignatureShare;
 use qls_signer_core::frost::{self, Identifier, SigningPackage};
+use qls_signer_core::frost_tweak::tweak_public_package;
 use qls_signer_core::keys::message_key_root;
 use qls_signer_core::schnorr::verify_bip340;
 use qls_signer_core::sighash::{group_key_spend_sighashes, parse_psbt};
@@ -56,10 +58,13 @@ fn describe_refusals(r: &[CosignerRefusal]) -> String {
         .join("; ")
 }
 
-/// The messages a payload signs, as the cosigners will derive them.
-pub fn derive_messages(quorum: &Quorum, payload: &SignPayload) -> Result<(Vec<[u8; 32]>, Vec<usize>), SignFailure> {
+/// The messages a payload signs and their keys, as the cosigners will derive them, with
+/// each signature's PSBT input index.
+pub fn derive_messages(quorum: &Quorum, payload: &SignPayload) -> Result<(Vec<FrostTarget>, Vec<usize>), SignFailure> {
     match payload {
-        SignPayload::Message(m) => Ok((vec![*m], vec![0])),
+        SignPayload::Message(m) => {
+            Ok((vec![FrostTarget { msg: *m, tweaks: vec![KeyTweak::Taproot(Some(message_key_root()))] }], vec![0]))
+        }
         SignPayload::Psbt { psbt: bytes, .. } => {
             let psbt = parse_psbt(bytes).map_err(|e| SignFailure::BadRequest(e.to_string()))?;
             let wallet = wallet_script(&quorum.key.key_id).map_err(|e| SignFailure::Internal(e.to_string()))?;
@@ -72,8 +77,14 @@ pub fn derive_messages(quorum: &Quorum, payload: &SignPayload) -> Result<(Vec<[u
                     limits::MAX_SIGN_ITEMS
                 )));
             }
-            Ok((hashes.iter().map(|(_, h)| *h).collect(), hashes.iter().map(|(i, _)| *i).collect()))
+            Ok((
+                hashes.iter().map(|(_, h)| FrostTarget { msg: *h, tweaks: Vec::new() }).collect(),
+                hashes.iter().map(|(i, _)| *i).collect(),
+            ))
         }
+        SignPayload::Taproot { .. } => Err(SignFailure::BadRequest(
+            "taproot-channel items are signed through the taproot path (their messages come from the cosigners)".into(),
+        )),
     }
 }
 
@@ -112,7 +123,36 @@ fn classify(member: &Member, r: Result<CosignerResponse, LinkError>, m: usize) -
 
 /// Signs `payload` with a quorum. See the module doc for the retry rules.
 pub async fn sign(quorum: &Quorum, payload: SignPayload) -> Result<SignOutcome, SignFailure> {
-    let (messages, inputs) = derive_messages(quorum, &payload)?;
+    let (targets, inputs) = derive_messages(quorum, &payload)?;
+    sign_targets(quorum, payload, targets, inputs).await
+}
+
+/// The public key package and the x-only key of each target's tweaks (shared runs reuse
+/// one computation).
+fn tweaked_keys(quorum: &Quorum, targets: &[FrostTarget]) -> Result<Vec<(PublicKeyPackage, [u8; 32])>, SignFailure> {
+    let mut out: Vec<(PublicKeyPackage, [u8; 32])> = Vec::with_capacity(targets.len());
+    for (k, t) in targets.iter().enumerate() {
+        if k > 0 && targets[k - 1].tweaks == t.tweaks {
+            out.push(out[k - 1].clone());
+            continue;
+        }
+        let pp = tweak_public_package(&quorum.key.public_key_package, &t.tweaks)
+            .map_err(|e| SignFailure::Internal(format!("key tweak: {e}")))?;
+        let key = qls_signer_core::keys::key_id_of(&pp);
+        out.push((pp, key));
+    }
+    Ok(out)
+}
+
+/// Signs `targets` (messages and key tweaks the cosigners derive from `payload` alike).
+pub async fn sign_targets(
+    quorum: &Quorum,
+    payload: SignPayload,
+    targets: Vec<FrostTarget>,
+    inputs: Vec<usize>,
+) -> Result<SignOutcome, SignFailure> {
+    let messages: Vec<[u8; 32]> = targets.iter().map(|t| t.msg).collect();
+    let keys = tweaked_keys(quorum, &targets)?;
     let m = messages.len();
     let t = quorum.threshold();
     let mut report = SignReport::default();
@@ -191,29 +231,16 @@ pub async fn sign(quorum: &Quorum, payload: SignPayload) -> Result<SignOutcome, 
 
         let mut signatures = Vec::with_capacity(m);
         let mut culprits: BTreeSet<Identifier> = BTreeSet::new();
-        // Raw messages are signed under the message key, PSBT inputs under the wallet key.
-        let (tweak, verify_key) = match payload {
-            SignPayload::Message(_) => (Some(message_key_root()), quorum.key.message_key),
-            SignPayload::Psbt { .. } => (None, quorum.key.key_id),
-        };
         for k in 0..m {
-            let aggregated = match &tweak {
-                Some(t) => frost::aggregate_with_tweak(
-                    &packages[k],
-                    &shares[k],
-                    &quorum.key.public_key_package,
-                    Some(t.as_slice()),
-                ),
-                None => frost::aggregate(&packages[k], &shares[k], &quorum.key.public_key_package),
-            };
-            match aggregated {
+            let (package, verify_key) = &keys[k];
+            match frost::aggregate(&packages[k], &shares[k], package) {
                 Ok(sig) => {
                     let bytes = sig.serialize().map_err(|e| SignFailure::Internal(e.to_string()))?;
                     let sig: [u8; 64] = bytes
                         .as_slice()
                         .try_into()
                         .map_err(|_| SignFailure::Internal("signature is not 64 bytes".into()))?;
-                    verify_bip340(&verify_key, &messages[k], &sig).map_err(|e| {
+                    verify_bip340(verify_key, &messages[k], &sig).map_err(|e| {
                         SignFailure::Internal(format!("aggregated signature rejected by libsecp256k1: {e}"))
                     })?;
                     signatures.push(sig);

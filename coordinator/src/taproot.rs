@@ -1,8 +1,11 @@
 //! Taproot channels, coordinator side: collects every cosigner's signed MuSig2 leaf,
-//! relays setups and revocations to all cosigners, and runs the NestedMuSig2 round for
-//! the quorum's funding-key partial signature — a nonce set (one nonce per cosigner, from
-//! the channel's pool, fetched 8 at a time, or reserved earlier by the node), then one
-//! signing request to all, each leaf's partial signature verified and summed.
+//! relays setups, holder-commitment validations and revocations to all cosigners (a holder
+//! revocation then gets its per-commitment secret from a key holder on approvals), runs
+//! the NestedMuSig2 round for the quorum's funding-key partial signature — a nonce set
+//! (one nonce per cosigner, from the channel's pool, fetched 8 at a time, reserved earlier
+//! by the node, or a holder commitment's verification nonce), then one signing request to
+//! all, each leaf's partial signature verified and summed — and FROST items (HTLC
+//! second-level transactions, sweeps), whose messages and keys the cosigners derive.
 //!
 //! The funding key is n-of-n: every cosigner must be up and must approve. The
 //! coordinator holds no secret and only public nonces (in memory; each cosigner keeps the
@@ -113,6 +116,12 @@ pub async fn channel_keys(quorum: &Quorum, channel: &ChannelKeysId) -> Result<Ta
 /// The quorum's result for one taproot request.
 pub enum TaprootOutcome {
     Applied(SignReport),
+    /// A holder commitment revoked by every cosigner, and its per-commitment secret from a
+    /// key holder (on the approvals of the cosigners that recorded the revocation).
+    Secret {
+        secret: [u8; 32],
+        report: SignReport,
+    },
     /// External nonce (66 bytes) and the node's partial signature.
     PartialSig {
         pubnonce: [u8; 66],
@@ -136,8 +145,23 @@ pub async fn run(
         TaprootRequest::Setup(setup) => {
             CosignerRequest::TaprootSetup { channel, setup: setup.clone(), leaves: leaves.clone() }
         }
-        TaprootRequest::CounterpartyRevocation { .. } => {
+        TaprootRequest::CounterpartyRevocation { .. }
+        | TaprootRequest::ValidateHolderCommitment { .. }
+        | TaprootRequest::RevokeHolderCommitment { .. } => {
             CosignerRequest::TaprootApply { channel, request: request.clone() }
+        }
+        TaprootRequest::SignHolderCommitment { .. } => {
+            // Force close: the verification session the counterparty signed in (the node
+            // hands back the leaf nonces and the counterparty's nonce; each cosigner
+            // checks them against its stored holder commitment).
+            let Some(theirs) = counterparty_nonce else {
+                return Err(TaprootFailure::Unavailable {
+                    detail: "a holder commitment is completed with the counterparty's stored nonce".into(),
+                    report,
+                });
+            };
+            let leaf_nonces = check_reserved(quorum, reserved, &report)?;
+            return sign(quorum, channel, request, theirs, &leaves, leaf_nonces, report).await;
         }
         TaprootRequest::SignCounterpartyCommitment { .. } | TaprootRequest::SignClosing { .. } => {
             let Some(theirs) = counterparty_nonce else {
@@ -177,13 +201,148 @@ pub async fn run(
         }
     }
     match (applied == quorum.members.len(), refusals.is_empty()) {
-        (true, _) => Ok(TaprootOutcome::Applied(report)),
+        (true, _) => {
+            if let TaprootRequest::RevokeHolderCommitment { commitment_number } = request {
+                return release_secret(quorum, channel, commitment_number, report).await;
+            }
+            Ok(TaprootOutcome::Applied(report))
+        }
         (false, false) => Err(TaprootFailure::Refused { refusals, report }),
         (false, true) => Err(TaprootFailure::Unavailable {
             detail: format!("{applied} of {} cosigners applied it", quorum.members.len()),
             report,
         }),
     }
+}
+
+/// The secret of holder commitment `n`, now revoked by every cosigner, from a key holder.
+async fn release_secret(
+    quorum: &Quorum,
+    channel: ChannelKeysId,
+    n: u64,
+    mut report: SignReport,
+) -> Result<TaprootOutcome, TaprootFailure> {
+    let subject = ApprovalSubject::TaprootSecret { channel, commitment_number: n };
+    match crate::approval::approve_and_sign(quorum, subject).await {
+        Ok((KeyHolderOutput::Secret(secret), r)) => {
+            report.blamed.extend(r.blamed);
+            Ok(TaprootOutcome::Secret { secret, report })
+        }
+        Ok((other, r)) => {
+            Err(TaprootFailure::Unavailable { detail: format!("key holder answered {other:?}"), report: r })
+        }
+        Err(crate::approval::ApprovalFailure::Refused { refusals, report }) => {
+            Err(TaprootFailure::Refused { refusals, report })
+        }
+        Err(crate::approval::ApprovalFailure::Unavailable { detail, report }) => {
+            Err(TaprootFailure::Unavailable { detail, report })
+        }
+    }
+}
+
+/// The quorum's verification nonce for holder commitment `n` (`next_local_nonce`): each
+/// cosigner makes (once) and keeps its own; the external nonce and the leaf nonces.
+pub async fn verification_nonce(
+    quorum: &Quorum,
+    channel: ChannelKeysId,
+    n: u64,
+) -> Result<([u8; 66], Vec<LeafNonce>), TaprootFailure> {
+    let _turn = quorum.lock_channel(&channel).await;
+    let mut report = SignReport { attempts: 1, ..Default::default() };
+    let leaves = leaves(quorum).await?;
+    let req = CosignerRequest::TaprootVerificationNonce { channel, commitment_number: n };
+    let mut leaf_nonces = Vec::new();
+    for (m, reply) in all(quorum, &req, &mut report).await {
+        match reply {
+            Some(CosignerResponse::TaprootNonces(mut v))
+                if v.len() == 1 && v[0].cosigner == m.link.fingerprint() && v[0].pubnonce.len() == 66 =>
+            {
+                leaf_nonces.push(v.remove(0))
+            }
+            Some(other) => blame(&mut report, &m, BlameReason::ErrorReply, format!("unexpected nonce reply {other:?}")),
+            None => {}
+        }
+    }
+    if leaf_nonces.len() != quorum.members.len() {
+        return Err(TaprootFailure::Unavailable {
+            detail: format!("{} of {} cosigners gave a verification nonce", leaf_nonces.len(), quorum.members.len()),
+            report,
+        });
+    }
+    leaf_nonces.sort_by_key(|l| l.cosigner);
+    let external = external_nonce(&leaves, &channel, &leaf_nonces)
+        .map_err(|detail| TaprootFailure::Unavailable { detail, report: report.clone() })?;
+    Ok((external, leaf_nonces))
+}
+
+/// The quorum's external nonce (what the counterparty sees) from its leaf nonces.
+fn external_nonce(
+    leaves: &[MusigLeaf],
+    channel: &ChannelKeysId,
+    leaf_nonces: &[LeafNonce],
+) -> Result<[u8; 66], String> {
+    let secp = bitcoin::secp256k1::Secp256k1::verification_only();
+    let (node_key, _) = tc::funding_node_key(&secp, &base_keys(leaves), channel).map_err(|e| e.to_string())?;
+    let nonces: Vec<PubNonce> =
+        leaf_nonces.iter().filter_map(|l| <[u8; 66]>::try_from(l.pubnonce.as_slice()).ok().map(PubNonce)).collect();
+    let internal = qls_signer_core::musig2::nonce_agg(&nonces).map_err(|e| e.to_string())?;
+    Ok(qls_signer_core::musig2::nested::nonce_agg_ext(&internal, &node_key).map_err(|e| e.to_string())?.0)
+}
+
+/// FROST signatures for a taproot item: every cosigner derives the messages and keys from
+/// its own state (the coordinator takes what at least the threshold agree on), then the
+/// usual t-of-n signing round(s), at most [`limits::MAX_SIGN_ITEMS`] messages per round.
+pub async fn frost(
+    quorum: &Quorum,
+    channel: ChannelKeysId,
+    item: TaprootFrostItem,
+) -> Result<(Vec<[u8; 64]>, Vec<[u8; 32]>, SignReport), crate::signing::SignFailure> {
+    use crate::signing::SignFailure;
+    let _turn = quorum.lock_channel(&channel).await;
+    let mut report = SignReport { attempts: 1, ..Default::default() };
+    let req = CosignerRequest::TaprootFrostTargets { channel, item: item.clone() };
+    let mut refusals = Vec::new();
+    let mut proposals: Vec<(Vec<FrostTarget>, usize)> = Vec::new();
+    for (m, reply) in all(quorum, &req, &mut report).await {
+        match reply {
+            Some(CosignerResponse::TaprootFrostTargets(t)) => match proposals.iter_mut().find(|(p, _)| *p == t) {
+                Some((_, count)) => *count += 1,
+                None => proposals.push((t, 1)),
+            },
+            Some(CosignerResponse::Refused { violations }) => {
+                refusals.push(CosignerRefusal { cosigner: m.name().into(), violations })
+            }
+            Some(other) => blame(&mut report, &m, BlameReason::ErrorReply, format!("unexpected reply {other:?}")),
+            None => {}
+        }
+    }
+    let t = quorum.threshold();
+    let Some((targets, _)) = proposals.into_iter().filter(|(_, c)| *c >= t).max_by_key(|(_, c)| *c) else {
+        if !refusals.is_empty() {
+            return Err(SignFailure::Refused { refusals, report });
+        }
+        return Err(SignFailure::QuorumUnavailable {
+            threshold: t,
+            detail: "fewer than the threshold of cosigners derived the same messages".into(),
+            report,
+        });
+    };
+    let mut signatures = Vec::with_capacity(targets.len());
+    let messages: Vec<[u8; 32]> = targets.iter().map(|t| t.msg).collect();
+    if targets.is_empty() {
+        return Ok((signatures, messages, report));
+    }
+    for (k, chunk) in targets.chunks(limits::MAX_SIGN_ITEMS).enumerate() {
+        let first = (k * limits::MAX_SIGN_ITEMS) as u32;
+        let payload = SignPayload::Taproot { channel, item: item.clone(), first };
+        let outcome = crate::signing::sign_targets(quorum, payload, chunk.to_vec(), Vec::new()).await?;
+        signatures.extend(outcome.signatures);
+        report.signers = outcome.report.signers;
+        report.blamed.extend(outcome.report.blamed);
+        report.warnings.extend(outcome.report.warnings);
+        report.attempts = report.attempts.max(outcome.report.attempts);
+    }
+    Ok((signatures, messages, report))
 }
 
 /// Nonce sets fetched per round trip when a channel's pool is empty.
@@ -276,16 +435,9 @@ pub async fn reserve_nonce(
     let mut report = SignReport { attempts: 1, ..Default::default() };
     let leaves = leaves(quorum).await?;
     let leaf_nonces = fresh_nonces(quorum, channel, &mut report).await?;
-    let unavailable = |detail: String| TaprootFailure::Unavailable { detail, report: report.clone() };
-    let secp = bitcoin::secp256k1::Secp256k1::verification_only();
-    let (node_key, _) =
-        tc::funding_node_key(&secp, &base_keys(&leaves), &channel).map_err(|e| unavailable(e.to_string()))?;
-    let nonces: Vec<PubNonce> =
-        leaf_nonces.iter().filter_map(|l| <[u8; 66]>::try_from(l.pubnonce.as_slice()).ok().map(PubNonce)).collect();
-    let internal = qls_signer_core::musig2::nonce_agg(&nonces).map_err(|e| unavailable(e.to_string()))?;
-    let external =
-        qls_signer_core::musig2::nested::nonce_agg_ext(&internal, &node_key).map_err(|e| unavailable(e.to_string()))?;
-    Ok((external.0, leaf_nonces))
+    let external = external_nonce(&leaves, &channel, &leaf_nonces)
+        .map_err(|detail| TaprootFailure::Unavailable { detail, report: report.clone() })?;
+    Ok((external, leaf_nonces))
 }
 
 #[allow(clippy::too_many_arguments)]

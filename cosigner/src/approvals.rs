@@ -36,7 +36,7 @@ fn touched_hashes(subject: &ApprovalSubject) -> Vec<[u8; 32]> {
             _ => Vec::new(),
         },
         ApprovalSubject::Node(NodeKeyRequest::ApprovePayment { payment_hash, .. }) => vec![*payment_hash],
-        ApprovalSubject::Node(_) => Vec::new(),
+        ApprovalSubject::Node(_) | ApprovalSubject::TaprootSecret { .. } => Vec::new(),
     }
 }
 
@@ -61,6 +61,25 @@ fn channel_error(e: ChannelError) -> CosignerResponse {
         _ => ErrorKind::InvalidRequest,
     };
     error(kind, e)
+}
+
+/// A taproot holder commitment's secret may be released once this cosigner recorded the
+/// commitment as revoked (which needs the next one validated); nothing changes here.
+fn judge_taproot_secret(state: &CosignerState, channel: &ChannelKeysId, n: u64) -> Result<Judged, CosignerResponse> {
+    let current = state.store.taproot_channel(channel).map_err(store_error)?.ok_or_else(|| {
+        error(ErrorKind::UnknownKey, format!("taproot channel {} is not set up", hex::encode(&channel[..8])))
+    })?;
+    let mut v = Vec::new();
+    if !current.holder_is_revoked(n) {
+        v.push(qls_signer_core::policy::Violation {
+            tag: qls_signer_core::policy::PolicyTag::RevokeBeforeNext,
+            detail: format!(
+                "taproot holder commitment {n} is not revoked (revoked up to {:?})",
+                current.holder_revoked
+            ),
+        });
+    }
+    Ok(Judged { verdict: judge(v, &state.config.policy), state: current.digest, changed: false, channel_state: None })
 }
 
 /// Judges a heartbeat against this cosigner's chain and, when `persist` and the policy
@@ -93,6 +112,9 @@ fn judge_subject(state: &CosignerState, subject: &ApprovalSubject, persist: bool
     if let ApprovalSubject::Node(NodeKeyRequest::Heartbeat { headers, tip }) = subject {
         return judge_heartbeat(state, headers, tip, persist);
     }
+    if let ApprovalSubject::TaprootSecret { channel, commitment_number } = subject {
+        return judge_taproot_secret(state, channel, *commitment_number);
+    }
     let digest = request_digest(subject);
     let policy = &state.config.policy;
     let hashes = touched_hashes(subject);
@@ -100,7 +122,7 @@ fn judge_subject(state: &CosignerState, subject: &ApprovalSubject, persist: bool
     let now = state.now_unix();
     let channel = match subject {
         ApprovalSubject::Channel { channel, .. } => Some(channel),
-        ApprovalSubject::Node(_) => None,
+        ApprovalSubject::Node(_) | ApprovalSubject::TaprootSecret { .. } => None,
     };
     let outcome = state
         .store
@@ -135,7 +157,7 @@ fn judge_subject(state: &CosignerState, subject: &ApprovalSubject, persist: bool
                     let changed = index.get(payment_hash) != before.as_ref();
                     (v, None, changed)
                 }
-                ApprovalSubject::Node(_) => (Vec::new(), None, false),
+                ApprovalSubject::Node(_) | ApprovalSubject::TaprootSecret { .. } => (Vec::new(), None, false),
             };
             let verdict = judge(violations, policy);
             let write = persist && verdict.approves() && changed;
@@ -261,6 +283,9 @@ pub fn key_holder_sign(state: &CosignerState, subject: ApprovalSubject, approval
             kh.sign_heartbeat(tip.height, &tip.hash, state.now_unix())
         }
         ApprovalSubject::Node(r) => kh.sign_node(r),
+        ApprovalSubject::TaprootSecret { channel, commitment_number } => {
+            kh.release_taproot_secret(channel, *commitment_number)
+        }
     }
     .map_err(|e| error(ErrorKind::Internal, e))?;
     Ok(CosignerResponse::KeyHolderSigned(output))

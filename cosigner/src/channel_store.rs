@@ -63,26 +63,8 @@ impl Store {
             if current.is_none() && stored_channels >= limits.max_channels {
                 stored_channels -= prune_closed_channels(&mut channels, now, limits.closed_channel_retention_secs)?;
             }
-            let max_payments = limits.max_payments;
-            let mut count = payments.len().map_err(db_err)? as usize;
-            if count >= max_payments {
-                count -= prune_payments(&mut payments, now)?;
-            }
-            let mut loaded = BTreeMap::new();
-            for h in hashes {
-                if let Some(v) = payments.get(h.as_slice()).map_err(db_err)? {
-                    let e: PaymentEntry =
-                        postcard::from_bytes(v.value()).map_err(|_| StoreError::Corrupt("payment entry"))?;
-                    loaded.insert(*h, e);
-                }
-            }
             let mut node = txn.open_table(NODE).map_err(db_err)?;
-            let velocity: Velocity = match node.get(VELOCITY).map_err(db_err)? {
-                Some(v) => postcard::from_bytes(v.value()).map_err(|_| StoreError::Corrupt("velocity"))?,
-                None => Velocity::default(),
-            };
-            let mut index = PaymentIndex::new(loaded, count, max_payments);
-            index.velocity = velocity.clone();
+            let (mut index, velocity) = load_index(&mut payments, &node, hashes, limits, now)?;
             match judge(current, &mut index, stored_channels) {
                 Err(e) => outcome = Err(e),
                 Ok(update) => {
@@ -92,16 +74,7 @@ impl Store {
                         channels.insert(channel.as_slice(), bytes.as_slice()).map_err(db_err)?;
                     }
                     if update.write_payments {
-                        if index.velocity != velocity {
-                            let bytes = postcard::to_allocvec(&index.velocity)
-                                .map_err(|_| StoreError::Corrupt("velocity encoding"))?;
-                            node.insert(VELOCITY, bytes.as_slice()).map_err(db_err)?;
-                        }
-                        for (h, e) in index.changed() {
-                            let bytes =
-                                postcard::to_allocvec(&e).map_err(|_| StoreError::Corrupt("payment encoding"))?;
-                            payments.insert(h.as_slice(), bytes.as_slice()).map_err(db_err)?;
-                        }
+                        save_index(&mut payments, &mut node, &index, &velocity)?;
                     }
                     outcome = Ok(update.result);
                 }
@@ -160,6 +133,54 @@ impl Store {
             None => Ok(None),
         }
     }
+}
+
+/// The payment index for a request touching `hashes` (pruned first when full) and the
+/// stored velocity buckets it started from.
+pub(crate) fn load_index(
+    payments: &mut redb::Table<&[u8], &[u8]>,
+    node: &redb::Table<&str, &[u8]>,
+    hashes: &[[u8; 32]],
+    limits: &ChannelPolicy,
+    now: u64,
+) -> Result<(PaymentIndex, Velocity), StoreError> {
+    let max_payments = limits.max_payments;
+    let mut count = payments.len().map_err(db_err)? as usize;
+    if count >= max_payments {
+        count -= prune_payments(payments, now)?;
+    }
+    let mut loaded = BTreeMap::new();
+    for h in hashes {
+        if let Some(v) = payments.get(h.as_slice()).map_err(db_err)? {
+            let e: PaymentEntry = postcard::from_bytes(v.value()).map_err(|_| StoreError::Corrupt("payment entry"))?;
+            loaded.insert(*h, e);
+        }
+    }
+    let velocity: Velocity = match node.get(VELOCITY).map_err(db_err)? {
+        Some(v) => postcard::from_bytes(v.value()).map_err(|_| StoreError::Corrupt("velocity"))?,
+        None => Velocity::default(),
+    };
+    let mut index = PaymentIndex::new(loaded, count, max_payments);
+    index.velocity = velocity.clone();
+    Ok((index, velocity))
+}
+
+/// Writes the entries `index` changed and its velocity buckets (if they moved).
+pub(crate) fn save_index(
+    payments: &mut redb::Table<&[u8], &[u8]>,
+    node: &mut redb::Table<&str, &[u8]>,
+    index: &PaymentIndex,
+    velocity_before: &Velocity,
+) -> Result<(), StoreError> {
+    if index.velocity != *velocity_before {
+        let bytes = postcard::to_allocvec(&index.velocity).map_err(|_| StoreError::Corrupt("velocity encoding"))?;
+        node.insert(VELOCITY, bytes.as_slice()).map_err(db_err)?;
+    }
+    for (h, e) in index.changed() {
+        let bytes = postcard::to_allocvec(&e).map_err(|_| StoreError::Corrupt("payment encoding"))?;
+        payments.insert(h.as_slice(), bytes.as_slice()).map_err(db_err)?;
+    }
+    Ok(())
 }
 
 /// Deletes every payment entry that no longer matters at `now`; returns how many.

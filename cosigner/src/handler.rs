@@ -17,7 +17,7 @@ use qls_signer_core::dkg::{self, DkgSetup, Round1Entry};
 use qls_signer_core::frost::keys::{KeyPackage, PublicKeyPackage};
 use qls_signer_core::frost::round1;
 use qls_signer_core::keys::{identifier_for, KeyShare};
-use qls_signer_core::share_signer::{compute_shares, decide, ShareDecision, SignError};
+use qls_signer_core::share_signer::{compute_shares, decide, derive_messages, ShareDecision, SignError};
 
 use crate::approvals;
 use crate::committer::Committer;
@@ -122,7 +122,11 @@ pub(crate) fn store_error(e: StoreError) -> CosignerResponse {
         StoreError::UnknownKey(_) => ErrorKind::UnknownKey,
         StoreError::UnknownNonce(_) => ErrorKind::UnknownNonce,
         StoreError::ConsumedNonce(_) => ErrorKind::ConsumedNonce,
-        StoreError::WrongKey { .. } | StoreError::DuplicateNonce(_) => ErrorKind::InvalidRequest,
+        StoreError::WrongKey { .. }
+        | StoreError::DuplicateNonce(_)
+        | StoreError::VerificationNonce { .. }
+        | StoreError::NoVerificationNonce { .. }
+        | StoreError::TooManyVerificationNonces { .. } => ErrorKind::InvalidRequest,
         _ => ErrorKind::Storage,
     };
     error(kind, e)
@@ -168,6 +172,10 @@ pub fn handle(state: &Arc<CosignerState>, req: CosignerRequest) -> CosignerRespo
             crate::taproot::sign(state, channel, request, Some(session))
         }
         CosignerRequest::TaprootApply { channel, request } => crate::taproot::sign(state, channel, request, None),
+        CosignerRequest::TaprootVerificationNonce { channel, commitment_number } => {
+            crate::taproot::verification_nonce(state, channel, commitment_number)
+        }
+        CosignerRequest::TaprootFrostTargets { channel, item } => crate::taproot::frost_targets(state, channel, item),
     };
     result.unwrap_or_else(|e| e)
 }
@@ -309,22 +317,39 @@ fn sign(state: &CosignerState, req: SignRequest) -> Reply {
     let nonces = state.store.load_nonces(&req.key_id, &ids).map_err(store_error)?;
     let items: Vec<(&[u8], _)> = req.items.iter().map(|i| i.signing_package.as_slice()).zip(nonces.iter()).collect();
     let share = share.as_ref();
-    let funding = funding_outputs(state, &req.payload)?;
-    let decision = decide(share, &req.payload, &items, &state.config.policy, &funding).map_err(|e| {
+    let bad = |e: SignError| {
         let kind = if matches!(e, SignError::Frost { .. }) { ErrorKind::Internal } else { ErrorKind::InvalidRequest };
         error(kind, e)
-    })?;
+    };
+    let (targets, payload_violations) = match &req.payload {
+        SignPayload::Taproot { channel, item, first } => {
+            let (all, v) = crate::taproot::frost_targets_of(state, channel, item)?;
+            let first = *first as usize;
+            let slice = all.get(first..first.saturating_add(req.items.len())).ok_or_else(|| {
+                error(
+                    ErrorKind::InvalidRequest,
+                    format!("items {first}..{} of {} derived messages", first + req.items.len(), all.len()),
+                )
+            })?;
+            (slice.to_vec(), v)
+        }
+        payload => {
+            let funding = funding_outputs(state, payload)?;
+            derive_messages(share, payload, &state.config.policy, &funding).map_err(bad)?
+        }
+    };
+    let decision = decide(share, &targets, payload_violations, &items, &state.config.policy).map_err(bad)?;
     match decision {
         ShareDecision::Refuse { verdict } => {
             tracing::info!(refused = ?verdict.refused.iter().map(|v| v.tag.name()).collect::<Vec<_>>(), "policy refused a signing request");
             Ok(CosignerResponse::Refused { violations: violations(&verdict.refused) })
         }
-        ShareDecision::Sign { packages, verdict, tweak } => {
+        ShareDecision::Sign { packages, verdict } => {
             // Persist before acting: the nonces are removed from the store, durably, and
             // only then do the shares leave. The shares are computed meanwhile, in memory,
             // on this thread while the commit's fsync runs on the committer thread.
             let pending = state.committer.submit(req.key_id, ids);
-            let shares = compute_shares(share, &packages, &nonces, tweak.as_ref());
+            let shares = compute_shares(share, &packages, &nonces, &targets);
             pending.wait().map_err(store_error)?;
             if state.failpoint_after_consume {
                 std::process::abort();

@@ -108,6 +108,16 @@ impl KeyHolder {
             .map_err(|_| KeyHolderError::Signer("per-commitment point"))
     }
 
+    /// The per-commitment secret of taproot holder commitment `n` (BOLT numbering, up from
+    /// 0; the same BOLT 3 chain as LDK's, which counts down).
+    pub fn release_taproot_secret(&self, channel: &ChannelKeysId, n: u64) -> Result<KeyHolderOutput, KeyHolderError> {
+        let index = ((1u64 << 48) - 1).checked_sub(n).ok_or(KeyHolderError::Signer("commitment number"))?;
+        self.signer(channel)
+            .release_commitment_secret(index)
+            .map(KeyHolderOutput::Secret)
+            .map_err(|_| KeyHolderError::Signer("release secret"))
+    }
+
     /// Whether the setup's holder keys are the ones this seed derives for `channel`.
     pub fn owns_setup(&self, channel: &ChannelKeysId, holder: &qls_protocol::ChannelPoints) -> bool {
         self.channel_keys(channel).points == *holder

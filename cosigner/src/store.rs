@@ -41,6 +41,14 @@ pub enum StoreError {
     DuplicateNonce(u64),
     #[error("nonce generation failed: {0}")]
     Generate(String),
+    #[error("nonce {id} is the verification nonce of holder commitment {commitment}: it signs nothing else")]
+    VerificationNonce { id: u64, commitment: u64 },
+    #[error("no verification nonce is stored for holder commitment {commitment} (never made, used or revoked)")]
+    NoVerificationNonce { commitment: u64 },
+    #[error(
+        "verification nonce for holder commitment {commitment} refused: {held} are held, the most a channel may hold"
+    )]
+    TooManyVerificationNonces { commitment: u64, held: usize },
 }
 
 pub(crate) fn db_err<E: Into<redb::Error>>(e: E) -> StoreError {

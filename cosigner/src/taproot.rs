@@ -1,11 +1,14 @@
 //! Taproot channels, cosigner side: this cosigner's MuSig2 leaf (signed by its identity
 //! key), channel setups (accepted only with the signed leaves of exactly this cosigner and
-//! its pinned peers), fresh MuSig2 nonces, and NestedMuSig2 partial signatures for
-//! requests the policy approves.
+//! its pinned peers), fresh and verification MuSig2 nonces, NestedMuSig2 partial
+//! signatures for requests the policy approves (judged with the payment index, in one
+//! store transaction with the nonce's consumption), and the messages and keys of FROST
+//! items (HTLC transactions, sweeps) for the signing path.
 //!
 //! Must never: sign before the nonce's removal and the new channel state are durable, sign
-//! a message it did not derive itself, or accept a leaf set a coordinator could have
-//! chosen (an unpinned or missing cosigner, a leaf its cosigner did not sign).
+//! a message it did not derive itself, use a verification nonce for anything but its own
+//! holder commitment, or accept a leaf set a coordinator could have chosen (an unpinned or
+//! missing cosigner, a leaf its cosigner did not sign).
 
 // Replies are built once per request; the error variant is the reply itself.
 #![allow(clippy::result_large_err)]
@@ -17,9 +20,11 @@ use qls_protocol::quic::{fingerprint, verify_identity_sig};
 use qls_protocol::*;
 use qls_signer_core::musig2::nested::{nested_sign, NestedSessionContext};
 use qls_signer_core::policy::judge;
-use qls_signer_core::taproot_channel::{self as tc, TaprootChannelError, TaprootChannelState};
+use qls_signer_core::policy::Verdict;
+use qls_signer_core::taproot_channel::{self as tc, routing, TaprootChannelError, TaprootChannelState};
 
 use crate::handler::{error, store_error, violations, CosignerState, Reply};
+use crate::taproot_store::{NonceUse, TaprootUpdate};
 
 fn leaf_secret(state: &CosignerState) -> Result<SecretKey, CosignerResponse> {
     let bytes = state
@@ -112,38 +117,8 @@ fn digest_of(channel: &ChannelKeysId, request: &TaprootRequest) -> [u8; 32] {
     sha256::Hash::hash(&bytes).to_byte_array()
 }
 
-pub fn setup(
-    state: &CosignerState,
-    channel: ChannelKeysId,
-    setup: TaprootChannelSetup,
-    leaves: Vec<MusigLeaf>,
-) -> Reply {
-    let leaves = checked_leaves(state, &leaves)?;
-    let base: Vec<[u8; 33]> = leaves.iter().map(|(_, l)| *l).collect();
-    let holder = tc::holder_keys(&state.secp, &group(state)?, &base, &channel)
-        .map_err(|e| error(ErrorKind::InvalidRequest, e))?;
-    let leaf_bytes: Vec<Vec<u8>> = base.iter().map(|l| l.to_vec()).collect();
-    let current = state.store.taproot_channel(&channel).map_err(store_error)?;
-    let request = TaprootRequest::Setup(setup);
-    let own = own_scripts(state);
-    let ctx = tc::TaprootContext {
-        policy: &state.config.policy,
-        holder: &holder,
-        leaves: &leaf_bytes,
-        own_scripts: &own,
-        secp: &state.secp,
-    };
-    let applied =
-        tc::apply(&channel, current.as_ref(), &request, &digest_of(&channel, &request), &ctx).map_err(channel_error)?;
-    let verdict = judge(applied.violations, &state.config.policy);
-    if !verdict.approves() {
-        return Ok(CosignerResponse::Refused { violations: violations(&verdict.refused) });
-    }
-    if applied.changed {
-        state.store.put_taproot_channel(&channel, &applied.state).map_err(store_error)?;
-    }
-    Ok(CosignerResponse::TaprootApplied { warnings: violations(&verdict.warned) })
-}
+/// LDK counts holder commitments down from this; taproot requests count up from 0.
+const INITIAL_COMMITMENT_NUMBER: u64 = (1 << 48) - 1;
 
 fn stored(state: &CosignerState, channel: &ChannelKeysId) -> Result<TaprootChannelState, CosignerResponse> {
     state.store.taproot_channel(channel).map_err(store_error)?.ok_or_else(|| {
@@ -170,6 +145,167 @@ pub fn nonces(state: &CosignerState, channel: ChannelKeysId, count: u32) -> Repl
     ))
 }
 
+/// This cosigner's verification nonce for holder commitment `n` (made once, then the same).
+pub fn verification_nonce(state: &CosignerState, channel: ChannelKeysId, n: u64) -> Reply {
+    let current = stored(state, &channel)?;
+    if current.holder_is_revoked(n) {
+        return Err(error(ErrorKind::Forbidden, format!("holder commitment {n} is revoked")));
+    }
+    let latest = current.holder_latest.as_ref().map(|h| h.info.commitment_number);
+    if latest.is_some_and(|l| n < l) {
+        return Err(error(
+            ErrorKind::Forbidden,
+            format!("holder commitment {n} is older than the latest ({latest:?})"),
+        ));
+    }
+    let (leaf, _) = my_channel_leaf(state, &channel)?;
+    let (nonce_id, n) = state.store.verification_nonce(&channel, n, &leaf, rand::random).map_err(store_error)?;
+    Ok(CosignerResponse::TaprootNonces(vec![LeafNonce {
+        cosigner: state.identity.fingerprint,
+        nonce_id,
+        pubnonce: n.0.to_vec(),
+    }]))
+}
+
+/// The payment hashes `request` may touch, given the stored state.
+fn touched_hashes(current: Option<&TaprootChannelState>, request: &TaprootRequest) -> Vec<[u8; 32]> {
+    let prev_holder = current.and_then(|c| c.holder_latest.as_ref()).map(|h| &h.info);
+    let prev_counterparty = current.and_then(|c| c.counterparty_latest.as_ref());
+    match request {
+        TaprootRequest::SignCounterpartyCommitment { commitment, outbound_preimages } => {
+            routing::touched_hashes([commitment].into_iter().chain(prev_counterparty), outbound_preimages)
+        }
+        TaprootRequest::ValidateHolderCommitment { commitment, outbound_preimages, .. } => {
+            routing::touched_hashes([commitment].into_iter().chain(prev_holder), outbound_preimages)
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// What only the seed's holder can check: the per-commitment point of our commitment.
+fn key_holder_checks(
+    state: &CosignerState,
+    channel: &ChannelKeysId,
+    request: &TaprootRequest,
+) -> Result<(), CosignerResponse> {
+    let (Some(kh), TaprootRequest::ValidateHolderCommitment { commitment, .. }) = (state.key_holder.as_ref(), request)
+    else {
+        return Ok(());
+    };
+    let n = commitment.commitment_number;
+    let ours = kh
+        .per_commitment_point(channel, INITIAL_COMMITMENT_NUMBER.saturating_sub(n))
+        .map_err(|e| error(ErrorKind::InvalidRequest, e))?;
+    if ours.serialize().as_slice() != commitment.per_commitment_point.as_slice() {
+        return Err(error(
+            ErrorKind::InvalidRequest,
+            format!("holder commitment {n} carries a per-commitment point that is not ours"),
+        ));
+    }
+    Ok(())
+}
+
+/// The judged outcome the store transaction hands back.
+enum Judged {
+    Refused(Verdict),
+    Approved { verdict: Verdict, message: Option<[u8; 32]> },
+}
+
+fn leaves_of(current: &TaprootChannelState) -> Result<Vec<[u8; 33]>, CosignerResponse> {
+    current
+        .leaves
+        .iter()
+        .map(|l| l.as_slice().try_into().map_err(|_| error(ErrorKind::Storage, "stored leaf is not 33 bytes")))
+        .collect()
+}
+
+pub fn setup(
+    state: &CosignerState,
+    channel: ChannelKeysId,
+    setup: TaprootChannelSetup,
+    leaves: Vec<MusigLeaf>,
+) -> Reply {
+    let leaves = checked_leaves(state, &leaves)?;
+    let base: Vec<[u8; 33]> = leaves.iter().map(|(_, l)| *l).collect();
+    let holder = tc::holder_keys(&state.secp, &group(state)?, &base, &channel)
+        .map_err(|e| error(ErrorKind::InvalidRequest, e))?;
+    let leaf_bytes: Vec<Vec<u8>> = base.iter().map(|l| l.to_vec()).collect();
+    let request = TaprootRequest::Setup(setup);
+    judge_and_apply(state, channel, &request, &holder, &leaf_bytes, None).map(|(j, _)| match j {
+        Judged::Refused(v) => CosignerResponse::Refused { violations: violations(&v.refused) },
+        Judged::Approved { verdict, .. } => CosignerResponse::TaprootApplied { warnings: violations(&verdict.warned) },
+    })
+}
+
+/// Judges `request` against the stored state and the payment index in one store
+/// transaction; if approved, persists it together with the consumption of `nonce` (for a
+/// signing request) and returns that nonce's secret.
+fn judge_and_apply(
+    state: &CosignerState,
+    channel: ChannelKeysId,
+    request: &TaprootRequest,
+    holder: &TaprootHolderKeys,
+    leaves: &[Vec<u8>],
+    nonce: Option<NonceUse>,
+) -> Result<(Judged, Option<qls_signer_core::musig2::SecNonce>), CosignerResponse> {
+    key_holder_checks(state, &channel, request)?;
+    let own = own_scripts(state);
+    let own_verification = match request {
+        TaprootRequest::ValidateHolderCommitment { commitment, .. } => state
+            .store
+            .verification_pubnonce(&channel, commitment.commitment_number)
+            .map_err(store_error)?
+            .map(|(nonce_id, p)| LeafNonce { cosigner: state.identity.fingerprint, nonce_id, pubnonce: p.to_vec() }),
+        _ => None,
+    };
+    let ctx = tc::TaprootContext {
+        policy: &state.config.policy,
+        holder,
+        leaves,
+        own_scripts: &own,
+        secp: &state.secp,
+        own_verification: own_verification.as_ref(),
+    };
+    let digest = digest_of(&channel, request);
+    let policy = &state.config.policy;
+    let outcome = state
+        .store
+        .update_taproot(
+            &channel,
+            |current| touched_hashes(current, request),
+            &policy.channel,
+            state.now_unix(),
+            |current, index| {
+                let applied =
+                    tc::apply(&channel, current.as_ref(), request, &digest, index, &ctx).map_err(channel_error)?;
+                let verdict = judge(applied.violations, policy);
+                if !verdict.approves() {
+                    return Ok(TaprootUpdate {
+                        state: None,
+                        write_payments: false,
+                        consume: None,
+                        drop_verification_upto: None,
+                        result: Judged::Refused(verdict),
+                    });
+                }
+                let drop = match request {
+                    TaprootRequest::RevokeHolderCommitment { commitment_number } => Some(*commitment_number),
+                    _ => None,
+                };
+                let consume = if applied.message.is_some() { nonce } else { None };
+                Ok(TaprootUpdate {
+                    state: applied.changed.then_some(applied.state),
+                    write_payments: applied.changed,
+                    consume,
+                    drop_verification_upto: drop,
+                    result: Judged::Approved { verdict, message: applied.message },
+                })
+            },
+        )
+        .map_err(store_error)?;
+    outcome
+}
+
 /// Judges `request`; applies it, and for a signing request (which needs `session`) signs.
 pub fn sign(
     state: &CosignerState,
@@ -181,38 +317,53 @@ pub fn sign(
         return Err(error(ErrorKind::InvalidRequest, "a taproot setup comes with the leaves (TaprootSetup)"));
     }
     let current = stored(state, &channel)?;
-    let leaves: Vec<[u8; 33]> = current
-        .leaves
-        .iter()
-        .map(|l| l.as_slice().try_into().map_err(|_| error(ErrorKind::Storage, "stored leaf is not 33 bytes")))
-        .collect::<Result<_, _>>()?;
-    let own = own_scripts(state);
-    let ctx = tc::TaprootContext {
-        policy: &state.config.policy,
-        holder: &current.holder,
-        leaves: &current.leaves,
-        own_scripts: &own,
-        secp: &state.secp,
-    };
-    let applied =
-        tc::apply(&channel, Some(&current), &request, &digest_of(&channel, &request), &ctx).map_err(channel_error)?;
-    let verdict = judge(applied.violations, &state.config.policy);
-    if !verdict.approves() {
-        tracing::info!(refused = ?verdict.refused.iter().map(|v| v.tag.name()).collect::<Vec<_>>(), "policy refused a taproot request");
-        return Ok(CosignerResponse::Refused { violations: violations(&verdict.refused) });
-    }
-    let (Some(msg), Some(session)) = (applied.message, session) else {
-        if applied.message.is_some() {
+    let leaves = leaves_of(&current)?;
+    let me = state.identity.fingerprint;
+    let signs = matches!(
+        request,
+        TaprootRequest::SignCounterpartyCommitment { .. }
+            | TaprootRequest::SignClosing { .. }
+            | TaprootRequest::SignHolderCommitment { .. }
+    );
+    let nonce = match (&request, &session) {
+        (_, None) if signs => {
             return Err(error(ErrorKind::InvalidRequest, "a signing request needs a MuSig2 session"));
         }
-        // Nothing to sign (a revocation): just keep the state.
-        if applied.changed {
-            state.store.put_taproot_channel(&channel, &applied.state).map_err(store_error)?;
+        (_, None) => None,
+        (TaprootRequest::SignHolderCommitment { commitment_number }, Some(session)) => {
+            // The force-close session is the one the counterparty signed in: the stored
+            // verification nonces and its stored nonce.
+            // (Another commitment than the latest is for the policy to refuse, by its tags.)
+            let latest = current.holder_latest.as_ref().filter(|h| h.info.commitment_number == *commitment_number);
+            let other = latest.is_some_and(|h| {
+                h.verification != session.leaf_nonces || h.counterparty_nonce != session.counterparty_nonce
+            });
+            if other {
+                return Err(error(
+                    ErrorKind::InvalidRequest,
+                    format!("holder commitment {commitment_number} is signed only in its stored verification session"),
+                ));
+            }
+            Some(NonceUse::Verification { commitment: *commitment_number })
         }
-        return Ok(CosignerResponse::TaprootApplied { warnings: violations(&verdict.warned) });
+        (_, Some(session)) => {
+            let mine = session
+                .leaf_nonces
+                .iter()
+                .find(|n| n.cosigner == me)
+                .ok_or_else(|| error(ErrorKind::InvalidRequest, "the session carries no nonce of this cosigner"))?;
+            let stored_pub = state.store.musig_pubnonce(&channel, mine.nonce_id).map_err(store_error)?;
+            if stored_pub.is_some_and(|p| p.as_slice() != mine.pubnonce.as_slice()) {
+                return Err(error(
+                    ErrorKind::InvalidRequest,
+                    format!("nonce {} is not the one this cosigner handed out", mine.nonce_id),
+                ));
+            }
+            Some(NonceUse::Fresh(mine.nonce_id))
+        }
     };
-    // Every cosigner's channel leaf, in stored (fingerprint) order.
-    let me = state.identity.fingerprint;
+    // Every cosigner's channel leaf, in stored (fingerprint) order, and the session this
+    // leaf signs in: built before anything is consumed, so a malformed session costs no nonce.
     let mut ids: Vec<Fingerprint> = state.config.peers.iter().copied().chain([me]).collect();
     ids.sort();
     let channel_leaves = leaves
@@ -224,25 +375,26 @@ pub fn sign(
     let node_key: [u8; 33] =
         current.holder.funding.as_slice().try_into().map_err(|_| error(ErrorKind::Storage, "funding key"))?;
     let theirs = tc::session::key33(&current.setup.counterparty.funding).map_err(|e| error(ErrorKind::Storage, e))?;
-    let leaf_session = tc::leaf_session(&session, &ids, &channel_leaves, &my_leaf, &node_key, &theirs, &channel)
-        .map_err(|e| error(ErrorKind::InvalidRequest, e))?;
-    let mine = session
-        .leaf_nonces
-        .iter()
-        .find(|n| n.cosigner == me)
-        .ok_or_else(|| error(ErrorKind::InvalidRequest, "the session carries no nonce of this cosigner"))?;
-    let stored_pub = state.store.musig_pubnonce(&channel, mine.nonce_id).map_err(store_error)?;
-    if stored_pub.is_some_and(|p| p.as_slice() != mine.pubnonce.as_slice()) {
-        return Err(error(
-            ErrorKind::InvalidRequest,
-            format!("nonce {} is not the one this cosigner handed out", mine.nonce_id),
-        ));
-    }
-    // Durable before any secret is used: the nonce is gone and the state moved on.
-    let secnonce = state
-        .store
-        .consume_musig_nonce(&channel, mine.nonce_id, applied.changed.then_some(&applied.state))
-        .map_err(store_error)?;
+    let leaf_session = match &session {
+        Some(s) => Some(
+            tc::leaf_session(s, &ids, &channel_leaves, &my_leaf, &node_key, &theirs, &channel)
+                .map_err(|e| error(ErrorKind::InvalidRequest, e))?,
+        ),
+        None => None,
+    };
+    let (judged, secnonce) = judge_and_apply(state, channel, &request, &current.holder, &current.leaves, nonce)?;
+    let (verdict, message) = match judged {
+        Judged::Refused(verdict) => {
+            tracing::info!(refused = ?verdict.refused.iter().map(|v| v.tag.name()).collect::<Vec<_>>(), "policy refused a taproot request");
+            return Ok(CosignerResponse::Refused { violations: violations(&verdict.refused) });
+        }
+        Judged::Approved { verdict, message } => (verdict, message),
+    };
+    let (Some(msg), Some(secnonce), Some(leaf_session)) = (message, secnonce, leaf_session) else {
+        // Nothing to sign (a revocation, a validation).
+        return Ok(CosignerResponse::TaprootApplied { warnings: violations(&verdict.warned) });
+    };
+    // The nonce is gone and the state moved on, durably; only now is the secret used.
     state.abort_if_failpoint();
     let ctx = NestedSessionContext {
         nonce_path: &leaf_session.nonce_path,
@@ -257,4 +409,33 @@ pub fn sign(
         counterparty_funding: theirs.to_vec(),
         warnings: violations(&verdict.warned),
     })
+}
+
+/// The messages and keys of a FROST item and its violations, from the stored state.
+pub fn frost_targets_of(
+    state: &CosignerState,
+    channel: &ChannelKeysId,
+    item: &TaprootFrostItem,
+) -> Result<(Vec<FrostTarget>, Vec<qls_signer_core::policy::Violation>), CosignerResponse> {
+    let current = stored(state, channel)?;
+    let own = own_scripts(state);
+    let ctx = tc::TaprootContext {
+        policy: &state.config.policy,
+        holder: &current.holder,
+        leaves: &current.leaves,
+        own_scripts: &own,
+        secp: &state.secp,
+        own_verification: None,
+    };
+    tc::frost_targets(channel, &current, item, &ctx).map_err(channel_error)
+}
+
+/// What this cosigner would sign for `item`, or its refusal.
+pub fn frost_targets(state: &CosignerState, channel: ChannelKeysId, item: TaprootFrostItem) -> Reply {
+    let (targets, v) = frost_targets_of(state, &channel, &item)?;
+    let verdict = judge(v, &state.config.policy);
+    if !verdict.approves() {
+        return Ok(CosignerResponse::Refused { violations: violations(&verdict.refused) });
+    }
+    Ok(CosignerResponse::TaprootFrostTargets(targets))
 }

@@ -4,6 +4,10 @@
 //! A retried request never gets a second partial signature from a nonce, and every partial
 //! signature that left the process used a different public nonce (R values).
 //!
+//! Verification nonces likewise: one survives `kill -9` as the same nonce, is bound to its
+//! holder commitment (it never signs a counterparty commitment), completes that commitment
+//! for force close once, and after another `kill -9` the retry gets nothing.
+//!
 //! The process is a one-cosigner quorum (no peers): its leaf alone is the funding node.
 
 mod common;
@@ -33,6 +37,7 @@ fn setup() -> TaprootChannelSetup {
         holder_selected_contest_delay: 144,
         counterparty_selected_contest_delay: 144,
         counterparty_dust_limit_sat: 354,
+        holder_dust_limit_sat: 354,
         counterparty: TaprootCounterpartyPoints {
             funding: pk(0x50),
             revocation: pk(0x51),
@@ -45,6 +50,7 @@ fn setup() -> TaprootChannelSetup {
 
 fn commitment(n: u64) -> TaprootRequest {
     TaprootRequest::SignCounterpartyCommitment {
+        outbound_preimages: vec![],
         commitment: TaprootCommitmentInfo {
             commitment_number: n,
             per_commitment_point: pk(0x60 + n as u8),
@@ -144,4 +150,85 @@ async fn musig2_nonces_survive_crashes_and_are_never_used_twice() {
     // Every partial signature that left used its own public nonce.
     assert_eq!(used_r.iter().collect::<BTreeSet<_>>().len(), used_r.len(), "an R value was used twice");
     assert!(!used_r.contains(&n[1].pubnonce), "the nonce consumed by the aborted round never signed");
+}
+
+async fn verification_nonce(c: &Connection, n: u64) -> LeafNonce {
+    let req = CosignerRequest::TaprootVerificationNonce { channel: CHANNEL, commitment_number: n };
+    match call(c, &req).await.unwrap() {
+        CosignerResponse::TaprootNonces(mut v) if v.len() == 1 => v.remove(0),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verification_nonce_survives_crashes_and_completes_one_force_close() {
+    use qls_signer_core::musig2::{key_sort, nested::nonce_agg_ext, nonce_agg, sign, SessionContext};
+    let mut cosigner = Cosigner::new();
+    let conn = cosigner.start(None).await;
+    let (share, _) = import_key(&conn, &cosigner).await;
+    let leaf = match call(&conn, &CosignerRequest::MusigLeaf).await.unwrap() {
+        CosignerResponse::MusigLeaf(l) => l,
+        other => panic!("{other:?}"),
+    };
+    let leaf_key: [u8; 33] = leaf.leaf.as_slice().try_into().unwrap();
+    let req = CosignerRequest::TaprootSetup { channel: CHANNEL, setup: setup(), leaves: vec![leaf.clone()] };
+    assert!(matches!(call(&conn, &req).await.unwrap(), CosignerResponse::TaprootApplied { .. }));
+
+    // Handed out, then kill -9: the same nonce afterwards (never a second one for it).
+    let v = verification_nonce(&conn, 0).await;
+    cosigner.kill_9();
+    let conn = cosigner.start(None).await;
+    assert_eq!(verification_nonce(&conn, 0).await, v);
+    // It never signs a counterparty commitment.
+    assert_eq!(error_kind(call(&conn, &sign_request(commitment(0), &v)).await.unwrap()), ErrorKind::InvalidRequest);
+
+    // The counterparty signs our commitment 0 in its session (BIP-327, signer-core's
+    // vector-checked implementation); the cosigner validates it.
+    let secp = Secp256k1::new();
+    let holder = tc::holder_keys(&secp, &share.public_key_package, &[leaf_key], &CHANNEL).unwrap();
+    let view = tc::TaprootChannelState::public_view(setup(), holder.clone());
+    let info = TaprootCommitmentInfo {
+        commitment_number: 0,
+        per_commitment_point: pk(0x70),
+        to_broadcaster_msat: 1_000_000_000,
+        to_countersignatory_msat: 0,
+        feerate_per_kw: 1_000,
+        htlcs: vec![],
+    };
+    let msg = tc::funding_sighash(&view, &tc::commitment(&view, &info, tc::Side::Holder).unwrap().tx).unwrap();
+    let node_key: [u8; 33] = holder.funding.as_slice().try_into().unwrap();
+    let theirs: [u8; 33] = pk(0x50).try_into().unwrap();
+    let (their_sec, their_pub) = nonce_gen(&[3; 32], Some(&[0x50; 32]), &theirs, None, None, None).unwrap();
+    let external =
+        nonce_agg_ext(&nonce_agg(&[PubNonce(v.pubnonce.as_slice().try_into().unwrap())]).unwrap(), &node_key).unwrap();
+    let aggnonce = nonce_agg(&[external, their_pub]).unwrap();
+    let pubkeys = key_sort(&[node_key, theirs]);
+    let tweak = tc::session::funding_tweak(&node_key, &theirs).unwrap();
+    let ctx = SessionContext { aggnonce: &aggnonce, pubkeys: &pubkeys, tweaks: &[(tweak, true)], msg: &msg };
+    let their_psig = sign(their_sec, &[0x50; 32], &ctx).unwrap();
+    let validate = TaprootRequest::ValidateHolderCommitment {
+        commitment: info,
+        verification: vec![v.clone()],
+        counterparty_nonce: their_pub.0.to_vec(),
+        counterparty_psig: their_psig.to_vec(),
+        counterparty_htlc_sigs: vec![],
+        outbound_preimages: vec![],
+    };
+    let req = CosignerRequest::TaprootApply { channel: CHANNEL, request: validate };
+    assert!(matches!(call(&conn, &req).await.unwrap(), CosignerResponse::TaprootApplied { .. }));
+    cosigner.kill_9();
+    let conn = cosigner.start(None).await;
+
+    // Force close: signed once with the stored verification nonce...
+    let force = CosignerRequest::TaprootSign {
+        channel: CHANNEL,
+        request: TaprootRequest::SignHolderCommitment { commitment_number: 0 },
+        session: NestedSession { leaf_nonces: vec![v.clone()], counterparty_nonce: their_pub.0.to_vec() },
+    };
+    let psig = verified_psig(call(&conn, &force).await.unwrap(), &force, &leaf_key);
+    // ...and after a kill -9, the retry gets no second partial signature.
+    cosigner.kill_9();
+    let conn = cosigner.start(None).await;
+    assert_eq!(error_kind(call(&conn, &force).await.unwrap()), ErrorKind::InvalidRequest);
+    assert_ne!(psig, [0; 32]);
 }

@@ -162,8 +162,17 @@ pub struct PaymentApproval {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ApprovalSubject {
-    Channel { channel: ChannelKeysId, request: ChannelRequest },
+    Channel {
+        channel: ChannelKeysId,
+        request: ChannelRequest,
+    },
     Node(NodeKeyRequest),
+    /// Release the per-commitment secret of taproot holder commitment `commitment_number`
+    /// (BOLT numbering, up from 0), which every cosigner has recorded as revoked.
+    TaprootSecret {
+        channel: ChannelKeysId,
+        commitment_number: u64,
+    },
 }
 
 /// A cosigner's signed statement: "I validated request `request` against my state, and my

@@ -41,3 +41,7 @@ pub const MAX_INVOICE_CHARS: usize = 8 * 1024;
 pub const MAX_HEADERS: usize = 2016;
 /// Channels one funding transaction may open.
 pub const MAX_FUNDING_CHANNELS: usize = 64;
+/// Prevouts listed with one taproot sweep.
+pub const MAX_SWEEP_INPUTS: usize = 256;
+/// Tweaks on the way from the group key to a signing key.
+pub const MAX_KEY_TWEAKS: usize = 4;

@@ -63,8 +63,14 @@ pub enum CosignerRequest {
     /// approves, consume this cosigner's nonce in `session` durably and return its
     /// NestedMuSig2 partial signature.
     TaprootSign { channel: ChannelKeysId, request: TaprootRequest, session: NestedSession },
-    /// Judge and apply a taproot request that signs nothing (a counterparty revocation).
+    /// Judge and apply a taproot request that signs nothing (a revocation, a holder
+    /// commitment's validation).
     TaprootApply { channel: ChannelKeysId, request: TaprootRequest },
+    /// The verification nonce of holder commitment `commitment_number` (created and stored
+    /// on first request, the same one after): it signs nothing but that commitment.
+    TaprootVerificationNonce { channel: ChannelKeysId, commitment_number: u64 },
+    /// The messages and keys this cosigner would sign `item` with, or a refusal.
+    TaprootFrostTargets { channel: ChannelKeysId, item: TaprootFrostItem },
 }
 
 /// One DKG participant, identified by its certificate; its FROST identifier is derived
@@ -107,6 +113,10 @@ pub enum SignPayload {
     /// this transaction creates; cosigners allow those outputs only as their stored setup
     /// describes them.
     Psbt { psbt: Vec<u8>, funding_channels: Vec<crate::ChannelKeysId> },
+    /// Signatures for a taproot channel (HTLC second-level transactions, sweeps): the
+    /// cosigner derives every message and key from its channel state; this request signs
+    /// the derived messages `first..first + items`.
+    Taproot { channel: crate::ChannelKeysId, item: TaprootFrostItem, first: u32 },
 }
 
 /// One FROST signing session inside a request.
@@ -180,6 +190,8 @@ pub enum CosignerResponse {
         counterparty_funding: Vec<u8>,
         warnings: Vec<Violation>,
     },
+    /// What a taproot FROST item signs, as this cosigner derived it.
+    TaprootFrostTargets(Vec<FrostTarget>),
     Error {
         kind: ErrorKind,
         detail: String,
@@ -286,6 +298,18 @@ pub enum NodeRequest {
     TaprootNonce {
         channel: ChannelKeysId,
     },
+    /// The quorum's verification nonce for our holder commitment `commitment_number`
+    /// (`next_local_nonce`): the external nonce to send, and the leaf nonces to hand back
+    /// when validating that commitment.
+    TaprootVerificationNonce {
+        channel: ChannelKeysId,
+        commitment_number: u64,
+    },
+    /// FROST signatures (t-of-n) for a taproot channel item.
+    TaprootFrost {
+        channel: ChannelKeysId,
+        item: TaprootFrostItem,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -333,6 +357,13 @@ pub enum NodeResponse {
     TaprootPartialSig {
         pubnonce: Vec<u8>,
         psig: [u8; 32],
+        report: SignReport,
+    },
+    /// BIP-340 signatures (64 bytes each) for a taproot FROST item, each verified by the
+    /// coordinator under its derived key; `messages` as the cosigners derived them.
+    TaprootSignatures {
+        sigs: Vec<Vec<u8>>,
+        messages: Vec<[u8; 32]>,
         report: SignReport,
     },
 }

@@ -34,6 +34,8 @@ pub struct TaprootChannelSetup {
     pub counterparty_selected_contest_delay: u16,
     /// The counterparty's dust limit (its commitment trims below it).
     pub counterparty_dust_limit_sat: u64,
+    /// Our dust limit (our commitment trims below it).
+    pub holder_dust_limit_sat: u64,
     pub counterparty: TaprootCounterpartyPoints,
 }
 
@@ -52,14 +54,44 @@ pub struct TaprootCommitmentInfo {
 }
 
 /// What a taproot-channel request asks cosigners to do.
+// One per request, encoded once: boxing the large variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TaprootRequest {
     Setup(TaprootChannelSetup),
     /// Our MuSig2 partial signature on the counterparty's commitment (its key-path spend
     /// of the funding output), with a just-in-time nonce against the counterparty's
-    /// verification nonce.
+    /// verification nonce. `outbound_preimages` are the preimages of our HTLCs the
+    /// counterparty fulfilled since the previous commitment: they justify our HTLCs leaving
+    /// without coming back to our balance.
     SignCounterpartyCommitment {
         commitment: TaprootCommitmentInfo,
+        #[serde(default)]
+        outbound_preimages: Vec<[u8; 32]>,
+    },
+    /// Accept the counterparty's partial signature on our holder commitment, made in the
+    /// session of our verification nonce for that commitment (`verification`: the leaf
+    /// nonces the quorum handed out for it) and the counterparty's nonce; and its HTLC
+    /// signatures (BIP-340 + sighash byte, SIGHASH_SINGLE|ANYONECANPAY, one per HTLC output
+    /// in output order) on our second-level transactions.
+    ValidateHolderCommitment {
+        commitment: TaprootCommitmentInfo,
+        verification: Vec<LeafNonce>,
+        counterparty_nonce: Vec<u8>,
+        counterparty_psig: Vec<u8>,
+        counterparty_htlc_sigs: Vec<Vec<u8>>,
+        outbound_preimages: Vec<[u8; 32]>,
+    },
+    /// Revoke holder commitment `commitment_number` (the next one is validated): its
+    /// verification nonce is dropped by every cosigner, and the key holders may release
+    /// its per-commitment secret.
+    RevokeHolderCommitment {
+        commitment_number: u64,
+    },
+    /// Our partial signature on our latest holder commitment, for broadcast (force close),
+    /// with the verification nonce stored for it and the counterparty's stored nonce.
+    SignHolderCommitment {
+        commitment_number: u64,
     },
     /// Our partial signature, as the closer (just-in-time nonce against the counterparty's
     /// shutdown nonce), on the cooperative close paying `to_holder_sat` to `holder_script`
@@ -76,6 +108,49 @@ pub enum TaprootRequest {
         commitment_number: u64,
         secret: [u8; 32],
     },
+}
+
+/// What the FROST group (t-of-n, BIP-340) signs for a taproot channel. Cosigners derive
+/// every message and every key from their own channel state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaprootFrostItem {
+    /// Our signatures (SIGHASH_SINGLE|ANYONECANPAY) on the second-level transactions of
+    /// every HTLC output of counterparty commitment `commitment_number` (the latest we
+    /// signed), in output order.
+    CounterpartyHtlcs { commitment_number: u64 },
+    /// Our signature (SIGHASH_SINGLE|ANYONECANPAY) on the second-level transaction of HTLC
+    /// output `htlc_index` (in output order) of the holder commitment we force-closed with;
+    /// an HTLC-success needs the HTLC's preimage.
+    HolderHtlc { htlc_index: u32, preimage: Option<[u8; 32]> },
+    /// Our signature (SIGHASH_DEFAULT) on input `input` of `tx` (consensus encoding), which
+    /// spends one of our outputs: to_local or our anchor of the force-closed holder
+    /// commitment, the output of one of its second-level HTLC transactions, or to_remote of
+    /// a counterparty commitment. `prevouts` are every input's spent output, in input order;
+    /// cosigners check the one spent here against their own state.
+    Sweep { tx: Vec<u8>, input: u32, prevouts: Vec<SpentOutput> },
+}
+
+/// An output a transaction spends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpentOutput {
+    pub value_sat: u64,
+    pub script_pubkey: Vec<u8>,
+}
+
+/// One step from the FROST group key to the key a signature is made under: a BIP-341
+/// tweak (with an optional merkle root) or an additive tweak (BOLT 3 per-commitment
+/// derivation), each on the even-y key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyTweak {
+    Taproot(Option<[u8; 32]>),
+    Add([u8; 32]),
+}
+
+/// A message a cosigner derived, with the tweaks of the key it is signed under.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FrostTarget {
+    pub msg: [u8; 32],
+    pub tweaks: Vec<KeyTweak>,
 }
 
 /// A cosigner's MuSig2 leaf key, signed by its identity key so a coordinator cannot swap

@@ -79,6 +79,9 @@ impl Validate for SignRequest {
             at_most("payload.psbt", psbt.len(), MAX_PSBT_BYTES)?;
             at_most("payload.funding_channels", funding_channels.len(), MAX_FUNDING_CHANNELS)?;
         }
+        if let SignPayload::Taproot { item, .. } = &self.payload {
+            frost_item(item)?;
+        }
         at_most("items", self.items.len(), MAX_SIGN_ITEMS)?;
         self.items
             .iter()
@@ -127,6 +130,8 @@ impl Validate for CosignerRequest {
                 nested_session(session)
             }
             CosignerRequest::TaprootApply { request, .. } => taproot_request(request),
+            CosignerRequest::TaprootVerificationNonce { .. } => Ok(()),
+            CosignerRequest::TaprootFrostTargets { item, .. } => frost_item(item),
         }
     }
 }
@@ -172,6 +177,7 @@ impl Validate for CosignerResponse {
                 at_most("nonces", n.len(), MAX_NONCE_BATCH as usize)?;
                 n.iter().try_for_each(|n| exactly("pubnonce", n.pubnonce.len(), 66))
             }
+            CosignerResponse::TaprootFrostTargets(t) => frost_targets(t),
             CosignerResponse::Error { detail: d, .. } => detail(d),
         }
     }
@@ -195,7 +201,8 @@ impl Validate for NodeRequest {
                 reserved.iter().try_for_each(|n| exactly("reserved.pubnonce", n.pubnonce.len(), 66))?;
                 counterparty_nonce.as_ref().map_or(Ok(()), |n| exactly("counterparty_nonce", n.len(), 66))
             }
-            NodeRequest::TaprootNonce { .. } => Ok(()),
+            NodeRequest::TaprootNonce { .. } | NodeRequest::TaprootVerificationNonce { .. } => Ok(()),
+            NodeRequest::TaprootFrost { item, .. } => frost_item(item),
         }
     }
 }
@@ -215,16 +222,55 @@ fn taproot_request(r: &TaprootRequest) -> Result<(), ValidationError> {
             }
             Ok(())
         }
-        TaprootRequest::SignCounterpartyCommitment { commitment } => {
-            exactly("per_commitment_point", commitment.per_commitment_point.len(), 33)?;
-            at_most("htlcs", commitment.htlcs.len(), MAX_COMMITMENT_HTLCS)
+        TaprootRequest::SignCounterpartyCommitment { commitment, outbound_preimages } => {
+            taproot_commitment(commitment)?;
+            at_most("outbound_preimages", outbound_preimages.len(), MAX_PREIMAGES)
         }
-        TaprootRequest::CounterpartyRevocation { .. } => Ok(()),
+        TaprootRequest::ValidateHolderCommitment {
+            commitment,
+            verification,
+            counterparty_nonce,
+            counterparty_psig,
+            counterparty_htlc_sigs,
+            outbound_preimages,
+        } => {
+            taproot_commitment(commitment)?;
+            at_most("verification", verification.len(), MAX_COSIGNERS)?;
+            verification.iter().try_for_each(|n| exactly("verification.pubnonce", n.pubnonce.len(), 66))?;
+            exactly("counterparty_nonce", counterparty_nonce.len(), 66)?;
+            exactly("counterparty_psig", counterparty_psig.len(), 32)?;
+            blobs("counterparty_htlc_sigs", counterparty_htlc_sigs, MAX_COMMITMENT_HTLCS, 65)?;
+            at_most("outbound_preimages", outbound_preimages.len(), MAX_PREIMAGES)
+        }
+        TaprootRequest::CounterpartyRevocation { .. }
+        | TaprootRequest::RevokeHolderCommitment { .. }
+        | TaprootRequest::SignHolderCommitment { .. } => Ok(()),
         TaprootRequest::SignClosing { holder_script, counterparty_script, .. } => {
             at_most("holder_script", holder_script.len(), MAX_SCRIPT_BYTES)?;
             at_most("counterparty_script", counterparty_script.len(), MAX_SCRIPT_BYTES)
         }
     }
+}
+
+fn taproot_commitment(c: &TaprootCommitmentInfo) -> Result<(), ValidationError> {
+    exactly("per_commitment_point", c.per_commitment_point.len(), 33)?;
+    at_most("htlcs", c.htlcs.len(), MAX_COMMITMENT_HTLCS)
+}
+
+fn frost_item(i: &TaprootFrostItem) -> Result<(), ValidationError> {
+    match i {
+        TaprootFrostItem::CounterpartyHtlcs { .. } | TaprootFrostItem::HolderHtlc { .. } => Ok(()),
+        TaprootFrostItem::Sweep { tx, prevouts, .. } => {
+            at_most("tx", tx.len(), MAX_TX_BYTES)?;
+            at_most("prevouts", prevouts.len(), MAX_SWEEP_INPUTS)?;
+            prevouts.iter().try_for_each(|p| at_most("prevouts.script_pubkey", p.script_pubkey.len(), MAX_SCRIPT_BYTES))
+        }
+    }
+}
+
+fn frost_targets(t: &[FrostTarget]) -> Result<(), ValidationError> {
+    at_most("targets", t.len(), MAX_COMMITMENT_HTLCS)?;
+    t.iter().try_for_each(|t| at_most("targets.tweaks", t.tweaks.len(), MAX_KEY_TWEAKS))
 }
 
 fn musig_leaf(l: &MusigLeaf) -> Result<(), ValidationError> {
@@ -292,6 +338,11 @@ impl Validate for NodeResponse {
             NodeResponse::TaprootApplied { report: r } => report(r),
             NodeResponse::TaprootPartialSig { pubnonce, report: r, .. } => {
                 exactly("pubnonce", pubnonce.len(), 66)?;
+                report(r)
+            }
+            NodeResponse::TaprootSignatures { sigs, messages, report: r } => {
+                blobs("sigs", sigs, MAX_COMMITMENT_HTLCS, 64)?;
+                at_most("messages", messages.len(), MAX_COMMITMENT_HTLCS)?;
                 report(r)
             }
             NodeResponse::Point(p) => exactly("point", p.len(), 33),
@@ -384,6 +435,7 @@ fn subject(s: &ApprovalSubject) -> Result<(), ValidationError> {
     match s {
         ApprovalSubject::Channel { request, .. } => channel_request(request),
         ApprovalSubject::Node(r) => node_key(r),
+        ApprovalSubject::TaprootSecret { .. } => Ok(()),
     }
 }
 

@@ -21,6 +21,12 @@ fn pk(b: &[u8; 33]) -> Result<PublicKey, DerivationError> {
     PublicKey::from_slice(b).map_err(|_| DerivationError)
 }
 
+/// The scalar `SHA256(per_commitment_point ‖ basepoint)` that [`derive_pubkey`] adds (for
+/// threshold signers, who add it to their shares).
+pub fn per_commitment_tweak(per_commitment_point: &[u8; 33], basepoint: &[u8; 33]) -> [u8; 32] {
+    sha256::Hash::hash(&[&per_commitment_point[..], &basepoint[..]].concat()).to_byte_array()
+}
+
 /// `basepoint + SHA256(per_commitment_point ‖ basepoint)·G`.
 pub fn derive_pubkey(basepoint: &[u8; 33], per_commitment_point: &[u8; 33]) -> Result<[u8; 33], DerivationError> {
     let t = tweak(per_commitment_point, basepoint)?;

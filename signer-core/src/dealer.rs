@@ -62,6 +62,16 @@ pub fn sign_in_process<R: RngCore + CryptoRng>(
     message: &[u8],
     rng: &mut R,
 ) -> Result<[u8; 64], DealerError> {
+    sign_in_process_tweaked(signers, message, &[], rng)
+}
+
+/// [`sign_in_process`] under the group key after `tweaks` (see [`crate::frost_tweak`]).
+pub fn sign_in_process_tweaked<R: RngCore + CryptoRng>(
+    signers: &[&KeyShare],
+    message: &[u8],
+    tweaks: &[crate::frost_tweak::KeyTweak],
+    rng: &mut R,
+) -> Result<[u8; 64], DealerError> {
     use frost_secp256k1_tr::{round1, round2, SigningPackage};
     let first = signers.first().ok_or(DealerError::Split)?;
     let mut nonces = BTreeMap::new();
@@ -75,10 +85,12 @@ pub fn sign_in_process<R: RngCore + CryptoRng>(
     let mut shares = BTreeMap::new();
     for s in signers {
         let nonce = nonces.get(&s.identifier()).ok_or(DealerError::Split)?;
-        shares.insert(s.identifier(), round2::sign(&package, nonce, &s.key_package).map_err(|_| DealerError::Split)?);
+        let kp = crate::frost_tweak::tweak_key_package(&s.key_package, tweaks).map_err(|_| DealerError::Split)?;
+        shares.insert(s.identifier(), round2::sign(&package, nonce, &kp).map_err(|_| DealerError::Split)?);
     }
-    let sig =
-        frost_secp256k1_tr::aggregate(&package, &shares, &first.public_key_package).map_err(|_| DealerError::Split)?;
+    let pp =
+        crate::frost_tweak::tweak_public_package(&first.public_key_package, tweaks).map_err(|_| DealerError::Split)?;
+    let sig = frost_secp256k1_tr::aggregate(&package, &shares, &pp).map_err(|_| DealerError::Split)?;
     let bytes = sig.serialize().map_err(|_| DealerError::Split)?;
     bytes.as_slice().try_into().map_err(|_| DealerError::Split)
 }

@@ -15,6 +15,7 @@ pub mod chain;
 pub mod channel;
 pub mod dealer;
 pub mod dkg;
+pub mod frost_tweak;
 pub mod keys;
 pub mod musig2;
 pub mod policy;

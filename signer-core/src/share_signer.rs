@@ -11,12 +11,14 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use frost_secp256k1_tr::keys::KeyPackage;
 use frost_secp256k1_tr::round1::SigningNonces;
 use frost_secp256k1_tr::round2::{self, SignatureShare};
 use frost_secp256k1_tr::SigningPackage;
 
-use qls_protocol::SignPayload;
+use qls_protocol::{FrostTarget, KeyTweak, SignPayload};
 
+use crate::frost_tweak::tweak_key_package;
 use crate::keys::KeyShare;
 use crate::policy::{judge, onchain, PolicyConfig, Verdict};
 use crate::sighash::{group_key_spend_sighashes, parse_psbt, SighashError};
@@ -42,61 +44,72 @@ pub enum SignError {
     Frost { item: usize, reason: String },
     #[error("group key id is not a valid point")]
     BadKeyId,
+    #[error("a taproot-channel payload is derived from the channel state, not the payload alone")]
+    NeedsChannelState,
 }
 
 /// What the cosigner decided about a request, before any share is computed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ShareDecision {
     /// Approved: the checked signing packages, one per item in order, plus violations
-    /// the policy only warns about, and the key tweak to sign under (`Some` for raw
-    /// messages: the message key). Shares come from [`compute_shares`].
-    Sign { packages: Vec<SigningPackage>, verdict: Verdict, tweak: Option<[u8; 32]> },
+    /// the policy only warns about. Shares come from [`compute_shares`] with the same
+    /// targets (each names the key tweaks its message is signed under).
+    Sign { packages: Vec<SigningPackage>, verdict: Verdict },
     /// The policy refuses: no share may be computed.
     Refuse { verdict: Verdict },
 }
 
-/// The 32-byte messages this request signs, derived from the payload alone, and the
-/// policy violations of the payload.
+/// The messages this request signs and their keys, derived from the payload alone, and
+/// the policy violations of the payload. Taproot-channel payloads need the channel state:
+/// the shell derives them with `taproot_channel::frost_targets`.
 pub fn derive_messages(
     key: &KeyShare,
     payload: &SignPayload,
     policy: &PolicyConfig,
     funding: &[onchain::FundingOutput],
-) -> Result<(Vec<[u8; 32]>, Vec<crate::policy::Violation>), SignError> {
+) -> Result<(Vec<FrostTarget>, Vec<crate::policy::Violation>), SignError> {
     match payload {
-        SignPayload::Message(m) => Ok((alloc::vec![*m], Vec::new())),
+        // Raw messages are signed under the message key, never the wallet key.
+        SignPayload::Message(m) => Ok((
+            alloc::vec![FrostTarget {
+                msg: *m,
+                tweaks: alloc::vec![KeyTweak::Taproot(Some(crate::keys::message_key_root()))]
+            }],
+            Vec::new(),
+        )),
         SignPayload::Psbt { psbt: bytes, funding_channels } => {
             let psbt = parse_psbt(bytes)?;
             let wallet = wallet_script(&key.key_id()).map_err(|_| SignError::BadKeyId)?;
             let sighashes = group_key_spend_sighashes(&psbt, &wallet)?;
             let funding = (!funding_channels.is_empty()).then_some(funding);
             let violations = onchain::check_psbt(&psbt, &wallet, &policy.onchain, funding)?;
-            Ok((sighashes.into_iter().map(|(_, h)| h).collect(), violations))
+            Ok((sighashes.into_iter().map(|(_, h)| FrostTarget { msg: h, tweaks: Vec::new() }).collect(), violations))
         }
+        SignPayload::Taproot { .. } => Err(SignError::NeedsChannelState),
     }
 }
 
-/// Decides on a signing request. `items` pairs each signing package (as sent) with the
-/// secret nonces the cosigner loaded for the nonce id of that item. Computes nothing
-/// secret: the caller consumes the nonces durably, then (or meanwhile) computes the
-/// shares with [`compute_shares`], and releases them only after the consumption.
+/// Decides on a signing request whose messages are `targets` (with the payload's
+/// `violations`). `items` pairs each signing package (as sent) with the secret nonces the
+/// cosigner loaded for the nonce id of that item. Computes nothing secret: the caller
+/// consumes the nonces durably, then (or meanwhile) computes the shares with
+/// [`compute_shares`], and releases them only after the consumption.
 pub fn decide(
     key: &KeyShare,
-    payload: &SignPayload,
+    targets: &[FrostTarget],
+    violations: Vec<crate::policy::Violation>,
     items: &[(&[u8], &SigningNonces)],
     policy: &PolicyConfig,
-    funding: &[onchain::FundingOutput],
 ) -> Result<ShareDecision, SignError> {
-    let (messages, violations) = derive_messages(key, payload, policy, funding)?;
-    if items.len() != messages.len() {
-        return Err(SignError::ItemCountMismatch { expected: messages.len(), got: items.len() });
+    if items.len() != targets.len() {
+        return Err(SignError::ItemCountMismatch { expected: targets.len(), got: items.len() });
     }
     let me = key.identifier();
     let group = key.public_key_package.verifying_shares();
     let mut packages = Vec::with_capacity(items.len());
-    for (item, ((package_bytes, nonces), message)) in items.iter().zip(&messages).enumerate() {
+    for (item, ((package_bytes, nonces), target)) in items.iter().zip(targets).enumerate() {
         let package = SigningPackage::deserialize(package_bytes).map_err(|_| SignError::BadSigningPackage { item })?;
-        if package.message().as_slice() != message.as_slice() {
+        if package.message().as_slice() != target.msg.as_slice() {
             return Err(SignError::MessageMismatch { item });
         }
         if package.signing_commitments().get(&me) != Some(nonces.commitments()) {
@@ -115,27 +128,34 @@ pub fn decide(
     if !verdict.approves() {
         return Ok(ShareDecision::Refuse { verdict });
     }
-    let tweak = matches!(payload, SignPayload::Message(_)).then(crate::keys::message_key_root);
-    Ok(ShareDecision::Sign { packages, verdict, tweak })
+    Ok(ShareDecision::Sign { packages, verdict })
 }
 
-/// FROST signature shares for packages that [`decide`] approved, with the same nonces.
+/// FROST signature shares for packages that [`decide`] approved, with the same nonces,
+/// each under its target's tweaked key.
 pub fn compute_shares(
     key: &KeyShare,
     packages: &[SigningPackage],
     nonces: &[SigningNonces],
-    tweak: Option<&[u8; 32]>,
+    targets: &[FrostTarget],
 ) -> Result<Vec<SignatureShare>, SignError> {
+    let mut tweaked: Option<(&[KeyTweak], KeyPackage)> = None;
     packages
         .iter()
         .zip(nonces)
+        .zip(targets)
         .enumerate()
-        .map(|(item, (package, nonces))| {
-            match tweak {
-                Some(t) => round2::sign_with_tweak(package, nonces, &key.key_package, Some(t.as_slice())),
-                None => round2::sign(package, nonces, &key.key_package),
-            }
-            .map_err(|e| SignError::Frost { item, reason: format!("{e}") })
+        .map(|(item, ((package, nonces), target))| {
+            // Consecutive targets mostly share their tweaks (all HTLCs of one commitment).
+            let kp = match &tweaked {
+                Some((t, kp)) if *t == target.tweaks.as_slice() => kp,
+                _ => {
+                    let kp = tweak_key_package(&key.key_package, &target.tweaks)
+                        .map_err(|e| SignError::Frost { item, reason: format!("{e}") })?;
+                    &tweaked.insert((target.tweaks.as_slice(), kp)).1
+                }
+            };
+            round2::sign(package, nonces, kp).map_err(|e| SignError::Frost { item, reason: format!("{e}") })
         })
         .collect()
 }

@@ -18,4 +18,5 @@ pub mod runner;
 pub mod scenario;
 pub mod taproot_bench;
 pub mod taproot_counterparty;
+pub mod taproot_driver;
 pub mod workload;

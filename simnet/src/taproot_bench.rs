@@ -5,12 +5,11 @@
 //! One update is: the quorum's partial signature on the counterparty's commitment `n`
 //! (coordinator: one nonce from each cosigner, then each cosigner rebuilds the commitment
 //! with `h` HTLCs, judges it, durably consumes its nonce with the new state, signs; every
-//! partial signature verified and summed), then the counterparty's revocation of `n − 1`.
-//! The in-process baseline does the three cosigners' judging and signing and the
-//! coordinator's verification, with no network and no disk.
-//!
-//! Not measured yet: FROST signatures of second-level HTLC transactions (not built), so
-//! `h` only changes the commitment every cosigner rebuilds and judges.
+//! partial signature verified and summed), then the FROST (2-of-3) signatures of its `h`
+//! second-level HTLC transactions (every cosigner derives the messages and keys, two sign
+//! from their nonce pools, the coordinator verifies every aggregate), then the
+//! counterparty's revocation of `n − 1`. The in-process baseline does the same judging,
+//! signing, verification and FROST rounds with no network and no disk.
 //!
 //! Must never: time anything but the request as the node sees it (client to client).
 
@@ -20,6 +19,7 @@ use bitcoin::secp256k1::{PublicKey, Secp256k1, SecretKey};
 use lightning::ln::chan_utils::build_commitment_secret;
 use qls_coordinator::client::NodeClient;
 use qls_protocol::*;
+use qls_signer_core::channel::PaymentIndex;
 use qls_signer_core::musig2::nested::{nested_partial_sig_verify, nested_sign, psig_sum, NestedSessionContext};
 use qls_signer_core::musig2::nonce_gen;
 use qls_signer_core::policy::{judge, PolicyConfig};
@@ -95,33 +95,45 @@ fn row(op: &'static str, htlcs: usize, mut v: Vec<f64>) -> TaprootRow {
     TaprootRow { op, htlcs, samples: v.len(), p50_ms: percentile(&v, 0.5), p99_ms: percentile(&v, 0.99) }
 }
 
-async fn drive(
-    client: &NodeClient,
-    channel: ChannelKeysId,
-    h: usize,
-    updates: usize,
-) -> Result<(Vec<f64>, Vec<f64>), String> {
+/// Latencies (ms) of the measured updates: whole update, its FROST part, the revocation.
+struct Timings {
+    update: Vec<f64>,
+    frost: Vec<f64>,
+    revoke: Vec<f64>,
+}
+
+async fn drive(client: &NodeClient, channel: ChannelKeysId, h: usize, updates: usize) -> Result<Timings, String> {
     let e = |e: qls_coordinator::client::ClientError| e.to_string();
     client.taproot_apply(channel, TaprootRequest::Setup(setup(&channel))).await.map_err(e)?;
-    let mut sign = Vec::new();
-    let mut revoke = Vec::new();
+    let mut out = Timings { update: Vec::new(), frost: Vec::new(), revoke: Vec::new() };
     for n in 0..(updates as u64 + 2) {
-        let req = TaprootRequest::SignCounterpartyCommitment { commitment: commitment(n, if n == 0 { 0 } else { h }) };
+        let info = commitment(n, if n == 0 { 0 } else { h });
+        let htlcs = info.htlcs.len();
+        let req = TaprootRequest::SignCounterpartyCommitment { commitment: info, outbound_preimages: vec![] };
         let t = Instant::now();
         client.taproot_sign(channel, req, counterparty_nonce()).await.map_err(e)?;
-        let signed = t.elapsed().as_secs_f64() * 1e3;
+        let f = Instant::now();
+        let (sigs, _, _) = client
+            .taproot_frost(channel, TaprootFrostItem::CounterpartyHtlcs { commitment_number: n })
+            .await
+            .map_err(e)?;
+        if sigs.len() != htlcs {
+            return Err(format!("{} HTLC signatures for {htlcs} HTLCs", sigs.len()));
+        }
+        let (signed, frost) = (t.elapsed().as_secs_f64() * 1e3, f.elapsed().as_secs_f64() * 1e3);
         if n > 0 {
             let t = Instant::now();
             let req = TaprootRequest::CounterpartyRevocation { commitment_number: n - 1, secret: secret(n - 1) };
             client.taproot_apply(channel, req).await.map_err(e)?;
             // The first two updates warm the channel (HTLCs added, first revocation).
             if n >= 2 {
-                sign.push(signed);
-                revoke.push(t.elapsed().as_secs_f64() * 1e3);
+                out.update.push(signed);
+                out.frost.push(frost);
+                out.revoke.push(t.elapsed().as_secs_f64() * 1e3);
             }
         }
     }
-    Ok((sign, revoke))
+    Ok(out)
 }
 
 /// The same update's computation in one process: three cosigners judge and sign, the
@@ -139,16 +151,26 @@ fn in_process(h: usize, updates: usize) -> Result<Vec<f64>, String> {
         qls_signer_core::dealer::split(None, &[[1; 32], [2; 32], [3; 32]], 2, &mut rng).map_err(|e| e.to_string())?;
     let holder = tc::holder_keys(&secp, &shares[0].1.public_key_package, &base, &channel).map_err(|e| e.to_string())?;
     let leaves: Vec<Vec<u8>> = base.iter().map(|l| l.to_vec()).collect();
-    let ctx = tc::TaprootContext { policy: &policy, holder: &holder, leaves: &leaves, own_scripts: &[], secp: &secp };
-    let mut state = tc::apply(&channel, None, &TaprootRequest::Setup(setup(&channel)), &[0; 32], &ctx)
+    let ctx = tc::TaprootContext {
+        policy: &policy,
+        holder: &holder,
+        leaves: &leaves,
+        own_scripts: &[],
+        secp: &secp,
+        own_verification: None,
+    };
+    let mut index = PaymentIndex::new(Default::default(), 0, policy.channel.max_payments);
+    let mut state = tc::apply(&channel, None, &TaprootRequest::Setup(setup(&channel)), &[0; 32], &mut index, &ctx)
         .map_err(|e| e.to_string())?
         .state;
+    let signers: Vec<&qls_signer_core::keys::KeyShare> = shares[..2].iter().map(|(_, s)| s).collect();
     let (node_key, channel_leaves) = tc::funding_node_key(&secp, &base, &channel).map_err(|e| e.to_string())?;
     let theirs: [u8; 33] = crate::taproot_counterparty::test_key(0x50);
     let ids = [[1u8; 32], [2; 32], [3; 32]];
     let mut times = Vec::new();
     for n in 0..(updates as u64 + 2) {
-        let req = TaprootRequest::SignCounterpartyCommitment { commitment: commitment(n, if n == 0 { 0 } else { h }) };
+        let commitment = commitment(n, if n == 0 { 0 } else { h });
+        let req = TaprootRequest::SignCounterpartyCommitment { commitment, outbound_preimages: vec![] };
         let t = Instant::now();
         let mut nonces = Vec::new();
         let mut secs = Vec::new();
@@ -161,7 +183,8 @@ fn in_process(h: usize, updates: usize) -> Result<Vec<f64>, String> {
         let mut psigs = Vec::new();
         let mut next = None;
         for (i, sec) in secs.into_iter().enumerate() {
-            let applied = tc::apply(&channel, Some(&state), &req, &[1; 32], &ctx).map_err(|e| e.to_string())?;
+            let applied =
+                tc::apply(&channel, Some(&state), &req, &[1; 32], &mut index, &ctx).map_err(|e| e.to_string())?;
             if !judge(applied.violations.clone(), &policy).approves() {
                 return Err(format!("update {n} refused: {:?}", applied.violations));
             }
@@ -187,11 +210,26 @@ fn in_process(h: usize, updates: usize) -> Result<Vec<f64>, String> {
             next = Some(applied.state);
         }
         psig_sum(&psigs).map_err(|e| e.to_string())?;
-        times.push(t.elapsed().as_secs_f64() * 1e3);
         state = next.ok_or("no state")?;
+        // The HTLC signatures: every cosigner derives the targets, two sign, the
+        // coordinator verifies each aggregate.
+        let item = TaprootFrostItem::CounterpartyHtlcs { commitment_number: n };
+        let mut targets = Vec::new();
+        for _ in 0..3 {
+            targets = tc::frost_targets(&channel, &state, &item, &ctx).map_err(|e| e.to_string())?.0;
+        }
+        for target in &targets {
+            let sig = qls_signer_core::dealer::sign_in_process_tweaked(&signers, &target.msg, &target.tweaks, &mut rng)
+                .map_err(|e| e.to_string())?;
+            let key = qls_signer_core::frost_tweak::tweaked_key(&shares[0].1.public_key_package, &target.tweaks)
+                .map_err(|e| e.to_string())?;
+            qls_signer_core::schnorr::verify_bip340(&key, &target.msg, &sig).map_err(|e| e.to_string())?;
+        }
+        times.push(t.elapsed().as_secs_f64() * 1e3);
         if n > 0 {
             let rev = TaprootRequest::CounterpartyRevocation { commitment_number: n - 1, secret: secret(n - 1) };
-            state = tc::apply(&channel, Some(&state), &rev, &[2; 32], &ctx).map_err(|e| e.to_string())?.state;
+            state =
+                tc::apply(&channel, Some(&state), &rev, &[2; 32], &mut index, &ctx).map_err(|e| e.to_string())?.state;
         }
     }
     Ok(times.split_off(2))
@@ -203,10 +241,11 @@ pub async fn bench_taproot(p: &TaprootBenchParams) -> Result<Vec<TaprootRow>, Ha
     let fail = |e: String| HarnessError::Setup(format!("taproot bench: {e}"));
     let mut rows = Vec::new();
     for (k, &htlcs) in p.htlc_counts.iter().enumerate() {
-        let (sign, revoke) = drive(&client, [0xa0 + k as u8; 32], htlcs, p.updates).await.map_err(fail)?;
-        rows.push(row("partial signature on counterparty commitment (quorum, QUIC)", htlcs, sign));
-        rows.push(row("record counterparty revocation (quorum, QUIC)", htlcs, revoke));
-        rows.push(row("same signature computed in one process", htlcs, in_process(htlcs, p.updates).map_err(fail)?));
+        let t = drive(&client, [0xa0 + k as u8; 32], htlcs, p.updates).await.map_err(fail)?;
+        rows.push(row("update: MuSig2 partial sig + FROST HTLC sigs (quorum, QUIC)", htlcs, t.update));
+        rows.push(row("  of which FROST HTLC signatures", htlcs, t.frost));
+        rows.push(row("record counterparty revocation (quorum, QUIC)", htlcs, t.revoke));
+        rows.push(row("same update computed in one process", htlcs, in_process(htlcs, p.updates).map_err(fail)?));
     }
     h.shutdown().await;
     Ok(rows)

@@ -8,6 +8,8 @@ use qls_protocol::{TaprootChannelSetup, TaprootCounterpartyPoints};
 
 /// The counterparty's funding secret (its other basepoints use 0x51..=0x54).
 pub const FUNDING_SECRET: [u8; 32] = [0x50; 32];
+/// The counterparty's HTLC basepoint secret.
+pub const HTLC_SECRET: [u8; 32] = [0x54; 32];
 
 /// The public key of the test secret `[b; 32]` (33 bytes).
 pub fn test_key(b: u8) -> [u8; 33] {
@@ -25,6 +27,7 @@ pub fn setup(value_sat: u64, funding_txid: [u8; 32]) -> TaprootChannelSetup {
         holder_selected_contest_delay: 144,
         counterparty_selected_contest_delay: 144,
         counterparty_dust_limit_sat: 354,
+        holder_dust_limit_sat: 354,
         counterparty: TaprootCounterpartyPoints {
             funding: test_key(0x50).to_vec(),
             revocation: test_key(0x51).to_vec(),

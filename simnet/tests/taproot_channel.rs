@@ -1,145 +1,70 @@
-//! A simple taproot channel's counterparty commitments signed by the quorum over real
-//! QUIC (3 cosigners; the funding key is their 3-of-3 NestedMuSig2 node). The counterparty
-//! is the independent `musig2` crate running plain BIP-327: it verifies the quorum's
-//! partial signature, adds its own, and the aggregate signature spends the funding output
-//! under Bitcoin Core's script interpreter (`bitcoinconsensus`, taproot key path).
+//! Simple taproot channels, both sides, over real QUIC: the QLS quorum (3 cosigners; the
+//! funding key is their 3-of-3 NestedMuSig2 node, every other key 2-of-3 FROST) against a
+//! counterparty with single keys running plain BIP-327 (the independent `musig2` crate),
+//! driven by `qls_simnet::taproot_driver`. Every signature is checked by the counterparty's
+//! own code and libsecp256k1; every signed transaction here also passes Bitcoin Core's script
+//! interpreter (`bitcoinconsensus`, taproot key and script paths, all spent outputs given).
 //!
-//! 100 updates with HTLCs added, fulfilled and failed, each followed by the counterparty's
-//! revocation; a compromised node tries what policy refuses; then we close cooperatively
-//! (the closing transaction also passes the interpreter).
+//! Channel A: 100 updates both ways with HTLCs added, fulfilled and failed in both
+//! directions (ours approved by the operator), a compromised node's attempts, cooperative
+//! close. Channel B: force close with the verification nonce, HTLC-success and
+//! HTLC-timeout, and sweeps of to_local, a second-level output, our anchor and to_remote.
 
-use bitcoin::hashes::Hash;
-use bitcoin::secp256k1::{schnorr, Message, PublicKey, Secp256k1, SecretKey, XOnlyPublicKey};
-use bitcoin::Witness;
-use lightning::ln::chan_utils::build_commitment_secret;
-use musig2::BinaryEncoding;
+use bitcoin::hashes::{sha256, Hash};
+use bitcoin::taproot::LeafVersion;
+use bitcoin::{Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Witness};
+use qls_coordinator::client::{ClientError, NodeClient};
 use qls_protocol::*;
-use qls_signer_core::channel::CloseState;
 use qls_signer_core::policy::PolicyConfig;
-use qls_signer_core::taproot_channel::{counterparty_commitment, funding_sighash, funding_txout, TaprootChannelState};
-use qls_simnet::harness::{test_policy, Harness, QuorumSpec};
+use qls_signer_core::taproot_channel::{self as tc, Side};
+use qls_signer_core::taproot_scripts::{anchor, second_level_htlc, to_local, to_remote};
+use qls_simnet::harness::{approve_payment_request, test_policy, Harness, QuorumSpec};
+use qls_simnet::taproot_driver::{DriverError, SignedSpend, TaprootChannelDriver};
 
-const CHANNEL: ChannelKeysId = [0x71; 32];
 const VALUE: u64 = 2_000_000;
-const SEED: [u8; 32] = [0x44; 32];
-const FUNDING_SK: [u8; 32] = qls_simnet::taproot_counterparty::FUNDING_SECRET;
-/// Commitments signed before the cooperative close (each followed by a revocation).
+/// Commitment rounds of channel A before its cooperative close.
 const UPDATES: u64 = 100;
+const ALL: &[&str] = &["c1", "c2", "c3"];
 
-fn secret(n: u64) -> [u8; 32] {
-    build_commitment_secret(&SEED, (1 << 48) - 1 - n)
+fn setup(funding_txid: [u8; 32]) -> TaprootChannelSetup {
+    qls_simnet::taproot_counterparty::setup(VALUE, funding_txid)
 }
 
-fn point(n: u64) -> Vec<u8> {
-    PublicKey::from_secret_key(&Secp256k1::new(), &SecretKey::from_slice(&secret(n)).unwrap()).serialize().to_vec()
+fn spec() -> QuorumSpec {
+    let mut spec = QuorumSpec::new(3, 2);
+    spec.policies = vec![test_policy(), test_policy(), test_policy()];
+    spec
 }
 
-fn setup() -> TaprootChannelSetup {
-    qls_simnet::taproot_counterparty::setup(VALUE, [0x99; 32])
-}
-
-/// Commitment `n`: the counterparty has `theirs_msat`, the HTLCs are in flight, we have
-/// the rest.
-fn commitment(n: u64, theirs_msat: u64, htlcs: Vec<HtlcInfo>) -> TaprootCommitmentInfo {
-    let in_htlcs: u64 = htlcs.iter().map(|h| h.amount_msat).sum();
-    TaprootCommitmentInfo {
-        commitment_number: n,
-        per_commitment_point: point(n),
-        to_broadcaster_msat: theirs_msat,
-        to_countersignatory_msat: VALUE * 1000 - theirs_msat - in_htlcs,
-        feerate_per_kw: 1_000,
-        htlcs,
-    }
-}
-
-/// The counterparty: its view of the channel (to rebuild and check what it signs).
-struct Peer {
-    state: TaprootChannelState,
-}
-
-impl Peer {
-    /// Signs commitment `info` with the quorum: returns the final BIP-340 signature after
-    /// checking the quorum's partial signature as plain BIP-327.
-    async fn sign(&self, client: &qls_coordinator::client::NodeClient, info: &TaprootCommitmentInfo) -> [u8; 64] {
-        let tx = counterparty_commitment(&self.state, info).unwrap();
-        let req = TaprootRequest::SignCounterpartyCommitment { commitment: info.clone() };
-        self.sign_tx(client, req, &tx, vec![]).await.0
-    }
-
-    /// Signs `tx` (a spend of the funding output) with the quorum, which derives it from `req`.
-    async fn sign_tx(
-        &self,
-        client: &qls_coordinator::client::NodeClient,
-        req: TaprootRequest,
-        tx: &bitcoin::Transaction,
-        reserved: Vec<LeafNonce>,
-    ) -> ([u8; 64], [u8; 66]) {
-        let msg = funding_sighash(&self.state, tx).unwrap();
-        let ours: [u8; 33] = self.state.holder.funding.as_slice().try_into().unwrap();
-        let theirs: [u8; 33] = qls_simnet::taproot_counterparty::test_key(0x50);
-        let mut keys = [ours, theirs];
-        keys.sort();
-        let points: Vec<secp::Point> = keys.iter().map(|k| secp::Point::from_slice(k).unwrap()).collect();
-        let ctx = musig2::KeyAggContext::new(points).unwrap().with_unspendable_taproot_tweak().unwrap();
-        let sec = musig2::SecNonce::generate(
-            rand::random::<[u8; 32]>(),
-            secp::Scalar::from_slice(&FUNDING_SK).unwrap(),
-            ctx.aggregated_pubkey::<secp::Point>(),
-            msg,
-            [],
-        );
-        let their_nonce: [u8; 66] = sec.public_nonce().to_bytes();
-        let (quorum_nonce, quorum_psig, report) =
-            client.taproot_sign_reserved(CHANNEL, req, their_nonce, reserved).await.unwrap();
-        assert_eq!(report.signers.len(), 3, "{report:?}");
-        let quorum_nonce_bytes = quorum_nonce;
-        let quorum_nonce = musig2::PubNonce::from_bytes(&quorum_nonce).unwrap();
-        let agg = musig2::AggNonce::sum([quorum_nonce.clone(), sec.public_nonce()]);
-        let quorum_psig = secp::MaybeScalar::from_slice(&quorum_psig).unwrap();
-        musig2::verify_partial(&ctx, quorum_psig, &agg, secp::Point::from_slice(&ours).unwrap(), &quorum_nonce, msg)
-            .expect("the counterparty accepts the quorum's partial signature (plain BIP-327)");
-        let psig: secp::MaybeScalar =
-            musig2::sign_partial(&ctx, secp::Scalar::from_slice(&FUNDING_SK).unwrap(), sec, &agg, msg).unwrap();
-        let sig: musig2::CompactSignature =
-            musig2::aggregate_partial_signatures(&ctx, &agg, [quorum_psig, psig], msg).unwrap();
-        (sig.serialize(), quorum_nonce_bytes)
-    }
-}
-
-/// The signed commitment passes Bitcoin Core's interpreter as a key-path spend of the
-/// funding output; a changed output does not.
-fn check_with_bitcoin_core(state: &TaprootChannelState, info: &TaprootCommitmentInfo, sig: &[u8; 64]) {
-    check_tx_with_bitcoin_core(state, counterparty_commitment(state, info).unwrap(), sig)
-}
-
-fn check_tx_with_bitcoin_core(state: &TaprootChannelState, mut tx: bitcoin::Transaction, sig: &[u8; 64]) {
-    let funding = funding_txout(state).unwrap();
-    tx.input[0].witness = Witness::p2tr_key_spend(&bitcoin::taproot::Signature {
-        signature: schnorr::Signature::from_slice(sig).unwrap(),
-        sighash_type: bitcoin::TapSighashType::Default,
-    });
-    let utxo = [bitcoinconsensus::Utxo {
-        script_pubkey: funding.script_pubkey.as_bytes().as_ptr(),
-        script_pubkey_len: funding.script_pubkey.len() as u32,
-        value: funding.value.to_sat() as i64,
-    }];
-    let bytes = bitcoin::consensus::serialize(&tx);
-    bitcoinconsensus::verify(funding.script_pubkey.as_bytes(), funding.value.to_sat(), &bytes, Some(&utxo), 0)
-        .expect("the commitment's funding input passes the script interpreter");
-    let mut changed = tx.clone();
-    changed.output[0].value -= bitcoin::Amount::from_sat(1);
+/// Bitcoin Core's interpreter on input `input` of a signed spend (all spent outputs
+/// given); a changed first output must fail it.
+fn consensus_ok(s: &SignedSpend, input: usize) {
+    let utxos: Vec<bitcoinconsensus::Utxo> = s
+        .spent
+        .iter()
+        .map(|o| bitcoinconsensus::Utxo {
+            script_pubkey: o.script_pubkey.as_bytes().as_ptr(),
+            script_pubkey_len: o.script_pubkey.len() as u32,
+            value: o.value.to_sat() as i64,
+        })
+        .collect();
+    let spent = &s.spent[input];
+    let bytes = bitcoin::consensus::serialize(&s.tx);
+    bitcoinconsensus::verify(spent.script_pubkey.as_bytes(), spent.value.to_sat(), &bytes, Some(&utxos), input)
+        .unwrap_or_else(|e| panic!("input {input} fails the script interpreter: {e:?}"));
+    let mut changed = s.tx.clone();
+    changed.output[0].value -= Amount::from_sat(1);
     let bytes = bitcoin::consensus::serialize(&changed);
-    assert!(bitcoinconsensus::verify(funding.script_pubkey.as_bytes(), funding.value.to_sat(), &bytes, Some(&utxo), 0)
-        .is_err());
+    assert!(
+        bitcoinconsensus::verify(spent.script_pubkey.as_bytes(), spent.value.to_sat(), &bytes, Some(&utxos), input)
+            .is_err(),
+        "a changed output must invalidate the signature"
+    );
 }
 
-fn refused(
-    result: Result<([u8; 66], [u8; 32], SignReport), qls_coordinator::client::ClientError>,
-    tag: &str,
-    honest: &[&str],
-) {
-    match result {
-        Err(qls_coordinator::client::ClientError::Refused(refusals)) => {
+fn refused<T: std::fmt::Debug, E: Into<DriverError>>(result: Result<T, E>, tag: &str, honest: &[&str]) {
+    match result.map_err(Into::into) {
+        Err(DriverError::Client(ClientError::Refused(refusals))) => {
             for name in honest {
                 let r = refusals.iter().find(|r| r.cosigner == *name).unwrap_or_else(|| panic!("{name}: {refusals:?}"));
                 assert!(r.violations.iter().any(|v| v.tag == tag), "{name}: {:?}", r.violations);
@@ -149,202 +74,335 @@ fn refused(
     }
 }
 
-async fn open(h: &Harness) -> (qls_coordinator::client::NodeClient, Peer) {
-    let client = h.client().await.unwrap();
-    let holder = client.taproot_channel_keys(CHANNEL).await.unwrap();
-    client.taproot_apply(CHANNEL, TaprootRequest::Setup(setup())).await.unwrap();
-    let state = TaprootChannelState {
-        setup: setup(),
-        leaves: vec![],
-        holder,
-        funding_script: vec![],
-        digest: StateDigest { version: 0, digest: [0; 32] },
-        counterparty_latest: None,
-        unrevoked_points: vec![],
-        secrets: vec![],
-        close: CloseState::Open,
-    };
-    (client, Peer { state })
+async fn approve(client: &NodeClient, preimage: &[u8; 32], amount_msat: u64) {
+    let hash = sha256::Hash::hash(preimage).to_byte_array();
+    client.node_key(approve_payment_request(hash, amount_msat)).await.unwrap();
+}
+
+fn preimage(n: u64) -> [u8; 32] {
+    sha256::Hash::hash(&n.to_be_bytes()).to_byte_array()
+}
+
+/// A signed commitment of the counterparty's, as a spend of the funding output.
+fn funding_spend(d: &TaprootChannelDriver, info: &TaprootCommitmentInfo, sig: &[u8; 64]) -> SignedSpend {
+    let mut tx = tc::counterparty_commitment(&d.view, info).unwrap();
+    tx.input[0].witness = Witness::p2tr_key_spend(&bitcoin::taproot::Signature {
+        signature: bitcoin::secp256k1::schnorr::Signature::from_slice(sig).unwrap(),
+        sighash_type: bitcoin::TapSighashType::Default,
+    });
+    SignedSpend { tx, spent: vec![tc::funding_txout(&d.view).unwrap()] }
+}
+
+fn foreign() -> ScriptBuf {
+    ScriptBuf::from_bytes([&[0x51u8, 0x20][..], &[0xbb; 32]].concat())
+}
+
+fn their_close_script() -> ScriptBuf {
+    ScriptBuf::from_bytes([&[0x00u8, 0x14][..], &[7; 20]].concat())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn quorum_signs_taproot_commitments_an_unmodified_musig2_peer_completes() {
-    let h = Harness::start(QuorumSpec::new(3, 2)).await.unwrap();
-    let (client, peer) = open(&h).await;
-    let funding_key =
-        XOnlyPublicKey::from_slice(&funding_txout(&peer.state).unwrap().script_pubkey.as_bytes()[2..]).unwrap();
-    let secp = Secp256k1::verification_only();
+async fn two_sided_updates_with_htlcs_both_ways_attacks_refused_and_cooperative_close() {
+    let h = Harness::start(spec()).await.unwrap();
+    let client = h.client().await.unwrap();
+    let channel = [0x71; 32];
+    let mut d = TaprootChannelDriver::open(&client, channel, setup([0x99; 32]), VALUE * 1000).await.unwrap();
 
-    // UPDATES updates: HTLCs we offer (our balance funds them) settle to the counterparty or
-    // fail back, and the counterparty offers HTLCs to us; each signed commitment is
-    // followed by the counterparty revoking the one before.
-    let mut theirs = 0u64;
-    let mut pending: Vec<HtlcInfo> = vec![];
-    for n in 0..UPDATES {
-        let hash = bitcoin::hashes::sha256::Hash::hash(&n.to_be_bytes()).to_byte_array();
-        let ours_offered = |p: &Vec<HtlcInfo>| p.iter().position(|h| !h.offered);
-        let theirs_offered = |p: &Vec<HtlcInfo>| p.iter().position(|h| h.offered);
+    let ours_of = |d: &TaprootChannelDriver| d.htlcs.iter().position(|f| f.htlc.offered);
+    let theirs_of = |d: &TaprootChannelDriver| d.htlcs.iter().position(|f| !f.htlc.offered);
+    let (mut added, mut fulfilled, mut failed) = ([0u32; 2], [0u32; 2], [0u32; 2]);
+    for n in 1..=UPDATES {
         match n % 8 {
-            // We offer (our balance funds it); the counterparty offers (its balance does).
+            // We pay (approved by the operator); the counterparty pays us.
             1 | 5 => {
-                pending.push(HtlcInfo { offered: false, amount_msat: 30_000_000, cltv_expiry: 700, payment_hash: hash })
+                approve(&client, &preimage(n), 30_000_000).await;
+                d.offer(30_000_000, preimage(n), 700);
+                added[0] += 1;
             }
-            3 | 7 if theirs >= 20_000_000 => {
-                theirs -= 20_000_000;
-                pending.push(HtlcInfo { offered: true, amount_msat: 20_000_000, cltv_expiry: 710, payment_hash: hash });
+            3 | 7 if d.theirs_msat >= 20_000_000 => {
+                d.receive(20_000_000, preimage(n), 710);
+                added[1] += 1;
             }
-            // Ours fulfilled: the counterparty gains it.
             2 => {
-                if let Some(i) = ours_offered(&pending) {
-                    theirs += pending.remove(i).amount_msat;
+                if let Some(i) = ours_of(&d) {
+                    d.fulfil(i);
+                    fulfilled[0] += 1;
                 }
             }
-            // Ours failed: back to us. Theirs fulfilled (to us) or failed (back to them).
             6 => {
-                if let Some(i) = ours_offered(&pending) {
-                    pending.remove(i);
-                }
-            }
-            4 => {
-                if let Some(i) = theirs_offered(&pending) {
-                    pending.remove(i);
+                if let Some(i) = ours_of(&d) {
+                    d.fail(i);
+                    failed[0] += 1;
                 }
             }
             0 => {
-                if let Some(i) = theirs_offered(&pending) {
-                    theirs += pending.remove(i).amount_msat;
+                if let Some(i) = theirs_of(&d) {
+                    d.fulfil(i);
+                    fulfilled[1] += 1;
+                }
+            }
+            4 => {
+                if let Some(i) = theirs_of(&d) {
+                    d.fail(i);
+                    failed[1] += 1;
                 }
             }
             _ => {}
         }
-        let info = commitment(n, theirs, pending.clone());
-        let sig = peer.sign(&client, &info).await;
-        let tx = counterparty_commitment(&peer.state, &info).unwrap();
-        let msg = Message::from_digest(funding_sighash(&peer.state, &tx).unwrap());
-        secp.verify_schnorr(&schnorr::Signature::from_slice(&sig).unwrap(), &msg, &funding_key)
-            .expect("verifies under the funding key");
-        if n == 0 || n == UPDATES - 1 || n % 25 == 5 {
-            check_with_bitcoin_core(&peer.state, &info, &sig);
-        }
-        if n > 0 {
-            let revoke = TaprootRequest::CounterpartyRevocation { commitment_number: n - 1, secret: secret(n - 1) };
-            client.taproot_apply(CHANNEL, revoke).await.unwrap();
+        let (info, sig) = d.update(&client).await.unwrap();
+        if n == 1 || n == UPDATES || n % 25 == 5 {
+            consensus_ok(&funding_spend(&d, &info, &sig), 0);
         }
     }
+    for k in 0..2 {
+        assert!(added[k] > 5 && fulfilled[k] > 2 && failed[k] > 2, "{added:?} {fulfilled:?} {failed:?}");
+    }
+    assert_eq!(d.next_counterparty, UPDATES + 1);
 
-    // A compromised node: a commitment that skips one number (the latest is still
-    // unrevoked), one paying the counterparty our balance without an HTLC, and one whose
-    // values do not add up.
-    let skip =
-        TaprootRequest::SignCounterpartyCommitment { commitment: commitment(UPDATES + 1, theirs, pending.clone()) };
-    refused(client.taproot_sign(CHANNEL, skip, [2; 66]).await, "policy-commitment-sequence", &["c1", "c2", "c3"]);
-    let drain = TaprootRequest::SignCounterpartyCommitment {
-        commitment: commitment(UPDATES, theirs + 100_000_000, pending.clone()),
+    // A compromised node. Counterparty commitments: a skipped number, the counterparty
+    // paid our balance with no HTLC, values that do not add up, an HTLC of ours nobody
+    // approved.
+    let n = d.next_counterparty;
+    let sign = |info: TaprootCommitmentInfo| TaprootRequest::SignCounterpartyCommitment {
+        commitment: info,
+        outbound_preimages: vec![],
     };
     refused(
-        client.taproot_sign(CHANNEL, drain, [2; 66]).await,
-        "policy-commitment-holder-balance",
-        &["c1", "c2", "c3"],
+        client.taproot_sign(channel, sign(d.counterparty_info(n + 1)), [2; 66]).await,
+        "policy-commitment-sequence",
+        ALL,
     );
-    let mut bad = commitment(UPDATES, theirs, pending.clone());
+    let mut drain = d.counterparty_info(n);
+    drain.to_broadcaster_msat += 100_000_000;
+    drain.to_countersignatory_msat -= 100_000_000;
+    refused(client.taproot_sign(channel, sign(drain), [2; 66]).await, "policy-commitment-holder-balance", ALL);
+    let mut bad = d.counterparty_info(n);
     bad.to_countersignatory_msat += 1;
-    let bad = TaprootRequest::SignCounterpartyCommitment { commitment: bad };
-    refused(client.taproot_sign(CHANNEL, bad, [2; 66]).await, "policy-commitment-value", &["c1", "c2", "c3"]);
-    // Settle everything: our HTLCs fulfilled, theirs failed back (our balance unchanged),
-    // then the cooperative close, which we initiate.
-    theirs += pending.iter().map(|h| h.amount_msat).sum::<u64>();
-    let last = commitment(UPDATES, theirs, vec![]);
-    peer.sign(&client, &last).await;
-    client
-        .taproot_apply(
-            CHANNEL,
-            TaprootRequest::CounterpartyRevocation { commitment_number: UPDATES - 1, secret: secret(UPDATES - 1) },
-        )
-        .await
-        .unwrap();
+    refused(client.taproot_sign(channel, sign(bad), [2; 66]).await, "policy-commitment-value", ALL);
+    let mut unapproved = d.counterparty_info(n);
+    unapproved.to_countersignatory_msat -= 40_000_000;
+    unapproved.htlcs.push(HtlcInfo {
+        offered: false,
+        amount_msat: 40_000_000,
+        cltv_expiry: 700,
+        payment_hash: [0xee; 32],
+    });
+    refused(client.taproot_sign(channel, sign(unapproved), [2; 66]).await, "policy-routing-unbalanced", ALL);
+    // Our holder commitment: the counterparty's signature made over other outputs, and a
+    // verification nonce of another commitment (the current one's) reused for the next.
+    let m = d.next_holder;
+    let point = client.per_commitment_point(channel, (1 << 48) - 1 - m).await.unwrap();
+    let (qn, verification) = client.taproot_verification_nonce(channel, m).await.unwrap();
+    let mut next = d.holder.as_ref().unwrap().info.clone();
+    next.commitment_number = m;
+    next.per_commitment_point = point;
+    let mut other = next.clone();
+    other.to_broadcaster_msat -= 1_000_000;
+    other.to_countersignatory_msat += 1_000_000;
+    let mut signed = d.counterparty_signs_holder(&next, verification.clone(), qn).unwrap();
+    signed.their_psig = d.counterparty_signs_holder(&other, verification, qn).unwrap().their_psig;
+    refused(
+        client.taproot_apply(channel, d.validate_request(&signed)).await,
+        "policy-commitment-counterparty-sig",
+        ALL,
+    );
+    let current = d.holder.clone().unwrap();
+    let reused = d.counterparty_signs_holder(&next, current.verification.clone(), current.quorum_nonce).unwrap();
+    refused(client.taproot_apply(channel, d.validate_request(&reused)).await, "policy-taproot-verification-nonce", ALL);
+    // Our latest holder commitment cannot be revoked (the next is not validated).
+    refused(client.taproot_revoke_holder(channel, m - 1).await, "policy-revoke-before-next-commitment", ALL);
+
+    // Settle: our HTLCs fulfilled, theirs failed back; one more round; close.
+    while let Some(i) = ours_of(&d) {
+        d.fulfil(i);
+    }
+    while let Some(i) = theirs_of(&d) {
+        d.fail(i);
+    }
+    d.update(&client).await.unwrap();
     let wallet = qls_signer_core::wallet::wallet_script(&h.key_id()).unwrap();
-    let ours_sat = last.to_countersignatory_msat / 1000;
-    let close = |to: &bitcoin::ScriptBuf, theirs_sat: u64| TaprootRequest::SignClosing {
-        to_holder_sat: ours_sat - 1_000,
+    let req = |to: &ScriptBuf, theirs_sat: u64| TaprootRequest::SignClosing {
+        to_holder_sat: d.ours_msat / 1000 - 1_000,
         to_counterparty_sat: theirs_sat,
         holder_script: to.to_bytes(),
-        counterparty_script: vec![0x00, 0x14, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7],
+        counterparty_script: their_close_script().to_bytes(),
         locktime: 0,
     };
-    let foreign = bitcoin::ScriptBuf::from_bytes([&[0x51u8, 0x20][..], &[0xbb; 32]].concat());
     refused(
-        client.taproot_sign(CHANNEL, close(&foreign, theirs / 1000), [2; 66]).await,
+        client.taproot_sign(channel, req(&foreign(), d.theirs_msat / 1000), [2; 66]).await,
         "policy-close-destination",
-        &["c1", "c2", "c3"],
+        ALL,
     );
     refused(
-        client.taproot_sign(CHANNEL, close(&wallet, theirs / 1000 + 50_000), [2; 66]).await,
+        client.taproot_sign(channel, req(&wallet, d.theirs_msat / 1000 + 50_000), [2; 66]).await,
         "policy-close-value",
-        &["c1", "c2", "c3"],
+        ALL,
     );
-    let honest = close(&wallet, theirs / 1000);
-    let TaprootRequest::SignClosing {
-        to_holder_sat,
-        to_counterparty_sat,
-        holder_script,
-        counterparty_script,
-        locktime,
-    } = honest.clone()
-    else {
-        unreachable!()
-    };
-    let tx = qls_signer_core::taproot_channel::validate::closing_tx(
-        &peer.state,
-        to_holder_sat,
-        to_counterparty_sat,
-        &holder_script,
-        &counterparty_script,
-        locktime,
+    let closed = d.close(&client, &wallet, &their_close_script(), 1_000).await.unwrap();
+    consensus_ok(&closed, 0);
+    // The reserved shutdown nonce signed once; after the close nothing more is signed.
+    refused(
+        client.taproot_sign(channel, sign(d.counterparty_info(d.next_counterparty)), [2; 66]).await,
+        "policy-channel-closed",
+        ALL,
     );
-    // Our nonce was reserved ahead (as sent in `shutdown`): the signature uses exactly it,
-    // and the reserved set signs once.
-    let (shutdown_nonce, reserved) = client.taproot_nonce(CHANNEL).await.unwrap();
-    let (sig, used) = peer.sign_tx(&client, honest.clone(), &tx, reserved.clone()).await;
-    assert_eq!(used, shutdown_nonce, "the close is signed with the nonce sent in shutdown");
-    check_tx_with_bitcoin_core(&peer.state, tx.clone(), &sig);
-    // The same request again, with a valid counterparty nonce: only the consumed nonces
-    // stand in the way, and no cosigner signs.
-    let their_key: [u8; 33] = qls_simnet::taproot_counterparty::test_key(0x50);
-    let (_, valid) = qls_signer_core::musig2::nonce_gen(&[5; 32], None, &their_key, None, None, None).unwrap();
-    match client.taproot_sign_reserved(CHANNEL, honest, valid.0, reserved).await {
-        Err(qls_coordinator::client::ClientError::Coordinator { detail, .. }) => {
-            assert!(detail.contains("0 of 3 cosigners signed"), "{detail}")
-        }
-        other => panic!("a reserved nonce set signed twice: {other:?}"),
-    }
-    // After the close, no further commitment.
-    let after = TaprootRequest::SignCounterpartyCommitment { commitment: commitment(UPDATES + 1, theirs, vec![]) };
-    refused(client.taproot_sign(CHANNEL, after, [2; 66]).await, "policy-channel-closed", &["c1", "c2", "c3"]);
+    let wrong = TaprootRequest::CounterpartyRevocation { commitment_number: d.next_counterparty - 2, secret: [9; 32] };
+    refused(client.taproot_apply(channel, wrong).await, "policy-revocation-secret-mismatch", ALL);
+    h.shutdown().await;
+}
 
-    // A revocation secret that is not the counterparty's.
-    let wrong = TaprootRequest::CounterpartyRevocation { commitment_number: UPDATES - 1, secret: [9; 32] };
-    match client.taproot_apply(CHANNEL, wrong).await {
-        Err(qls_coordinator::client::ClientError::Refused(r)) => {
-            assert!(
-                r.iter().all(|r| r.violations.iter().any(|v| v.tag == "policy-revocation-secret-mismatch")),
-                "{r:?}"
-            )
-        }
-        other => panic!("a wrong revocation secret was accepted: {other:?}"),
+/// A transaction spending `spent` (one input, `sequence`) to `to` less `fee`.
+fn spend(spent: OutPoint, value: Amount, sequence: u32, to: ScriptBuf, fee: u64) -> Transaction {
+    Transaction {
+        version: bitcoin::transaction::Version::TWO,
+        lock_time: bitcoin::absolute::LockTime::ZERO,
+        input: vec![TxIn {
+            previous_output: spent,
+            script_sig: ScriptBuf::new(),
+            sequence: Sequence(sequence),
+            witness: Witness::new(),
+        }],
+        output: vec![TxOut { value: value - Amount::from_sat(fee), script_pubkey: to }],
     }
+}
+
+/// The script-path witness of `leaf` of `output`.
+fn script_witness(output: &qls_signer_core::taproot_scripts::TaprootOutput, leaf: &str, sig: &[u8; 64]) -> Witness {
+    let script = output.leaf(leaf).unwrap().clone();
+    let control = output.spend_info.control_block(&(script.clone(), LeafVersion::TapScript)).unwrap();
+    Witness::from_slice(&[sig.to_vec(), script.to_bytes(), control.serialize()])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn force_close_with_htlc_transactions_and_sweeps() {
+    let h = Harness::start(spec()).await.unwrap();
+    let client = h.client().await.unwrap();
+    let channel = [0x72; 32];
+    let mut d = TaprootChannelDriver::open(&client, channel, setup([0x98; 32]), VALUE * 1000).await.unwrap();
+    // Pay the counterparty 100,000 sat, then one HTLC each way in flight.
+    approve(&client, &preimage(1), 100_000_000).await;
+    d.offer(100_000_000, preimage(1), 600);
+    d.update(&client).await.unwrap();
+    d.fulfil(0);
+    d.update(&client).await.unwrap();
+    approve(&client, &preimage(2), 50_000_000).await;
+    d.offer(50_000_000, preimage(2), 800);
+    d.receive(20_000_000, preimage(3), 900);
+    let previous = d.holder.clone().unwrap();
+    d.update(&client).await.unwrap();
+
+    // A revoked holder commitment is never signed, even in its own verification session.
+    let revoked = TaprootRequest::SignHolderCommitment { commitment_number: previous.info.commitment_number };
+    refused(
+        client.taproot_sign_reserved(channel, revoked, previous.their_nonce, previous.verification).await,
+        "policy-commitment-holder-revoked",
+        ALL,
+    );
+
+    // Force close with the latest, completed with its stored verification nonce.
+    let commitment = d.force_close(&client).await.unwrap();
+    consensus_ok(&commitment, 0);
+    // Its nonce is spent: the same force close cannot be signed again by any cosigner.
+    let again = d.force_close(&client).await;
+    assert!(matches!(again, Err(DriverError::Client(_))), "{again:?}");
+
+    let info = d.holder.clone().unwrap().info;
+    let built = tc::commitment(&d.view, &info, Side::Holder).unwrap();
+    let second = built.second_level(&info).unwrap();
+    let index_of = |offered: bool| second.iter().position(|(i, _)| info.htlcs[*i].offered == offered).unwrap();
+    // HTLC-success (received): only with the preimage. HTLC-timeout (offered).
+    refused(d.holder_htlc_tx(&client, index_of(false), None).await, "policy-htlc-preimage", ALL);
+    let success = d.holder_htlc_tx(&client, index_of(false), Some(preimage(3))).await.unwrap();
+    consensus_ok(&success, 0);
+    let timeout = d.holder_htlc_tx(&client, index_of(true), None).await.unwrap();
+    consensus_ok(&timeout, 0);
+
+    let wallet = qls_signer_core::wallet::wallet_script(&h.key_id()).unwrap();
+    let k = &built.keys;
+    let txid = built.tx.compute_txid();
+    let vout_of = |script: &ScriptBuf| built.tx.output.iter().position(|o| &o.script_pubkey == script).unwrap();
+    // to_local after the delay, to our wallet (a foreign script is refused).
+    let local = to_local(&k.local_delayed, &k.revocation, built.to_self_delay).unwrap();
+    let v = vout_of(&local.script_pubkey());
+    let out = built.tx.output[v].clone();
+    let op = OutPoint { txid, vout: v as u32 };
+    let delay = u32::from(built.to_self_delay);
+    let witness = |s: &[u8; 64]| script_witness(&local, "settle", s);
+    refused(
+        d.sweep(&client, spend(op, out.value, delay, foreign(), 500), 0, vec![out.clone()], witness).await,
+        "policy-sweep-destination",
+        ALL,
+    );
+    let swept = d.sweep(&client, spend(op, out.value, delay, wallet.clone(), 500), 0, vec![out.clone()], witness).await;
+    consensus_ok(&swept.unwrap(), 0);
+    // The HTLC-success output after the delay.
+    let second_out = second_level_htlc(&k.local_delayed, &k.revocation, built.to_self_delay).unwrap();
+    let op = OutPoint { txid: success.tx.compute_txid(), vout: 0 };
+    let out = success.tx.output[0].clone();
+    let tx = spend(op, out.value, delay, wallet.clone(), 500);
+    let swept = d.sweep(&client, tx, 0, vec![out], |s| script_witness(&second_out, "success", s)).await.unwrap();
+    consensus_ok(&swept, 0);
+    // Our anchor, by key path, with a wallet input paying for the child.
+    let our_anchor = anchor(&k.local_delayed).unwrap();
+    let v = vout_of(&our_anchor.script_pubkey());
+    let anchor_out = built.tx.output[v].clone();
+    let mut tx = spend(OutPoint { txid, vout: v as u32 }, Amount::from_sat(20_000), 0, wallet.clone(), 1_000);
+    tx.input.push(TxIn {
+        previous_output: OutPoint { txid: bitcoin::Txid::from_byte_array([5; 32]), vout: 0 },
+        ..tx.input[0].clone()
+    });
+    let fee_input = TxOut { value: Amount::from_sat(20_000), script_pubkey: wallet.clone() };
+    let key_path = |s: &[u8; 64]| Witness::from_slice(&[s.to_vec()]);
+    let spent = vec![anchor_out, fee_input];
+    consensus_ok(&d.sweep(&client, tx, 0, spent, key_path).await.unwrap(), 0);
+    // to_remote of the counterparty's latest commitment (had it been the one broadcast).
+    let theirs = d.counterparty_latest.clone().unwrap();
+    let cp = tc::commitment(&d.view, &theirs, Side::Counterparty).unwrap();
+    let remote = to_remote(&cp.keys.remote_payment).unwrap();
+    let v = cp.tx.output.iter().position(|o| o.script_pubkey == remote.script_pubkey()).unwrap();
+    let out = cp.tx.output[v].clone();
+    let tx = spend(OutPoint { txid: cp.tx.compute_txid(), vout: v as u32 }, out.value, 1, wallet.clone(), 500);
+    let swept = d.sweep(&client, tx, 0, vec![out], |s| script_witness(&remote, "settle", s)).await.unwrap();
+    consensus_ok(&swept, 0);
+    // After the force close, no new commitment of either side.
+    let after = TaprootRequest::SignCounterpartyCommitment {
+        commitment: d.counterparty_info(d.next_counterparty),
+        outbound_preimages: vec![],
+    };
+    refused(client.taproot_sign(channel, after, [2; 66]).await, "policy-channel-closed", ALL);
     h.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_permissive_cosigner_cannot_get_a_drain_signed() {
-    let mut spec = QuorumSpec::new(3, 2);
-    spec.policies = vec![test_policy(), test_policy(), PolicyConfig::permissive()];
+async fn one_permissive_cosigner_cannot_get_a_drain_or_a_foreign_sweep_signed() {
+    let mut spec = spec();
+    spec.policies[2] = PolicyConfig::permissive();
     let h = Harness::start(spec).await.unwrap();
-    let (client, peer) = open(&h).await;
-    peer.sign(&client, &commitment(0, 0, vec![])).await;
+    let client = h.client().await.unwrap();
+    let channel = [0x73; 32];
+    let d = TaprootChannelDriver::open(&client, channel, setup([0x97; 32]), VALUE * 1000).await.unwrap();
     // The counterparty's balance jumps with no HTLC: c1 and c2 refuse, so the 3-of-3
     // funding key cannot sign, whatever c3 does.
-    let drain = TaprootRequest::SignCounterpartyCommitment { commitment: commitment(1, 500_000_000, vec![]) };
-    refused(client.taproot_sign(CHANNEL, drain, [2; 66]).await, "policy-commitment-holder-balance", &["c1", "c2"]);
+    let mut drain = d.counterparty_info(d.next_counterparty);
+    drain.to_broadcaster_msat += 500_000_000;
+    drain.to_countersignatory_msat -= 500_000_000;
+    let req = TaprootRequest::SignCounterpartyCommitment { commitment: drain, outbound_preimages: vec![] };
+    refused(client.taproot_sign(channel, req, [2; 66]).await, "policy-commitment-holder-balance", &["c1", "c2"]);
+    // A sweep of our to_remote to a foreign script: c1 and c2 refuse; c3 alone is below the
+    // FROST threshold of 2.
+    let theirs = d.counterparty_latest.clone().unwrap();
+    let cp = tc::commitment(&d.view, &theirs, Side::Counterparty).unwrap();
+    let remote = to_remote(&cp.keys.remote_payment).unwrap();
+    if let Some(v) = cp.tx.output.iter().position(|o| o.script_pubkey == remote.script_pubkey()) {
+        let out = cp.tx.output[v].clone();
+        let tx = spend(OutPoint { txid: cp.tx.compute_txid(), vout: v as u32 }, out.value, 1, foreign(), 500);
+        refused(
+            d.sweep(&client, tx, 0, vec![out], |s| script_witness(&remote, "settle", s)).await,
+            "policy-sweep-destination",
+            &["c1", "c2"],
+        );
+    } else {
+        panic!("our to_remote output is missing from the counterparty's commitment");
+    }
     h.shutdown().await;
 }

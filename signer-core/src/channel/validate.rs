@@ -349,7 +349,7 @@ fn offered_by_us(info: &CommitmentInfo, broadcaster: Broadcaster) -> impl Iterat
     info.htlcs.iter().filter(move |h| h.offered == we_offered)
 }
 
-fn multiset_minus<'a>(a: impl Iterator<Item = &'a HtlcInfo>, b: &[&'a HtlcInfo]) -> Vec<&'a HtlcInfo> {
+pub(crate) fn multiset_minus<'a>(a: impl Iterator<Item = &'a HtlcInfo>, b: &[&'a HtlcInfo]) -> Vec<&'a HtlcInfo> {
     let mut rest: Vec<&HtlcInfo> = b.to_vec();
     let mut out = Vec::new();
     for h in a {
@@ -363,7 +363,7 @@ fn multiset_minus<'a>(a: impl Iterator<Item = &'a HtlcInfo>, b: &[&'a HtlcInfo])
     out
 }
 
-fn preimage_hashes(preimages: &[[u8; 32]]) -> Vec<[u8; 32]> {
+pub(crate) fn preimage_hashes(preimages: &[[u8; 32]]) -> Vec<[u8; 32]> {
     preimages.iter().map(|p| sha256::Hash::hash(p).to_byte_array()).collect()
 }
 

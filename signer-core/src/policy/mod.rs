@@ -191,6 +191,9 @@ policy_tags! {
     HeartbeatTip => "policy-heartbeat-tip", Error,
         "chain::tests::heartbeat_attests_only_a_fresh_own_tip",
         "A heartbeat attests the cosigner's own chain tip, no older than `heartbeat_tip_max_age_secs` by its clock.";
+    TaprootVerificationNonce => "policy-taproot-verification-nonce", Error,
+        "taproot_channel::holder_tests::a_verification_nonce_signs_only_its_own_holder_commitment",
+        "A taproot holder commitment is accepted only in the session of its own verification nonce: one stored nonce per cosigner, this cosigner's the one it made for that commitment.";
     NodeStateBounded => "policy-node-state-bounded", Error,
         "channel::tests::payment_index_bounded",
         "The payment index and the channel store stay within their configured sizes (entries that no longer matter are pruned first); new ones are refused when full.";

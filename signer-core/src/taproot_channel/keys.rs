@@ -12,7 +12,7 @@ use alloc::vec::Vec;
 
 use bitcoin::secp256k1::{PublicKey, Scalar, Secp256k1, SecretKey, Verification};
 use frost_secp256k1_tr::keys::{PublicKeyPackage, Tweak};
-use qls_protocol::{ChannelKeysId, TaprootHolderKeys};
+use qls_protocol::{ChannelKeysId, KeyTweak, TaprootHolderKeys};
 
 use crate::musig2::{nested::node_pubkey, MusigError};
 use crate::tagged::tagged_hash;
@@ -62,6 +62,22 @@ pub fn funding_node_key<C: Verification>(
 /// The FROST-tweak root of one basepoint of one channel.
 fn basepoint_root(channel: &ChannelKeysId, role: &str) -> [u8; 32] {
     tagged_hash("QLS/taproot-basepoint/v1", &[channel, role.as_bytes()])
+}
+
+/// The FROST tweak that makes basepoint `role` of `channel` from the group key.
+pub fn basepoint_tweak(channel: &ChannelKeysId, role: &str) -> KeyTweak {
+    KeyTweak::Taproot(Some(basepoint_root(channel, role)))
+}
+
+/// The FROST tweaks of basepoint `role` (published as `basepoint`) derived for the
+/// per-commitment point `pcp` (BOLT 3 `derive_pubkey`).
+pub fn per_commitment_tweaks(
+    channel: &ChannelKeysId,
+    role: &str,
+    basepoint: &[u8; 33],
+    pcp: &[u8; 33],
+) -> Vec<KeyTweak> {
+    alloc::vec![basepoint_tweak(channel, role), KeyTweak::Add(crate::bolt3_keys::per_commitment_tweak(pcp, basepoint))]
 }
 
 fn tweaked_point(group: &PublicKeyPackage, channel: &ChannelKeysId, role: &str) -> Result<[u8; 33], MusigError> {

@@ -1,14 +1,15 @@
 //! One cosigner's copy of one simple taproot channel: the setup, the leaves pinned at
 //! setup (so every later request uses the same funding key), our derived keys, the
-//! counterparty commitments we signed and the secrets it revealed, the close state and the
-//! state digest (the same hash chain as legacy channels).
+//! counterparty commitments we signed and the secrets it revealed, our holder commitments
+//! (the latest validated one and how far they are revoked), the close state and the state
+//! digest (the same hash chain as legacy channels).
 //!
 //! Must never: change without going through `validate::apply`, or be persisted partially.
 
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
-use qls_protocol::{StateDigest, TaprootChannelSetup, TaprootCommitmentInfo, TaprootHolderKeys};
+use qls_protocol::{LeafNonce, StateDigest, TaprootChannelSetup, TaprootCommitmentInfo, TaprootHolderKeys};
 
 use crate::channel::CloseState;
 
@@ -28,5 +29,46 @@ pub struct TaprootChannelState {
     pub unrevoked_points: Vec<(u64, Vec<u8>)>,
     /// LDK's `CounterpartyCommitmentSecrets` (BOLT 3 compact storage), serialized.
     pub secrets: Vec<u8>,
+    /// Our latest holder commitment, validated: what a force close broadcasts.
+    pub holder_latest: Option<TaprootHolderCommitment>,
+    /// Every holder commitment numbered at or below this one is revoked.
+    pub holder_revoked: Option<u64>,
     pub close: CloseState,
+}
+
+/// A holder commitment with what completing it needs: the counterparty's partial
+/// signature, made in the session of our verification nonce (`verification`, one leaf
+/// nonce per cosigner) and its own nonce, and its HTLC signatures.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaprootHolderCommitment {
+    pub info: TaprootCommitmentInfo,
+    pub verification: Vec<LeafNonce>,
+    pub counterparty_nonce: Vec<u8>,
+    pub counterparty_psig: Vec<u8>,
+    pub counterparty_htlc_sigs: Vec<Vec<u8>>,
+}
+
+impl TaprootChannelState {
+    /// A state holding only public facts (setup and our keys), enough to rebuild every
+    /// transaction of the channel: what a counterparty or a test sees.
+    pub fn public_view(setup: TaprootChannelSetup, holder: TaprootHolderKeys) -> Self {
+        Self {
+            setup,
+            leaves: Vec::new(),
+            holder,
+            funding_script: Vec::new(),
+            digest: StateDigest { version: 0, digest: [0; 32] },
+            counterparty_latest: None,
+            unrevoked_points: Vec::new(),
+            secrets: Vec::new(),
+            holder_latest: None,
+            holder_revoked: None,
+            close: CloseState::Open,
+        }
+    }
+
+    /// Whether holder commitment `n` is revoked.
+    pub fn holder_is_revoked(&self, n: u64) -> bool {
+        self.holder_revoked.is_some_and(|r| n <= r)
+    }
 }

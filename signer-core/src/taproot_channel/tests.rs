@@ -15,35 +15,42 @@ use qls_protocol::{
 use rand::SeedableRng;
 
 use super::*;
-use crate::channel::request_digest;
+use crate::channel::{request_digest, PaymentEntry, PaymentIndex};
 use crate::musig2::nested::{nested_partial_sig_verify, nested_sign, psig_sum, NestedSessionContext};
 use crate::musig2::nonce_gen;
 use crate::policy::{PolicyConfig, PolicyTag};
+use alloc::collections::BTreeMap;
 
-const CHANNEL: [u8; 32] = [0x33; 32];
-const VALUE: u64 = 1_000_000;
+pub(super) const CHANNEL: [u8; 32] = [0x33; 32];
+pub(super) const VALUE: u64 = 1_000_000;
 
-fn pk(secp: &Secp256k1<bitcoin::secp256k1::All>, b: u8) -> Vec<u8> {
+pub(super) fn pk(secp: &Secp256k1<bitcoin::secp256k1::All>, b: u8) -> Vec<u8> {
     PublicKey::from_secret_key(secp, &SecretKey::from_slice(&[b; 32]).unwrap()).serialize().to_vec()
 }
 
 /// The counterparty's per-commitment secret `n` (a toy chain: not BOLT 3's, except where a
 /// test needs the shachain).
-fn cp_secret(n: u64) -> [u8; 32] {
+pub(super) fn cp_secret(n: u64) -> [u8; 32] {
     lightning::ln::chan_utils::build_commitment_secret(&[0x44; 32], (1 << 48) - 1 - n)
 }
 
-struct Fx {
-    secp: Secp256k1<bitcoin::secp256k1::All>,
-    policy: PolicyConfig,
-    leaf_sks: Vec<SecretKey>,
-    leaves: Vec<Vec<u8>>,
-    holder: qls_protocol::TaprootHolderKeys,
-    state: Option<TaprootChannelState>,
+pub(super) struct Fx {
+    pub(super) secp: Secp256k1<bitcoin::secp256k1::All>,
+    pub(super) policy: PolicyConfig,
+    pub(super) leaf_sks: Vec<SecretKey>,
+    pub(super) leaves: Vec<Vec<u8>>,
+    pub(super) holder: qls_protocol::TaprootHolderKeys,
+    pub(super) state: Option<TaprootChannelState>,
+    /// The node-wide payment index, as a cosigner's store keeps it.
+    pub(super) payments: BTreeMap<[u8; 32], PaymentEntry>,
+    /// The FROST group's shares (2-of-3, dealer) the basepoints derive from.
+    pub(super) shares: Vec<crate::keys::KeyShare>,
+    /// The cosigner's own stored verification nonce (for holder commitment validations).
+    pub(super) own_verification: Option<LeafNonce>,
 }
 
 impl Fx {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         let secp = Secp256k1::new();
         let leaf_sks: Vec<SecretKey> = (1..=3u8).map(|i| SecretKey::from_slice(&[0x10 + i; 32]).unwrap()).collect();
         let leaves: Vec<Vec<u8>> =
@@ -53,10 +60,21 @@ impl Fx {
         let shares = crate::dealer::split(None, &fps, 2, &mut rng).unwrap();
         let base: Vec<[u8; 33]> = leaves.iter().map(|l| l.as_slice().try_into().unwrap()).collect();
         let holder = holder_keys(&secp, &shares[0].1.public_key_package, &base, &CHANNEL).unwrap();
-        Self { secp, policy: PolicyConfig::default(), leaf_sks, leaves, holder, state: None }
+        let shares = shares.into_iter().map(|(_, s)| s).collect();
+        Self {
+            secp,
+            policy: PolicyConfig::default(),
+            leaf_sks,
+            leaves,
+            holder,
+            state: None,
+            payments: BTreeMap::new(),
+            shares,
+            own_verification: None,
+        }
     }
 
-    fn setup(&self) -> TaprootChannelSetup {
+    pub(super) fn setup(&self) -> TaprootChannelSetup {
         TaprootChannelSetup {
             channel_value_sat: VALUE,
             funding_txid: [0x99; 32],
@@ -65,6 +83,7 @@ impl Fx {
             holder_selected_contest_delay: 144,
             counterparty_selected_contest_delay: 144,
             counterparty_dust_limit_sat: 354,
+            holder_dust_limit_sat: 354,
             counterparty: TaprootCounterpartyPoints {
                 funding: pk(&self.secp, 0x50),
                 revocation: pk(&self.secp, 0x51),
@@ -75,7 +94,7 @@ impl Fx {
         }
     }
 
-    fn run(&mut self, req: TaprootRequest) -> (Vec<PolicyTag>, Option<[u8; 32]>) {
+    pub(super) fn run(&mut self, req: TaprootRequest) -> (Vec<PolicyTag>, Option<[u8; 32]>) {
         let subject = qls_protocol::ApprovalSubject::Channel {
             channel: CHANNEL,
             request: qls_protocol::ChannelRequest::ReleaseCommitmentSecret { commitment_number: 0 },
@@ -88,18 +107,58 @@ impl Fx {
             leaves: &self.leaves,
             own_scripts: &own,
             secp: &self.secp,
+            own_verification: self.own_verification.as_ref(),
         };
-        let applied = apply(&CHANNEL, self.state.as_ref(), &req, &digest, &ctx).expect("request parses");
+        let mut index = PaymentIndex::new(self.payments.clone(), self.payments.len(), 1000);
+        let applied = apply(&CHANNEL, self.state.as_ref(), &req, &digest, &mut index, &ctx).expect("request parses");
         let verdict = crate::policy::judge(applied.violations, &self.policy);
         if verdict.approves() {
             self.state = Some(applied.state);
+            self.payments.extend(index.changed());
         }
         (verdict.refused.iter().map(|v| v.tag).collect(), applied.message)
     }
 
-    fn commitment(&self, n: u64, theirs_msat: u64, ours_msat: u64, htlcs: Vec<HtlcInfo>) -> TaprootRequest {
+    /// An approved payment of `msat` for the test hash.
+    pub(super) fn approve(&mut self, msat: u64) {
+        let mut index = PaymentIndex::new(self.payments.clone(), self.payments.len(), 1000);
+        index.approve(&mut Vec::new(), &hash(), msat, u64::MAX);
+        self.payments.extend(index.changed());
+    }
+
+    pub(super) fn frost(
+        &self,
+        item: &qls_protocol::TaprootFrostItem,
+    ) -> (Vec<qls_protocol::FrostTarget>, Vec<PolicyTag>) {
+        let own = [wallet()];
+        let ctx = TaprootContext {
+            policy: &self.policy,
+            holder: &self.holder,
+            leaves: &self.leaves,
+            own_scripts: &own,
+            secp: &self.secp,
+            own_verification: None,
+        };
+        let (targets, v) = frost_targets(&CHANNEL, self.state.as_ref().unwrap(), item, &ctx).expect("item parses");
+        let verdict = crate::policy::judge(v, &self.policy);
+        (targets, verdict.refused.iter().map(|v| v.tag).collect())
+    }
+
+    pub(super) fn commitment(&self, n: u64, theirs_msat: u64, ours_msat: u64, htlcs: Vec<HtlcInfo>) -> TaprootRequest {
+        self.commitment_with(n, theirs_msat, ours_msat, htlcs, vec![])
+    }
+
+    pub(super) fn commitment_with(
+        &self,
+        n: u64,
+        theirs_msat: u64,
+        ours_msat: u64,
+        htlcs: Vec<HtlcInfo>,
+        outbound_preimages: Vec<[u8; 32]>,
+    ) -> TaprootRequest {
         let point = PublicKey::from_secret_key(&self.secp, &SecretKey::from_slice(&cp_secret(n)).unwrap());
         TaprootRequest::SignCounterpartyCommitment {
+            outbound_preimages,
             commitment: TaprootCommitmentInfo {
                 commitment_number: n,
                 per_commitment_point: point.serialize().to_vec(),
@@ -111,12 +170,12 @@ impl Fx {
         }
     }
 
-    fn revoke(&mut self, n: u64) -> Vec<PolicyTag> {
+    pub(super) fn revoke(&mut self, n: u64) -> Vec<PolicyTag> {
         self.run(TaprootRequest::CounterpartyRevocation { commitment_number: n, secret: cp_secret(n) }).0
     }
 }
 
-fn wallet() -> bitcoin::ScriptBuf {
+pub(super) fn wallet() -> bitcoin::ScriptBuf {
     bitcoin::ScriptBuf::from_bytes([&[0x51u8, 0x20][..], &[0xaa; 32]].concat())
 }
 
@@ -135,14 +194,15 @@ fn cooperative_close_rules() {
     let mut fx = Fx::new();
     fx.run(TaprootRequest::Setup(fx.setup()));
     let all = VALUE * 1000;
+    fx.approve(5_000_000);
     assert_eq!(fx.run(fx.commitment(0, 0, all, vec![])).0, vec![]);
     assert_eq!(fx.run(fx.commitment(1, 0, all - 5_000_000, vec![htlc(false, 5_000_000)])).0, vec![]);
     let foreign = bitcoin::ScriptBuf::from_bytes([&[0x51u8, 0x20][..], &[0xbb; 32]].concat());
     // An HTLC is pending.
     assert_eq!(fx.run(close(VALUE - 1_000, 0, &wallet())).0, vec![PolicyTag::ClosePendingHtlcs]);
     fx.revoke(0);
-    // Our HTLC was fulfilled: the counterparty has 5,000 sat.
-    assert_eq!(fx.run(fx.commitment(2, 5_000_000, all - 5_000_000, vec![])).0, vec![]);
+    // Our HTLC was fulfilled (we were shown the preimage): the counterparty has 5,000 sat.
+    assert_eq!(fx.run(fx.commitment_with(2, 5_000_000, all - 5_000_000, vec![], vec![PREIMAGE])).0, vec![]);
     // To a foreign script; more to the counterparty than its balance; a fee above the cap.
     assert_eq!(fx.run(close(VALUE - 5_000 - 1_000, 5_000, &foreign)).0, vec![PolicyTag::CloseDestination]);
     assert_eq!(fx.run(close(VALUE - 105_000, 100_000, &wallet())).0, vec![PolicyTag::CloseValue]);
@@ -150,7 +210,7 @@ fn cooperative_close_rules() {
     let (tags, msg) = fx.run(close(VALUE - 6_000, 5_000, &wallet()));
     assert_eq!(tags, vec![]);
     let state = fx.state.clone().unwrap();
-    let tx = validate::closing_tx(&state, VALUE - 6_000, 5_000, wallet().as_bytes(), &close_script(), 0);
+    let tx = closing_tx(&state, VALUE - 6_000, 5_000, wallet().as_bytes(), &close_script(), 0);
     assert_eq!(funding_sighash(&state, &tx).unwrap(), msg.unwrap());
     // Closed: no new commitment.
     fx.revoke(1);
@@ -161,8 +221,14 @@ fn close_script() -> Vec<u8> {
     vec![0x00, 0x14, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7]
 }
 
-fn htlc(offered: bool, msat: u64) -> HtlcInfo {
-    HtlcInfo { offered, amount_msat: msat, cltv_expiry: 500, payment_hash: [7; 32] }
+pub(super) const PREIMAGE: [u8; 32] = [7; 32];
+
+pub(super) fn hash() -> [u8; 32] {
+    crate::taproot_scripts::payment_hash(&PREIMAGE)
+}
+
+pub(super) fn htlc(offered: bool, msat: u64) -> HtlcInfo {
+    HtlcInfo { offered, amount_msat: msat, cltv_expiry: 500, payment_hash: hash() }
 }
 
 #[test]
@@ -249,10 +315,19 @@ fn counterparty_commitment_rules() {
     assert_eq!(fx.run(fx.commitment(0, 1_000, all - 1_000, vec![])).0, vec![PolicyTag::CommitmentRetrySame]);
     let skipped = fx.run(fx.commitment(2, 0, all, vec![])).0;
     assert_eq!(skipped, vec![PolicyTag::CommitmentSequence, PolicyTag::CommitmentPreviousRevoked]);
-    // We offer an HTLC: our balance falls by its amount.
-    assert_eq!(fx.run(fx.commitment(1, 0, all - 5_000_000, vec![htlc(false, 5_000_000)])).0, vec![]);
+    // We offer an HTLC: our balance falls by its amount; it must be covered (a forward or
+    // an approved payment).
+    let offer = fx.commitment(1, 0, all - 5_000_000, vec![htlc(false, 5_000_000)]);
+    assert_eq!(fx.run(offer.clone()).0, vec![PolicyTag::RoutingUnbalanced]);
+    fx.approve(4_000_000);
+    assert_eq!(fx.run(offer.clone()).0, vec![PolicyTag::InvoiceOverpaid]);
+    fx.approve(5_000_000);
+    assert_eq!(fx.run(offer).0, vec![]);
+    // It is fulfilled: without the preimage our funds fall unexplained.
+    let unexplained = fx.commitment(2, 5_000_000, all - 5_000_000, vec![]);
+    assert_eq!(fx.run(unexplained).0, vec![PolicyTag::CommitmentPreviousRevoked, PolicyTag::CommitmentHolderBalance]);
     // Commitment 2 while 0 is unrevoked.
-    let c2 = fx.commitment(2, 5_000_000, all - 5_000_000, vec![]);
+    let c2 = fx.commitment_with(2, 5_000_000, all - 5_000_000, vec![], vec![PREIMAGE]);
     assert_eq!(fx.run(c2.clone()).0, vec![PolicyTag::CommitmentPreviousRevoked]);
     // A wrong secret, then the right one.
     assert_eq!(
@@ -282,8 +357,15 @@ fn setup_twice_with_other_data_and_unknown_channel() {
     let mut other = fx.setup();
     other.channel_value_sat += 1;
     assert_eq!(fx.run(TaprootRequest::Setup(other)).0, vec![PolicyTag::ChannelIdReuse]);
-    let ctx =
-        TaprootContext { policy: &fx.policy, holder: &fx.holder, leaves: &fx.leaves, own_scripts: &[], secp: &fx.secp };
-    let err = apply(&[1; 32], None, &fx.commitment(0, 0, 0, vec![]), &[0; 32], &ctx).unwrap_err();
+    let ctx = TaprootContext {
+        policy: &fx.policy,
+        holder: &fx.holder,
+        leaves: &fx.leaves,
+        own_scripts: &[],
+        secp: &fx.secp,
+        own_verification: None,
+    };
+    let mut index = PaymentIndex::default();
+    let err = apply(&[1; 32], None, &fx.commitment(0, 0, 0, vec![]), &[0; 32], &mut index, &ctx).unwrap_err();
     assert!(matches!(err, TaprootChannelError::UnknownChannel { .. }));
 }

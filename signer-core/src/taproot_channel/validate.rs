@@ -1,32 +1,36 @@
 //! The taproot-channel policy: judges one [`TaprootRequest`] against a cosigner's own copy
-//! of the channel and returns the next state, every rule it breaks, and — for a signing
-//! request — the message (BIP-341 key-path sighash of the funding output) the cosigner
-//! derived itself from the stored setup and the request's facts.
+//! of the channel and the node-wide payment index, and returns the next state, every rule
+//! it breaks, and — for a signing request — the message (BIP-341 key-path sighash of the
+//! funding output) the cosigner derived itself from the stored setup and the request's
+//! facts.
 //!
 //! Rules shared with legacy channels keep their tags (`policy-commitment-*`,
-//! `policy-channel-*`, `policy-revocation-secret-mismatch`).
+//! `policy-channel-*`, `policy-revocation-secret-mismatch`, `policy-routing-*`, ...).
 //!
-//! Must never: take a key, a transaction or a sighash from the request, or sign a new
-//! counterparty commitment while the one before the previous is unrevoked.
+//! Must never: take a key, a transaction or a sighash from the request, sign a new
+//! counterparty commitment while the one before the previous is unrevoked, or sign a
+//! holder commitment that is revoked or not the latest validated one.
 
 use alloc::format;
 use alloc::vec::Vec;
 
-use bitcoin::hashes::Hash;
-use bitcoin::secp256k1::{All, PublicKey, Secp256k1, SecretKey};
-use bitcoin::sighash::{Prevouts, SighashCache, TapSighashType};
-use bitcoin::{Amount, OutPoint, ScriptBuf, Transaction, TxOut, Txid};
+use bitcoin::secp256k1::{schnorr, All, Message, PublicKey, Secp256k1, SecretKey, XOnlyPublicKey};
+use bitcoin::sighash::TapSighashType;
 use lightning::ln::chan_utils::CounterpartyCommitmentSecrets;
 use lightning::util::ser::{Readable, Writeable};
-use qls_protocol::{ChannelKeysId, TaprootChannelSetup, TaprootCommitmentInfo, TaprootHolderKeys, TaprootRequest};
+use qls_protocol::{
+    ChannelKeysId, LeafNonce, TaprootChannelSetup, TaprootCommitmentInfo, TaprootHolderKeys, TaprootRequest,
+};
 
-use super::state::TaprootChannelState;
-use crate::bolt3_keys::{derive_pubkey, derive_revocation_pubkey};
+use super::build::{closing_tx, commitment, funding_sighash, funding_txout, point, Side};
+use super::routing::{holder_balance, offered_by_us, record_received, route_offered};
+use super::session::funding_tweak;
+use super::state::{TaprootChannelState, TaprootHolderCommitment};
 use crate::channel::validate::{commitment_limit_violations, contest_delay_violations};
-use crate::channel::{chain_digest, CloseState};
+use crate::channel::{chain_digest, CloseState, PaymentIndex};
+use crate::musig2::nested::nonce_agg_ext;
+use crate::musig2::{key_sort, nonce_agg, partial_sig_verify, PubNonce};
 use crate::policy::{ChannelPolicy, PolicyConfig, PolicyTag, Violation};
-use crate::taproot_commitment::{self, CommitmentKeys, CommitmentParams, Htlc};
-use crate::taproot_scripts::funding_output_key;
 
 const INITIAL: u64 = (1 << 48) - 1;
 
@@ -41,6 +45,8 @@ pub enum TaprootChannelError {
     Build(alloc::string::String),
     #[error("stored state is corrupt: {0}")]
     CorruptState(&'static str),
+    #[error("{0}")]
+    Malformed(&'static str),
 }
 
 /// What a cosigner needs besides the state.
@@ -51,8 +57,11 @@ pub struct TaprootContext<'a> {
     /// Every cosigner's base leaf (verified by the shell), for a setup.
     pub leaves: &'a [Vec<u8>],
     /// Scripts that are ours (the group wallet); allowlisted scripts come from the policy.
-    pub own_scripts: &'a [ScriptBuf],
+    pub own_scripts: &'a [bitcoin::ScriptBuf],
     pub secp: &'a Secp256k1<All>,
+    /// For a holder commitment's validation: this cosigner's stored verification nonce for
+    /// that commitment (`None` if it has none).
+    pub own_verification: Option<&'a LeafNonce>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,36 +73,72 @@ pub struct TaprootApplied {
     pub message: Option<[u8; 32]>,
 }
 
-struct Judge<'a> {
-    violations: Vec<Violation>,
-    policy: &'a ChannelPolicy,
+pub(crate) struct Judge<'a> {
+    pub(crate) violations: Vec<Violation>,
+    pub(crate) policy: &'a ChannelPolicy,
 }
 
 impl Judge<'_> {
-    fn flag(&mut self, tag: PolicyTag, detail: alloc::string::String) {
+    pub(crate) fn flag(&mut self, tag: PolicyTag, detail: alloc::string::String) {
         self.violations.push(Violation { tag, detail });
     }
 }
 
-fn point(bytes: &[u8], what: &'static str) -> Result<[u8; 33], TaprootChannelError> {
-    PublicKey::from_slice(bytes).map(|p| p.serialize()).map_err(|_| TaprootChannelError::BadPoint { what })
+fn open_or_flag(j: &mut Judge<'_>, state: &TaprootChannelState, what: &str) {
+    if state.close != CloseState::Open {
+        j.flag(PolicyTag::ChannelClosed, format!("{what} after the channel was closed ({:?})", state.close));
+    }
 }
 
-/// Judges `request` for `channel` against `current` (None if never set up).
+/// Judges `request` for `channel` against `current` (None if never set up) and the
+/// payment entries the request touches (loaded by the shell into `payments`).
 pub fn apply(
     channel: &ChannelKeysId,
     current: Option<&TaprootChannelState>,
     request: &TaprootRequest,
     request_digest: &[u8; 32],
+    payments: &mut PaymentIndex,
     ctx: &TaprootContext<'_>,
 ) -> Result<TaprootApplied, TaprootChannelError> {
     let mut j = Judge { violations: Vec::new(), policy: &ctx.policy.channel };
     let (next, message) = match (request, current) {
         (TaprootRequest::Setup(setup), cur) => (setup_channel(&mut j, cur, setup, ctx)?, None),
         (_, None) => return Err(TaprootChannelError::UnknownChannel { channel: hex::encode(&channel[..8]) }),
-        (TaprootRequest::SignCounterpartyCommitment { commitment }, Some(cur)) => {
+        (TaprootRequest::SignCounterpartyCommitment { commitment, outbound_preimages }, Some(cur)) => {
             let mut next = cur.clone();
-            let msg = sign_counterparty(&mut j, &mut next, commitment)?;
+            let msg = sign_counterparty(&mut j, &mut next, commitment, outbound_preimages, payments)?;
+            (next, Some(msg))
+        }
+        (
+            TaprootRequest::ValidateHolderCommitment {
+                commitment,
+                verification,
+                counterparty_nonce,
+                counterparty_psig,
+                counterparty_htlc_sigs,
+                outbound_preimages,
+            },
+            Some(cur),
+        ) => {
+            let mut next = cur.clone();
+            let candidate = TaprootHolderCommitment {
+                info: commitment.clone(),
+                verification: verification.clone(),
+                counterparty_nonce: counterparty_nonce.clone(),
+                counterparty_psig: counterparty_psig.clone(),
+                counterparty_htlc_sigs: counterparty_htlc_sigs.clone(),
+            };
+            validate_holder(&mut j, &mut next, candidate, outbound_preimages, payments, ctx)?;
+            (next, None)
+        }
+        (TaprootRequest::RevokeHolderCommitment { commitment_number }, Some(cur)) => {
+            let mut next = cur.clone();
+            revoke_holder(&mut j, &mut next, *commitment_number);
+            (next, None)
+        }
+        (TaprootRequest::SignHolderCommitment { commitment_number }, Some(cur)) => {
+            let mut next = cur.clone();
+            let msg = sign_holder(&mut j, &mut next, *commitment_number)?;
             (next, Some(msg))
         }
         (
@@ -167,122 +212,17 @@ fn setup_channel(
         counterparty_latest: None,
         unrevoked_points: Vec::new(),
         secrets,
+        holder_latest: None,
+        holder_revoked: None,
         close: CloseState::Open,
     };
     state.funding_script = funding_txout(&state)?.script_pubkey.into_bytes();
     Ok(state)
 }
 
-/// The funding output our funding key and the counterparty's make (BIP-86-tweaked MuSig2).
-pub fn funding_txout(state: &TaprootChannelState) -> Result<TxOut, TaprootChannelError> {
-    if !state.funding_script.is_empty() {
-        return Ok(TxOut {
-            value: Amount::from_sat(state.setup.channel_value_sat),
-            script_pubkey: ScriptBuf::from_bytes(state.funding_script.clone()),
-        });
-    }
-    let ours = point(&state.holder.funding, "our funding key")?;
-    let theirs = point(&state.setup.counterparty.funding, "counterparty funding key")?;
-    let key = funding_output_key(&ours, &theirs).map_err(|e| TaprootChannelError::Build(format!("{e}")))?;
-    let mut script = Vec::with_capacity(34);
-    script.extend_from_slice(&[0x51, 0x20]);
-    script.extend_from_slice(&key);
-    Ok(TxOut { value: Amount::from_sat(state.setup.channel_value_sat), script_pubkey: ScriptBuf::from_bytes(script) })
-}
-
-/// The counterparty's commitment `info`, rebuilt from the stored setup and our keys.
-pub fn counterparty_commitment(
-    state: &TaprootChannelState,
-    info: &TaprootCommitmentInfo,
-) -> Result<Transaction, TaprootChannelError> {
-    let s = &state.setup;
-    let pcp = point(&info.per_commitment_point, "per-commitment point")?;
-    let bad = |what| move |_| TaprootChannelError::BadPoint { what };
-    let theirs = |b: &[u8], what| point(b, what);
-    let keys = CommitmentKeys {
-        local_delayed: derive_pubkey(&theirs(&s.counterparty.delayed_payment, "delayed")?, &pcp)
-            .map_err(bad("delayed key"))?,
-        revocation: derive_revocation_pubkey(&point(&state.holder.revocation, "revocation")?, &pcp)
-            .map_err(bad("revocation key"))?,
-        local_htlc: derive_pubkey(&theirs(&s.counterparty.htlc, "htlc")?, &pcp)
-            .map_err(bad("counterparty HTLC key"))?,
-        remote_htlc: derive_pubkey(&point(&state.holder.htlc, "htlc")?, &pcp).map_err(bad("our HTLC key"))?,
-        remote_payment: point(&state.holder.payment, "our payment point")?,
-    };
-    let (opener, accepter) = if s.is_outbound {
-        (point(&state.holder.payment, "payment")?, theirs(&s.counterparty.payment, "payment")?)
-    } else {
-        (theirs(&s.counterparty.payment, "payment")?, point(&state.holder.payment, "payment")?)
-    };
-    let params = CommitmentParams {
-        funding_outpoint: OutPoint { txid: Txid::from_byte_array(s.funding_txid), vout: u32::from(s.funding_vout) },
-        obscuring_factor: taproot_commitment::obscuring_factor(&opener, &accepter),
-        commitment_number: info.commitment_number,
-        holder_is_funder: !s.is_outbound,
-        to_self_delay: s.holder_selected_contest_delay,
-        dust_limit_sat: s.counterparty_dust_limit_sat,
-        fee_per_kw: u64::from(info.feerate_per_kw),
-        keys,
-    };
-    let htlcs: Vec<Htlc> = info
-        .htlcs
-        .iter()
-        .map(|h| Htlc {
-            offered: h.offered,
-            amount_msat: h.amount_msat,
-            cltv_expiry: h.cltv_expiry,
-            payment_hash: h.payment_hash,
-        })
-        .collect();
-    taproot_commitment::build_commitment(&params, info.to_broadcaster_msat, info.to_countersignatory_msat, &htlcs)
-        .map_err(|e| TaprootChannelError::Build(format!("{e}")))
-}
-
-/// BIP-341 key-path sighash (SIGHASH_DEFAULT) of `tx`'s only input, the funding output.
-pub fn funding_sighash(state: &TaprootChannelState, tx: &Transaction) -> Result<[u8; 32], TaprootChannelError> {
-    let prevout = funding_txout(state)?;
-    SighashCache::new(tx)
-        .taproot_key_spend_signature_hash(0, &Prevouts::All(&[prevout]), TapSighashType::Default)
-        .map(|h| h.to_byte_array())
-        .map_err(|e| TaprootChannelError::Build(format!("{e}")))
-}
-
-fn sign_counterparty(
-    j: &mut Judge<'_>,
-    state: &mut TaprootChannelState,
-    info: &TaprootCommitmentInfo,
-) -> Result<[u8; 32], TaprootChannelError> {
-    let tx = counterparty_commitment(state, info)?;
-    let msg = funding_sighash(state, &tx)?;
-    if state.close != CloseState::Open {
-        j.flag(
-            PolicyTag::ChannelClosed,
-            format!("counterparty commitment after the channel was closed ({:?})", state.close),
-        );
-    }
-    let latest = state.counterparty_latest.as_ref().map(|c| c.commitment_number);
-    if latest == Some(info.commitment_number) {
-        if state.counterparty_latest.as_ref() != Some(info) {
-            j.flag(
-                PolicyTag::CommitmentRetrySame,
-                format!("counterparty commitment {} signed again with other data", info.commitment_number),
-            );
-        }
-        return Ok(msg);
-    }
-    let expected = latest.map_or(0, |l| l + 1);
-    if info.commitment_number != expected {
-        j.flag(
-            PolicyTag::CommitmentSequence,
-            format!("counterparty commitment {}, expected {expected}", info.commitment_number),
-        );
-    }
-    if let Some((n, _)) = state.unrevoked_points.iter().find(|(n, _)| n.saturating_add(2) <= info.commitment_number) {
-        j.flag(
-            PolicyTag::CommitmentPreviousRevoked,
-            format!("counterparty commitment {n} is not revoked; cannot sign {}", info.commitment_number),
-        );
-    }
+/// The shape rules every commitment of either side must pass: HTLC limits, fee range,
+/// value conservation, no HTLCs in the first one.
+fn commitment_shape(j: &mut Judge<'_>, setup: &TaprootChannelSetup, info: &TaprootCommitmentInfo) {
     j.violations.extend(commitment_limit_violations(j.policy, info.feerate_per_kw, &info.htlcs));
     if info.commitment_number == 0 && !info.htlcs.is_empty() {
         j.flag(PolicyTag::CommitmentFirstNoHtlcs, format!("first commitment carries {} HTLCs", info.htlcs.len()));
@@ -294,65 +234,287 @@ fn sign_counterparty(
             Some(a.and_then(|a| a.checked_add(h.amount_msat)))
         })
         .flatten();
-    if total != state.setup.channel_value_sat.checked_mul(1000) {
+    if total != setup.channel_value_sat.checked_mul(1000) {
         j.flag(
             PolicyTag::CommitmentValue,
-            format!(
-                "balances and HTLCs add up to {total:?} msat, the channel holds {} sat",
-                state.setup.channel_value_sat
-            ),
+            format!("balances and HTLCs add up to {total:?} msat, the channel holds {} sat", setup.channel_value_sat),
         );
     }
-    // Our balance falls only by what we newly offer (HTLCs the counterparty receives);
-    // fulfilled HTLCs leave it unchanged.
-    if let Some(prev) = state.counterparty_latest.as_ref() {
-        let ours =
-            |c: &TaprootCommitmentInfo| c.htlcs.iter().filter(|h| !h.offered).map(|h| h.amount_msat).sum::<u64>();
-        let fall = prev.to_countersignatory_msat.saturating_sub(info.to_countersignatory_msat);
-        let offered_more = ours(info).saturating_sub(ours(prev));
-        if fall > offered_more {
+}
+
+/// Sequence of one side's commitments: `Some(true)` for a retry of the latest.
+fn sequence(j: &mut Judge<'_>, latest: Option<u64>, n: u64, side: &str) -> bool {
+    if latest == Some(n) {
+        return true;
+    }
+    let expected = latest.map_or(0, |l| l + 1);
+    if n != expected {
+        j.flag(PolicyTag::CommitmentSequence, format!("{side} commitment {n}, expected {expected}"));
+    }
+    false
+}
+
+fn sign_counterparty(
+    j: &mut Judge<'_>,
+    state: &mut TaprootChannelState,
+    info: &TaprootCommitmentInfo,
+    preimages: &[[u8; 32]],
+    payments: &mut PaymentIndex,
+) -> Result<[u8; 32], TaprootChannelError> {
+    let tx = commitment(state, info, Side::Counterparty)?.tx;
+    let msg = funding_sighash(state, &tx)?;
+    open_or_flag(j, state, "counterparty commitment");
+    let latest = state.counterparty_latest.as_ref().map(|c| c.commitment_number);
+    if sequence(j, latest, info.commitment_number, "counterparty") {
+        if state.counterparty_latest.as_ref() != Some(info) {
             j.flag(
-                PolicyTag::CommitmentHolderBalance,
-                format!(
-                    "our balance falls by {fall} msat but our HTLCs grow by {offered_more} msat (commitment {})",
-                    info.commitment_number
-                ),
+                PolicyTag::CommitmentRetrySame,
+                format!("counterparty commitment {} signed again with other data", info.commitment_number),
             );
         }
+        return Ok(msg);
     }
+    if let Some((n, _)) = state.unrevoked_points.iter().find(|(n, _)| n.saturating_add(2) <= info.commitment_number) {
+        j.flag(
+            PolicyTag::CommitmentPreviousRevoked,
+            format!("counterparty commitment {n} is not revoked; cannot sign {}", info.commitment_number),
+        );
+    }
+    commitment_shape(j, &state.setup, info);
+    let prev = state.counterparty_latest.as_ref();
+    holder_balance(&mut j.violations, state.setup.is_outbound, prev, info, Side::Counterparty, preimages);
+    let delta = j.policy.forward_cltv_delta_min;
+    route_offered(&mut j.violations, payments, prev, info, Side::Counterparty, preimages, delta);
     state.unrevoked_points.push((info.commitment_number, info.per_commitment_point.clone()));
     state.counterparty_latest = Some(info.clone());
     Ok(msg)
 }
 
-/// The cooperative close: version 2, the funding input with sequence 0xFFFFFFFD, outputs
-/// of value above 0 in BIP-69 order.
-pub fn closing_tx(
+/// The counterparty's partial signature on our holder commitment (message `msg`), in the
+/// session of our verification nonce (`verification`, summed into the quorum's external
+/// nonce) and its nonce.
+fn counterparty_psig_valid(
     state: &TaprootChannelState,
-    to_holder_sat: u64,
-    to_counterparty_sat: u64,
-    holder_script: &[u8],
-    counterparty_script: &[u8],
-    locktime: u32,
-) -> Transaction {
-    let s = &state.setup;
-    let mut output: Vec<TxOut> = [(to_holder_sat, holder_script), (to_counterparty_sat, counterparty_script)]
-        .into_iter()
-        .filter(|(v, _)| *v > 0)
-        .map(|(v, script)| TxOut { value: Amount::from_sat(v), script_pubkey: ScriptBuf::from_bytes(script.to_vec()) })
-        .collect();
-    output.sort_by(|a, b| a.value.cmp(&b.value).then_with(|| a.script_pubkey.cmp(&b.script_pubkey)));
-    Transaction {
-        version: bitcoin::transaction::Version::TWO,
-        lock_time: bitcoin::absolute::LockTime::from_consensus(locktime),
-        input: alloc::vec![bitcoin::TxIn {
-            previous_output: OutPoint { txid: Txid::from_byte_array(s.funding_txid), vout: u32::from(s.funding_vout) },
-            script_sig: ScriptBuf::new(),
-            sequence: bitcoin::Sequence(0xFFFF_FFFD),
-            witness: bitcoin::Witness::new(),
-        }],
-        output,
+    h: &TaprootHolderCommitment,
+    msg: &[u8; 32],
+) -> Result<bool, TaprootChannelError> {
+    let bad = TaprootChannelError::Malformed;
+    if h.verification.len() != state.leaves.len() {
+        // Flagged by the session rule; no partial signature can be checked in it.
+        return Ok(false);
     }
+    let leaf_nonces = h
+        .verification
+        .iter()
+        .map(|n| n.pubnonce.as_slice().try_into().map(PubNonce).map_err(|_| bad("verification nonce length")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let ours = point(&state.holder.funding, "our funding key")?;
+    let theirs = point(&state.setup.counterparty.funding, "counterparty funding key")?;
+    let internal = nonce_agg(&leaf_nonces).map_err(|_| bad("verification nonces do not aggregate"))?;
+    let external = nonce_agg_ext(&internal, &ours).map_err(|_| bad("verification nonce"))?;
+    let their_nonce =
+        PubNonce(h.counterparty_nonce.as_slice().try_into().map_err(|_| bad("counterparty nonce length"))?);
+    let psig: [u8; 32] = h.counterparty_psig.as_slice().try_into().map_err(|_| bad("partial signature length"))?;
+    let pubkeys = key_sort(&[ours, theirs]);
+    let nonces: Vec<PubNonce> = pubkeys.iter().map(|k| if *k == theirs { their_nonce } else { external }).collect();
+    let i = pubkeys.iter().position(|k| *k == theirs).unwrap_or(0);
+    let tweak = funding_tweak(&ours, &theirs).map_err(|_| bad("funding key"))?;
+    // An invalid nonce or signature encoding is as good as a wrong signature: refuse.
+    Ok(partial_sig_verify(&psig, &nonces, &pubkeys, &[(tweak, true)], msg, i).unwrap_or(false))
+}
+
+/// The counterparty's signatures on our second-level HTLC transactions: BIP-340 under its
+/// HTLC key, SIGHASH_SINGLE|ANYONECANPAY (sighash byte 0x83), one per HTLC output.
+fn htlc_sigs_valid(
+    state: &TaprootChannelState,
+    h: &TaprootHolderCommitment,
+    secp: &Secp256k1<All>,
+) -> Result<Option<alloc::string::String>, TaprootChannelError> {
+    let built = commitment(state, &h.info, Side::Holder)?;
+    let second = built.second_level(&h.info)?;
+    if second.len() != h.counterparty_htlc_sigs.len() {
+        return Ok(Some(format!(
+            "{} HTLC signatures for {} HTLC outputs",
+            h.counterparty_htlc_sigs.len(),
+            second.len()
+        )));
+    }
+    let key = XOnlyPublicKey::from(
+        PublicKey::from_slice(&built.keys.remote_htlc)
+            .map_err(|_| TaprootChannelError::BadPoint { what: "HTLC key" })?,
+    );
+    for (k, ((_, tx), sig)) in second.iter().zip(&h.counterparty_htlc_sigs).enumerate() {
+        let ok = sig.len() == 65
+            && sig[64] == TapSighashType::SinglePlusAnyoneCanPay as u8
+            && schnorr::Signature::from_slice(&sig[..64]).is_ok_and(|s| {
+                tx.sighash(TapSighashType::SinglePlusAnyoneCanPay)
+                    .is_ok_and(|m| secp.verify_schnorr(&s, &Message::from_digest(m), &key).is_ok())
+            });
+        if !ok {
+            return Ok(Some(format!("HTLC signature {k} does not verify")));
+        }
+    }
+    Ok(None)
+}
+
+fn validate_holder(
+    j: &mut Judge<'_>,
+    state: &mut TaprootChannelState,
+    candidate: TaprootHolderCommitment,
+    preimages: &[[u8; 32]],
+    payments: &mut PaymentIndex,
+    ctx: &TaprootContext<'_>,
+) -> Result<(), TaprootChannelError> {
+    let info = &candidate.info;
+    let tx = commitment(state, info, Side::Holder)?.tx;
+    let msg = funding_sighash(state, &tx)?;
+    open_or_flag(j, state, "holder commitment");
+    let latest = state.holder_latest.as_ref().map(|h| h.info.commitment_number);
+    if sequence(j, latest, info.commitment_number, "holder") {
+        if state.holder_latest.as_ref() != Some(&candidate) {
+            j.flag(
+                PolicyTag::CommitmentRetrySame,
+                format!("holder commitment {} validated again with other data", info.commitment_number),
+            );
+        }
+        return Ok(());
+    }
+    if state.holder_is_revoked(info.commitment_number) {
+        j.flag(PolicyTag::CommitmentHolderRevoked, format!("holder commitment {} is revoked", info.commitment_number));
+    }
+    verification_session(j, state, &candidate, ctx.own_verification);
+    commitment_shape(j, &state.setup, info);
+    let prev = state.holder_latest.as_ref().map(|h| h.info.clone());
+    holder_balance(&mut j.violations, state.setup.is_outbound, prev.as_ref(), info, Side::Holder, preimages);
+    if !counterparty_psig_valid(state, &candidate, &msg)? {
+        j.flag(
+            PolicyTag::CommitmentCounterpartySig,
+            format!("counterparty partial signature on holder commitment {} does not verify", info.commitment_number),
+        );
+    }
+    if let Some(why) = htlc_sigs_valid(state, &candidate, ctx.secp)? {
+        j.flag(PolicyTag::CommitmentCounterpartySig, format!("holder commitment {}: {why}", info.commitment_number));
+    }
+    // An HTLC we offer was judged (and counted in the payment index) when we signed it on
+    // the counterparty's commitment; on ours it may only appear after that.
+    offered_as_signed(j, state, prev.as_ref(), info);
+    for hash in crate::channel::validate::preimage_hashes(preimages) {
+        payments.settle(&hash);
+    }
+    record_received(&mut j.violations, payments, prev.as_ref(), info);
+    state.holder_latest = Some(candidate);
+    Ok(())
+}
+
+/// The session must carry one nonce per cosigner, and this cosigner's must be the one it
+/// stored for this very commitment (never another commitment's, never a signing nonce).
+fn verification_session(
+    j: &mut Judge<'_>,
+    state: &TaprootChannelState,
+    h: &TaprootHolderCommitment,
+    own: Option<&LeafNonce>,
+) {
+    let n = h.info.commitment_number;
+    let mut cosigners: Vec<_> = h.verification.iter().map(|l| l.cosigner).collect();
+    cosigners.sort();
+    cosigners.dedup();
+    if cosigners.len() != h.verification.len() || h.verification.len() != state.leaves.len() {
+        j.flag(
+            PolicyTag::TaprootVerificationNonce,
+            format!(
+                "holder commitment {n}: {} verification nonces for {} cosigners",
+                h.verification.len(),
+                state.leaves.len()
+            ),
+        );
+        return;
+    }
+    let mine = own.and_then(|o| h.verification.iter().find(|l| l.cosigner == o.cosigner).map(|l| (l, o)));
+    if !mine.is_some_and(|(l, o)| l.pubnonce == o.pubnonce && l.nonce_id == o.nonce_id) {
+        j.flag(
+            PolicyTag::TaprootVerificationNonce,
+            format!("holder commitment {n}: this cosigner's nonce in the session is not its verification nonce for it"),
+        );
+    }
+}
+
+fn offered_as_signed(
+    j: &mut Judge<'_>,
+    state: &TaprootChannelState,
+    prev: Option<&TaprootCommitmentInfo>,
+    info: &TaprootCommitmentInfo,
+) {
+    // The same HTLC reads `offered` on our commitment and not on theirs: compare the rest.
+    let key = |h: &qls_protocol::HtlcInfo| (h.amount_msat, h.cltv_expiry, h.payment_hash);
+    let mut allowed: Vec<_> = prev.map(|p| offered_by_us(p, Side::Holder).map(key).collect()).unwrap_or_default();
+    if let Some(c) = state.counterparty_latest.as_ref() {
+        allowed.extend(offered_by_us(c, Side::Counterparty).map(key));
+    }
+    let unsigned = offered_by_us(info, Side::Holder).find(|h| match allowed.iter().position(|a| *a == key(h)) {
+        Some(i) => {
+            allowed.swap_remove(i);
+            false
+        }
+        None => true,
+    });
+    if let Some(h) = unsigned {
+        j.flag(
+            PolicyTag::RoutingUnbalanced,
+            format!(
+                "holder commitment {} carries an HTLC of ours ({} msat, {}) not on the counterparty commitment we signed",
+                info.commitment_number,
+                h.amount_msat,
+                hex::encode(&h.payment_hash[..8])
+            ),
+        );
+    }
+}
+
+fn revoke_holder(j: &mut Judge<'_>, state: &mut TaprootChannelState, n: u64) {
+    let latest = state.holder_latest.as_ref().map(|h| h.info.commitment_number);
+    if latest.is_none_or(|l| l <= n) {
+        j.flag(
+            PolicyTag::RevokeBeforeNext,
+            format!("holder commitment {n} revoked before the next one is validated (latest {latest:?})"),
+        );
+        return;
+    }
+    if state.close == (CloseState::ForceClosed { commitment_number: n }) {
+        j.flag(PolicyTag::CommitmentHolderRevoked, format!("holder commitment {n} was broadcast"));
+        return;
+    }
+    let expected = state.holder_revoked.map_or(0, |r| r + 1);
+    if n > expected {
+        j.flag(PolicyTag::CommitmentSequence, format!("holder commitment {n} revoked, expected {expected} next"));
+        return;
+    }
+    // At or below what is revoked: a retry, nothing changes.
+    state.holder_revoked = Some(state.holder_revoked.map_or(n, |r| r.max(n)));
+}
+
+fn sign_holder(j: &mut Judge<'_>, state: &mut TaprootChannelState, n: u64) -> Result<[u8; 32], TaprootChannelError> {
+    let Some(latest) = state.holder_latest.as_ref() else {
+        j.flag(PolicyTag::CommitmentHolderUnknown, format!("holder commitment {n}: none validated"));
+        return Ok([0; 32]);
+    };
+    if latest.info.commitment_number != n {
+        j.flag(
+            PolicyTag::CommitmentHolderUnknown,
+            format!("holder commitment {n} is not the latest validated ({})", latest.info.commitment_number),
+        );
+    }
+    if state.holder_is_revoked(n) {
+        j.flag(PolicyTag::CommitmentHolderRevoked, format!("holder commitment {n} is revoked"));
+    }
+    if matches!(state.close, CloseState::MutualClose { .. }) {
+        j.flag(PolicyTag::ChannelClosed, "force close after a cooperative close was signed".into());
+    }
+    let tx = commitment(state, &latest.info, Side::Holder)?.tx;
+    let msg = funding_sighash(state, &tx)?;
+    if state.close == CloseState::Open {
+        state.close = CloseState::ForceClosed { commitment_number: n };
+    }
+    Ok(msg)
 }
 
 fn sign_closing(

@@ -1,0 +1,519 @@
+//! Both sides of a simple taproot channel: our node (a client of the QLS quorum, which
+//! holds every key of ours) and the counterparty (single keys from
+//! [`crate::taproot_counterparty`], plain BIP-327 through the independent `musig2` crate).
+//! Released LDK has no taproot channel signer, so this driver stands in for the two nodes.
+//!
+//! One [`TaprootChannelDriver::update`] is a full BOLT 2 round both ways: the quorum's
+//! partial signature and FROST HTLC signatures on the counterparty's next commitment (the
+//! counterparty checks and completes them), its revocation of the previous one; its
+//! partial signature and HTLC signatures on our next holder commitment in the session of the
+//! quorum's verification nonce (the cosigners validate them), and our revocation of our
+//! previous commitment (per-commitment secret from a key holder). Force close completes the
+//! latest holder commitment with its verification nonce; the signed transactions are
+//! returned for the caller to check with Bitcoin Core's interpreter.
+//!
+//! Every signature the quorum returns is checked here by the counterparty's own code path
+//! (`musig2::verify_partial`, libsecp256k1 BIP-340 under keys the counterparty derives),
+//! never by trusting the quorum's report.
+//!
+//! Must never: hold or derive a secret of ours (the quorum has them all), or be used as a
+//! signer outside tests and scenarios (the counterparty's keys are fixed test keys).
+
+use bitcoin::hashes::{sha256, Hash};
+use bitcoin::secp256k1::{schnorr, Keypair, Message, PublicKey, Secp256k1, SecretKey, XOnlyPublicKey};
+use bitcoin::sighash::TapSighashType;
+use bitcoin::{Transaction, Witness};
+use lightning::ln::chan_utils::build_commitment_secret;
+use musig2::BinaryEncoding;
+use qls_coordinator::client::{ClientError, NodeClient};
+use qls_protocol::*;
+use qls_signer_core::bolt3_keys::derive_privkey;
+use qls_signer_core::taproot_channel::{self as tc, Side, TaprootChannelState};
+
+use crate::taproot_counterparty::{test_key, FUNDING_SECRET, HTLC_SECRET};
+
+/// LDK numbers our commitments down from this (key holders answer in that numbering).
+const INITIAL: u64 = (1 << 48) - 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// A signature or value from the quorum that the counterparty does not accept.
+    #[error("counterparty check failed: {0}")]
+    Check(String),
+}
+
+fn check(ok: bool, what: impl Into<String>) -> Result<(), DriverError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(DriverError::Check(what.into()))
+    }
+}
+
+/// An HTLC in flight, from our side (`offered`: we offered it), with its preimage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Flight {
+    pub htlc: HtlcInfo,
+    pub preimage: [u8; 32],
+}
+
+/// Our latest holder commitment as the counterparty signed it (what force close uses).
+#[derive(Debug, Clone)]
+pub struct SignedHolder {
+    pub info: TaprootCommitmentInfo,
+    pub verification: Vec<LeafNonce>,
+    pub quorum_nonce: [u8; 66],
+    pub their_nonce: [u8; 66],
+    pub their_psig: [u8; 32],
+    /// The counterparty's HTLC signatures (65 bytes: BIP-340 + SIGHASH_SINGLE|ANYONECANPAY).
+    pub htlc_sigs: Vec<Vec<u8>>,
+}
+
+/// A cooperative close or force close, signed: the transaction with its witness and the
+/// output it spends.
+#[derive(Debug, Clone)]
+pub struct SignedSpend {
+    pub tx: Transaction,
+    pub spent: Vec<bitcoin::TxOut>,
+}
+
+pub struct TaprootChannelDriver {
+    pub channel: ChannelKeysId,
+    /// The channel's public facts as both sides know them (our keys from the quorum).
+    pub view: TaprootChannelState,
+    pub ours_msat: u64,
+    pub theirs_msat: u64,
+    pub htlcs: Vec<Flight>,
+    /// Preimages of our HTLCs fulfilled since the last update.
+    fulfilled_ours: Vec<[u8; 32]>,
+    /// The counterparty's shachain seed (its per-commitment secrets).
+    seed: [u8; 32],
+    pub next_counterparty: u64,
+    pub next_holder: u64,
+    pub holder: Option<SignedHolder>,
+    pub counterparty_latest: Option<TaprootCommitmentInfo>,
+    secp: Secp256k1<bitcoin::secp256k1::All>,
+}
+
+fn musig_ctx(ours: &[u8; 33]) -> musig2::KeyAggContext {
+    let theirs = test_key(0x50);
+    let mut keys = [*ours, theirs];
+    keys.sort();
+    let points: Vec<secp::Point> = keys.iter().filter_map(|k| secp::Point::from_slice(k).ok()).collect();
+    // Two valid keys (ours from the quorum, checked when the view was built).
+    musig2::KeyAggContext::new(points)
+        .ok()
+        .and_then(|c| c.with_unspendable_taproot_tweak().ok())
+        .unwrap_or_else(|| unreachable!("two valid keys aggregate"))
+}
+
+fn scalar(b: &[u8; 32]) -> secp::Scalar {
+    secp::Scalar::from_slice(b).unwrap_or_else(|_| unreachable!("test secrets are valid scalars"))
+}
+
+impl TaprootChannelDriver {
+    /// Sets up the channel on every cosigner and exchanges the first commitments: we hold
+    /// `ours_msat` of `value_sat` (funded by us when `is_outbound`).
+    pub async fn open(
+        client: &NodeClient,
+        channel: ChannelKeysId,
+        setup: TaprootChannelSetup,
+        ours_msat: u64,
+    ) -> Result<Self, DriverError> {
+        let holder = client.taproot_channel_keys(channel).await?;
+        client.taproot_apply(channel, TaprootRequest::Setup(setup.clone())).await?;
+        let value = setup.channel_value_sat * 1000;
+        let view = TaprootChannelState::public_view(setup, holder);
+        let mut d = Self {
+            channel,
+            view,
+            ours_msat,
+            theirs_msat: value - ours_msat,
+            htlcs: vec![],
+            fulfilled_ours: vec![],
+            seed: sha256::Hash::hash(&channel).to_byte_array(),
+            next_counterparty: 0,
+            next_holder: 0,
+            holder: None,
+            counterparty_latest: None,
+            secp: Secp256k1::new(),
+        };
+        d.update(client).await?;
+        Ok(d)
+    }
+
+    pub fn their_secret(&self, n: u64) -> [u8; 32] {
+        build_commitment_secret(&self.seed, INITIAL - n)
+    }
+
+    fn their_point(&self, n: u64) -> Vec<u8> {
+        let sk = SecretKey::from_slice(&self.their_secret(n)).unwrap_or_else(|_| unreachable!("shachain secret"));
+        PublicKey::from_secret_key(&self.secp, &sk).serialize().to_vec()
+    }
+
+    /// The counterparty's next commitment (`offered` from its point of view).
+    pub fn counterparty_info(&self, n: u64) -> TaprootCommitmentInfo {
+        TaprootCommitmentInfo {
+            commitment_number: n,
+            per_commitment_point: self.their_point(n),
+            to_broadcaster_msat: self.theirs_msat,
+            to_countersignatory_msat: self.ours_msat,
+            feerate_per_kw: 1_000,
+            htlcs: self.htlcs.iter().map(|f| HtlcInfo { offered: !f.htlc.offered, ..f.htlc.clone() }).collect(),
+        }
+    }
+
+    fn holder_info(&self, n: u64, point: Vec<u8>) -> TaprootCommitmentInfo {
+        TaprootCommitmentInfo {
+            commitment_number: n,
+            per_commitment_point: point,
+            to_broadcaster_msat: self.ours_msat,
+            to_countersignatory_msat: self.theirs_msat,
+            feerate_per_kw: 1_000,
+            htlcs: self.htlcs.iter().map(|f| f.htlc.clone()).collect(),
+        }
+    }
+
+    /// We offer an HTLC (the node must have had the payment approved).
+    pub fn offer(&mut self, amount_msat: u64, preimage: [u8; 32], cltv_expiry: u32) {
+        let payment_hash = sha256::Hash::hash(&preimage).to_byte_array();
+        self.ours_msat -= amount_msat;
+        self.htlcs.push(Flight { htlc: HtlcInfo { offered: true, amount_msat, cltv_expiry, payment_hash }, preimage });
+    }
+
+    /// The counterparty offers us an HTLC.
+    pub fn receive(&mut self, amount_msat: u64, preimage: [u8; 32], cltv_expiry: u32) {
+        let payment_hash = sha256::Hash::hash(&preimage).to_byte_array();
+        self.theirs_msat -= amount_msat;
+        self.htlcs.push(Flight { htlc: HtlcInfo { offered: false, amount_msat, cltv_expiry, payment_hash }, preimage });
+    }
+
+    /// HTLC `i` is fulfilled (the receiver gets it; ours come with their preimage).
+    pub fn fulfil(&mut self, i: usize) {
+        let f = self.htlcs.remove(i);
+        if f.htlc.offered {
+            self.theirs_msat += f.htlc.amount_msat;
+            self.fulfilled_ours.push(f.preimage);
+        } else {
+            self.ours_msat += f.htlc.amount_msat;
+        }
+    }
+
+    /// HTLC `i` fails back to its offerer.
+    pub fn fail(&mut self, i: usize) {
+        let f = self.htlcs.remove(i);
+        if f.htlc.offered {
+            self.ours_msat += f.htlc.amount_msat;
+        } else {
+            self.theirs_msat += f.htlc.amount_msat;
+        }
+    }
+
+    /// The funding keys' aggregation context and the counterparty's fresh nonce for `msg`.
+    fn counterparty_session(
+        &self,
+        msg: [u8; 32],
+    ) -> Result<([u8; 33], musig2::KeyAggContext, musig2::SecNonce), DriverError> {
+        let ours: [u8; 33] =
+            self.view.holder.funding.as_slice().try_into().map_err(|_| DriverError::Check("key".into()))?;
+        let ctx = musig_ctx(&ours);
+        let sec = musig2::SecNonce::generate(
+            rand::random::<[u8; 32]>(),
+            scalar(&FUNDING_SECRET),
+            ctx.aggregated_pubkey::<secp::Point>(),
+            msg,
+            [],
+        );
+        Ok((ours, ctx, sec))
+    }
+
+    /// The quorum's partial signature on a funding spend (derived by the cosigners from
+    /// `req`), checked and completed by the counterparty; with the quorum's nonce.
+    pub async fn complete_funding_spend(
+        &self,
+        client: &NodeClient,
+        req: TaprootRequest,
+        tx: &Transaction,
+        reserved: Vec<LeafNonce>,
+    ) -> Result<([u8; 64], [u8; 66]), DriverError> {
+        let msg = tc::funding_sighash(&self.view, tx).map_err(|e| DriverError::Check(e.to_string()))?;
+        let (ours, ctx, sec) = self.counterparty_session(msg)?;
+        let their_nonce: [u8; 66] = sec.public_nonce().to_bytes();
+        let (quorum_nonce, quorum_psig, _) =
+            client.taproot_sign_reserved(self.channel, req, their_nonce, reserved).await?;
+        let sig = self.aggregate(&ctx, &ours, quorum_nonce, quorum_psig, their_nonce, msg, |agg| {
+            musig2::sign_partial(&ctx, scalar(&FUNDING_SECRET), sec, agg, msg).ok()
+        })?;
+        self.verify_funding_sig(&sig, msg)?;
+        Ok((sig, quorum_nonce))
+    }
+
+    /// Checks the quorum's partial signature as plain BIP-327 and aggregates it with the
+    /// counterparty's (made by `theirs` against the aggregate nonce).
+    #[allow(clippy::too_many_arguments)]
+    fn aggregate(
+        &self,
+        ctx: &musig2::KeyAggContext,
+        ours: &[u8; 33],
+        quorum_nonce: [u8; 66],
+        quorum_psig: [u8; 32],
+        their_nonce: [u8; 66],
+        msg: [u8; 32],
+        theirs: impl FnOnce(&musig2::AggNonce) -> Option<secp::MaybeScalar>,
+    ) -> Result<[u8; 64], DriverError> {
+        let bad = |w: &str| DriverError::Check(w.to_string());
+        let qn = musig2::PubNonce::from_bytes(&quorum_nonce).map_err(|_| bad("quorum nonce"))?;
+        let tn = musig2::PubNonce::from_bytes(&their_nonce).map_err(|_| bad("counterparty nonce"))?;
+        let agg = musig2::AggNonce::sum([qn.clone(), tn]);
+        let qp = secp::MaybeScalar::from_slice(&quorum_psig).map_err(|_| bad("quorum partial signature"))?;
+        let point = secp::Point::from_slice(ours).map_err(|_| bad("funding key"))?;
+        musig2::verify_partial(ctx, qp, &agg, point, &qn, msg)
+            .map_err(|_| bad("the quorum's partial signature is not valid BIP-327"))?;
+        let tp = theirs(&agg).ok_or_else(|| bad("counterparty signature"))?;
+        let sig: musig2::CompactSignature =
+            musig2::aggregate_partial_signatures(ctx, &agg, [qp, tp], msg).map_err(|_| bad("aggregation"))?;
+        Ok(sig.serialize())
+    }
+
+    fn verify_funding_sig(&self, sig: &[u8; 64], msg: [u8; 32]) -> Result<(), DriverError> {
+        let funding = tc::funding_txout(&self.view).map_err(|e| DriverError::Check(e.to_string()))?;
+        let key = XOnlyPublicKey::from_slice(&funding.script_pubkey.as_bytes()[2..])
+            .map_err(|_| DriverError::Check("funding output key".into()))?;
+        let sig = schnorr::Signature::from_slice(sig).map_err(|_| DriverError::Check("signature".into()))?;
+        self.secp
+            .verify_schnorr(&sig, &Message::from_digest(msg), &key)
+            .map_err(|_| DriverError::Check("signature does not verify under the funding output key".into()))
+    }
+
+    fn verify_bip340(&self, sig: &[u8; 64], msg: [u8; 32], key: &[u8; 33], what: &str) -> Result<(), DriverError> {
+        let key = PublicKey::from_slice(key).map_err(|_| DriverError::Check(format!("{what}: key")))?;
+        let sig = schnorr::Signature::from_slice(sig).map_err(|_| DriverError::Check(format!("{what}: signature")))?;
+        self.secp
+            .verify_schnorr(&sig, &Message::from_digest(msg), &XOnlyPublicKey::from(key))
+            .map_err(|_| DriverError::Check(format!("{what} does not verify")))
+    }
+
+    /// One round both ways (see the module doc). Returns the counterparty's commitment as
+    /// the quorum signed it, with the final signature.
+    pub async fn update(&mut self, client: &NodeClient) -> Result<(TaprootCommitmentInfo, [u8; 64]), DriverError> {
+        // 1. Their next commitment: our partial signature and HTLC signatures.
+        let n = self.next_counterparty;
+        let info = self.counterparty_info(n);
+        let built =
+            tc::commitment(&self.view, &info, Side::Counterparty).map_err(|e| DriverError::Check(e.to_string()))?;
+        // Preimages of our fulfilled HTLCs justify our funds falling on both commitments.
+        let preimages = std::mem::take(&mut self.fulfilled_ours);
+        let req = TaprootRequest::SignCounterpartyCommitment {
+            commitment: info.clone(),
+            outbound_preimages: preimages.clone(),
+        };
+        let (sig, _) = self.complete_funding_spend(client, req, &built.tx, vec![]).await?;
+        let (htlc_sigs, _, _) =
+            client.taproot_frost(self.channel, TaprootFrostItem::CounterpartyHtlcs { commitment_number: n }).await?;
+        let second = built.second_level(&info).map_err(|e| DriverError::Check(e.to_string()))?;
+        check(
+            htlc_sigs.len() == second.len(),
+            format!("{} HTLC signatures for {} HTLCs", htlc_sigs.len(), second.len()),
+        )?;
+        for ((_, tx), s) in second.iter().zip(&htlc_sigs) {
+            let m =
+                tx.sighash(TapSighashType::SinglePlusAnyoneCanPay).map_err(|e| DriverError::Check(e.to_string()))?;
+            self.verify_bip340(s, m, &built.keys.remote_htlc, "our HTLC signature")?;
+        }
+        // 2. It revokes the one before.
+        if n > 0 {
+            let revoke =
+                TaprootRequest::CounterpartyRevocation { commitment_number: n - 1, secret: self.their_secret(n - 1) };
+            client.taproot_apply(self.channel, revoke).await?;
+        }
+        self.counterparty_latest = Some(info.clone());
+        self.next_counterparty += 1;
+
+        // 3. Our next commitment, signed by the counterparty in the session of the quorum's
+        // verification nonce; the cosigners validate it.
+        let m = self.next_holder;
+        let point = client.per_commitment_point(self.channel, INITIAL - m).await?;
+        let (quorum_nonce, verification) = client.taproot_verification_nonce(self.channel, m).await?;
+        let holder = self.holder_info(m, point);
+        let signed = self.counterparty_signs_holder(&holder, verification, quorum_nonce)?;
+        let mut validate = self.validate_request(&signed);
+        if let TaprootRequest::ValidateHolderCommitment { outbound_preimages, .. } = &mut validate {
+            *outbound_preimages = preimages;
+        }
+        client.taproot_apply(self.channel, validate).await?;
+        // 4. We revoke our previous commitment; the counterparty checks the secret.
+        if m > 0 {
+            let secret = client.taproot_revoke_holder(self.channel, m - 1).await?;
+            let prev = self.holder.as_ref().map(|h| h.info.per_commitment_point.clone()).unwrap_or_default();
+            let derived = SecretKey::from_slice(&secret)
+                .map(|s| PublicKey::from_secret_key(&self.secp, &s).serialize().to_vec())
+                .map_err(|_| DriverError::Check("revocation secret is not a scalar".into()))?;
+            check(derived == prev, "our revocation secret does not match the per-commitment point")?;
+        }
+        self.holder = Some(signed);
+        self.next_holder += 1;
+        Ok((info, sig))
+    }
+
+    /// The counterparty's signatures on our holder commitment `info`.
+    pub fn counterparty_signs_holder(
+        &self,
+        info: &TaprootCommitmentInfo,
+        verification: Vec<LeafNonce>,
+        quorum_nonce: [u8; 66],
+    ) -> Result<SignedHolder, DriverError> {
+        let bad = |e: tc::TaprootChannelError| DriverError::Check(e.to_string());
+        let built = tc::commitment(&self.view, info, Side::Holder).map_err(bad)?;
+        let msg = tc::funding_sighash(&self.view, &built.tx).map_err(bad)?;
+        let (_, ctx, sec) = self.counterparty_session(msg)?;
+        let their_nonce = sec.public_nonce().to_bytes();
+        let qn = musig2::PubNonce::from_bytes(&quorum_nonce).map_err(|_| DriverError::Check("quorum nonce".into()))?;
+        let agg = musig2::AggNonce::sum([qn, sec.public_nonce()]);
+        let psig: secp::MaybeScalar = musig2::sign_partial(&ctx, scalar(&FUNDING_SECRET), sec, &agg, msg)
+            .map_err(|_| DriverError::Check("counterparty partial signature".into()))?;
+        let pcp: [u8; 33] =
+            info.per_commitment_point.as_slice().try_into().map_err(|_| DriverError::Check("point".into()))?;
+        let htlc_sk = SecretKey::from_slice(
+            &derive_privkey(&HTLC_SECRET, &pcp).map_err(|_| DriverError::Check("HTLC key".into()))?,
+        )
+        .map_err(|_| DriverError::Check("HTLC key".into()))?;
+        let keypair = Keypair::from_secret_key(&self.secp, &htlc_sk);
+        let mut htlc_sigs = Vec::new();
+        for (_, tx) in built.second_level(info).map_err(bad)? {
+            let m =
+                tx.sighash(TapSighashType::SinglePlusAnyoneCanPay).map_err(|e| DriverError::Check(e.to_string()))?;
+            let mut s = self.secp.sign_schnorr_no_aux_rand(&Message::from_digest(m), &keypair).serialize().to_vec();
+            s.push(TapSighashType::SinglePlusAnyoneCanPay as u8);
+            htlc_sigs.push(s);
+        }
+        Ok(SignedHolder {
+            info: info.clone(),
+            verification,
+            quorum_nonce,
+            their_nonce,
+            their_psig: psig.serialize(),
+            htlc_sigs,
+        })
+    }
+
+    /// The request that has the cosigners validate `signed` (no preimages shown).
+    pub fn validate_request(&self, signed: &SignedHolder) -> TaprootRequest {
+        TaprootRequest::ValidateHolderCommitment {
+            commitment: signed.info.clone(),
+            verification: signed.verification.clone(),
+            counterparty_nonce: signed.their_nonce.to_vec(),
+            counterparty_psig: signed.their_psig.to_vec(),
+            counterparty_htlc_sigs: signed.htlc_sigs.clone(),
+            outbound_preimages: vec![],
+        }
+    }
+
+    /// The cooperative close we initiate, signed with the nonce reserved for `shutdown`.
+    pub async fn close(
+        &mut self,
+        client: &NodeClient,
+        holder_script: &bitcoin::ScriptBuf,
+        counterparty_script: &bitcoin::ScriptBuf,
+        fee_sat: u64,
+    ) -> Result<SignedSpend, DriverError> {
+        let (to_holder_sat, to_counterparty_sat) = (self.ours_msat / 1000 - fee_sat, self.theirs_msat / 1000);
+        let req = TaprootRequest::SignClosing {
+            to_holder_sat,
+            to_counterparty_sat,
+            holder_script: holder_script.to_bytes(),
+            counterparty_script: counterparty_script.to_bytes(),
+            locktime: 0,
+        };
+        let mut tx = tc::closing_tx(
+            &self.view,
+            to_holder_sat,
+            to_counterparty_sat,
+            holder_script.as_bytes(),
+            counterparty_script.as_bytes(),
+            0,
+        );
+        let (shutdown_nonce, reserved) = client.taproot_nonce(self.channel).await?;
+        let (sig, used) = self.complete_funding_spend(client, req, &tx, reserved).await?;
+        check(used == shutdown_nonce, "the close was not signed with the nonce sent in shutdown")?;
+        tx.input[0].witness = key_spend_witness(&sig)?;
+        let funding = tc::funding_txout(&self.view).map_err(|e| DriverError::Check(e.to_string()))?;
+        Ok(SignedSpend { tx, spent: vec![funding] })
+    }
+
+    /// Force close: the quorum completes our latest holder commitment with its stored
+    /// verification nonce; with the counterparty's stored partial signature it verifies.
+    pub async fn force_close(&mut self, client: &NodeClient) -> Result<SignedSpend, DriverError> {
+        let h = self.holder.clone().ok_or_else(|| DriverError::Check("no holder commitment".into()))?;
+        let req = TaprootRequest::SignHolderCommitment { commitment_number: h.info.commitment_number };
+        let (quorum_nonce, quorum_psig, _) =
+            client.taproot_sign_reserved(self.channel, req, h.their_nonce, h.verification.clone()).await?;
+        check(quorum_nonce == h.quorum_nonce, "force close signed with another nonce than the verification nonce")?;
+        let built = tc::commitment(&self.view, &h.info, Side::Holder).map_err(|e| DriverError::Check(e.to_string()))?;
+        let msg = tc::funding_sighash(&self.view, &built.tx).map_err(|e| DriverError::Check(e.to_string()))?;
+        let ours: [u8; 33] =
+            self.view.holder.funding.as_slice().try_into().map_err(|_| DriverError::Check("key".into()))?;
+        let ctx = musig_ctx(&ours);
+        let theirs = secp::MaybeScalar::from_slice(&h.their_psig).ok();
+        let sig = self.aggregate(&ctx, &ours, quorum_nonce, quorum_psig, h.their_nonce, msg, |_| theirs)?;
+        self.verify_funding_sig(&sig, msg)?;
+        let mut tx = built.tx;
+        tx.input[0].witness = key_spend_witness(&sig)?;
+        let funding = tc::funding_txout(&self.view).map_err(|e| DriverError::Check(e.to_string()))?;
+        Ok(SignedSpend { tx, spent: vec![funding] })
+    }
+
+    /// Our second-level transaction of HTLC output `index` of the force-closed commitment,
+    /// with the counterparty's stored signature and the quorum's FROST signature.
+    pub async fn holder_htlc_tx(
+        &self,
+        client: &NodeClient,
+        index: usize,
+        preimage: Option<[u8; 32]>,
+    ) -> Result<SignedSpend, DriverError> {
+        let h = self.holder.as_ref().ok_or_else(|| DriverError::Check("no holder commitment".into()))?;
+        let built = tc::commitment(&self.view, &h.info, Side::Holder).map_err(|e| DriverError::Check(e.to_string()))?;
+        let second = built.second_level(&h.info).map_err(|e| DriverError::Check(e.to_string()))?;
+        let (_, tx) = second.get(index).ok_or_else(|| DriverError::Check(format!("no HTLC output {index}")))?;
+        let item = TaprootFrostItem::HolderHtlc { htlc_index: index as u32, preimage };
+        let (sigs, _, _) = client.taproot_frost(self.channel, item).await?;
+        let m = tx.sighash(TapSighashType::SinglePlusAnyoneCanPay).map_err(|e| DriverError::Check(e.to_string()))?;
+        let sig = sigs.first().ok_or_else(|| DriverError::Check("no signature".into()))?;
+        self.verify_bip340(sig, m, &built.keys.local_htlc, "our second-level signature")?;
+        let mut local = sig.to_vec();
+        local.push(TapSighashType::SinglePlusAnyoneCanPay as u8);
+        let witness = tx
+            .witness(&h.htlc_sigs[index], &local, preimage.as_ref())
+            .map_err(|e| DriverError::Check(e.to_string()))?;
+        let mut signed = tx.tx.clone();
+        signed.input[0].witness = witness;
+        Ok(SignedSpend { tx: signed, spent: vec![tx.spent.clone()] })
+    }
+
+    /// A sweep of input `input` of `tx` (prevouts `spent`), signed by the quorum; the
+    /// witness is built by `witness` from the 64-byte signature.
+    pub async fn sweep(
+        &self,
+        client: &NodeClient,
+        mut tx: Transaction,
+        input: usize,
+        spent: Vec<bitcoin::TxOut>,
+        witness: impl FnOnce(&[u8; 64]) -> Witness,
+    ) -> Result<SignedSpend, DriverError> {
+        let prevouts: Vec<SpentOutput> = spent
+            .iter()
+            .map(|o| SpentOutput { value_sat: o.value.to_sat(), script_pubkey: o.script_pubkey.to_bytes() })
+            .collect();
+        let item = TaprootFrostItem::Sweep { tx: bitcoin::consensus::serialize(&tx), input: input as u32, prevouts };
+        let (sigs, _, _) = client.taproot_frost(self.channel, item).await?;
+        let sig = sigs.first().ok_or_else(|| DriverError::Check("no signature".into()))?;
+        tx.input[input].witness = witness(sig);
+        Ok(SignedSpend { tx, spent })
+    }
+}
+
+fn key_spend_witness(sig: &[u8; 64]) -> Result<Witness, DriverError> {
+    let signature = schnorr::Signature::from_slice(sig).map_err(|_| DriverError::Check("signature".into()))?;
+    Ok(Witness::p2tr_key_spend(&bitcoin::taproot::Signature { signature, sighash_type: TapSighashType::Default }))
+}
