@@ -124,10 +124,17 @@ pub enum TaprootFrostItem {
     HolderHtlc { htlc_index: u32, preimage: Option<[u8; 32]> },
     /// Our signature (SIGHASH_DEFAULT) on input `input` of `tx` (consensus encoding), which
     /// spends one of our outputs: to_local or our anchor of the force-closed holder
-    /// commitment, the output of one of its second-level HTLC transactions, or to_remote of
-    /// a counterparty commitment. `prevouts` are every input's spent output, in input order;
-    /// cosigners check the one spent here against their own state.
-    Sweep { tx: Vec<u8>, input: u32, prevouts: Vec<SpentOutput> },
+    /// commitment, the output of one of its second-level HTLC transactions, to_remote of a
+    /// counterparty commitment, or an HTLC output of the latest counterparty commitment (ours
+    /// after its expiry, theirs with its `preimage`). `prevouts` are every input's spent
+    /// output, in input order; cosigners check the one spent here against their own state.
+    Sweep {
+        tx: Vec<u8>,
+        input: u32,
+        prevouts: Vec<SpentOutput>,
+        #[serde(default)]
+        preimage: Option<[u8; 32]>,
+    },
 }
 
 /// An output a transaction spends.

@@ -50,8 +50,12 @@ fn secret(n: u64) -> [u8; 32] {
     build_commitment_secret(&SEED, (1 << 48) - 1 - n)
 }
 
+/// A channel the counterparty funded, pushing us half (so both sides hold a balance from
+/// the first commitment on).
 fn setup(channel: &ChannelKeysId) -> TaprootChannelSetup {
-    crate::taproot_counterparty::setup(VALUE, *channel)
+    let mut s = crate::taproot_counterparty::setup(VALUE, *channel);
+    s.is_outbound = false;
+    s
 }
 
 /// Commitment `n` with `h` HTLCs the counterparty offered (its balance funds them; ours

@@ -491,21 +491,21 @@ impl TaprootChannelDriver {
         Ok(SignedSpend { tx: signed, spent: vec![tx.spent.clone()] })
     }
 
-    /// A sweep of input `input` of `tx` (prevouts `spent`), signed by the quorum; the
-    /// witness is built by `witness` from the 64-byte signature.
+    /// A sweep of input `input` of `tx` (prevouts `spent`; `preimage` for an HTLC claim),
+    /// signed by the quorum; the witness is built by `witness` from the 64-byte signature.
     pub async fn sweep(
         &self,
         client: &NodeClient,
-        mut tx: Transaction,
-        input: usize,
-        spent: Vec<bitcoin::TxOut>,
+        (mut tx, input, spent): (Transaction, usize, Vec<bitcoin::TxOut>),
+        preimage: Option<[u8; 32]>,
         witness: impl FnOnce(&[u8; 64]) -> Witness,
     ) -> Result<SignedSpend, DriverError> {
         let prevouts: Vec<SpentOutput> = spent
             .iter()
             .map(|o| SpentOutput { value_sat: o.value.to_sat(), script_pubkey: o.script_pubkey.to_bytes() })
             .collect();
-        let item = TaprootFrostItem::Sweep { tx: bitcoin::consensus::serialize(&tx), input: input as u32, prevouts };
+        let item =
+            TaprootFrostItem::Sweep { tx: bitcoin::consensus::serialize(&tx), input: input as u32, prevouts, preimage };
         let (sigs, _, _) = client.taproot_frost(self.channel, item).await?;
         let sig = sigs.first().ok_or_else(|| DriverError::Check("no signature".into()))?;
         tx.input[input].witness = witness(sig);

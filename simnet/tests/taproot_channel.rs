@@ -8,7 +8,8 @@
 //! Channel A: 100 updates both ways with HTLCs added, fulfilled and failed in both
 //! directions (ours approved by the operator), a compromised node's attempts, cooperative
 //! close. Channel B: force close with the verification nonce, HTLC-success and
-//! HTLC-timeout, and sweeps of to_local, a second-level output, our anchor and to_remote.
+//! HTLC-timeout, and sweeps of to_local, a second-level output, our anchor, to_remote and
+//! (had the counterparty's commitment been broadcast) both HTLCs from it.
 
 use bitcoin::hashes::{sha256, Hash};
 use bitcoin::taproot::LeafVersion;
@@ -17,7 +18,7 @@ use qls_coordinator::client::{ClientError, NodeClient};
 use qls_protocol::*;
 use qls_signer_core::policy::PolicyConfig;
 use qls_signer_core::taproot_channel::{self as tc, Side};
-use qls_signer_core::taproot_scripts::{anchor, second_level_htlc, to_local, to_remote};
+use qls_signer_core::taproot_scripts::{accepted_htlc, anchor, offered_htlc, second_level_htlc, to_local, to_remote};
 use qls_simnet::harness::{approve_payment_request, test_policy, Harness, QuorumSpec};
 use qls_simnet::taproot_driver::{DriverError, SignedSpend, TaprootChannelDriver};
 
@@ -329,18 +330,20 @@ async fn force_close_with_htlc_transactions_and_sweeps() {
     let delay = u32::from(built.to_self_delay);
     let witness = |s: &[u8; 64]| script_witness(&local, "settle", s);
     refused(
-        d.sweep(&client, spend(op, out.value, delay, foreign(), 500), 0, vec![out.clone()], witness).await,
+        d.sweep(&client, (spend(op, out.value, delay, foreign(), 500), 0, vec![out.clone()]), None, witness).await,
         "policy-sweep-destination",
         ALL,
     );
-    let swept = d.sweep(&client, spend(op, out.value, delay, wallet.clone(), 500), 0, vec![out.clone()], witness).await;
+    let swept =
+        d.sweep(&client, (spend(op, out.value, delay, wallet.clone(), 500), 0, vec![out.clone()]), None, witness).await;
     consensus_ok(&swept.unwrap(), 0);
     // The HTLC-success output after the delay.
     let second_out = second_level_htlc(&k.local_delayed, &k.revocation, built.to_self_delay).unwrap();
     let op = OutPoint { txid: success.tx.compute_txid(), vout: 0 };
     let out = success.tx.output[0].clone();
     let tx = spend(op, out.value, delay, wallet.clone(), 500);
-    let swept = d.sweep(&client, tx, 0, vec![out], |s| script_witness(&second_out, "success", s)).await.unwrap();
+    let swept =
+        d.sweep(&client, (tx, 0, vec![out]), None, |s| script_witness(&second_out, "success", s)).await.unwrap();
     consensus_ok(&swept, 0);
     // Our anchor, by key path, with a wallet input paying for the child.
     let our_anchor = anchor(&k.local_delayed).unwrap();
@@ -354,7 +357,7 @@ async fn force_close_with_htlc_transactions_and_sweeps() {
     let fee_input = TxOut { value: Amount::from_sat(20_000), script_pubkey: wallet.clone() };
     let key_path = |s: &[u8; 64]| Witness::from_slice(&[s.to_vec()]);
     let spent = vec![anchor_out, fee_input];
-    consensus_ok(&d.sweep(&client, tx, 0, spent, key_path).await.unwrap(), 0);
+    consensus_ok(&d.sweep(&client, (tx, 0, spent), None, key_path).await.unwrap(), 0);
     // to_remote of the counterparty's latest commitment (had it been the one broadcast).
     let theirs = d.counterparty_latest.clone().unwrap();
     let cp = tc::commitment(&d.view, &theirs, Side::Counterparty).unwrap();
@@ -362,8 +365,45 @@ async fn force_close_with_htlc_transactions_and_sweeps() {
     let v = cp.tx.output.iter().position(|o| o.script_pubkey == remote.script_pubkey()).unwrap();
     let out = cp.tx.output[v].clone();
     let tx = spend(OutPoint { txid: cp.tx.compute_txid(), vout: v as u32 }, out.value, 1, wallet.clone(), 500);
-    let swept = d.sweep(&client, tx, 0, vec![out], |s| script_witness(&remote, "settle", s)).await.unwrap();
+    let swept = d.sweep(&client, (tx, 0, vec![out]), None, |s| script_witness(&remote, "settle", s)).await.unwrap();
     consensus_ok(&swept, 0);
+    // The HTLCs on that counterparty commitment, claimed from it directly: ours after its
+    // expiry (not before), theirs with the preimage (not without).
+    let txid = cp.tx.compute_txid();
+    for (h, vout) in theirs.htlcs.iter().zip(&cp.htlc_vouts) {
+        let vout = vout.unwrap() as usize;
+        let out = cp.tx.output[vout].clone();
+        let mut tx = spend(OutPoint { txid, vout: vout as u32 }, out.value, 1, wallet.clone(), 500);
+        let k = &cp.keys;
+        if h.offered {
+            let o = offered_htlc(&k.local_htlc, &k.remote_htlc, &k.revocation, &h.payment_hash).unwrap();
+            let o = &o;
+            let with = |p: [u8; 32]| {
+                move |s: &[u8; 64]| {
+                    let script = o.leaf("success").unwrap().clone();
+                    let control = o.spend_info.control_block(&(script.clone(), LeafVersion::TapScript)).unwrap();
+                    Witness::from_slice(&[s.to_vec(), p.to_vec(), script.to_bytes(), control.serialize()])
+                }
+            };
+            let claim = (tx.clone(), 0, vec![out.clone()]);
+            refused(d.sweep(&client, claim, Some([0; 32]), with([0; 32])).await, "policy-htlc-preimage", ALL);
+            let claimed = d.sweep(&client, (tx, 0, vec![out]), Some(preimage(3)), with(preimage(3))).await.unwrap();
+            consensus_ok(&claimed, 0);
+        } else {
+            let o =
+                accepted_htlc(&k.local_htlc, &k.remote_htlc, &k.revocation, &h.payment_hash, h.cltv_expiry).unwrap();
+            let early = (tx.clone(), 0, vec![out.clone()]);
+            refused(
+                d.sweep(&client, early, None, |s| script_witness(&o, "timeout", s)).await,
+                "policy-sweep-sequence",
+                ALL,
+            );
+            tx.lock_time = bitcoin::absolute::LockTime::from_consensus(h.cltv_expiry);
+            let claimed =
+                d.sweep(&client, (tx, 0, vec![out]), None, |s| script_witness(&o, "timeout", s)).await.unwrap();
+            consensus_ok(&claimed, 0);
+        }
+    }
     // After the force close, no new commitment of either side.
     let after = TaprootRequest::SignCounterpartyCommitment {
         commitment: d.counterparty_info(d.next_counterparty),
@@ -397,7 +437,7 @@ async fn one_permissive_cosigner_cannot_get_a_drain_or_a_foreign_sweep_signed() 
         let out = cp.tx.output[v].clone();
         let tx = spend(OutPoint { txid: cp.tx.compute_txid(), vout: v as u32 }, out.value, 1, foreign(), 500);
         refused(
-            d.sweep(&client, tx, 0, vec![out], |s| script_witness(&remote, "settle", s)).await,
+            d.sweep(&client, (tx, 0, vec![out]), None, |s| script_witness(&remote, "settle", s)).await,
             "policy-sweep-destination",
             &["c1", "c2"],
         );

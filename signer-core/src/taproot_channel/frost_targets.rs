@@ -7,8 +7,10 @@
 //! - our second-level transaction of the holder commitment we force-closed with (an
 //!   HTLC-success only with the preimage);
 //! - sweeps (SIGHASH_DEFAULT) of to_local, our anchor (key path), second-level outputs of
-//!   our force-closed commitment, and our to_remote of any counterparty commitment — to our
-//!   own scripts only, after the relative delay, within the fee cap.
+//!   our force-closed commitment, our to_remote of any counterparty commitment, and HTLC
+//!   outputs of the latest counterparty commitment (our HTLCs after their expiry, theirs
+//!   with the preimage) — to our own scripts only, after the relative delay (and absolute
+//!   expiry), within the fee cap.
 //!
 //! Rules share the legacy tags (`policy-sweep-*`, `policy-htlc-preimage`).
 //!
@@ -43,6 +45,16 @@ enum Spend {
     Key,
 }
 
+/// What else a spend of an HTLC output needs.
+#[derive(Debug, Clone, Copy)]
+enum HtlcClaim {
+    None,
+    /// The preimage of this payment hash.
+    Preimage([u8; 32]),
+    /// A locktime at or after this expiry.
+    Expiry(u32),
+}
+
 #[derive(Debug, Clone)]
 struct Ours {
     /// `None`: any outpoint with this output (to_remote is the same script on every
@@ -52,6 +64,7 @@ struct Ours {
     spend: Spend,
     tweaks: Vec<KeyTweak>,
     what: &'static str,
+    claim: HtlcClaim,
 }
 
 fn build_err(e: impl core::fmt::Display) -> TaprootChannelError {
@@ -73,7 +86,9 @@ pub fn frost_targets(
         TaprootFrostItem::HolderHtlc { htlc_index, preimage } => {
             holder_htlc(&mut j, channel, state, *htlc_index, preimage.as_ref())?
         }
-        TaprootFrostItem::Sweep { tx, input, prevouts } => sweep(&mut j, channel, state, tx, *input, prevouts, ctx)?,
+        TaprootFrostItem::Sweep { tx, input, prevouts, preimage } => {
+            sweep(&mut j, channel, state, (tx, *input, prevouts, preimage.as_ref()), ctx)?
+        }
     };
     Ok((targets, j.violations))
 }
@@ -161,7 +176,11 @@ fn our_outputs(channel: &ChannelKeysId, state: &TaprootChannelState) -> Result<V
         },
         tweaks: alloc::vec![basepoint_tweak(channel, "payment")],
         what: "to_remote",
+        claim: HtlcClaim::None,
     });
+    if let Some(info) = state.counterparty_latest.as_ref() {
+        out.extend(counterparty_htlc_outputs(channel, state, info)?);
+    }
     let (CloseState::ForceClosed { commitment_number }, Some(h)) = (state.close, state.holder_latest.as_ref()) else {
         return Ok(out);
     };
@@ -182,11 +201,13 @@ fn our_outputs(channel: &ChannelKeysId, state: &TaprootChannelState) -> Result<V
         if o.script_pubkey == local.script_pubkey() {
             let leaf = local.leaf_hash("settle").ok_or(TaprootChannelError::Malformed("leaf"))?;
             let spend = Spend::Script { leaf, csv: built.to_self_delay };
-            out.push(Ours { outpoint, txout: o.clone(), spend, tweaks: delayed.clone(), what: "to_local" });
+            let tweaks = delayed.clone();
+            out.push(Ours { outpoint, txout: o.clone(), spend, tweaks, what: "to_local", claim: HtlcClaim::None });
         } else if o.script_pubkey == our_anchor.script_pubkey() {
             let mut tweaks = delayed.clone();
             tweaks.push(KeyTweak::Taproot(anchor_root));
-            out.push(Ours { outpoint, txout: o.clone(), spend: Spend::Key, tweaks, what: "our anchor" });
+            let what = "our anchor";
+            out.push(Ours { outpoint, txout: o.clone(), spend: Spend::Key, tweaks, what, claim: HtlcClaim::None });
         }
     }
     let second_out = second_level_htlc(&k.local_delayed, &k.revocation, built.to_self_delay).map_err(build_err)?;
@@ -198,6 +219,52 @@ fn our_outputs(channel: &ChannelKeysId, state: &TaprootChannelState) -> Result<V
             spend: Spend::Script { leaf, csv: built.to_self_delay },
             tweaks: delayed.clone(),
             what: "second-level HTLC output",
+            claim: HtlcClaim::None,
+        });
+    }
+    Ok(out)
+}
+
+/// The HTLC outputs of the counterparty's commitment `info` we may claim from it directly:
+/// the ones we offered through their timeout leaf (after expiry), theirs through the
+/// preimage leaf; both after one block, under our per-commitment HTLC key.
+fn counterparty_htlc_outputs(
+    channel: &ChannelKeysId,
+    state: &TaprootChannelState,
+    info: &qls_protocol::TaprootCommitmentInfo,
+) -> Result<Vec<Ours>, TaprootChannelError> {
+    let built = commitment(state, info, Side::Counterparty)?;
+    let k = &built.keys;
+    let pcp = point(&info.per_commitment_point, "per-commitment point")?;
+    let tweaks = per_commitment_tweaks(channel, "htlc", &point(&state.holder.htlc, "our HTLC basepoint")?, &pcp);
+    let txid = built.tx.compute_txid();
+    let mut out = Vec::new();
+    for (h, vout) in info.htlcs.iter().zip(&built.htlc_vouts) {
+        let Some(vout) = vout else { continue };
+        // `offered` is the counterparty's view: offered by it means we receive it.
+        let (output, leaf, claim, what) = if h.offered {
+            let o = crate::taproot_scripts::offered_htlc(&k.local_htlc, &k.remote_htlc, &k.revocation, &h.payment_hash)
+                .map_err(build_err)?;
+            (o, "success", HtlcClaim::Preimage(h.payment_hash), "their HTLC on their commitment")
+        } else {
+            let o = crate::taproot_scripts::accepted_htlc(
+                &k.local_htlc,
+                &k.remote_htlc,
+                &k.revocation,
+                &h.payment_hash,
+                h.cltv_expiry,
+            )
+            .map_err(build_err)?;
+            (o, "timeout", HtlcClaim::Expiry(h.cltv_expiry), "our HTLC on their commitment")
+        };
+        let leaf = output.leaf_hash(leaf).ok_or(TaprootChannelError::Malformed("leaf"))?;
+        out.push(Ours {
+            outpoint: Some(OutPoint { txid, vout: *vout }),
+            txout: built.tx.output[*vout as usize].clone(),
+            spend: Spend::Script { leaf, csv: 1 },
+            tweaks: tweaks.clone(),
+            what,
+            claim,
         });
     }
     Ok(out)
@@ -207,13 +274,14 @@ fn is_ours(script: &ScriptBuf, ctx: &TaprootContext<'_>) -> bool {
     ctx.own_scripts.iter().any(|s| s == script) || ctx.policy.onchain.allows(script)
 }
 
+/// A sweep request: transaction, input, every input's spent output, an HTLC preimage.
+type SweepRequest<'a> = (&'a [u8], u32, &'a [SpentOutput], Option<&'a [u8; 32]>);
+
 fn sweep(
     j: &mut Judge<'_>,
     channel: &ChannelKeysId,
     state: &TaprootChannelState,
-    tx_bytes: &[u8],
-    input: u32,
-    prevouts: &[SpentOutput],
+    (tx_bytes, input, prevouts, preimage): SweepRequest<'_>,
     ctx: &TaprootContext<'_>,
 ) -> Result<Vec<FrostTarget>, TaprootChannelError> {
     let tx: Transaction = deserialize(tx_bytes).map_err(|_| TaprootChannelError::Malformed("sweep transaction"))?;
@@ -252,6 +320,20 @@ fn sweep(
                 PolicyTag::SweepSequence,
                 format!("input {i} ({}) needs a relative delay of {csv} blocks", ours.what),
             );
+        }
+    }
+    match ours.claim {
+        HtlcClaim::None => {}
+        HtlcClaim::Preimage(hash) => {
+            if preimage.is_none_or(|p| sha256::Hash::hash(p).to_byte_array() != hash) {
+                j.flag(PolicyTag::HtlcPreimage, format!("input {i} claims {} without its preimage", ours.what));
+            }
+        }
+        HtlcClaim::Expiry(cltv) => {
+            let lock = tx.lock_time;
+            if !lock.is_block_height() || lock.to_consensus_u32() < cltv {
+                j.flag(PolicyTag::SweepSequence, format!("input {i} ({}) needs a locktime at block {cltv}", ours.what));
+            }
         }
     }
     for (k, o) in tx.output.iter().enumerate() {

@@ -312,7 +312,8 @@ fn frost_signs_htlc_transactions_and_sweeps_only_of_our_outputs_to_us() {
     let to = |script: ScriptBuf, fee: u64| {
         vec![TxOut { value: local_out.value - Amount::from_sat(fee), script_pubkey: script }]
     };
-    let item = |tx: Vec<u8>, prevouts: Vec<SpentOutput>| TaprootFrostItem::Sweep { tx, input: 0, prevouts };
+    let item =
+        |tx: Vec<u8>, prevouts: Vec<SpentOutput>| TaprootFrostItem::Sweep { tx, input: 0, prevouts, preimage: None };
     let (targets, tags) = fx.frost(&item(sweep_tx(spent, 144, to(wallet(), 500)), prevout.clone()));
     assert_eq!(tags, vec![]);
     let (sig, _) = sign_with(&fx.shares, &targets[0].tweaks, &targets[0].msg);
@@ -355,7 +356,7 @@ fn frost_signs_htlc_transactions_and_sweeps_only_of_our_outputs_to_us() {
         SpentOutput { value_sat: 330, script_pubkey: anchor_out.script_pubkey().to_bytes() },
         SpentOutput { value_sat: 10_500, script_pubkey: wallet().to_bytes() },
     ];
-    let (targets, tags) = fx.frost(&TaprootFrostItem::Sweep { tx: serialize(&tx), input: 0, prevouts });
+    let (targets, tags) = fx.frost(&TaprootFrostItem::Sweep { tx: serialize(&tx), input: 0, prevouts, preimage: None });
     assert_eq!(tags, vec![]);
     let (sig, _) = sign_with(&fx.shares, &targets[0].tweaks, &targets[0].msg);
     verify(&fx, &sig, &targets[0].msg, &anchor_out.output_key_compressed());
