@@ -122,6 +122,11 @@ pub enum TaprootFrostItem {
     /// output `htlc_index` (in output order) of the holder commitment we force-closed with;
     /// an HTLC-success needs the HTLC's preimage.
     HolderHtlc { htlc_index: u32, preimage: Option<[u8; 32]> },
+    /// Our signature (SIGHASH_DEFAULT) on input `input` of `tx` (consensus encoding) taking
+    /// `output` of the counterparty's *revoked* commitment `commitment_number` (or of one of
+    /// its second-level transactions) through the revocation key, whose secret half is the
+    /// per-commitment secret the counterparty revealed. `prevouts` as for a sweep.
+    Justice { tx: Vec<u8>, input: u32, prevouts: Vec<SpentOutput>, commitment_number: u64, output: RevokedOutput },
     /// Our signature (SIGHASH_DEFAULT) on input `input` of `tx` (consensus encoding), which
     /// spends one of our outputs: to_local or our anchor of the force-closed holder
     /// commitment, the output of one of its second-level HTLC transactions, to_remote of a
@@ -137,6 +142,17 @@ pub enum TaprootFrostItem {
     },
 }
 
+/// Which output of a revoked counterparty commitment a justice transaction takes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RevokedOutput {
+    /// Its to_local (revocation leaf).
+    ToLocal,
+    /// An HTLC output (key path), `htlc` from the counterparty's point of view.
+    Htlc(crate::HtlcInfo),
+    /// The output of its second-level transaction (key path).
+    SecondLevel,
+}
+
 /// An output a transaction spends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SpentOutput {
@@ -144,13 +160,14 @@ pub struct SpentOutput {
     pub script_pubkey: Vec<u8>,
 }
 
-/// One step from the FROST group key to the key a signature is made under: a BIP-341
-/// tweak (with an optional merkle root) or an additive tweak (BOLT 3 per-commitment
-/// derivation), each on the even-y key.
+/// One step from the FROST group key to the key a signature is made under, each on the
+/// even-y key `P`: a BIP-341 tweak (with an optional merkle root), an additive tweak
+/// `P + t·G` (BOLT 3 per-commitment keys), or `P·m + a·G` (BOLT 3 revocation keys).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KeyTweak {
     Taproot(Option<[u8; 32]>),
     Add([u8; 32]),
+    MulAdd { mul: [u8; 32], add: [u8; 32] },
 }
 
 /// A message a cosigner derived, with the tweaks of the key it is signed under.

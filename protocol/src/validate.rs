@@ -260,7 +260,7 @@ fn taproot_commitment(c: &TaprootCommitmentInfo) -> Result<(), ValidationError> 
 fn frost_item(i: &TaprootFrostItem) -> Result<(), ValidationError> {
     match i {
         TaprootFrostItem::CounterpartyHtlcs { .. } | TaprootFrostItem::HolderHtlc { .. } => Ok(()),
-        TaprootFrostItem::Sweep { tx, prevouts, .. } => {
+        TaprootFrostItem::Sweep { tx, prevouts, .. } | TaprootFrostItem::Justice { tx, prevouts, .. } => {
             at_most("tx", tx.len(), MAX_TX_BYTES)?;
             at_most("prevouts", prevouts.len(), MAX_SWEEP_INPUTS)?;
             prevouts.iter().try_for_each(|p| at_most("prevouts.script_pubkey", p.script_pubkey.len(), MAX_SCRIPT_BYTES))

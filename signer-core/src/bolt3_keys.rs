@@ -61,3 +61,17 @@ pub fn derive_revocation_pubkey(
         .map_err(|_| DerivationError)?;
     a.combine(&b).map(|p| p.serialize()).map_err(|_| DerivationError)
 }
+
+/// For threshold signers of the revocation key of `revocation_basepoint` once the
+/// per-commitment secret is known: `(m, a)` with `key = basepoint·m + a·G`, i.e.
+/// `m = SHA256(R ‖ P)` and `a = p·SHA256(P ‖ R)`.
+pub fn revocation_tweaks(
+    revocation_basepoint: &[u8; 33],
+    per_commitment_secret: &[u8; 32],
+) -> Result<([u8; 32], [u8; 32]), DerivationError> {
+    let p = SecretKey::from_slice(per_commitment_secret).map_err(|_| DerivationError)?;
+    let point = PublicKey::from_secret_key(&Secp256k1::signing_only(), &p).serialize();
+    let m = sha256::Hash::hash(&[&revocation_basepoint[..], &point[..]].concat()).to_byte_array();
+    let a = p.mul_tweak(&tweak(&point, revocation_basepoint)?).map_err(|_| DerivationError)?;
+    Ok((m, a.secret_bytes()))
+}

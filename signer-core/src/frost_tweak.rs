@@ -4,10 +4,14 @@
 //! - [`KeyTweak::Taproot`]: BIP-341's `P + H_TapTweak(P ‖ root)·G` on the even-y key (what
 //!   the FROST crate's `tweak` does);
 //! - [`KeyTweak::Add`]: BOLT 3's additive per-commitment derivation `P + t·G` on the even-y
-//!   key (a published 33-byte basepoint is always the even-y point, `02 ‖ x`).
+//!   key (a published 33-byte basepoint is always the even-y point, `02 ‖ x`);
+//! - [`KeyTweak::MulAdd`]: `P·m + a·G` on the even-y key, BOLT 3's revocation key
+//!   `R·SHA256(R ‖ P) + P·SHA256(P ‖ R)` once the per-commitment secret `p` is known
+//!   (`m = SHA256(R ‖ P)`, `a = p·SHA256(P ‖ R)`), in one step (no parity change between).
 //!
-//! Adding `t` to every share adds `t` to the shared secret (Lagrange coefficients sum to
-//! one), and `t·G` to every verifying share and to the group key. The arithmetic is done by
+//! Mapping every share `s ↦ s·m + a` maps the shared secret the same way (Lagrange
+//! coefficients are linear and sum to one), and every verifying share and the group key
+//! `V ↦ V·m + a·G`. The arithmetic is done by
 //! libsecp256k1 on the packages' serialized forms, through the crate's public API.
 //!
 //! Must never: take a tweak from a request (callers derive tweaks from stored public facts),
@@ -36,63 +40,89 @@ fn scalar(t: &[u8; 32]) -> Result<Scalar, TweakError> {
     Scalar::from_be_bytes(*t).map_err(|_| TweakError::NotAScalar)
 }
 
-fn add_point(bytes: &[u8], t: &Scalar, what: &'static str) -> Result<[u8; 33], TweakError> {
-    let secp = Secp256k1::verification_only();
-    let p = PublicKey::from_slice(bytes).map_err(|_| TweakError::Encoding(what))?;
-    Ok(p.add_exp_tweak(&secp, t).map_err(|_| TweakError::Degenerate(what))?.serialize())
+/// `x ↦ x·m + a` for a scalar, `X ↦ X·m + a·G` for a point (`m = 1` for an addition).
+#[derive(Clone, Copy)]
+struct Affine {
+    mul: Option<Scalar>,
+    add: Scalar,
 }
 
-fn verifying_key_plus(key: &VerifyingKey, t: &Scalar) -> Result<VerifyingKey, TweakError> {
-    let bytes = key.serialize().map_err(|_| TweakError::Encoding("group key"))?;
-    VerifyingKey::deserialize(&add_point(&bytes, t, "group key")?).map_err(|_| TweakError::Encoding("group key"))
-}
+impl Affine {
+    fn of(tweak: &KeyTweak) -> Result<Option<Self>, TweakError> {
+        Ok(match tweak {
+            KeyTweak::Taproot(_) => None,
+            KeyTweak::Add(t) => Some(Self { mul: None, add: scalar(t)? }),
+            KeyTweak::MulAdd { mul, add } => Some(Self { mul: Some(scalar(mul)?), add: scalar(add)? }),
+        })
+    }
 
-fn verifying_share_plus(share: &VerifyingShare, t: &Scalar) -> Result<VerifyingShare, TweakError> {
-    let bytes = share.serialize().map_err(|_| TweakError::Encoding("verifying share"))?;
-    VerifyingShare::deserialize(&add_point(&bytes, t, "verifying share")?)
-        .map_err(|_| TweakError::Encoding("verifying share"))
-}
+    fn point(&self, bytes: &[u8], what: &'static str) -> Result<[u8; 33], TweakError> {
+        let secp = Secp256k1::verification_only();
+        let mut p = PublicKey::from_slice(bytes).map_err(|_| TweakError::Encoding(what))?;
+        if let Some(m) = self.mul {
+            p = p.mul_tweak(&secp, &m).map_err(|_| TweakError::Degenerate(what))?;
+        }
+        Ok(p.add_exp_tweak(&secp, &self.add).map_err(|_| TweakError::Degenerate(what))?.serialize())
+    }
 
-fn add_to_key_package(kp: KeyPackage, t: &[u8; 32]) -> Result<KeyPackage, TweakError> {
-    let t = scalar(t)?;
-    let kp = kp.into_even_y(None);
-    let share = SecretKey::from_slice(&kp.signing_share().serialize()).map_err(|_| TweakError::Encoding("share"))?;
-    let share = share.add_tweak(&t).map_err(|_| TweakError::Degenerate("share"))?;
-    let signing_share =
-        SigningShare::deserialize(&share.secret_bytes()).map_err(|_| TweakError::Encoding("signing share"))?;
-    Ok(KeyPackage::new(
-        *kp.identifier(),
-        signing_share,
-        verifying_share_plus(kp.verifying_share(), &t)?,
-        verifying_key_plus(kp.verifying_key(), &t)?,
-        *kp.min_signers(),
-    ))
-}
+    fn secret(&self, bytes: &[u8]) -> Result<[u8; 32], TweakError> {
+        let mut s = SecretKey::from_slice(bytes).map_err(|_| TweakError::Encoding("share"))?;
+        if let Some(m) = self.mul {
+            s = s.mul_tweak(&m).map_err(|_| TweakError::Degenerate("share"))?;
+        }
+        Ok(s.add_tweak(&self.add).map_err(|_| TweakError::Degenerate("share"))?.secret_bytes())
+    }
 
-fn add_to_public_package(pp: PublicKeyPackage, t: &[u8; 32]) -> Result<PublicKeyPackage, TweakError> {
-    let t = scalar(t)?;
-    let pp = pp.into_even_y(None);
-    let shares = pp
-        .verifying_shares()
-        .iter()
-        .map(|(id, s)| Ok((*id, verifying_share_plus(s, &t)?)))
-        .collect::<Result<BTreeMap<_, _>, TweakError>>()?;
-    Ok(PublicKeyPackage::new(shares, verifying_key_plus(pp.verifying_key(), &t)?, pp.min_signers()))
+    fn verifying_key(&self, key: &VerifyingKey) -> Result<VerifyingKey, TweakError> {
+        let bytes = key.serialize().map_err(|_| TweakError::Encoding("group key"))?;
+        VerifyingKey::deserialize(&self.point(&bytes, "group key")?).map_err(|_| TweakError::Encoding("group key"))
+    }
+
+    fn verifying_share(&self, share: &VerifyingShare) -> Result<VerifyingShare, TweakError> {
+        let bytes = share.serialize().map_err(|_| TweakError::Encoding("verifying share"))?;
+        VerifyingShare::deserialize(&self.point(&bytes, "verifying share")?)
+            .map_err(|_| TweakError::Encoding("verifying share"))
+    }
+
+    fn key_package(&self, kp: KeyPackage) -> Result<KeyPackage, TweakError> {
+        let kp = kp.into_even_y(None);
+        let share = self.secret(&kp.signing_share().serialize())?;
+        let signing_share = SigningShare::deserialize(&share).map_err(|_| TweakError::Encoding("signing share"))?;
+        Ok(KeyPackage::new(
+            *kp.identifier(),
+            signing_share,
+            self.verifying_share(kp.verifying_share())?,
+            self.verifying_key(kp.verifying_key())?,
+            *kp.min_signers(),
+        ))
+    }
+
+    fn public_package(&self, pp: PublicKeyPackage) -> Result<PublicKeyPackage, TweakError> {
+        let pp = pp.into_even_y(None);
+        let shares = pp
+            .verifying_shares()
+            .iter()
+            .map(|(id, s)| Ok((*id, self.verifying_share(s)?)))
+            .collect::<Result<BTreeMap<_, _>, TweakError>>()?;
+        Ok(PublicKeyPackage::new(shares, self.verifying_key(pp.verifying_key())?, pp.min_signers()))
+    }
 }
 
 /// A cosigner's key package after `tweaks`, in order.
 pub fn tweak_key_package(kp: &KeyPackage, tweaks: &[KeyTweak]) -> Result<KeyPackage, TweakError> {
-    tweaks.iter().try_fold(kp.clone(), |kp, t| match t {
-        KeyTweak::Taproot(root) => Ok(kp.tweak(root.as_ref())),
-        KeyTweak::Add(t) => add_to_key_package(kp, t),
+    tweaks.iter().try_fold(kp.clone(), |kp, t| match (t, Affine::of(t)?) {
+        (KeyTweak::Taproot(root), _) => Ok(kp.tweak(root.as_ref())),
+        (_, Some(a)) => a.key_package(kp),
+        (_, None) => Ok(kp),
     })
 }
 
 /// The group's public key package after `tweaks`, in order.
 pub fn tweak_public_package(pp: &PublicKeyPackage, tweaks: &[KeyTweak]) -> Result<PublicKeyPackage, TweakError> {
-    tweaks.iter().try_fold(pp.clone(), |pp, t| match t {
-        KeyTweak::Taproot(root) => Ok(pp.tweak(root.as_ref())),
-        KeyTweak::Add(t) => add_to_public_package(pp, t),
+    tweaks.iter().try_fold(pp.clone(), |pp, t| match (t, Affine::of(t)?) {
+        (KeyTweak::Taproot(root), _) => Ok(pp.tweak(root.as_ref())),
+        (_, Some(a)) => a.public_package(pp),
+        (_, None) => Ok(pp),
     })
 }
 
@@ -165,7 +195,14 @@ pub(crate) mod tests {
         // And a BIP-86 output key of the derived key (as an anchor's key path is).
         let derived_x = PublicKey::from_slice(&derived).unwrap().x_only_public_key().0;
         let output_x = derived_x.tap_tweak(&secp, None).0.to_x_only_public_key();
+        // The BOLT 3 revocation key of that basepoint for a per-commitment secret.
+        let pcs = SecretKey::from_slice(&[11; 32]).unwrap();
+        let rev_pcp = PublicKey::from_secret_key(&secp, &pcs).serialize();
+        let revocation = crate::bolt3_keys::derive_revocation_pubkey(&basepoint, &rev_pcp).unwrap();
+        let revocation_x = PublicKey::from_slice(&revocation).unwrap().x_only_public_key().0;
+        let (rmul, radd) = crate::bolt3_keys::revocation_tweaks(&basepoint, &pcs.secret_bytes()).unwrap();
         for (tweaks, expected) in [
+            (vec![KeyTweak::Taproot(Some(root)), KeyTweak::MulAdd { mul: rmul, add: radd }], revocation_x),
             (vec![KeyTweak::Taproot(Some(root))], basepoint_x),
             (vec![KeyTweak::Taproot(Some(root)), KeyTweak::Add(add)], derived_x),
             (vec![KeyTweak::Taproot(Some(root)), KeyTweak::Add(add), KeyTweak::Taproot(None)], output_x),

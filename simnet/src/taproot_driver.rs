@@ -94,6 +94,8 @@ pub struct TaprootChannelDriver {
     pub next_holder: u64,
     pub holder: Option<SignedHolder>,
     pub counterparty_latest: Option<TaprootCommitmentInfo>,
+    /// Every counterparty commitment signed, by number (what a breach could broadcast).
+    pub counterparty_history: Vec<TaprootCommitmentInfo>,
     secp: Secp256k1<bitcoin::secp256k1::All>,
 }
 
@@ -138,6 +140,7 @@ impl TaprootChannelDriver {
             next_holder: 0,
             holder: None,
             counterparty_latest: None,
+            counterparty_history: vec![],
             secp: Secp256k1::new(),
         };
         d.update(client).await?;
@@ -329,6 +332,7 @@ impl TaprootChannelDriver {
             client.taproot_apply(self.channel, revoke).await?;
         }
         self.counterparty_latest = Some(info.clone());
+        self.counterparty_history.push(info.clone());
         self.next_counterparty += 1;
 
         // 3. Our next commitment, signed by the counterparty in the session of the quorum's
@@ -489,6 +493,29 @@ impl TaprootChannelDriver {
         let mut signed = tx.tx.clone();
         signed.input[0].witness = witness;
         Ok(SignedSpend { tx: signed, spent: vec![tx.spent.clone()] })
+    }
+
+    /// A justice transaction's input `input` (prevouts `spent`) taking `output` of the
+    /// counterparty's revoked commitment `n`, signed by the quorum.
+    pub async fn justice(
+        &self,
+        client: &NodeClient,
+        (mut tx, input, spent): (Transaction, usize, Vec<bitcoin::TxOut>),
+        n: u64,
+        output: RevokedOutput,
+        witness: impl FnOnce(&[u8; 64]) -> Witness,
+    ) -> Result<SignedSpend, DriverError> {
+        let prevouts: Vec<SpentOutput> = spent
+            .iter()
+            .map(|o| SpentOutput { value_sat: o.value.to_sat(), script_pubkey: o.script_pubkey.to_bytes() })
+            .collect();
+        let tx_bytes = bitcoin::consensus::serialize(&tx);
+        let item =
+            TaprootFrostItem::Justice { tx: tx_bytes, input: input as u32, prevouts, commitment_number: n, output };
+        let (sigs, _, _) = client.taproot_frost(self.channel, item).await?;
+        let sig = sigs.first().ok_or_else(|| DriverError::Check("no signature".into()))?;
+        tx.input[input].witness = witness(sig);
+        Ok(SignedSpend { tx, spent })
     }
 
     /// A sweep of input `input` of `tx` (prevouts `spent`; `preimage` for an HTLC claim),

@@ -6,8 +6,9 @@
 //! interpreter (`bitcoinconsensus`, taproot key and script paths, all spent outputs given).
 //!
 //! Channel A: 100 updates both ways with HTLCs added, fulfilled and failed in both
-//! directions (ours approved by the operator), a compromised node's attempts, cooperative
-//! close. Channel B: force close with the verification nonce, HTLC-success and
+//! directions (ours approved by the operator), justice on a revoked commitment (to_local,
+//! HTLC and second-level outputs through the revocation key), a compromised node's
+//! attempts, cooperative close. Channel B: force close with the verification nonce, HTLC-success and
 //! HTLC-timeout, and sweeps of to_local, a second-level output, our anchor, to_remote and
 //! (had the counterparty's commitment been broadcast) both HTLCs from it.
 
@@ -160,6 +161,50 @@ async fn two_sided_updates_with_htlcs_both_ways_attacks_refused_and_cooperative_
     }
     assert_eq!(d.next_counterparty, UPDATES + 1);
 
+    // Justice: had the counterparty broadcast a revoked commitment, the quorum takes its
+    // to_local, its HTLC outputs (both directions) and a second-level output through the
+    // revocation key; not so for its latest, unrevoked commitment.
+    let wallet = qls_signer_core::wallet::wallet_script(&h.key_id()).unwrap();
+    let revoked_with = |theirs: bool| {
+        d.counterparty_history[..d.counterparty_history.len() - 2]
+            .iter()
+            .rev()
+            .find(|c| c.htlcs.iter().any(|h| h.offered == theirs) && c.to_broadcaster_msat > 0)
+            .cloned()
+            .unwrap()
+    };
+    let key_path = |s: &[u8; 64]| Witness::from_slice(&[s.to_vec()]);
+    let delay = d.view.setup.holder_selected_contest_delay;
+    for revoked in [revoked_with(true), revoked_with(false)] {
+        let n_revoked = revoked.commitment_number;
+        let cp = tc::commitment(&d.view, &revoked, Side::Counterparty).unwrap();
+        let txid = cp.tx.compute_txid();
+        let take = |vout: usize, out: &TxOut| {
+            (spend(OutPoint { txid, vout: vout as u32 }, out.value, 0, wallet.clone(), 500), 0, vec![out.clone()])
+        };
+        let local = to_local(&cp.keys.local_delayed, &cp.keys.revocation, delay).unwrap();
+        let v = cp.tx.output.iter().position(|o| o.script_pubkey == local.script_pubkey()).unwrap();
+        let out = cp.tx.output[v].clone();
+        let witness = |s: &[u8; 64]| script_witness(&local, "revocation", s);
+        let taken = d.justice(&client, take(v, &out), n_revoked, RevokedOutput::ToLocal, witness).await;
+        consensus_ok(&taken.unwrap(), 0);
+        let latest = d.counterparty_latest.clone().unwrap().commitment_number;
+        let not_revoked = d.justice(&client, take(v, &out), latest, RevokedOutput::ToLocal, witness).await;
+        refused(not_revoked, "policy-sweep-source", ALL);
+        for (hinfo, vout) in revoked.htlcs.iter().zip(&cp.htlc_vouts) {
+            let vout = vout.unwrap() as usize;
+            let out = cp.tx.output[vout].clone();
+            let taken =
+                d.justice(&client, take(vout, &out), n_revoked, RevokedOutput::Htlc(hinfo.clone()), key_path).await;
+            consensus_ok(&taken.unwrap(), 0);
+        }
+        let (_, second) = cp.second_level(&revoked).unwrap().remove(0);
+        let out = second.tx.output[0].clone();
+        let tx = spend(OutPoint { txid: second.tx.compute_txid(), vout: 0 }, out.value, 0, wallet.clone(), 500);
+        let taken = d.justice(&client, (tx, 0, vec![out]), n_revoked, RevokedOutput::SecondLevel, key_path).await;
+        consensus_ok(&taken.unwrap(), 0);
+    }
+
     // A compromised node. Counterparty commitments: a skipped number, the counterparty
     // paid our balance with no HTLC, values that do not add up, an HTLC of ours nobody
     // approved.
@@ -221,7 +266,6 @@ async fn two_sided_updates_with_htlcs_both_ways_attacks_refused_and_cooperative_
         d.fail(i);
     }
     d.update(&client).await.unwrap();
-    let wallet = qls_signer_core::wallet::wallet_script(&h.key_id()).unwrap();
     let req = |to: &ScriptBuf, theirs_sat: u64| TaprootRequest::SignClosing {
         to_holder_sat: d.ours_msat / 1000 - 1_000,
         to_counterparty_sat: theirs_sat,

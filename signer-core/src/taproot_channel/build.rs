@@ -74,16 +74,20 @@ pub fn commitment_keys(
     info: &TaprootCommitmentInfo,
     side: Side,
 ) -> Result<CommitmentKeys, TaprootChannelError> {
+    keys_at(state, &point(&info.per_commitment_point, "per-commitment point")?, side)
+}
+
+/// The keys of a commitment broadcast by `side` with per-commitment point `pcp`.
+pub fn keys_at(state: &TaprootChannelState, pcp: &[u8; 33], side: Side) -> Result<CommitmentKeys, TaprootChannelError> {
     let s = &state.setup;
     let h = &state.holder;
     let c = &s.counterparty;
-    let pcp = point(&info.per_commitment_point, "per-commitment point")?;
     let bad = |what| move |_| TaprootChannelError::BadPoint { what };
-    let derive = |base: &[u8], what| derive_pubkey(&point(base, what)?, &pcp).map_err(bad(what));
+    let derive = |base: &[u8], what| derive_pubkey(&point(base, what)?, pcp).map_err(bad(what));
     Ok(match side {
         Side::Counterparty => CommitmentKeys {
             local_delayed: derive(&c.delayed_payment, "counterparty delayed payment basepoint")?,
-            revocation: derive_revocation_pubkey(&point(&h.revocation, "our revocation basepoint")?, &pcp)
+            revocation: derive_revocation_pubkey(&point(&h.revocation, "our revocation basepoint")?, pcp)
                 .map_err(bad("revocation key"))?,
             local_htlc: derive(&c.htlc, "counterparty HTLC basepoint")?,
             remote_htlc: derive(&h.htlc, "our HTLC basepoint")?,
@@ -91,7 +95,7 @@ pub fn commitment_keys(
         },
         Side::Holder => CommitmentKeys {
             local_delayed: derive(&h.delayed_payment, "our delayed payment basepoint")?,
-            revocation: derive_revocation_pubkey(&point(&c.revocation, "counterparty revocation basepoint")?, &pcp)
+            revocation: derive_revocation_pubkey(&point(&c.revocation, "counterparty revocation basepoint")?, pcp)
                 .map_err(bad("revocation key"))?,
             local_htlc: derive(&h.htlc, "our HTLC basepoint")?,
             remote_htlc: derive(&c.htlc, "counterparty HTLC basepoint")?,

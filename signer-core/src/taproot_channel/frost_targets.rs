@@ -10,7 +10,10 @@
 //!   our force-closed commitment, our to_remote of any counterparty commitment, and HTLC
 //!   outputs of the latest counterparty commitment (our HTLCs after their expiry, theirs
 //!   with the preimage) — to our own scripts only, after the relative delay (and absolute
-//!   expiry), within the fee cap.
+//!   expiry), within the fee cap;
+//! - justice: outputs of a revoked counterparty commitment (to_local through its
+//!   revocation leaf, HTLC and second-level outputs by key path) under the revocation key,
+//!   `R·SHA256(R ‖ P) + P·SHA256(P ‖ R)`, signed with the revealed per-commitment secret.
 //!
 //! Rules share the legacy tags (`policy-sweep-*`, `policy-htlc-preimage`).
 //!
@@ -23,15 +26,19 @@ use alloc::vec::Vec;
 
 use bitcoin::consensus::encode::deserialize;
 use bitcoin::hashes::{sha256, Hash};
+use bitcoin::secp256k1::{PublicKey, SecretKey};
 use bitcoin::sighash::{Prevouts, SighashCache, TapSighashType};
 use bitcoin::taproot::TapLeafHash;
 use bitcoin::{Amount, OutPoint, ScriptBuf, Transaction, TxOut};
-use qls_protocol::{ChannelKeysId, FrostTarget, KeyTweak, SpentOutput, TaprootFrostItem};
+use lightning::ln::chan_utils::CounterpartyCommitmentSecrets;
+use lightning::util::ser::Readable;
+use qls_protocol::{ChannelKeysId, FrostTarget, KeyTweak, RevokedOutput, SpentOutput, TaprootFrostItem};
 
-use super::build::{commitment, point, BuiltCommitment, Side};
+use super::build::{commitment, keys_at, point, BuiltCommitment, Side};
 use super::keys::{basepoint_tweak, per_commitment_tweaks};
 use super::state::{TaprootChannelState, TaprootHolderCommitment};
 use super::validate::{Judge, TaprootChannelError, TaprootContext};
+use crate::bolt3_keys::revocation_tweaks;
 use crate::channel::CloseState;
 use crate::policy::{PolicyTag, Violation};
 use crate::taproot_scripts::{anchor, second_level_htlc, to_local, to_remote};
@@ -88,6 +95,9 @@ pub fn frost_targets(
         }
         TaprootFrostItem::Sweep { tx, input, prevouts, preimage } => {
             sweep(&mut j, channel, state, (tx, *input, prevouts, preimage.as_ref()), ctx)?
+        }
+        TaprootFrostItem::Justice { tx, input, prevouts, commitment_number, output } => {
+            justice(&mut j, channel, state, (tx, *input, prevouts, None), *commitment_number, output, ctx)?
         }
     };
     Ok((targets, j.violations))
@@ -284,18 +294,7 @@ fn sweep(
     (tx_bytes, input, prevouts, preimage): SweepRequest<'_>,
     ctx: &TaprootContext<'_>,
 ) -> Result<Vec<FrostTarget>, TaprootChannelError> {
-    let tx: Transaction = deserialize(tx_bytes).map_err(|_| TaprootChannelError::Malformed("sweep transaction"))?;
-    let i = input as usize;
-    if i >= tx.input.len() || prevouts.len() != tx.input.len() {
-        return Err(TaprootChannelError::Malformed("sweep input index or prevout count"));
-    }
-    let prevouts: Vec<TxOut> = prevouts
-        .iter()
-        .map(|p| TxOut {
-            value: Amount::from_sat(p.value_sat),
-            script_pubkey: ScriptBuf::from_bytes(p.script_pubkey.clone()),
-        })
-        .collect();
+    let (tx, i, prevouts) = parse_spend(tx_bytes, input, prevouts)?;
     let spent = tx.input[i].previous_output;
     let ours = our_outputs(channel, state)?;
     let found = ours.into_iter().find(|o| match o.outpoint {
@@ -336,6 +335,34 @@ fn sweep(
             }
         }
     }
+    destinations_and_fee(j, &tx, &prevouts, ctx);
+    let msg = spend_sighash(&tx, i, &prevouts, &ours.spend)?;
+    Ok(alloc::vec![FrostTarget { msg, tweaks: ours.tweaks }])
+}
+
+/// The transaction, the input index and every input's spent output.
+fn parse_spend(
+    tx_bytes: &[u8],
+    input: u32,
+    prevouts: &[SpentOutput],
+) -> Result<(Transaction, usize, Vec<TxOut>), TaprootChannelError> {
+    let tx: Transaction = deserialize(tx_bytes).map_err(|_| TaprootChannelError::Malformed("sweep transaction"))?;
+    let i = input as usize;
+    if i >= tx.input.len() || prevouts.len() != tx.input.len() {
+        return Err(TaprootChannelError::Malformed("sweep input index or prevout count"));
+    }
+    let prevouts = prevouts
+        .iter()
+        .map(|p| TxOut {
+            value: Amount::from_sat(p.value_sat),
+            script_pubkey: ScriptBuf::from_bytes(p.script_pubkey.clone()),
+        })
+        .collect();
+    Ok((tx, i, prevouts))
+}
+
+/// Every output pays us; the fee is within the sweep cap.
+fn destinations_and_fee(j: &mut Judge<'_>, tx: &Transaction, prevouts: &[TxOut], ctx: &TaprootContext<'_>) {
     for (k, o) in tx.output.iter().enumerate() {
         if !is_ours(&o.script_pubkey, ctx) {
             j.flag(PolicyTag::SweepDestination, format!("output {k} pays foreign script {}", o.script_pubkey));
@@ -349,13 +376,88 @@ fn sweep(
             j.flag(PolicyTag::SweepFeeRange, format!("sweep fee {fee:?} sat, at most {}", j.policy.sweep_fee_max_sat))
         }
     }
-    let mut cache = SighashCache::new(&tx);
-    let all = Prevouts::All(&prevouts);
-    let msg = match ours.spend {
-        Spend::Script { leaf, .. } => cache.taproot_script_spend_signature_hash(i, &all, leaf, TapSighashType::Default),
+}
+
+/// BIP-341 sighash (SIGHASH_DEFAULT) of input `i` spent by `spend`.
+fn spend_sighash(
+    tx: &Transaction,
+    i: usize,
+    prevouts: &[TxOut],
+    spend: &Spend,
+) -> Result<[u8; 32], TaprootChannelError> {
+    let mut cache = SighashCache::new(tx);
+    let all = Prevouts::All(prevouts);
+    Ok(match spend {
+        Spend::Script { leaf, .. } => {
+            cache.taproot_script_spend_signature_hash(i, &all, *leaf, TapSighashType::Default)
+        }
         Spend::Key => cache.taproot_key_spend_signature_hash(i, &all, TapSighashType::Default),
     }
     .map_err(build_err)?
-    .to_byte_array();
-    Ok(alloc::vec![FrostTarget { msg, tweaks: ours.tweaks }])
+    .to_byte_array())
+}
+
+/// A justice transaction's input: an output of the counterparty's revoked commitment `n`
+/// (its secret is in our store), identified by its script alone — nobody but us can
+/// derive the revocation key of a revoked commitment.
+fn justice(
+    j: &mut Judge<'_>,
+    channel: &ChannelKeysId,
+    state: &TaprootChannelState,
+    (tx_bytes, input, prevouts, _): SweepRequest<'_>,
+    n: u64,
+    output: &RevokedOutput,
+    ctx: &TaprootContext<'_>,
+) -> Result<Vec<FrostTarget>, TaprootChannelError> {
+    let (tx, i, prevouts) = parse_spend(tx_bytes, input, prevouts)?;
+    let secrets: CounterpartyCommitmentSecrets =
+        Readable::read(&mut &state.secrets[..]).map_err(|_| TaprootChannelError::CorruptState("secret store"))?;
+    let Some(secret) = ((1u64 << 48) - 1).checked_sub(n).and_then(|index| secrets.get_secret(index)) else {
+        j.flag(PolicyTag::SweepSource, format!("counterparty commitment {n} is not revoked"));
+        return Ok(Vec::new());
+    };
+    let sk = SecretKey::from_slice(&secret).map_err(|_| TaprootChannelError::CorruptState("revocation secret"))?;
+    let pcp = PublicKey::from_secret_key(ctx.secp, &sk).serialize();
+    let k = keys_at(state, &pcp, Side::Counterparty)?;
+    let delay = state.setup.holder_selected_contest_delay;
+    let (out, spend) = match output {
+        RevokedOutput::ToLocal => {
+            let o = to_local(&k.local_delayed, &k.revocation, delay).map_err(build_err)?;
+            let leaf = o.leaf_hash("revocation").ok_or(TaprootChannelError::Malformed("leaf"))?;
+            (o, Spend::Script { leaf, csv: 0 })
+        }
+        RevokedOutput::Htlc(h) if h.offered => {
+            let o = crate::taproot_scripts::offered_htlc(&k.local_htlc, &k.remote_htlc, &k.revocation, &h.payment_hash)
+                .map_err(build_err)?;
+            (o, Spend::Key)
+        }
+        RevokedOutput::Htlc(h) => {
+            let o = crate::taproot_scripts::accepted_htlc(
+                &k.local_htlc,
+                &k.remote_htlc,
+                &k.revocation,
+                &h.payment_hash,
+                h.cltv_expiry,
+            )
+            .map_err(build_err)?;
+            (o, Spend::Key)
+        }
+        RevokedOutput::SecondLevel => {
+            (second_level_htlc(&k.local_delayed, &k.revocation, delay).map_err(build_err)?, Spend::Key)
+        }
+    };
+    if prevouts[i].script_pubkey != out.script_pubkey() {
+        j.flag(PolicyTag::SweepSource, format!("input {i} is not the {output:?} output of revoked commitment {n}"));
+        return Ok(Vec::new());
+    }
+    destinations_and_fee(j, &tx, &prevouts, ctx);
+    let basepoint = point(&state.holder.revocation, "our revocation basepoint")?;
+    let (mul, add) =
+        revocation_tweaks(&basepoint, &secret).map_err(|_| TaprootChannelError::CorruptState("revocation secret"))?;
+    let mut tweaks = alloc::vec![basepoint_tweak(channel, "revocation"), KeyTweak::MulAdd { mul, add }];
+    if matches!(spend, Spend::Key) {
+        tweaks.push(KeyTweak::Taproot(out.spend_info.merkle_root().map(|r| r.to_byte_array())));
+    }
+    let msg = spend_sighash(&tx, i, &prevouts, &spend)?;
+    Ok(alloc::vec![FrostTarget { msg, tweaks }])
 }
