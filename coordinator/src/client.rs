@@ -33,6 +33,8 @@ pub struct NodeClient {
     _endpoint: Endpoint,
     conn: Connection,
     timeout: Duration,
+    /// Requests sent so far (for simulators' counts).
+    calls: std::sync::atomic::AtomicU64,
 }
 
 impl NodeClient {
@@ -44,11 +46,17 @@ impl NodeClient {
     ) -> Result<Self, ClientError> {
         let endpoint = client_endpoint("0.0.0.0:0".parse().expect("literal address"))?;
         let conn = connect(&endpoint, identity, addr, coordinator_pin).await?;
-        Ok(Self { _endpoint: endpoint, conn, timeout })
+        Ok(Self { _endpoint: endpoint, conn, timeout, calls: Default::default() })
     }
 
     pub async fn call(&self, req: &NodeRequest) -> Result<NodeResponse, ClientError> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(request(&self.conn, req, self.timeout).await?)
+    }
+
+    /// Requests this client has sent.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn fail(r: NodeResponse) -> ClientError {

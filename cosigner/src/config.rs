@@ -112,6 +112,62 @@ impl Default for PolicyFile {
     }
 }
 
+impl PolicyFile {
+    /// Checks every policy field (tags, actions, scripts, xpubs, keys) and builds the
+    /// runtime policy; `path` names the file in errors.
+    pub fn check(&self, path: &Path) -> Result<PolicyConfig, ConfigError> {
+        let invalid =
+            |field: &str, reason: String| ConfigError::Invalid { path: path.into(), field: field.into(), reason };
+        let mut actions = std::collections::BTreeMap::new();
+        for (tag, action) in &self.actions {
+            let t = PolicyTag::from_name(tag)
+                .ok_or_else(|| invalid("policy.actions", format!("unknown policy tag {tag:?}")))?;
+            let a = PolicyAction::from_name(action).ok_or_else(|| {
+                invalid("policy.actions", format!("{tag}: action must be \"error\" or \"warn\", got {action:?}"))
+            })?;
+            actions.insert(t, a);
+        }
+        let mut allowlisted_scripts = self
+            .allowlisted_scripts
+            .iter()
+            .map(|s| {
+                hex::decode(s)
+                    .map(ScriptBuf::from_bytes)
+                    .map_err(|e| invalid("policy.allowlisted_scripts", format!("{s:?}: {e}")))
+            })
+            .collect::<Result<std::collections::BTreeSet<_>, _>>()?;
+        let secp = bitcoin::secp256k1::Secp256k1::verification_only();
+        for xpub in &self.allowlisted_xpubs {
+            let scripts = qls_signer_core::policy::allowlist::xpub_scripts(&secp, xpub, self.xpub_lookahead)
+                .map_err(|e| invalid("policy.allowlisted_xpubs", e))?;
+            allowlisted_scripts.extend(scripts);
+        }
+        let channel = &self.channel;
+        for (field, keys) in [
+            ("policy.channel.payment_approvers", &channel.payment_approvers),
+            ("policy.channel.payee_allowlist", &channel.payee_allowlist),
+        ] {
+            for k in keys {
+                let ok = hex::decode(k).ok().and_then(|b| bitcoin::secp256k1::PublicKey::from_slice(&b).ok()).is_some();
+                if !ok {
+                    return Err(invalid(field, format!("{k:?} is not a 33-byte hex secp256k1 public key")));
+                }
+            }
+        }
+        if channel.velocity_window_secs < qls_signer_core::channel::velocity::VELOCITY_BUCKETS as u64 {
+            return Err(invalid(
+                "policy.channel.velocity_window_secs",
+                format!("{} is below one second per bucket", channel.velocity_window_secs),
+            ));
+        }
+        Ok(PolicyConfig {
+            actions,
+            onchain: OnchainPolicy { allowlisted_scripts, fee_sat_max: self.fee_sat_max },
+            channel: self.channel.clone(),
+        })
+    }
+}
+
 /// A checked cosigner config.
 #[derive(Debug, Clone)]
 pub struct CosignerConfig {
@@ -171,49 +227,7 @@ impl CosignerConfigFile {
         if self.nonce_pool_max == 0 || self.nonce_pool_max > 1_000_000 {
             return Err(invalid("nonce_pool_max", format!("{} is not in 1..=1000000", self.nonce_pool_max)));
         }
-        let mut actions = std::collections::BTreeMap::new();
-        for (tag, action) in &self.policy.actions {
-            let t = PolicyTag::from_name(tag)
-                .ok_or_else(|| invalid("policy.actions", format!("unknown policy tag {tag:?}")))?;
-            let a = PolicyAction::from_name(action).ok_or_else(|| {
-                invalid("policy.actions", format!("{tag}: action must be \"error\" or \"warn\", got {action:?}"))
-            })?;
-            actions.insert(t, a);
-        }
-        let mut allowlisted_scripts = self
-            .policy
-            .allowlisted_scripts
-            .iter()
-            .map(|s| {
-                hex::decode(s)
-                    .map(ScriptBuf::from_bytes)
-                    .map_err(|e| invalid("policy.allowlisted_scripts", format!("{s:?}: {e}")))
-            })
-            .collect::<Result<std::collections::BTreeSet<_>, _>>()?;
-        let secp = bitcoin::secp256k1::Secp256k1::verification_only();
-        for xpub in &self.policy.allowlisted_xpubs {
-            let scripts = qls_signer_core::policy::allowlist::xpub_scripts(&secp, xpub, self.policy.xpub_lookahead)
-                .map_err(|e| invalid("policy.allowlisted_xpubs", e))?;
-            allowlisted_scripts.extend(scripts);
-        }
-        let channel = &self.policy.channel;
-        for (field, keys) in [
-            ("policy.channel.payment_approvers", &channel.payment_approvers),
-            ("policy.channel.payee_allowlist", &channel.payee_allowlist),
-        ] {
-            for k in keys {
-                let ok = hex::decode(k).ok().and_then(|b| bitcoin::secp256k1::PublicKey::from_slice(&b).ok()).is_some();
-                if !ok {
-                    return Err(invalid(field, format!("{k:?} is not a 33-byte hex secp256k1 public key")));
-                }
-            }
-        }
-        if channel.velocity_window_secs < qls_signer_core::channel::velocity::VELOCITY_BUCKETS as u64 {
-            return Err(invalid(
-                "policy.channel.velocity_window_secs",
-                format!("{} is below one second per bucket", channel.velocity_window_secs),
-            ));
-        }
+        let policy = self.policy.check(path)?;
         Ok(CosignerConfig {
             name: self.name.clone(),
             listen: self.listen,
@@ -231,11 +245,7 @@ impl CosignerConfigFile {
                 "regtest" => bitcoin::Network::Regtest,
                 other => return Err(invalid("network", format!("unknown network {other:?}"))),
             },
-            policy: PolicyConfig {
-                actions,
-                onchain: OnchainPolicy { allowlisted_scripts, fee_sat_max: self.policy.fee_sat_max },
-                channel: self.policy.channel.clone(),
-            },
+            policy,
         })
     }
 }

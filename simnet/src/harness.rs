@@ -149,6 +149,9 @@ pub struct Harness {
     pub coordinator_identity: Arc<Identity>,
     pub client_identity: Identity,
     pub quorum: Arc<Quorum>,
+    /// The coordinator's config (cosigner addresses and pins), for tests that play a
+    /// malicious coordinator with its identity.
+    pub coordinator_config: CoordinatorConfig,
     pub api_addr: SocketAddr,
     api_endpoint: Endpoint,
     refill: JoinHandle<()>,
@@ -235,7 +238,8 @@ impl Harness {
         let link_faults = FaultController::new(0x5eed);
         let socket = FaultySocket::bind_loopback(link_faults.clone()).map_err(setup("faulty socket"))?;
         let endpoint = qls_protocol::quic::client_endpoint_on(socket).map_err(setup("coordinator endpoint"))?;
-        let quorum = Quorum::connect_on(config, coordinator.clone(), endpoint).await.map_err(setup("coordinator"))?;
+        let quorum =
+            Quorum::connect_on(config.clone(), coordinator.clone(), endpoint).await.map_err(setup("coordinator"))?;
         let refill = quorum.spawn_refill_task();
         let api = NodeApi::bind(quorum.clone(), &coordinator).map_err(setup("node API"))?;
         let api_addr = api.local_addr().map_err(setup("node API address"))?;
@@ -249,6 +253,7 @@ impl Harness {
             coordinator_identity: coordinator.clone(),
             client_identity,
             quorum,
+            coordinator_config: config,
             api_addr,
             api_endpoint,
             refill,

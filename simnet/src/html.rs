@@ -207,12 +207,12 @@ pub fn render(r: &Report) -> String {
             html_escape(&i.detail)
         );
     }
-    page += "</table><h2>Faults</h2><table><tr><th>request</th><th>ms</th><th>action</th><th>cosigner</th></tr>";
+    page += "</table><h2>Faults</h2><table><tr><th>event</th><th>ms</th><th>action</th><th>cosigner</th></tr>";
     for e in &r.fault_events {
         let _ = write!(
             page,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            e.at_request,
+            e.at_event.map_or("-".to_string(), |e| e.to_string()),
             e.at_ms,
             e.action,
             html_escape(&e.cosigner)

@@ -7,12 +7,18 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod byzantine;
 pub mod channel_bench;
+pub mod channels;
 pub mod compare;
 pub mod counterparty;
 pub mod faulty_socket;
 pub mod harness;
 pub mod html;
+pub mod legacy_driver;
+pub mod lightning;
+pub mod malicious;
+pub mod policy;
 pub mod report;
 pub mod runner;
 pub mod scenario;

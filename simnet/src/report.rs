@@ -29,9 +29,9 @@ pub fn percentiles(samples: &[f64]) -> Percentiles {
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct FaultEvent {
-    pub at_request: usize,
-    /// Milliseconds since the first request was sent (not compared across runs).
-    #[serde(skip)]
+    /// The event it was applied before (faults scheduled by event count), else none.
+    pub at_event: Option<usize>,
+    /// Milliseconds since the first event started (differs between runs of one seed).
     pub at_ms: u64,
     pub action: String,
     pub cosigner: String,
@@ -75,6 +75,55 @@ pub struct Report {
     /// Per-request points for the HTML plots (not in report.json).
     #[serde(skip)]
     pub timeline: Vec<RequestPoint>,
+    /// Event kind → outcomes (wallet requests by kind, Lightning events by kind; the
+    /// initial channel opens count as `open`).
+    pub events: BTreeMap<String, EventCounts>,
+    /// Event kind → latency percentiles (ms), as the node sees it.
+    pub latency_by_event_ms: BTreeMap<String, Percentiles>,
+    /// Our value below the workload's ledger on anything signed, msat (must be 0).
+    pub funds_lost_msat: u64,
+    /// Closes and force closes run through `bitcoinconsensus`.
+    pub transactions_checked: usize,
+    /// Requests the node sent to the coordinator during the events (setup excluded).
+    pub node_requests: u64,
+    /// Seconds spent opening the initial channels (before the events).
+    pub setup_s: f64,
+    pub channels: ChannelCounts,
+    /// Peak resident memory of the simnet process (cosigners, coordinator, drivers all in
+    /// it), KiB; 0 where `/proc` is missing.
+    pub peak_rss_kib: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct EventCounts {
+    pub done: usize,
+    pub refused: usize,
+    pub failed: usize,
+    pub skipped: usize,
+}
+
+/// Channels by state at the end of the run.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct ChannelCounts {
+    pub planned: usize,
+    pub open: usize,
+    pub closed: usize,
+    pub force_closed: usize,
+    /// An update failed for good (a taproot channel while a cosigner was down, or an
+    /// honest update refused); the channel took no more events.
+    pub broken: usize,
+}
+
+/// `VmHWM` of this process, KiB (Linux), else 0.
+pub fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
 }
 
 /// One completed request, for plots.
@@ -131,9 +180,35 @@ impl Report {
             writeln!(s, "scenario {} (seed {}), {}-of-{}", self.scenario, self.seed, self.threshold, self.cosigners);
         let _ = writeln!(
             s,
-            "  requests   {:>8}   in {:.2} s, {:.0}/s",
-            self.requests, self.duration_s, self.throughput_per_s
+            "  events     {:>8}   in {:.2} s, {:.0}/s ({} node requests; setup {:.2} s)",
+            self.events.values().map(|c| c.done + c.refused + c.failed + c.skipped).sum::<usize>(),
+            self.duration_s,
+            self.throughput_per_s,
+            self.node_requests,
+            self.setup_s
         );
+        let _ = writeln!(
+            s,
+            "    {:<20} {:>8} {:>8} {:>8} {:>8} {:>10} {:>10}",
+            "kind", "done", "refused", "failed", "skipped", "p50 ms", "p99 ms"
+        );
+        for (k, c) in &self.events {
+            let l = self.latency_by_event_ms.get(k).cloned().unwrap_or_default();
+            let _ = writeln!(
+                s,
+                "    {k:<20} {:>8} {:>8} {:>8} {:>8} {:>10.2} {:>10.2}",
+                c.done, c.refused, c.failed, c.skipped, l.p50, l.p99
+            );
+        }
+        if self.channels.planned > 0 {
+            let c = &self.channels;
+            let _ = writeln!(
+                s,
+                "  channels   {:>8}   open {}, closed {}, force-closed {}, broken {}",
+                c.planned, c.open, c.closed, c.force_closed, c.broken
+            );
+        }
+        let _ = writeln!(s, "  requests   {:>8}   (wallet)", self.requests);
         let _ = writeln!(s, "  signed     {:>8}   ({} signatures)", self.signed, self.signatures);
         let _ = writeln!(s, "  refused    {:>8}", self.refused_requests);
         for (tag, n) in &self.refused {
@@ -156,8 +231,11 @@ impl Report {
         for (who, reasons) in &self.blamed {
             let _ = writeln!(s, "    blamed {who}: {reasons:?}");
         }
+        if self.peak_rss_kib > 0 {
+            let _ = writeln!(s, "  peak RSS   {:>8} KiB (whole simnet process)", self.peak_rss_kib);
+        }
         for i in &self.invariants {
-            let _ = writeln!(s, "  invariant  {:<28} {}  {}", i.name, if i.holds { "ok" } else { "FAILED" }, i.detail);
+            let _ = writeln!(s, "  invariant  {:<30} {}  {}", i.name, if i.holds { "ok" } else { "FAILED" }, i.detail);
         }
         s
     }

@@ -1,9 +1,12 @@
-//! Runs a scenario: starts the quorum, sends the seeded workload through the node API
-//! with bounded concurrency, applies the fault schedule between requests, checks every
-//! returned signature, and builds the report and the signature log.
+//! Runs a scenario: starts the quorum, opens the network's channels, sends the seeded
+//! event stream (wallet requests through the node API and Lightning events through the
+//! channel drivers) with bounded concurrency and an optional rate, applies the fault
+//! schedule (by event count, in-flight events drained first, or by time, while events are
+//! in flight), checks every returned signature and signed transaction, and builds the
+//! report and the signature log.
 //!
-//! Must never: count a signature as good without verifying it, or let a fault race a
-//! request (in-flight requests drain before each fault).
+//! Must never: count a signature as good without verifying it, run two events on one
+//! channel at once, or start a channel's events in another order than generated.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -11,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
+use rand::{Rng, SeedableRng};
+use tokio::sync::Mutex;
 
 use qls_coordinator::NodeClient;
 use qls_protocol::{BlameReason, NodeRequest, NodeResponse, SignReport};
@@ -18,10 +23,13 @@ use qls_signer_core::schnorr::verify_bip340;
 use qls_signer_core::sighash::{group_key_spend_sighashes, parse_psbt};
 use qls_signer_core::wallet::wallet_script;
 
+use crate::channels::{EventOutcome, EventResult, LnContext, Slot, SlotRef, SlotState};
 use crate::faulty_socket::LinkFaults;
-use crate::harness::{invalid_share_fault, Harness, HarnessError, Keygen, QuorumSpec};
+use crate::harness::{Harness, HarnessError, Keygen, QuorumSpec};
+use crate::lightning::LnEvent;
 use crate::report::{
-    percentiles, FaultEvent, Invariant, LinkFaultStats, Machine, PointOutcome, Report, RequestPoint, SigRecord,
+    percentiles, ChannelCounts, EventCounts, FaultEvent, Invariant, LinkFaultStats, Machine, PointOutcome, Report,
+    RequestPoint, SigRecord,
 };
 use crate::scenario::Scenario;
 use crate::workload::{generate, RequestKind, WorkItem, WorkloadParams};
@@ -121,60 +129,184 @@ impl Action {
     }
 }
 
-fn fault_schedule(s: &Scenario) -> BTreeMap<usize, Vec<Action>> {
-    let mut at: BTreeMap<usize, Vec<Action>> = BTreeMap::new();
+/// Fault actions by event index and by milliseconds after the start.
+type Schedule = (BTreeMap<usize, Vec<Action>>, BTreeMap<u64, Vec<Action>>);
+
+fn fault_schedule(s: &Scenario) -> Schedule {
+    let (mut by_event, mut by_time): Schedule = Default::default();
+    let events = s.workload.events();
     for f in &s.faults {
         let i = f.cosigner - 1;
-        let mut push = |n: usize, a: Action| at.entry(n).or_default().push(a);
-        let until = (f.down_for > 0).then_some(f.at_request + f.down_for);
-        match f.kind.as_str() {
-            "stop" => push(f.at_request, Action::Stop(i)),
-            "start" => push(f.at_request, Action::Start(i)),
-            "restart" => {
-                push(f.at_request, Action::Stop(i));
-                push(f.at_request + f.down_for, Action::Start(i));
-            }
-            kind => {
-                let faults = LinkFaults {
-                    loss: f.loss,
-                    latency_ms: f.latency_ms,
-                    jitter_ms: f.jitter_ms,
-                    partitioned: kind == "partition",
-                };
-                push(f.at_request, Action::Impair(i, faults));
-                if let Some(n) = until.filter(|n| *n < s.workload.requests) {
-                    push(n, Action::Heal(i));
+        let faults = LinkFaults {
+            loss: f.loss,
+            latency_ms: f.latency_ms,
+            jitter_ms: f.jitter_ms,
+            partitioned: f.kind == "partition",
+        };
+        let (first, second) = match f.kind.as_str() {
+            "stop" => (Action::Stop(i), None),
+            "start" => (Action::Start(i), None),
+            "restart" => (Action::Stop(i), Some(Action::Start(i))),
+            _ => (Action::Impair(i, faults), Some(Action::Heal(i))),
+        };
+        match (f.at_event, f.at_ms) {
+            (Some(at), _) => {
+                by_event.entry(at).or_default().push(first);
+                let until = at + f.down_for;
+                if let Some(a) = second.filter(|_| f.down_for > 0 || f.kind == "restart") {
+                    if until < events {
+                        by_event.entry(until).or_default().push(a);
+                    } else if f.kind == "restart" {
+                        by_event.entry(events).or_default().push(a);
+                    }
                 }
             }
+            (None, Some(ms)) => {
+                by_time.entry(ms).or_default().push(first);
+                if let Some(a) = second.filter(|_| f.down_ms > 0 || f.kind == "restart") {
+                    by_time.entry(ms + f.down_ms).or_default().push(a);
+                }
+            }
+            (None, None) => {}
         }
     }
-    at
+    (by_event, by_time)
+}
+
+/// One event of the run.
+enum Event {
+    Request(WorkItem),
+    Lightning(LnEvent),
+}
+
+/// What an event came back with.
+enum Finished {
+    Request(Done),
+    Lightning(EventResult, f64),
+}
+
+/// The quorum a scenario asks for.
+fn quorum_spec(scenario: &Scenario) -> Result<QuorumSpec, RunError> {
+    let q = &scenario.quorum;
+    let mut spec = QuorumSpec::new(q.cosigners, q.threshold);
+    spec.keygen = if q.keygen == "dealer" { Keygen::Dealer } else { Keygen::Dkg };
+    spec.request_timeout = Duration::from_millis(q.request_timeout_ms);
+    spec.key_holders = q.key_holders.iter().map(|k| k - 1).collect();
+    spec.policies = (1..=q.cosigners)
+        .map(|i| crate::policy::cosigner_policy(q, i).map_err(|e| RunError::Harness(HarnessError::Setup(e))))
+        .collect::<Result<_, _>>()?;
+    spec.faults = (1..=q.cosigners)
+        .map(|i| {
+            let mut modes: Vec<&str> =
+                q.misbehaving.iter().filter(|m| m.cosigner == i).map(|m| m.mode.as_str()).collect();
+            if q.byzantine.contains(&i) {
+                modes.push("invalid-shares");
+            }
+            crate::byzantine::reply_fault(&modes)
+        })
+        .collect();
+    Ok(spec)
+}
+
+/// Applies `actions` and records them.
+async fn apply(
+    harness: &mut Harness,
+    actions: Vec<Action>,
+    at_event: Option<usize>,
+    started: Instant,
+    events: &mut Vec<FaultEvent>,
+) -> Result<(), RunError> {
+    for action in actions {
+        match action {
+            Action::Stop(i) => harness.stop_cosigner(i).await,
+            Action::Start(i) => harness.start_cosigner(i).await?,
+            Action::Impair(i, f) => harness.impair_link(i, f),
+            Action::Heal(i) => harness.heal_link(i),
+        }
+        let (name, i) = action.describe();
+        tracing::info!(?at_event, cosigner = %harness.cosigners[i].name, action = name, "fault injected");
+        events.push(FaultEvent {
+            at_event,
+            at_ms: started.elapsed().as_millis() as u64,
+            action: name.into(),
+            cosigner: harness.cosigners[i].name.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// Opens the network's initial channels (not timed as events).
+async fn open_network(
+    ctx: &Arc<LnContext>,
+    slots: &[SlotRef],
+    initial: usize,
+    concurrency: usize,
+    progress: bool,
+) -> Vec<EventResult> {
+    let bar = if progress { ProgressBar::new(initial as u64) } else { ProgressBar::hidden() };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {bar:40} {pos}/{len} channels opened  eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut out = Vec::with_capacity(initial);
+    let mut in_flight = FuturesUnordered::new();
+    for (i, slot) in slots.iter().enumerate().take(initial) {
+        if in_flight.len() >= concurrency {
+            if let Some(Ok(r)) = in_flight.next().await {
+                out.push(r);
+            }
+            bar.inc(1);
+        }
+        let guard = slot.clone().lock_owned().await;
+        let ctx = ctx.clone();
+        in_flight.push(tokio::spawn(async move { ctx.run(LnEvent::Open { channel: i }, vec![(i, guard)]).await }));
+    }
+    while let Some(r) = in_flight.next().await {
+        if let Ok(r) = r {
+            out.push(r);
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    out
 }
 
 /// Runs `scenario`; `progress` draws a progress bar on stderr.
 pub async fn run(scenario: &Scenario, progress: bool) -> Result<(Report, Vec<SigRecord>), RunError> {
     let q = &scenario.quorum;
-    let mut spec = QuorumSpec::new(q.cosigners, q.threshold);
-    spec.keygen = if q.keygen == "dealer" { Keygen::Dealer } else { Keygen::Dkg };
-    spec.request_timeout = Duration::from_millis(q.request_timeout_ms);
-    spec.policies = (1..=q.cosigners)
-        .map(|i| {
-            let mut p = if q.permissive.contains(&i) {
-                qls_signer_core::policy::PolicyConfig::permissive()
-            } else {
-                crate::harness::test_policy()
-            };
-            p.onchain.fee_sat_max = q.fee_sat_max;
-            p
-        })
-        .collect();
-    spec.faults = (1..=q.cosigners).map(|i| q.byzantine.contains(&i).then(invalid_share_fault)).collect();
-    let mut harness = Harness::start(spec).await?;
+    let mut harness = Harness::start(quorum_spec(scenario)?).await?;
+    for m in q.misbehaving.iter().filter(|m| m.mode == "slow") {
+        harness.impair_link(m.cosigner - 1, LinkFaults { latency_ms: m.delay_ms, ..LinkFaults::default() });
+    }
     harness.wait_for_pools(16, Duration::from_secs(5)).await;
     let key_id = harness.key_id();
     let keys = (key_id, harness.message_key());
     let client = Arc::new(harness.client().await?);
     let w = &scenario.workload;
+
+    // The Lightning side: channels, their drivers, the event stream.
+    let (plan, ln_events) = match &scenario.network {
+        Some(net) => crate::lightning::generate(scenario.seed, net, w),
+        None => (vec![], vec![]),
+    };
+    let initial = scenario.network.as_ref().map_or(0, |n| n.channels);
+    let slots: Vec<SlotRef> = plan
+        .into_iter()
+        .map(|plan| Arc::new(Mutex::new(Slot { plan, driver: None, ledger_msat: 0, state: SlotState::Planned })))
+        .collect();
+    let wallet = wallet_script(&key_id).map_err(|e| HarnessError::Setup(e.to_string()))?;
+    let malicious = if w.replays() > 0 {
+        Some(crate::malicious::MaliciousCoordinator::new(&harness, q.key_holders.iter().map(|k| k - 1).collect())?)
+    } else {
+        None
+    };
+    let ctx = Arc::new(LnContext { client: client.clone(), wallet, malicious, retry_for: Duration::from_secs(20) });
+    let setup_started = Instant::now();
+    let opened = open_network(&ctx, &slots, initial, w.concurrency, progress).await;
+    let setup_s = setup_started.elapsed().as_secs_f64();
+    let setup_requests = client.calls();
+
+    // Wallet requests and Lightning events, interleaved by the seed.
     let params = WorkloadParams {
         seed: scenario.seed,
         requests: w.requests,
@@ -182,54 +314,112 @@ pub async fn run(scenario: &Scenario, progress: bool) -> Result<(Report, Vec<Sig
         violation_share: w.violation_share,
         fee_sat_max: q.fee_sat_max,
     };
-    let mut work: VecDeque<WorkItem> = generate(&params, &key_id).into();
-    let mut schedule = fault_schedule(scenario);
+    let mut requests: VecDeque<WorkItem> = generate(&params, &key_id).into();
+    let mut lightning: VecDeque<LnEvent> = ln_events.into();
+    let mut mix = rand_chacha::ChaCha20Rng::seed_from_u64(scenario.seed ^ 0x6d69_78);
+    let total = requests.len() + lightning.len();
+    let mut work: VecDeque<Event> = VecDeque::with_capacity(total);
+    while !requests.is_empty() || !lightning.is_empty() {
+        let take_request = mix.gen_range(0..requests.len() + lightning.len()) < requests.len();
+        work.push_back(match (take_request, requests.pop_front(), lightning.pop_front()) {
+            (true, Some(r), l) => {
+                if let Some(l) = l {
+                    lightning.push_front(l);
+                }
+                Event::Request(r)
+            }
+            (_, r, Some(l)) => {
+                if let Some(r) = r {
+                    requests.push_front(r);
+                }
+                Event::Lightning(l)
+            }
+            (_, Some(r), None) => Event::Request(r),
+            (_, None, None) => break,
+        });
+    }
+    let (mut by_event, mut by_time) = fault_schedule(scenario);
 
-    let bar = if progress { ProgressBar::new(w.requests as u64) } else { ProgressBar::hidden() };
+    let bar = if progress { ProgressBar::new(total as u64) } else { ProgressBar::hidden() };
     bar.set_style(
-        ProgressStyle::with_template("{spinner} {bar:40} {pos}/{len} requests  {per_sec}  eta {eta}")
+        ProgressStyle::with_template("{spinner} {bar:40} {pos}/{len} events  {per_sec}  eta {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let mut done: Vec<Done> = Vec::with_capacity(w.requests);
+    let mut finished: Vec<Finished> = Vec::with_capacity(total);
     let mut fault_events = Vec::new();
     let mut in_flight = FuturesUnordered::new();
     let started = Instant::now();
     let mut next = 0usize;
-    while next < w.requests || !in_flight.is_empty() {
-        let fault_due = schedule.first_key_value().is_some_and(|(at, _)| *at == next);
-        if next < w.requests && in_flight.len() < w.concurrency && !fault_due {
-            let item = work.pop_front().expect("one item per request");
-            let client = client.clone();
-            in_flight.push(tokio::spawn(async move { send(&client, keys, item, started).await }));
+    loop {
+        // Time-based faults land whenever they are due, events in flight or not.
+        while let Some((&ms, _)) = by_time.first_key_value() {
+            if started.elapsed() < Duration::from_millis(ms) {
+                break;
+            }
+            let (_, actions) = by_time.pop_first().expect("due fault");
+            apply(&mut harness, actions, None, started, &mut fault_events).await?;
+        }
+        let fault_due = by_event.first_key_value().is_some_and(|(at, _)| *at == next);
+        if fault_due && in_flight.is_empty() {
+            let (at, actions) = by_event.pop_first().expect("due fault");
+            apply(&mut harness, actions, Some(at), started, &mut fault_events).await?;
+            continue;
+        }
+        let due_at = (w.rate_per_s > 0.0).then(|| started + Duration::from_secs_f64(next as f64 / w.rate_per_s));
+        let can_start = next < total && in_flight.len() < w.concurrency && !fault_due;
+        if can_start && due_at.is_none_or(|t| Instant::now() >= t) {
+            let ev = work.pop_front().expect("one item per event");
+            let sent_at = started.elapsed().as_secs_f64() * 1e3;
+            match ev {
+                Event::Request(item) => {
+                    let client = client.clone();
+                    in_flight
+                        .push(tokio::spawn(async move { Finished::Request(send(&client, keys, item, started).await) }));
+                }
+                Event::Lightning(ev) => {
+                    // Locks in generation order: a channel's events start in stream order.
+                    let mut guards = Vec::new();
+                    for c in ev.channels() {
+                        guards.push((c, slots[c].clone().lock_owned().await));
+                    }
+                    let ctx = ctx.clone();
+                    in_flight
+                        .push(tokio::spawn(async move { Finished::Lightning(ctx.run(ev, guards).await, sent_at) }));
+                }
+            }
             next += 1;
             continue;
         }
-        if fault_due && in_flight.is_empty() {
-            let (at, actions) = schedule.pop_first().expect("due fault");
-            for action in actions {
-                match action {
-                    Action::Stop(i) => harness.stop_cosigner(i).await,
-                    Action::Start(i) => harness.start_cosigner(i).await?,
-                    Action::Impair(i, f) => harness.impair_link(i, f),
-                    Action::Heal(i) => harness.heal_link(i),
+        if next >= total && in_flight.is_empty() {
+            break;
+        }
+        // Wait for an event to finish, the next start time, or the next timed fault.
+        let mut wake = by_time.first_key_value().map(|(ms, _)| started + Duration::from_millis(*ms));
+        if can_start {
+            wake = match (wake, due_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        let sleep = async {
+            match wake {
+                Some(t) => tokio::time::sleep_until(t.into()).await,
+                None => futures::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = in_flight.next(), if !in_flight.is_empty() => {
+                if let Some(Ok(f)) = r {
+                    finished.push(f);
                 }
-                let (name, i) = action.describe();
-                tracing::info!(at_request = at, cosigner = %harness.cosigners[i].name, action = name, "fault injected");
-                fault_events.push(FaultEvent {
-                    at_request: at,
-                    at_ms: started.elapsed().as_millis() as u64,
-                    action: name.into(),
-                    cosigner: harness.cosigners[i].name.clone(),
-                });
+                bar.inc(1);
             }
-            continue;
+            _ = sleep => {}
         }
-        if let Some(r) = in_flight.next().await {
-            if let Ok(d) = r {
-                done.push(d);
-            }
-            bar.inc(1);
-        }
+    }
+    // Faults scheduled at the very end (restarts) still run.
+    for (at, actions) in std::mem::take(&mut by_event) {
+        apply(&mut harness, actions, Some(at), started, &mut fault_events).await?;
     }
     let duration_s = started.elapsed().as_secs_f64();
     bar.finish_and_clear();
@@ -240,136 +430,264 @@ pub async fn run(scenario: &Scenario, progress: bool) -> Result<(Report, Vec<Sig
         delayed: st.delayed.load(std::sync::atomic::Ordering::Relaxed),
     };
     let names: Vec<String> = harness.cosigners.iter().map(|c| c.name.clone()).collect();
+    let node_requests = client.calls() - setup_requests;
+    let mut channels = ChannelCounts { planned: slots.len(), ..Default::default() };
+    for s in &slots {
+        match &s.lock().await.state {
+            SlotState::Planned => {}
+            SlotState::Open => channels.open += 1,
+            SlotState::Closed => channels.closed += 1,
+            SlotState::ForceClosed => channels.force_closed += 1,
+            SlotState::Broken(_) => channels.broken += 1,
+        }
+    }
+    drop(ctx);
     drop(client);
     harness.shutdown().await;
-    let (mut report, sigs) = build_report(scenario, done, fault_events, duration_s);
+    let (mut report, sigs) = build_report(scenario, finished, opened, fault_events, duration_s);
     report.link_faults = link_faults;
+    report.node_requests = node_requests;
+    report.setup_s = setup_s;
+    report.channels = channels;
     for n in names {
         report.participation.entry(n).or_insert(0);
     }
     Ok((report, sigs))
 }
 
+fn blame_reason(r: &BlameReason) -> &'static str {
+    match r {
+        BlameReason::InvalidShare => "invalid-share",
+        BlameReason::Timeout => "timeout",
+        BlameReason::Unreachable => "unreachable",
+        BlameReason::ErrorReply => "error-reply",
+        BlameReason::StateDiverged => "state-diverged",
+    }
+}
+
+/// Counts over everything that finished.
+#[derive(Default)]
+struct Tally {
+    signed: usize,
+    refused: BTreeMap<String, usize>,
+    refused_requests: usize,
+    failed: usize,
+    blamed: BTreeMap<String, BTreeMap<String, usize>>,
+    sigs: Vec<SigRecord>,
+    violation_signed: usize,
+    bad_signatures: usize,
+    participation: BTreeMap<String, usize>,
+    honest_refused_wrongly: usize,
+    r_values: Vec<[u8; 32]>,
+    events: BTreeMap<String, EventCounts>,
+    funds_lost_msat: u64,
+    txs_checked: usize,
+    tx_failures: Vec<String>,
+}
+
+impl Tally {
+    fn blame(&mut self, report: &SignReport) {
+        for b in &report.blamed {
+            *self.blamed.entry(b.cosigner.clone()).or_default().entry(blame_reason(&b.reason).into()).or_default() += 1;
+        }
+    }
+
+    fn lightning(&mut self, r: &EventResult) {
+        let c = self.events.entry(r.kind.into()).or_default();
+        match &r.outcome {
+            EventOutcome::Done => c.done += 1,
+            EventOutcome::Refused(tags) => {
+                c.refused += 1;
+                for t in tags {
+                    *self.refused.entry(t.clone()).or_default() += 1;
+                }
+            }
+            EventOutcome::Failed(e) => {
+                c.failed += 1;
+                self.failed += 1;
+                tracing::warn!(event = r.kind, error = %e, "event failed");
+            }
+            EventOutcome::Skipped(_) => c.skipped += 1,
+        }
+        if r.violation_signed {
+            self.violation_signed += 1;
+        }
+        // An honest event refused, or an attack that was neither refused nor signed.
+        let refused = matches!(r.outcome, EventOutcome::Refused(_));
+        if (!r.must_refuse && refused) || (r.must_refuse && r.outcome == EventOutcome::Done && !r.violation_signed) {
+            self.honest_refused_wrongly += 1;
+        }
+        self.funds_lost_msat += r.funds_lost_msat;
+        self.txs_checked += r.txs_checked;
+        self.tx_failures.extend(r.tx_failures.iter().cloned());
+        self.r_values.extend(r.r_values.iter().copied());
+    }
+}
+
 fn build_report(
     s: &Scenario,
-    done: Vec<Done>,
+    finished: Vec<Finished>,
+    opened: Vec<EventResult>,
     fault_events: Vec<FaultEvent>,
     duration_s: f64,
 ) -> (Report, Vec<SigRecord>) {
-    let mut signed = 0;
-    let mut refused: BTreeMap<String, usize> = BTreeMap::new();
-    let mut refused_requests = 0;
-    let mut failed = 0;
-    let mut blamed: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
-    let mut sigs = Vec::new();
-    let mut violation_signed = 0;
-    let mut bad_signatures = 0;
-    let mut participation: BTreeMap<String, usize> = BTreeMap::new();
-    let mut honest_refused_wrongly = 0;
-    let mut add_blame = |report: &SignReport| {
-        for b in &report.blamed {
-            let reason = match b.reason {
-                BlameReason::InvalidShare => "invalid-share",
-                BlameReason::Timeout => "timeout",
-                BlameReason::Unreachable => "unreachable",
-                BlameReason::ErrorReply => "error-reply",
-                BlameReason::StateDiverged => "state-diverged",
-            };
-            *blamed.entry(b.cosigner.clone()).or_default().entry(reason.into()).or_default() += 1;
-        }
-    };
-    for d in &done {
-        match &d.outcome {
-            Outcome::Signed(records, report) => {
-                signed += 1;
-                for c in &report.signers {
-                    *participation.entry(c.clone()).or_default() += 1;
-                }
-                add_blame(report);
-                sigs.extend(records.iter().cloned());
-                if d.kind.expected_refusal().is_some() {
-                    violation_signed += 1;
+    let mut t = Tally::default();
+    let mut latency_by_event: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut timeline = Vec::new();
+    let mut latencies = Vec::new();
+    for r in &opened {
+        t.lightning(r);
+    }
+    let mut requests = 0;
+    for f in &finished {
+        match f {
+            Finished::Request(d) => {
+                requests += 1;
+                latencies.push(d.latency_ms);
+                latency_by_event.entry(d.kind.name().into()).or_default().push(d.latency_ms);
+                let c = t.events.entry(d.kind.name().into()).or_default();
+                timeline.push(RequestPoint {
+                    started_ms: d.started_ms,
+                    latency_ms: d.latency_ms,
+                    outcome: match d.outcome {
+                        Outcome::Signed(..) => PointOutcome::Signed,
+                        Outcome::Refused(..) => PointOutcome::Refused,
+                        Outcome::Failed(_) | Outcome::BadSignature(_) => PointOutcome::Failed,
+                    },
+                });
+                match &d.outcome {
+                    Outcome::Signed(records, report) => {
+                        c.done += 1;
+                        t.signed += 1;
+                        for n in &report.signers {
+                            *t.participation.entry(n.clone()).or_default() += 1;
+                        }
+                        t.blame(report);
+                        t.sigs.extend(records.iter().cloned());
+                        if d.kind.expected_refusal().is_some() {
+                            t.violation_signed += 1;
+                        }
+                    }
+                    Outcome::Refused(tags, report) => {
+                        c.refused += 1;
+                        t.refused_requests += 1;
+                        t.blame(report);
+                        for tag in tags {
+                            *t.refused.entry(tag.clone()).or_default() += 1;
+                        }
+                        if d.kind.expected_refusal().is_none_or(|e| !tags.contains(e)) {
+                            t.honest_refused_wrongly += 1;
+                        }
+                    }
+                    Outcome::Failed(e) => {
+                        c.failed += 1;
+                        t.failed += 1;
+                        tracing::warn!(error = %e, "request failed");
+                    }
+                    Outcome::BadSignature(e) => {
+                        c.failed += 1;
+                        t.failed += 1;
+                        t.bad_signatures += 1;
+                        tracing::error!(error = %e, "bad signature returned");
+                    }
                 }
             }
-            Outcome::Refused(tags, report) => {
-                refused_requests += 1;
-                add_blame(report);
-                for t in tags {
-                    *refused.entry(t.clone()).or_default() += 1;
+            Finished::Lightning(r, sent_at) => {
+                t.lightning(r);
+                if matches!(r.outcome, EventOutcome::Skipped(_)) {
+                    continue;
                 }
-                if d.kind.expected_refusal().is_none_or(|t| !tags.contains(t)) {
-                    honest_refused_wrongly += 1;
-                }
-            }
-            Outcome::Failed(e) => {
-                failed += 1;
-                tracing::warn!(error = %e, "request failed");
-            }
-            Outcome::BadSignature(e) => {
-                failed += 1;
-                bad_signatures += 1;
-                tracing::error!(error = %e, "bad signature returned");
+                latencies.push(r.latency_ms);
+                latency_by_event.entry(r.kind.into()).or_default().push(r.latency_ms);
+                timeline.push(RequestPoint {
+                    started_ms: *sent_at,
+                    latency_ms: r.latency_ms,
+                    outcome: match r.outcome {
+                        EventOutcome::Done => PointOutcome::Signed,
+                        EventOutcome::Refused(_) => PointOutcome::Refused,
+                        _ => PointOutcome::Failed,
+                    },
+                });
             }
         }
     }
-    let r_values: BTreeSet<&str> = sigs.iter().map(|r| &r.sig[..64]).collect();
+    let schnorr_r =
+        t.sigs.iter().filter_map(|r| hex::decode(&r.sig[..64]).ok()).filter_map(|b| <[u8; 32]>::try_from(b).ok());
+    let all_r: Vec<[u8; 32]> = t.r_values.iter().copied().chain(schnorr_r).collect();
+    let distinct: BTreeSet<&[u8; 32]> = all_r.iter().collect();
+    let ln_events: usize = finished.iter().filter(|f| matches!(f, Finished::Lightning(..))).count();
     let invariants = vec![
         Invariant {
             name: "policy-violations-never-signed",
-            holds: violation_signed == 0,
-            detail: format!("{violation_signed} violating requests signed"),
+            holds: t.violation_signed == 0,
+            detail: format!("{} violating requests or events signed", t.violation_signed),
         },
         Invariant {
             name: "refusals-match-violations",
-            holds: honest_refused_wrongly == 0,
-            detail: format!("{honest_refused_wrongly} refusals without the expected tag"),
+            holds: t.honest_refused_wrongly == 0,
+            detail: format!("{} honest requests or events refused, or refusals without the expected tag", t.honest_refused_wrongly),
         },
         Invariant {
             name: "no-repeated-nonce",
-            holds: r_values.len() == sigs.len(),
-            detail: format!("{} signatures, {} distinct R values", sigs.len(), r_values.len()),
+            holds: distinct.len() == all_r.len(),
+            detail: format!("{} signatures, {} distinct R values", all_r.len(), distinct.len()),
         },
         Invariant {
             name: "all-signatures-verify",
-            holds: bad_signatures == 0,
-            detail: format!("{} signatures checked with libsecp256k1, {bad_signatures} bad", sigs.len()),
+            holds: t.bad_signatures == 0,
+            detail: format!(
+                "{} wallet signatures checked with libsecp256k1, {} bad; channel signatures checked by the drivers (a bad one fails its event)",
+                t.sigs.len(),
+                t.bad_signatures
+            ),
+        },
+        Invariant {
+            name: "signed-transactions-verify",
+            holds: t.tx_failures.is_empty(),
+            detail: if t.tx_failures.is_empty() {
+                format!("{} closes and force closes passed bitcoinconsensus", t.txs_checked)
+            } else {
+                format!("{} of {} failed bitcoinconsensus: {}", t.tx_failures.len(), t.txs_checked, t.tx_failures.join("; "))
+            },
+        },
+        Invariant {
+            name: "funds-lost-zero",
+            holds: t.funds_lost_msat == 0,
+            detail: format!("{} msat below the workload's ledger on signed commitments and closes", t.funds_lost_msat),
         },
     ];
-    let latencies: Vec<f64> = done.iter().map(|d| d.latency_ms).collect();
-    let timeline = done
-        .iter()
-        .map(|d| RequestPoint {
-            started_ms: d.started_ms,
-            latency_ms: d.latency_ms,
-            outcome: match d.outcome {
-                Outcome::Signed(..) => PointOutcome::Signed,
-                Outcome::Refused(..) => PointOutcome::Refused,
-                Outcome::Failed(_) | Outcome::BadSignature(_) => PointOutcome::Failed,
-            },
-        })
-        .collect();
+    let latency_by_event = latency_by_event.into_iter().map(|(k, v)| (k, percentiles(&v))).collect();
+    let completed = requests + ln_events;
     let report = Report {
         scenario: s.name.clone(),
         seed: s.seed,
         threshold: s.quorum.threshold,
         cosigners: s.quorum.cosigners,
-        requests: done.len(),
-        signed,
-        refused,
-        refused_requests,
-        failed,
-        signatures: sigs.len(),
+        requests,
+        signed: t.signed,
+        refused: t.refused,
+        refused_requests: t.refused_requests,
+        failed: t.failed,
+        signatures: all_r.len(),
         latency_ms: percentiles(&latencies),
-        throughput_per_s: if duration_s > 0.0 { done.len() as f64 / duration_s } else { 0.0 },
+        throughput_per_s: if duration_s > 0.0 { completed as f64 / duration_s } else { 0.0 },
         duration_s,
         faults_injected: fault_events.len(),
         fault_events,
-        blamed,
-        participation,
+        blamed: t.blamed,
+        participation: t.participation,
         link_faults: LinkFaultStats::default(),
         invariants,
         machine: Machine::this(),
         timeline,
+        events: t.events,
+        latency_by_event_ms: latency_by_event,
+        funds_lost_msat: t.funds_lost_msat,
+        transactions_checked: t.txs_checked,
+        node_requests: 0,
+        setup_s: 0.0,
+        channels: ChannelCounts::default(),
+        peak_rss_kib: crate::report::peak_rss_kib(),
     };
-    (report, sigs)
+    (report, t.sigs)
 }

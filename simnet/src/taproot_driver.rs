@@ -96,6 +96,9 @@ pub struct TaprootChannelDriver {
     pub counterparty_latest: Option<TaprootCommitmentInfo>,
     /// Every counterparty commitment signed, by number (what a breach could broadcast).
     pub counterparty_history: Vec<TaprootCommitmentInfo>,
+    /// The nonce points (`R`, x-only) of every signature the quorum returned through this
+    /// driver and it verified, for the nonce-reuse invariant; drained by the caller.
+    pub seen_r: Vec<[u8; 32]>,
     secp: Secp256k1<bitcoin::secp256k1::All>,
 }
 
@@ -141,6 +144,7 @@ impl TaprootChannelDriver {
             holder: None,
             counterparty_latest: None,
             counterparty_history: vec![],
+            seen_r: vec![],
             secp: Secp256k1::new(),
         };
         d.update(client).await?;
@@ -324,7 +328,9 @@ impl TaprootChannelDriver {
             let m =
                 tx.sighash(TapSighashType::SinglePlusAnyoneCanPay).map_err(|e| DriverError::Check(e.to_string()))?;
             self.verify_bip340(s, m, &built.keys.remote_htlc, "our HTLC signature")?;
+            self.seen_r.push(s[..32].try_into().unwrap_or_default());
         }
+        self.seen_r.push(sig[..32].try_into().unwrap_or_default());
         // 2. It revokes the one before.
         if n > 0 {
             let revoke =
@@ -359,6 +365,26 @@ impl TaprootChannelDriver {
         self.holder = Some(signed);
         self.next_holder += 1;
         Ok((info, sig))
+    }
+
+    /// Asks the quorum for its partial signature on a counterparty commitment that moves
+    /// `drain_msat` of our balance to the counterparty for nothing (a compromised node's
+    /// drain attempt). Returns the final signature if the quorum signed it.
+    pub async fn attempt_drain(&self, client: &NodeClient, drain_msat: u64) -> Result<[u8; 64], DriverError> {
+        let mut info = self.counterparty_info(self.next_counterparty);
+        let drain = drain_msat.min(info.to_countersignatory_msat);
+        info.to_countersignatory_msat -= drain;
+        info.to_broadcaster_msat += drain;
+        let built =
+            tc::commitment(&self.view, &info, Side::Counterparty).map_err(|e| DriverError::Check(e.to_string()))?;
+        let req = TaprootRequest::SignCounterpartyCommitment { commitment: info, outbound_preimages: vec![] };
+        let (sig, _) = self.complete_funding_spend(client, req, &built.tx, vec![]).await?;
+        Ok(sig)
+    }
+
+    /// Our value in the latest state (our balance and our offered HTLCs), msat.
+    pub fn quorum_value_msat(&self) -> u64 {
+        self.ours_msat + self.htlcs.iter().filter(|f| f.htlc.offered).map(|f| f.htlc.amount_msat).sum::<u64>()
     }
 
     /// The counterparty's signatures on our holder commitment `info`.

@@ -23,6 +23,16 @@ pub enum RequestKind {
 
 impl RequestKind {
     /// The policy tag an honest quorum must refuse this request with, if any.
+    /// The kind's name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            RequestKind::Message => "message",
+            RequestKind::Psbt => "psbt",
+            RequestKind::PsbtUnknownOutput => "psbt-unknown-output",
+            RequestKind::PsbtFeeAboveCap => "psbt-fee-above-cap",
+        }
+    }
+
     pub fn expected_refusal(self) -> Option<&'static str> {
         match self {
             RequestKind::PsbtUnknownOutput => Some("policy-onchain-no-unknown-outputs"),

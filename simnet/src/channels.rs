@@ -1,0 +1,512 @@
+//! Runs the Lightning events of a scenario against the quorum: each channel is driven by
+//! its legacy or taproot driver (both sides of the channel, real requests through the
+//! node API), payments move HTLCs through full update rounds, closes and force closes are
+//! signed and run through Bitcoin Core's interpreter, drain attempts and coordinator
+//! replays must be refused. Every event yields an [`EventResult`] with what it observed:
+//! signatures (nonce points), refusals, transactions checked, and funds lost — our value
+//! on anything the quorum signed that is below what the workload's own ledger says we own.
+//!
+//! Must never: move a channel's ledger except by a payment that completed, or count a
+//! signature it did not verify.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bitcoin::hashes::{sha256, Hash};
+use bitcoin::{ScriptBuf, Transaction, TxOut};
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+use qls_coordinator::client::{ClientError, NodeClient};
+use qls_protocol::{ApprovalSubject, ChannelKeysId, ChannelRequest};
+
+use crate::harness::approve_payment_request;
+use crate::legacy_driver::{LegacyChannelDriver, SeenSig};
+use crate::lightning::{forward_fee_msat, ChannelPlan, LnEvent, CLTV_DELTA, CLTV_IN};
+use crate::malicious::MaliciousCoordinator;
+use crate::taproot_driver::{DriverError, SignedSpend, TaprootChannelDriver};
+
+/// Fee of a cooperative close, paid by the funder (sat).
+pub const CLOSE_FEE_SAT: u64 = 500;
+
+pub enum Driver {
+    Legacy(Box<LegacyChannelDriver>),
+    Taproot(Box<TaprootChannelDriver>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SlotState {
+    Planned,
+    Open,
+    Closed,
+    ForceClosed,
+    /// A request of an update failed for good; the channel takes no more events.
+    Broken(String),
+}
+
+pub struct Slot {
+    pub plan: ChannelPlan,
+    pub driver: Option<Driver>,
+    /// What the workload says the quorum owns in this channel (msat): the opening balance
+    /// plus payments received and forwarded in, less payments sent and forwarded out.
+    pub ledger_msat: u64,
+    pub state: SlotState,
+}
+
+pub type SlotRef = Arc<Mutex<Slot>>;
+
+/// How an event ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventOutcome {
+    Done,
+    Refused(BTreeSet<String>),
+    Failed(String),
+    Skipped(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct EventResult {
+    pub kind: &'static str,
+    pub outcome: EventOutcome,
+    /// A drain attempt or replay: policy must refuse it.
+    pub must_refuse: bool,
+    /// Something policy must refuse got a signature.
+    pub violation_signed: bool,
+    pub r_values: Vec<[u8; 32]>,
+    pub funds_lost_msat: u64,
+    pub txs_checked: usize,
+    pub tx_failures: Vec<String>,
+    pub latency_ms: f64,
+}
+
+impl EventResult {
+    fn new(kind: &'static str) -> Self {
+        Self {
+            kind,
+            outcome: EventOutcome::Done,
+            must_refuse: false,
+            violation_signed: false,
+            r_values: vec![],
+            funds_lost_msat: 0,
+            txs_checked: 0,
+            tx_failures: vec![],
+            latency_ms: 0.0,
+        }
+    }
+}
+
+pub struct LnContext {
+    pub client: Arc<NodeClient>,
+    pub wallet: ScriptBuf,
+    pub malicious: Option<MaliciousCoordinator>,
+    /// How long a failing legacy update is retried (a cosigner down, a lost link).
+    pub retry_for: Duration,
+}
+
+/// The channel id of plan entry `i`.
+pub fn channel_id(i: usize) -> ChannelKeysId {
+    sha256::Hash::hash(format!("qls-simnet channel {i}").as_bytes()).to_byte_array()
+}
+
+/// Runs `tx` (its inputs spending `spent`) through Bitcoin Core's script interpreter.
+pub fn consensus_check(tx: &Transaction, spent: &[TxOut]) -> Result<(), String> {
+    let bytes = bitcoin::consensus::serialize(tx);
+    let utxos: Vec<bitcoinconsensus::Utxo> = spent
+        .iter()
+        .map(|o| bitcoinconsensus::Utxo {
+            script_pubkey: o.script_pubkey.as_bytes().as_ptr(),
+            script_pubkey_len: o.script_pubkey.len() as u32,
+            value: o.value.to_sat() as i64,
+        })
+        .collect();
+    for (i, o) in spent.iter().enumerate() {
+        bitcoinconsensus::verify(o.script_pubkey.as_bytes(), o.value.to_sat(), &bytes, Some(&utxos), i)
+            .map_err(|e| format!("input {i}: {e:?}"))?;
+    }
+    Ok(())
+}
+
+fn refusal_tags(e: &ClientError) -> Option<BTreeSet<String>> {
+    match e {
+        ClientError::Refused(r) => Some(r.iter().flat_map(|r| r.violations.iter().map(|v| v.tag.clone())).collect()),
+        _ => None,
+    }
+}
+
+fn driver_refusal(e: &DriverError) -> Option<BTreeSet<String>> {
+    match e {
+        DriverError::Client(c) => refusal_tags(c),
+        DriverError::Check(_) => None,
+    }
+}
+
+impl LnContext {
+    /// One update round of `slot`'s channel; legacy updates are retried until `retry_for`
+    /// passes. Records nonce points and checks our signed value against the ledger.
+    async fn update(&self, slot: &mut Slot, r: &mut EventResult) -> Result<(), EventOutcome> {
+        let ledger = slot.ledger_msat;
+        let started = Instant::now();
+        let outcome = loop {
+            let res = match slot.driver.as_mut() {
+                Some(Driver::Legacy(d)) => d.update(&self.client).await.map(|sigs| {
+                    r.r_values.extend(sigs.iter().map(|s: &SeenSig| s.r));
+                    // Fees we advance as funder stay ours; rounding to sat loses < 1 sat.
+                    r.funds_lost_msat += ledger.saturating_sub(d.last_signed_value_msat + 999);
+                }),
+                Some(Driver::Taproot(d)) => d.update(&self.client).await.map(|(info, _)| {
+                    r.r_values.append(&mut d.seen_r);
+                    let offered: u64 = info.htlcs.iter().filter(|h| !h.offered).map(|h| h.amount_msat).sum();
+                    r.funds_lost_msat += ledger.saturating_sub(info.to_countersignatory_msat + offered);
+                }),
+                None => return Err(EventOutcome::Skipped("channel not open".into())),
+            };
+            match res {
+                Ok(()) => break Ok(()),
+                Err(e) => {
+                    if let Some(tags) = driver_refusal(&e) {
+                        break Err(EventOutcome::Refused(tags));
+                    }
+                    let legacy = matches!(slot.driver, Some(Driver::Legacy(_)));
+                    if legacy && matches!(e, DriverError::Client(_)) && started.elapsed() < self.retry_for {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                    break Err(EventOutcome::Failed(e.to_string()));
+                }
+            }
+        };
+        outcome.inspect_err(|o| {
+            slot.state = SlotState::Broken(format!("{o:?}"));
+        })
+    }
+
+    async fn open(&self, i: usize, slot: &mut Slot, r: &mut EventResult) -> Result<(), EventOutcome> {
+        let p = slot.plan.clone();
+        let id = channel_id(i);
+        let value_msat = p.capacity_sat * 1000;
+        let fail = |e: DriverError| match driver_refusal(&e) {
+            Some(tags) => EventOutcome::Refused(tags),
+            None => EventOutcome::Failed(e.to_string()),
+        };
+        let driver = if p.taproot {
+            let mut setup = crate::taproot_counterparty::setup(p.capacity_sat, sha256::Hash::hash(&id).to_byte_array());
+            setup.is_outbound = p.outbound;
+            let ours = if p.outbound { value_msat } else { 0 };
+            let mut d = TaprootChannelDriver::open(&self.client, id, setup, ours).await.map_err(fail)?;
+            r.r_values.append(&mut d.seen_r);
+            Driver::Taproot(Box::new(d))
+        } else {
+            let (d, sigs) =
+                LegacyChannelDriver::open(&self.client, id, p.capacity_sat, p.outbound).await.map_err(fail)?;
+            r.r_values.extend(sigs.iter().map(|s| s.r));
+            Driver::Legacy(Box::new(d))
+        };
+        slot.driver = Some(driver);
+        slot.ledger_msat = if p.outbound { value_msat } else { 0 };
+        slot.state = SlotState::Open;
+        Ok(())
+    }
+
+    /// Runs one event with its channels locked (in the order of [`LnEvent::channels`]).
+    pub async fn run(&self, ev: LnEvent, mut slots: Vec<(usize, OwnedMutexGuard<Slot>)>) -> EventResult {
+        let mut r = EventResult::new(ev.name());
+        let started = Instant::now();
+        let res = self.run_inner(&ev, &mut slots, &mut r).await;
+        r.latency_ms = started.elapsed().as_secs_f64() * 1e3;
+        if let Err(o) = res {
+            r.outcome = o;
+        }
+        r
+    }
+
+    async fn run_inner(
+        &self,
+        ev: &LnEvent,
+        slots: &mut [(usize, OwnedMutexGuard<Slot>)],
+        r: &mut EventResult,
+    ) -> Result<(), EventOutcome> {
+        let get = |slots: &mut [(usize, OwnedMutexGuard<Slot>)], ch: usize| -> usize {
+            slots.iter().position(|(i, _)| *i == ch).unwrap_or_else(|| unreachable!("event channels are locked"))
+        };
+        for (_, s) in slots.iter() {
+            let needs_open = !matches!(ev, LnEvent::Open { .. });
+            if needs_open && s.state != SlotState::Open {
+                return Err(EventOutcome::Skipped(format!("channel {:?}", s.state)));
+            }
+        }
+        match *ev {
+            LnEvent::Open { channel } => {
+                let k = get(slots, channel);
+                self.open(channel, &mut slots[k].1, r).await
+            }
+            LnEvent::Send { channel, amount_msat, preimage, fail } => {
+                let k = get(slots, channel);
+                let hash = sha256::Hash::hash(&preimage).to_byte_array();
+                let approve = approve_payment_request(hash, amount_msat);
+                self.client.node_key(approve).await.map_err(|e| match refusal_tags(&e) {
+                    Some(t) => EventOutcome::Refused(t),
+                    None => EventOutcome::Failed(e.to_string()),
+                })?;
+                let s = &mut slots[k].1;
+                offer(s, amount_msat, preimage, CLTV_IN - CLTV_DELTA);
+                self.update(s, r).await?;
+                settle(s, &hash, fail);
+                self.update(s, r).await
+            }
+            LnEvent::Receive { channel, amount_msat, preimage, fail } => {
+                let k = get(slots, channel);
+                let hash = sha256::Hash::hash(&preimage).to_byte_array();
+                let s = &mut slots[k].1;
+                receive(s, amount_msat, preimage, CLTV_IN);
+                self.update(s, r).await?;
+                settle(s, &hash, fail);
+                self.update(s, r).await
+            }
+            LnEvent::Forward { from, to, amount_msat, preimage, fail } => {
+                let (kf, kt) = (get(slots, from), get(slots, to));
+                let hash = sha256::Hash::hash(&preimage).to_byte_array();
+                let fee = forward_fee_msat(amount_msat);
+                receive(&mut slots[kf].1, amount_msat + fee, preimage, CLTV_IN);
+                self.update(&mut slots[kf].1, r).await?;
+                offer(&mut slots[kt].1, amount_msat, preimage, CLTV_IN - CLTV_DELTA);
+                self.update(&mut slots[kt].1, r).await?;
+                settle(&mut slots[kt].1, &hash, fail);
+                self.update(&mut slots[kt].1, r).await?;
+                settle(&mut slots[kf].1, &hash, fail);
+                self.update(&mut slots[kf].1, r).await
+            }
+            LnEvent::Close { channel } => {
+                let k = get(slots, channel);
+                let s = &mut slots[k].1;
+                let (spend, lost) = match s.driver.as_mut() {
+                    Some(Driver::Legacy(d)) => {
+                        let (spend, sigs) = d.close(&self.client, &self.wallet, CLOSE_FEE_SAT).await.map_err(fail)?;
+                        r.r_values.extend(sigs.iter().map(|s| s.r));
+                        let fee = if d.is_outbound() { CLOSE_FEE_SAT } else { 0 };
+                        let lost = self.shortfall(&spend, s.ledger_msat, fee);
+                        (spend, lost)
+                    }
+                    Some(Driver::Taproot(d)) => {
+                        let cp = ScriptBuf::new_p2wpkh(&bitcoin::WPubkeyHash::hash(&d.channel));
+                        let fee = if d.view.setup.is_outbound { CLOSE_FEE_SAT } else { 0 };
+                        let spend = close_taproot(d, &self.client, &self.wallet, &cp, fee).await.map_err(fail)?;
+                        r.r_values.push(key_spend_r(&spend));
+                        (spend.clone(), self.shortfall(&spend, s.ledger_msat, fee))
+                    }
+                    None => return Err(EventOutcome::Skipped("not open".into())),
+                };
+                r.funds_lost_msat += lost;
+                self.check_tx(&spend, r);
+                s.state = SlotState::Closed;
+                Ok(())
+            }
+            LnEvent::ForceClose { channel } => {
+                let k = get(slots, channel);
+                let s = &mut slots[k].1;
+                let ledger = s.ledger_msat;
+                let spend = match s.driver.as_mut() {
+                    Some(Driver::Legacy(d)) => {
+                        let (spend, sigs) = d.force_close(&self.client).await.map_err(fail)?;
+                        r.r_values.extend(sigs.iter().map(|s| s.r));
+                        if let Some(h) = &d.holder_latest {
+                            let fees = if d.is_outbound() {
+                                crate::legacy_driver::commitment_fee_sat(h.htlcs.len())
+                                    + crate::legacy_driver::ANCHORS_SAT
+                            } else {
+                                0
+                            };
+                            r.funds_lost_msat += ledger.saturating_sub((h.to_broadcaster_sat + fees) * 1000 + 999);
+                        }
+                        spend
+                    }
+                    Some(Driver::Taproot(d)) => {
+                        let spend = d.force_close(&self.client).await.map_err(fail)?;
+                        r.r_values.push(key_spend_r(&spend));
+                        if let Some(h) = &d.holder {
+                            r.funds_lost_msat += ledger.saturating_sub(h.info.to_broadcaster_msat);
+                        }
+                        spend
+                    }
+                    None => return Err(EventOutcome::Skipped("not open".into())),
+                };
+                self.check_tx(&spend, r);
+                s.state = SlotState::ForceClosed;
+                Ok(())
+            }
+            LnEvent::Drain { channel, amount_msat } => {
+                r.must_refuse = true;
+                let k = get(slots, channel);
+                let s = &mut slots[k].1;
+                let res = match s.driver.as_ref() {
+                    Some(Driver::Legacy(d)) => d.attempt_drain(&self.client, amount_msat).await.map(|sigs| {
+                        r.r_values.extend(sigs.iter().map(|s| s.r));
+                    }),
+                    Some(Driver::Taproot(d)) => d
+                        .attempt_drain(&self.client, amount_msat)
+                        .await
+                        .map(|sig| {
+                            r.r_values.push(sig[..32].try_into().unwrap_or_default());
+                        })
+                        .map_err(|e| match e {
+                            DriverError::Client(c) => c,
+                            DriverError::Check(c) => ClientError::Unexpected(c),
+                        }),
+                    None => return Err(EventOutcome::Skipped("not open".into())),
+                };
+                match res {
+                    Ok(()) => {
+                        r.violation_signed = true;
+                        r.funds_lost_msat += amount_msat;
+                        Ok(())
+                    }
+                    Err(e) => Err(match refusal_tags(&e) {
+                        Some(t) => EventOutcome::Refused(t),
+                        None => EventOutcome::Failed(e.to_string()),
+                    }),
+                }
+            }
+            LnEvent::Replay { channel } => {
+                r.must_refuse = true;
+                let k = get(slots, channel);
+                let s = &mut slots[k].1;
+                let Some(m) = &self.malicious else {
+                    return Err(EventOutcome::Skipped("no malicious coordinator".into()));
+                };
+                let id = channel_id(channel);
+                // An old counterparty commitment replayed, and our latest commitment's
+                // secret asked for before a newer one exists (reordered revocation).
+                let subjects: Vec<ApprovalSubject> = match s.driver.as_ref() {
+                    Some(Driver::Legacy(d)) => {
+                        let mut v = vec![ApprovalSubject::Channel {
+                            channel: id,
+                            request: ChannelRequest::ReleaseCommitmentSecret { commitment_number: d.next_number() + 1 },
+                        }];
+                        if d.signed_history.len() >= 2 {
+                            v.push(ApprovalSubject::Channel { channel: id, request: d.signed_history[0].clone() });
+                        }
+                        v
+                    }
+                    Some(Driver::Taproot(d)) => vec![ApprovalSubject::TaprootSecret {
+                        channel: id,
+                        commitment_number: d.next_holder.saturating_sub(1),
+                    }],
+                    None => return Err(EventOutcome::Skipped("not open".into())),
+                };
+                let mut tags = BTreeSet::new();
+                for subject in subjects {
+                    let o = m.try_subject(subject).await;
+                    if o.signed {
+                        r.violation_signed = true;
+                    }
+                    if o.refusals == 0 && o.approvals == 0 {
+                        return Err(EventOutcome::Failed(format!("{} cosigners unreachable", o.unreachable)));
+                    }
+                    tags.extend(o.refused_tags);
+                }
+                if r.violation_signed {
+                    Ok(())
+                } else {
+                    Err(EventOutcome::Refused(tags))
+                }
+            }
+            LnEvent::Unroutable { .. } => Err(EventOutcome::Skipped("no channel with the balance".into())),
+        }
+    }
+
+    /// What we should have got from a close and did not: ledger less our output less the
+    /// fee we pay, in msat (≤ 999 msat of rounding forgiven).
+    fn shortfall(&self, spend: &SignedSpend, ledger_msat: u64, fee_sat: u64) -> u64 {
+        let ours: u64 =
+            spend.tx.output.iter().filter(|o| o.script_pubkey == self.wallet).map(|o| o.value.to_sat()).sum();
+        ledger_msat.saturating_sub((ours + fee_sat) * 1000 + 999)
+    }
+
+    fn check_tx(&self, spend: &SignedSpend, r: &mut EventResult) {
+        r.txs_checked += 1;
+        if let Err(e) = consensus_check(&spend.tx, &spend.spent) {
+            r.tx_failures.push(format!("{}: {e}", spend.tx.compute_txid()));
+        }
+    }
+}
+
+fn fail(e: DriverError) -> EventOutcome {
+    match driver_refusal(&e) {
+        Some(tags) => EventOutcome::Refused(tags),
+        None => EventOutcome::Failed(e.to_string()),
+    }
+}
+
+async fn close_taproot(
+    d: &mut TaprootChannelDriver,
+    client: &NodeClient,
+    wallet: &ScriptBuf,
+    cp: &ScriptBuf,
+    fee_sat: u64,
+) -> Result<SignedSpend, DriverError> {
+    if fee_sat > 0 {
+        d.close(client, wallet, cp, fee_sat).await
+    } else {
+        // The counterparty funded: it pays the close fee from its side.
+        d.theirs_msat -= CLOSE_FEE_SAT * 1000;
+        let res = d.close(client, wallet, cp, 0).await;
+        if res.is_err() {
+            d.theirs_msat += CLOSE_FEE_SAT * 1000;
+        }
+        res
+    }
+}
+
+/// The `R` of a key-path spend's signature.
+fn key_spend_r(spend: &SignedSpend) -> [u8; 32] {
+    spend.tx.input[0].witness.nth(0).and_then(|s| s.get(..32)).and_then(|s| s.try_into().ok()).unwrap_or_default()
+}
+
+fn offer(s: &mut Slot, amount_msat: u64, preimage: [u8; 32], cltv: u32) {
+    match s.driver.as_mut() {
+        Some(Driver::Legacy(d)) => d.offer(amount_msat, preimage, cltv),
+        Some(Driver::Taproot(d)) => d.offer(amount_msat, preimage, cltv),
+        None => {}
+    }
+}
+
+fn receive(s: &mut Slot, amount_msat: u64, preimage: [u8; 32], cltv: u32) {
+    match s.driver.as_mut() {
+        Some(Driver::Legacy(d)) => d.receive(amount_msat, preimage, cltv),
+        Some(Driver::Taproot(d)) => d.receive(amount_msat, preimage, cltv),
+        None => {}
+    }
+}
+
+/// Settles the HTLC `hash` (fulfil, or fail back when `fail`) and moves the ledger for a
+/// fulfilled one.
+fn settle(s: &mut Slot, hash: &[u8; 32], fail: bool) {
+    let (offered, amount) = match s.driver.as_mut() {
+        Some(Driver::Legacy(d)) => {
+            let Some(f) = d.htlcs.iter().find(|f| f.htlc.payment_hash == *hash).cloned() else { return };
+            if fail {
+                d.fail(hash);
+            } else {
+                d.fulfil(hash);
+            }
+            (f.htlc.offered, f.htlc.amount_msat)
+        }
+        Some(Driver::Taproot(d)) => {
+            let Some(i) = d.htlcs.iter().position(|f| f.htlc.payment_hash == *hash) else { return };
+            let f = d.htlcs[i].clone();
+            if fail {
+                d.fail(i);
+            } else {
+                d.fulfil(i);
+            }
+            (f.htlc.offered, f.htlc.amount_msat)
+        }
+        None => return,
+    };
+    if !fail {
+        if offered {
+            s.ledger_msat = s.ledger_msat.saturating_sub(amount);
+        } else {
+            s.ledger_msat += amount;
+        }
+    }
+}

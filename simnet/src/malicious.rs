@@ -1,0 +1,80 @@
+//! A malicious coordinator: it holds the real coordinator's identity (so every cosigner
+//! accepts its connection) and sends requests around the honest coordinator — old
+//! requests replayed, revocations out of order — collecting whatever approvals it gets
+//! and handing them to the key holders, as a compromised coordinator would.
+//!
+//! Must never: be mistaken for a test of the honest coordinator; it only reports what the
+//! cosigners and key holders answered.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use qls_coordinator::cosigner_link::CosignerLink;
+use qls_coordinator::quorum;
+use qls_protocol::{ApprovalSubject, CosignerRequest, CosignerResponse};
+
+use crate::harness::{Harness, HarnessError};
+
+/// What the cosigners answered to one malicious subject.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AttackOutcome {
+    /// Policy tags named by the refusing cosigners.
+    pub refused_tags: BTreeSet<String>,
+    pub refusals: usize,
+    pub approvals: usize,
+    /// A key holder signed with the approvals collected: a policy failure.
+    pub signed: bool,
+    /// Cosigners that did not answer (down, partitioned).
+    pub unreachable: usize,
+}
+
+pub struct MaliciousCoordinator {
+    _endpoint: quinn::Endpoint,
+    links: Vec<Arc<CosignerLink>>,
+    key_holders: Vec<usize>,
+    timeout: Duration,
+}
+
+impl MaliciousCoordinator {
+    /// Links to every cosigner of `h` under the coordinator's identity; `key_holders` are
+    /// 0-based indices.
+    pub fn new(h: &Harness, key_holders: Vec<usize>) -> Result<Self, HarnessError> {
+        let (endpoint, links) = quorum::make_links(&h.coordinator_config, h.coordinator_identity.clone())
+            .map_err(|e| HarnessError::Setup(format!("malicious coordinator links: {e}")))?;
+        Ok(Self { _endpoint: endpoint, links, key_holders, timeout: h.coordinator_config.request_timeout })
+    }
+
+    /// Asks every cosigner to approve `subject`; with any approvals, asks each key holder
+    /// to sign with them.
+    pub async fn try_subject(&self, subject: ApprovalSubject) -> AttackOutcome {
+        let mut out = AttackOutcome::default();
+        let req = CosignerRequest::Approve { subject: subject.clone() };
+        let replies = futures::future::join_all(self.links.iter().map(|l| l.call(&req, self.timeout))).await;
+        let mut approvals = Vec::new();
+        for r in replies {
+            match r {
+                Ok(CosignerResponse::Approved { approval, .. }) => approvals.push(approval),
+                Ok(CosignerResponse::Refused { violations }) => {
+                    out.refusals += 1;
+                    out.refused_tags.extend(violations.into_iter().map(|v| v.tag));
+                }
+                Ok(_) => {}
+                Err(_) => out.unreachable += 1,
+            }
+        }
+        out.approvals = approvals.len();
+        if approvals.is_empty() {
+            return out;
+        }
+        let sign = CosignerRequest::KeyHolderSign { subject, approvals };
+        for i in &self.key_holders {
+            if let Some(link) = self.links.get(*i) {
+                if let Ok(CosignerResponse::KeyHolderSigned(_)) = link.call(&sign, self.timeout).await {
+                    out.signed = true;
+                }
+            }
+        }
+        out
+    }
+}
