@@ -35,6 +35,26 @@ pub struct NodeClient {
     timeout: Duration,
     /// Requests sent so far (for simulators' counts).
     calls: std::sync::atomic::AtomicU64,
+    /// Sees every signing report that comes back (simulators tally blame and
+    /// participation with it).
+    observer: Option<ReportObserver>,
+}
+
+/// A callback for every [`SignReport`] in a reply.
+pub type ReportObserver = std::sync::Arc<dyn Fn(&SignReport) + Send + Sync>;
+
+/// The signing report a reply carries, if any.
+pub fn reply_report(r: &NodeResponse) -> Option<&SignReport> {
+    match r {
+        NodeResponse::Signature { report, .. }
+        | NodeResponse::SignedPsbt { report, .. }
+        | NodeResponse::Refused { report, .. }
+        | NodeResponse::KeyHolder { report, .. }
+        | NodeResponse::TaprootApplied { report, .. }
+        | NodeResponse::TaprootPartialSig { report, .. }
+        | NodeResponse::TaprootSignatures { report, .. } => Some(report),
+        _ => None,
+    }
 }
 
 impl NodeClient {
@@ -46,12 +66,22 @@ impl NodeClient {
     ) -> Result<Self, ClientError> {
         let endpoint = client_endpoint("0.0.0.0:0".parse().expect("literal address"))?;
         let conn = connect(&endpoint, identity, addr, coordinator_pin).await?;
-        Ok(Self { _endpoint: endpoint, conn, timeout, calls: Default::default() })
+        Ok(Self { _endpoint: endpoint, conn, timeout, calls: Default::default(), observer: None })
+    }
+
+    /// Calls `observer` with the signing report of every reply from now on.
+    pub fn with_observer(mut self, observer: ReportObserver) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     pub async fn call(&self, req: &NodeRequest) -> Result<NodeResponse, ClientError> {
         self.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(request(&self.conn, req, self.timeout).await?)
+        let reply = request(&self.conn, req, self.timeout).await?;
+        if let (Some(observe), Some(report)) = (&self.observer, reply_report(&reply)) {
+            observe(report);
+        }
+        Ok(reply)
     }
 
     /// Requests this client has sent.

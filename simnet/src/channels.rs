@@ -72,7 +72,8 @@ pub struct EventResult {
     pub must_refuse: bool,
     /// Something policy must refuse got a signature.
     pub violation_signed: bool,
-    pub r_values: Vec<[u8; 32]>,
+    /// `(R, message)` of every signature returned and verified.
+    pub r_values: Vec<([u8; 32], [u8; 32])>,
     pub funds_lost_msat: u64,
     pub txs_checked: usize,
     pub tx_failures: Vec<String>,
@@ -149,7 +150,7 @@ impl LnContext {
         let outcome = loop {
             let res = match slot.driver.as_mut() {
                 Some(Driver::Legacy(d)) => d.update(&self.client).await.map(|sigs| {
-                    r.r_values.extend(sigs.iter().map(|s: &SeenSig| s.r));
+                    r.r_values.extend(sigs.iter().map(|s: &SeenSig| (s.r, s.msg)));
                     // Fees we advance as funder stay ours; rounding to sat loses < 1 sat.
                     r.funds_lost_msat += ledger.saturating_sub(d.last_signed_value_msat + 999);
                 }),
@@ -166,8 +167,14 @@ impl LnContext {
                     if let Some(tags) = driver_refusal(&e) {
                         break Err(EventOutcome::Refused(tags));
                     }
-                    let legacy = matches!(slot.driver, Some(Driver::Legacy(_)));
-                    if legacy && matches!(e, DriverError::Client(_)) && started.elapsed() < self.retry_for {
+                    // Legacy updates resume at the failed step; taproot ones only when
+                    // the first step failed (nothing changed yet).
+                    let resumable = match &slot.driver {
+                        Some(Driver::Legacy(_)) => true,
+                        Some(Driver::Taproot(d)) => d.first_step_failed,
+                        None => false,
+                    };
+                    if resumable && matches!(e, DriverError::Client(_)) && started.elapsed() < self.retry_for {
                         tokio::time::sleep(Duration::from_millis(200)).await;
                         continue;
                     }
@@ -198,7 +205,7 @@ impl LnContext {
         } else {
             let (d, sigs) =
                 LegacyChannelDriver::open(&self.client, id, p.capacity_sat, p.outbound).await.map_err(fail)?;
-            r.r_values.extend(sigs.iter().map(|s| s.r));
+            r.r_values.extend(sigs.iter().map(|s| (s.r, s.msg)));
             Driver::Legacy(Box::new(d))
         };
         slot.driver = Some(driver);
@@ -281,7 +288,7 @@ impl LnContext {
                 let (spend, lost) = match s.driver.as_mut() {
                     Some(Driver::Legacy(d)) => {
                         let (spend, sigs) = d.close(&self.client, &self.wallet, CLOSE_FEE_SAT).await.map_err(fail)?;
-                        r.r_values.extend(sigs.iter().map(|s| s.r));
+                        r.r_values.extend(sigs.iter().map(|s| (s.r, s.msg)));
                         let fee = if d.is_outbound() { CLOSE_FEE_SAT } else { 0 };
                         let lost = self.shortfall(&spend, s.ledger_msat, fee);
                         (spend, lost)
@@ -307,7 +314,7 @@ impl LnContext {
                 let spend = match s.driver.as_mut() {
                     Some(Driver::Legacy(d)) => {
                         let (spend, sigs) = d.force_close(&self.client).await.map_err(fail)?;
-                        r.r_values.extend(sigs.iter().map(|s| s.r));
+                        r.r_values.extend(sigs.iter().map(|s| (s.r, s.msg)));
                         if let Some(h) = &d.holder_latest {
                             let fees = if d.is_outbound() {
                                 crate::legacy_driver::commitment_fee_sat(h.htlcs.len())
@@ -339,13 +346,13 @@ impl LnContext {
                 let s = &mut slots[k].1;
                 let res = match s.driver.as_ref() {
                     Some(Driver::Legacy(d)) => d.attempt_drain(&self.client, amount_msat).await.map(|sigs| {
-                        r.r_values.extend(sigs.iter().map(|s| s.r));
+                        r.r_values.extend(sigs.iter().map(|s| (s.r, s.msg)));
                     }),
                     Some(Driver::Taproot(d)) => d
                         .attempt_drain(&self.client, amount_msat)
                         .await
-                        .map(|sig| {
-                            r.r_values.push(sig[..32].try_into().unwrap_or_default());
+                        .map(|(sig, msg)| {
+                            r.r_values.push((sig[..32].try_into().unwrap_or_default(), msg));
                         })
                         .map_err(|e| match e {
                             DriverError::Client(c) => c,
@@ -456,9 +463,18 @@ async fn close_taproot(
     }
 }
 
-/// The `R` of a key-path spend's signature.
-fn key_spend_r(spend: &SignedSpend) -> [u8; 32] {
-    spend.tx.input[0].witness.nth(0).and_then(|s| s.get(..32)).and_then(|s| s.try_into().ok()).unwrap_or_default()
+/// The `R` and BIP-341 key-path sighash of a single-input key-path spend's signature.
+fn key_spend_r(spend: &SignedSpend) -> ([u8; 32], [u8; 32]) {
+    let r = spend.tx.input[0].witness.nth(0).and_then(|s| s.get(..32)).and_then(|s| s.try_into().ok());
+    let msg = bitcoin::sighash::SighashCache::new(&spend.tx)
+        .taproot_key_spend_signature_hash(
+            0,
+            &bitcoin::sighash::Prevouts::All(&spend.spent),
+            bitcoin::sighash::TapSighashType::Default,
+        )
+        .map(|h| h.to_byte_array())
+        .unwrap_or_default();
+    (r.unwrap_or_default(), msg)
 }
 
 fn offer(s: &mut Slot, amount_msat: u64, preimage: [u8; 32], cltv: u32) {

@@ -32,10 +32,13 @@ pub fn commitment_fee_sat(htlcs: usize) -> u64 {
 pub const ANCHORS_SAT: u64 = 660;
 
 /// A signature the quorum returned, after verification: its nonce commitment (`r` of an
-/// ECDSA signature, `R` of a Schnorr one) for the nonce-reuse invariant.
+/// ECDSA signature, `R` of a Schnorr one) and the message, for the nonce-reuse invariant
+/// (one `R` over two different messages leaks the key; over the same message it is the
+/// same deterministic signature).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SeenSig {
     pub r: [u8; 32],
+    pub msg: [u8; 32],
 }
 
 fn check(ok: bool, what: impl Into<String>) -> Result<(), DriverError> {
@@ -46,10 +49,10 @@ fn check(ok: bool, what: impl Into<String>) -> Result<(), DriverError> {
     }
 }
 
-fn seen(sig: &ecdsa::Signature) -> SeenSig {
+fn seen(sig: &ecdsa::Signature, msg: &Message) -> SeenSig {
     let mut r = [0u8; 32];
     r.copy_from_slice(&sig.serialize_compact()[..32]);
-    SeenSig { r }
+    SeenSig { r, msg: *msg.as_ref() }
 }
 
 /// The facts of an update in progress, fixed when it starts so a retry repeats them.
@@ -228,7 +231,7 @@ impl LegacyChannelDriver {
         let holder_funding =
             PublicKey::from_slice(&self.setup.holder.funding).map_err(|_| DriverError::Check("funding key".into()))?;
         check(secp.verify_ecdsa(&sighash, &sig, &holder_funding).is_ok(), "our commitment signature does not verify")?;
-        let mut out = vec![seen(&sig)];
+        let mut out = vec![seen(&sig, &sighash)];
         let htlcs = tx.nondust_htlcs();
         check(
             htlc_sigs.len() == htlcs.len(),
@@ -250,16 +253,12 @@ impl LegacyChannelDriver {
                 .p2wsh_signature_hash(0, &script, h.to_bitcoin_amount(), EcdsaSighashType::SinglePlusAnyoneCanPay)
                 .map_err(|_| DriverError::Check("HTLC sighash".into()))?;
             let s = ecdsa::Signature::from_compact(s).map_err(|_| DriverError::Check("HTLC signature".into()))?;
+            let m = Message::from_digest(hash.to_byte_array());
             check(
-                secp.verify_ecdsa(
-                    &Message::from_digest(hash.to_byte_array()),
-                    &s,
-                    &keys.countersignatory_htlc_key.to_public_key(),
-                )
-                .is_ok(),
+                secp.verify_ecdsa(&m, &s, &keys.countersignatory_htlc_key.to_public_key()).is_ok(),
                 "our HTLC signature does not verify",
             )?;
-            out.push(seen(&s));
+            out.push(seen(&s, &m));
         }
         Ok(out)
     }
@@ -459,6 +458,6 @@ impl LegacyChannelDriver {
             value: bitcoin::Amount::from_sat(self.setup.channel_value_sat),
             script_pubkey: script.to_p2wsh(),
         }];
-        Ok((SignedSpend { tx, spent }, vec![seen(&ours)]))
+        Ok((SignedSpend { tx, spent }, vec![seen(&ours, &sighash)]))
     }
 }

@@ -96,9 +96,13 @@ pub struct TaprootChannelDriver {
     pub counterparty_latest: Option<TaprootCommitmentInfo>,
     /// Every counterparty commitment signed, by number (what a breach could broadcast).
     pub counterparty_history: Vec<TaprootCommitmentInfo>,
-    /// The nonce points (`R`, x-only) of every signature the quorum returned through this
-    /// driver and it verified, for the nonce-reuse invariant; drained by the caller.
-    pub seen_r: Vec<[u8; 32]>,
+    /// The nonce point (`R`, x-only) and message of every signature the quorum returned
+    /// through this driver and it verified, for the nonce-reuse invariant; drained by the
+    /// caller.
+    pub seen_r: Vec<([u8; 32], [u8; 32])>,
+    /// The last `update` failed in its first step (signing the counterparty's commitment)
+    /// and changed nothing here: calling it again repeats that step.
+    pub first_step_failed: bool,
     secp: Secp256k1<bitcoin::secp256k1::All>,
 }
 
@@ -145,6 +149,7 @@ impl TaprootChannelDriver {
             counterparty_latest: None,
             counterparty_history: vec![],
             seen_r: vec![],
+            first_step_failed: false,
             secp: Secp256k1::new(),
         };
         d.update(client).await?;
@@ -311,14 +316,19 @@ impl TaprootChannelDriver {
         let built =
             tc::commitment(&self.view, &info, Side::Counterparty).map_err(|e| DriverError::Check(e.to_string()))?;
         // Preimages of our fulfilled HTLCs justify our funds falling on both commitments.
-        let preimages = std::mem::take(&mut self.fulfilled_ours);
+        let preimages = self.fulfilled_ours.clone();
         let req = TaprootRequest::SignCounterpartyCommitment {
             commitment: info.clone(),
             outbound_preimages: preimages.clone(),
         };
+        // Until both are back nothing of the driver has changed: a failed first step can
+        // be retried by calling `update` again (`first_step_failed`).
+        self.first_step_failed = true;
         let (sig, _) = self.complete_funding_spend(client, req, &built.tx, vec![]).await?;
         let (htlc_sigs, _, _) =
             client.taproot_frost(self.channel, TaprootFrostItem::CounterpartyHtlcs { commitment_number: n }).await?;
+        self.first_step_failed = false;
+        self.fulfilled_ours.clear();
         let second = built.second_level(&info).map_err(|e| DriverError::Check(e.to_string()))?;
         check(
             htlc_sigs.len() == second.len(),
@@ -328,9 +338,10 @@ impl TaprootChannelDriver {
             let m =
                 tx.sighash(TapSighashType::SinglePlusAnyoneCanPay).map_err(|e| DriverError::Check(e.to_string()))?;
             self.verify_bip340(s, m, &built.keys.remote_htlc, "our HTLC signature")?;
-            self.seen_r.push(s[..32].try_into().unwrap_or_default());
+            self.seen_r.push((s[..32].try_into().unwrap_or_default(), m));
         }
-        self.seen_r.push(sig[..32].try_into().unwrap_or_default());
+        let msg = tc::funding_sighash(&self.view, &built.tx).map_err(|e| DriverError::Check(e.to_string()))?;
+        self.seen_r.push((sig[..32].try_into().unwrap_or_default(), msg));
         // 2. It revokes the one before.
         if n > 0 {
             let revoke =
@@ -370,7 +381,11 @@ impl TaprootChannelDriver {
     /// Asks the quorum for its partial signature on a counterparty commitment that moves
     /// `drain_msat` of our balance to the counterparty for nothing (a compromised node's
     /// drain attempt). Returns the final signature if the quorum signed it.
-    pub async fn attempt_drain(&self, client: &NodeClient, drain_msat: u64) -> Result<[u8; 64], DriverError> {
+    pub async fn attempt_drain(
+        &self,
+        client: &NodeClient,
+        drain_msat: u64,
+    ) -> Result<([u8; 64], [u8; 32]), DriverError> {
         let mut info = self.counterparty_info(self.next_counterparty);
         let drain = drain_msat.min(info.to_countersignatory_msat);
         info.to_countersignatory_msat -= drain;
@@ -379,7 +394,8 @@ impl TaprootChannelDriver {
             tc::commitment(&self.view, &info, Side::Counterparty).map_err(|e| DriverError::Check(e.to_string()))?;
         let req = TaprootRequest::SignCounterpartyCommitment { commitment: info, outbound_preimages: vec![] };
         let (sig, _) = self.complete_funding_spend(client, req, &built.tx, vec![]).await?;
-        Ok(sig)
+        let msg = tc::funding_sighash(&self.view, &built.tx).map_err(|e| DriverError::Check(e.to_string()))?;
+        Ok((sig, msg))
     }
 
     /// Our value in the latest state (our balance and our offered HTLCs), msat.

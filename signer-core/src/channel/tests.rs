@@ -450,6 +450,18 @@ fn balance_drop_without_preimage() {
 }
 
 #[test]
+fn small_drains_below_the_dust_allowance_are_refused() {
+    // Found by the simnet's drain-attack scenario: the channel-wide dust allowance (50,000
+    // sat) used to excuse any fall of our balance up to it, on every update.
+    for drain in [1_000, 10_000, 49_000] {
+        let mut fx = Fx::new(true);
+        fx.open();
+        let info = fx.cp_info(N0 - 1, drain, fx.ours_sat(0, 0, drain), vec![]);
+        assert_eq!(fx.sign_cp(info, vec![]), vec![PolicyTag::CommitmentHolderBalance], "{drain} sat");
+    }
+}
+
+#[test]
 fn holder_commitment_bad_signature() {
     let mut fx = Fx::new(true);
     fx.open();

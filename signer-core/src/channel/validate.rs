@@ -406,15 +406,18 @@ fn holder_balance(
     } else {
         0
     };
-    let allowed = fulfilled
-        .saturating_add(fee_growth.saturating_mul(1000))
-        .saturating_add(j.policy.dust_allowance_sat.saturating_mul(1000));
+    // Besides fulfilled HTLCs and fee growth, our outputs may lose the msat rounding of
+    // each output (< 1 sat) and, when we fund, the two anchors appearing (330 sat each).
+    // Nothing else: the commitment lists dust HTLCs too, so trimming does not lower
+    // `ours_msat`. (The channel-wide `dust_allowance_sat` must not be spent here: it would
+    // let every update hand that much of our balance to the counterparty.)
+    let slack_sat = 1 + if setup.is_outbound { 2 * ANCHOR_OUTPUT_SAT } else { 0 };
+    let allowed = fulfilled.saturating_add(fee_growth.saturating_mul(1000)).saturating_add(slack_sat * 1000);
     if drop > allowed {
         j.flag(
             PolicyTag::CommitmentHolderBalance,
             format!(
-                "our balance falls by {drop} msat; fulfilled HTLCs {fulfilled} msat, fee growth {fee_growth} sat, dust allowance {} sat",
-                j.policy.dust_allowance_sat
+                "our balance falls by {drop} msat; fulfilled HTLCs {fulfilled} msat, fee growth {fee_growth} sat, rounding and anchors {slack_sat} sat"
             ),
         );
     }
