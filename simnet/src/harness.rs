@@ -193,7 +193,7 @@ impl Harness {
                 Identity::init(&data_dir, &format!("c{i}")).map_err(setup("identity"))?.fingerprint,
             ));
         }
-        let mut cosigners = Vec::new();
+        let mut cosigners: Vec<CosignerSlot> = Vec::new();
         for (i, (data_dir, fingerprint)) in ids.iter().enumerate() {
             let config = CosignerConfig {
                 name: format!("c{}", i + 1),
@@ -217,6 +217,13 @@ impl Harness {
                 fault: spec.faults.get(i).cloned().flatten(),
                 running: None,
             };
+            // Every key holder holds the same node seed (an operator provisions it to each):
+            // the later ones get a copy of the first one's before their first start.
+            if let Some(first) = spec.key_holders.iter().min().filter(|f| **f < i && spec.key_holders.contains(&i)) {
+                let seed = qls_cosigner::key_holder::SEED_FILE;
+                std::fs::copy(cosigners[*first].data_dir.join(seed), slot.data_dir.join(seed))
+                    .map_err(setup("node seed copy"))?;
+            }
             start_slot(&mut slot).await?;
             cosigners.push(slot);
         }

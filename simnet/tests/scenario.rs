@@ -39,7 +39,7 @@ async fn same_seed_same_counts_and_invariants_hold() {
     assert_eq!((a.signed, a.refused_requests, &a.refused), (b.signed, b.refused_requests, &b.refused));
     // The schedule is deterministic; the wall-clock time each fault landed is not.
     let schedule = |r: &qls_simnet::report::Report| {
-        r.fault_events.iter().map(|e| (e.at_request, e.action.clone(), e.cosigner.clone())).collect::<Vec<_>>()
+        r.fault_events.iter().map(|e| (e.at_event, e.action.clone(), e.cosigner.clone())).collect::<Vec<_>>()
     };
     assert_eq!(schedule(&a), schedule(&b));
     assert_eq!(sigs_a.len(), a.signatures);
@@ -136,4 +136,102 @@ async fn drain_attempts_need_an_honest_share_and_the_invariant_sees_when_t_are_c
     let inv = r.invariants.iter().find(|i| i.name == "policy-violations-never-signed").unwrap();
     assert!(!inv.holds, "with t compromised cosigners the invariant must fail: {}", r.summary());
     assert!(!r.invariants_hold());
+}
+
+const LIGHTNING: &str = r#"
+name = "lightning"
+seed = 31
+[quorum]
+cosigners = 3
+threshold = 2
+[network]
+channels = 6
+taproot_share = 0.34
+[workload]
+requests = 10
+payments = 30
+concurrency = 3
+fail_share = 0.1
+drain_share = 0.1
+replay_share = 0.1
+opens = 1
+closes = 1
+force_closes = 1
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lightning_workload_same_seed_same_counts_and_every_attack_refused() {
+    let scenario = Scenario::parse(LIGHTNING, "lightning").unwrap();
+    let (a, _) = run(&scenario, false).await.unwrap();
+    let (b, _) = run(&scenario, false).await.unwrap();
+    for r in [&a, &b] {
+        assert!(r.invariants_hold(), "{}", r.summary());
+        assert_eq!(r.failed, 0, "{}", r.summary());
+        let ev = |k: &str| r.events.get(k).cloned().unwrap_or_default();
+        // Both kinds of channel were opened (7 = 6 + 1 during the run) and took payments.
+        assert_eq!(ev("open").done, 7, "{}", r.summary());
+        assert!(ev("forward").done + ev("send").done + ev("receive").done >= 20, "{}", r.summary());
+        assert_eq!((ev("close").done, ev("force-close").done), (1, 1), "{}", r.summary());
+        assert_eq!(r.transactions_checked, 2, "the close and the force close went through bitcoinconsensus");
+        // Every drain attempt and every replay was refused, none skipped for lack of a channel.
+        assert_eq!(ev("drain-attempt").refused, 3, "{}", r.summary());
+        assert_eq!(ev("coordinator-replay").refused, 3, "{}", r.summary());
+        assert!(r.refused.contains_key("policy-commitment-holder-balance"));
+        assert!(r.refused.contains_key("policy-revoke-before-next-commitment"));
+        assert_eq!(r.funds_lost_msat, 0);
+    }
+    assert_eq!((&a.events, a.signatures, &a.refused), (&b.events, b.signatures, &b.refused));
+    let mut other = scenario.clone();
+    other.seed = 32;
+    let (c, _) = run(&other, false).await.unwrap();
+    assert!(c.invariants_hold(), "{}", c.summary());
+    assert_ne!((&c.events, c.signatures), (&a.events, a.signatures), "seed 32 happens to match seed 31");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_t_compromised_cosigners_channel_drains_are_signed_and_funds_lost_is_reported() {
+    let text = LIGHTNING
+        .replace("threshold = 2", "threshold = 2\npermissive = [2, 3]\nkey_holders = [2]")
+        .replace("taproot_share = 0.34", "taproot_share = 0.0")
+        .replace("drain_share = 0.1", "drain_share = 0.3");
+    let (r, _) = run(&Scenario::parse(&text, "drain").unwrap(), false).await.unwrap();
+    let holds = |n: &str| r.invariants.iter().find(|i| i.name == n).unwrap().holds;
+    assert!(!holds("policy-violations-never-signed"), "{}", r.summary());
+    assert!(!holds("funds-lost-zero"), "{}", r.summary());
+    assert!(r.funds_lost_msat > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn byzantine_modes_are_blamed_and_a_timed_restart_lands_mid_run() {
+    let text = r#"
+name = "byz-modes"
+seed = 4
+[quorum]
+cosigners = 3
+threshold = 2
+[[quorum.misbehaving]]
+cosigner = 2
+mode = "wrong-nonces"
+[[quorum.misbehaving]]
+cosigner = 2
+mode = "stale-state"
+[network]
+channels = 3
+[workload]
+requests = 30
+payments = 10
+concurrency = 2
+[[faults]]
+at_ms = 300
+kind = "restart"
+cosigner = 3
+down_ms = 300
+"#;
+    let (r, _) = run(&Scenario::parse(text, "byz-modes").unwrap(), false).await.unwrap();
+    assert!(r.invariants_hold(), "{}", r.summary());
+    let c2 = &r.blamed["c2"];
+    assert!(c2.get("error-reply").copied().unwrap_or(0) > 0, "wrong nonces: {}", r.summary());
+    assert!(c2.get("state-diverged").copied().unwrap_or(0) > 0, "stale state: {}", r.summary());
+    let timed: Vec<_> = r.fault_events.iter().map(|e| (e.at_event, e.action.as_str())).collect();
+    assert_eq!(timed, vec![(None, "stop"), (None, "start")], "{timed:?}");
 }
