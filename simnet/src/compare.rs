@@ -38,7 +38,10 @@ pub fn compare(a: &Value, b: &Value) -> String {
         ("latency max ms", vec!["latency_ms", "max"]),
         ("throughput /s", vec!["throughput_per_s"]),
         ("duration s", vec!["duration_s"]),
+        ("node requests", vec!["node_requests"]),
         ("faults injected", vec!["faults_injected"]),
+        ("funds lost msat", vec!["funds_lost_msat"]),
+        ("peak RSS KiB", vec!["peak_rss_kib"]),
     ]
     .into_iter()
     .map(|(n, p)| (n.to_string(), p))
@@ -50,10 +53,35 @@ pub fn compare(a: &Value, b: &Value) -> String {
         .collect();
     tags.sort();
     tags.dedup();
+    // Per event kind: outcomes and latency.
+    let mut kinds: Vec<String> = [a, b]
+        .iter()
+        .filter_map(|r| r.get("events").and_then(Value::as_object))
+        .flat_map(|m| m.keys().cloned())
+        .collect();
+    kinds.sort();
+    kinds.dedup();
+    let kind_rows: Vec<(String, Vec<String>)> = kinds
+        .iter()
+        .flat_map(|k| {
+            [
+                (format!("{k} done"), vec!["events".to_string(), k.clone(), "done".into()]),
+                (format!("{k} refused"), vec!["events".to_string(), k.clone(), "refused".into()]),
+                (format!("{k} failed"), vec!["events".to_string(), k.clone(), "failed".into()]),
+                (format!("{k} p50 ms"), vec!["latency_by_event_ms".to_string(), k.clone(), "p50".into()]),
+                (format!("{k} p99 ms"), vec!["latency_by_event_ms".to_string(), k.clone(), "p99".into()]),
+            ]
+        })
+        .collect();
     let tag_rows: Vec<(String, String)> = tags.iter().map(|t| (format!("refused {t}"), t.clone())).collect();
     let name = |r: &Value| format!("{} (seed {})", r["scenario"].as_str().unwrap_or("?"), cell(num(r, &["seed"])));
     let mut out = format!("| metric | A: {} | B: {} | change |\n|---|---|---|---|\n", name(a), name(b));
     for (label, path) in rows.drain(..) {
+        let (x, y) = (num(a, &path), num(b, &path));
+        let _ = writeln!(out, "| {label} | {} | {} | {} |", cell(x), cell(y), change(x, y));
+    }
+    for (label, path) in kind_rows {
+        let path: Vec<&str> = path.iter().map(String::as_str).collect();
         let (x, y) = (num(a, &path), num(b, &path));
         let _ = writeln!(out, "| {label} | {} | {} | {} |", cell(x), cell(y), change(x, y));
     }
@@ -78,5 +106,10 @@ mod tests {
         assert!(t.contains("| latency p50 ms | 2 | 3 | +50.0% |"), "{t}");
         assert!(t.contains("| refused t | 4 | 0 | -100.0% |"), "{t}");
         assert!(t.contains("| failed | - | - | - |"), "{t}");
+        let a = serde_json::json!({"scenario": "x", "seed": 1, "events": {"send": {"done": 10}}, "latency_by_event_ms": {"send": {"p99": 40.0}}});
+        let b = serde_json::json!({"scenario": "x", "seed": 1, "events": {"send": {"done": 5}}, "latency_by_event_ms": {"send": {"p99": 20.0}}});
+        let t = compare(&a, &b);
+        assert!(t.contains("| send done | 10 | 5 | -50.0% |"), "{t}");
+        assert!(t.contains("| send p99 ms | 40 | 20 | -50.0% |"), "{t}");
     }
 }

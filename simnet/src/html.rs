@@ -10,7 +10,7 @@ use std::fmt::Write;
 
 use plotters::prelude::*;
 
-use crate::report::{PointOutcome, Report};
+use crate::report::{percentiles, Percentiles, PointOutcome, Report};
 
 const W: u32 = 900;
 const H: u32 = 320;
@@ -62,7 +62,7 @@ fn latency_over_time(r: &Report, windows: &[(f64, f64, String)], end_s: f64) -> 
     let ymax = r.timeline.iter().map(|p| p.latency_ms).fold(1.0, f64::max) * 1.1;
     svg(|root| {
         let mut c = ChartBuilder::on(root)
-            .caption("Request latency over time (shaded: fault windows)", ("sans-serif", 18))
+            .caption("Event latency over time, p50/p99 per bucket (shaded: fault windows)", ("sans-serif", 18))
             .margin(10)
             .x_label_area_size(35)
             .y_label_area_size(55)
@@ -74,17 +74,42 @@ fn latency_over_time(r: &Report, windows: &[(f64, f64, String)], end_s: f64) -> 
                 RGBColor(255, 200, 120).mix(0.35).filled(),
             )))?;
         }
+        // At most ~4,000 points are drawn (every k-th event) so big runs stay readable.
+        let step = (r.timeline.len() / 4_000).max(1);
         for (outcome, color) in
             [(PointOutcome::Signed, BLUE), (PointOutcome::Refused, GREEN), (PointOutcome::Failed, RED)]
         {
             c.draw_series(
                 r.timeline
                     .iter()
+                    .step_by(step)
                     .filter(|p| p.outcome == outcome)
-                    .map(|p| Circle::new((p.started_ms / 1e3, p.latency_ms), 2, color.filled())),
+                    .map(|p| Circle::new((p.started_ms / 1e3, p.latency_ms), 2, color.mix(0.5).filled())),
             )?
             .label(format!("{outcome:?}").to_lowercase())
             .legend(move |(x, y)| Circle::new((x, y), 3, color.filled()));
+        }
+        // p50 and p99 of the events started in each of 40 time buckets.
+        let bucket_s = (end_s / 40.0).max(0.001);
+        let mut buckets: Vec<Vec<f64>> = vec![Vec::new(); 41];
+        for p in &r.timeline {
+            buckets[((p.started_ms / 1e3 / bucket_s) as usize).min(40)].push(p.latency_ms);
+        }
+        let mids = |pick: fn(&Percentiles) -> f64| -> Vec<(f64, f64)> {
+            buckets
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| !b.is_empty())
+                .map(|(i, b)| ((i as f64 + 0.5) * bucket_s, pick(&percentiles(b))))
+                .collect()
+        };
+        for (label, pick, color) in [
+            ("p50", (|p: &Percentiles| p.p50) as fn(&Percentiles) -> f64, BLACK),
+            ("p99", (|p: &Percentiles| p.p99) as fn(&Percentiles) -> f64, MAGENTA),
+        ] {
+            c.draw_series(LineSeries::new(mids(pick), color.stroke_width(2)))?
+                .label(label)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], color.stroke_width(2)));
         }
         c.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.8)).draw()?;
         Ok(())

@@ -173,7 +173,7 @@ fn fault_schedule(s: &Scenario) -> Schedule {
 
 /// One event of the run.
 enum Event {
-    Request(WorkItem),
+    Request(Box<WorkItem>),
     Lightning(LnEvent),
 }
 
@@ -324,7 +324,7 @@ pub async fn run(scenario: &Scenario, progress: bool) -> Result<(Report, Vec<Sig
     };
     let mut requests: VecDeque<WorkItem> = generate(&params, &key_id).into();
     let mut lightning: VecDeque<LnEvent> = ln_events.into();
-    let mut mix = rand_chacha::ChaCha20Rng::seed_from_u64(scenario.seed ^ 0x6d69_78);
+    let mut mix = rand_chacha::ChaCha20Rng::seed_from_u64(scenario.seed ^ 0x006d_6978);
     let total = requests.len() + lightning.len();
     let mut work: VecDeque<Event> = VecDeque::with_capacity(total);
     while !requests.is_empty() || !lightning.is_empty() {
@@ -334,7 +334,7 @@ pub async fn run(scenario: &Scenario, progress: bool) -> Result<(Report, Vec<Sig
                 if let Some(l) = l {
                     lightning.push_front(l);
                 }
-                Event::Request(r)
+                Event::Request(Box::new(r))
             }
             (_, r, Some(l)) => {
                 if let Some(r) = r {
@@ -342,7 +342,7 @@ pub async fn run(scenario: &Scenario, progress: bool) -> Result<(Report, Vec<Sig
                 }
                 Event::Lightning(l)
             }
-            (_, Some(r), None) => Event::Request(r),
+            (_, Some(r), None) => Event::Request(Box::new(r)),
             (_, None, None) => break,
         });
     }
@@ -381,8 +381,9 @@ pub async fn run(scenario: &Scenario, progress: bool) -> Result<(Report, Vec<Sig
             match ev {
                 Event::Request(item) => {
                     let client = client.clone();
-                    in_flight
-                        .push(tokio::spawn(async move { Finished::Request(send(&client, keys, item, started).await) }));
+                    in_flight.push(tokio::spawn(async move {
+                        Finished::Request(send(&client, keys, *item, started).await)
+                    }));
                 }
                 Event::Lightning(ev) => {
                     // Locks in generation order: a channel's events start in stream order.

@@ -379,10 +379,10 @@ impl Scenario {
                 format!("[{}, {}] is not a range from 1000 sat up", w.payment_min_sat, w.payment_max_sat),
             );
         }
-        if !(w.payment_sigma >= 0.0 && w.payment_sigma <= 5.0) {
+        if !(0.0..=5.0).contains(&w.payment_sigma) {
             return bad("workload.payment_sigma", format!("{} is not in 0..=5", w.payment_sigma));
         }
-        if !(w.rate_per_s >= 0.0 && w.rate_per_s <= 1e6) || !(w.duration_s >= 0.0 && w.duration_s <= 1e6) {
+        if !(0.0..=1e6).contains(&w.rate_per_s) || !(0.0..=1e6).contains(&w.duration_s) {
             return bad("workload.rate_per_s", "rate and duration must be in 0..=1000000".into());
         }
         if w.forward_share + w.receive_share > 1.0 {
@@ -432,6 +432,28 @@ impl Scenario {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_library_scenario_parses() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let s = Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            names.push(s.name);
+        }
+        names.sort();
+        let want = [
+            "byzantine-cosigner",
+            "coordinator-replay",
+            "drain-attack",
+            "partition-heal",
+            "quickstart",
+            "scale",
+            "taproot-mix",
+        ];
+        assert_eq!(names, want);
+    }
 
     #[test]
     fn quickstart_parses_and_bad_values_are_named() {

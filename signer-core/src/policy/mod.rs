@@ -115,7 +115,7 @@ policy_tags! {
         "Outputs, fee and anchors add up to the channel value, short of it by at most the dust allowance.";
     CommitmentHolderBalance => "policy-commitment-holder-balance", Error,
         "channel::tests::balance_drop_without_preimage",
-        "Our balance falls only by HTLCs we offered that were fulfilled (preimage known), fees we pay and the dust allowance.";
+        "Our balance falls only by HTLCs we offered that were fulfilled (preimage known), fee growth we pay, output rounding (< 1 sat) and, when we fund, the anchors (660 sat); never by the dust allowance.";
     CommitmentCounterpartySig => "policy-commitment-counterparty-sig", Error,
         "channel::tests::holder_commitment_bad_signature",
         "The counterparty's signatures on our holder commitment and its HTLC transactions are valid.";
