@@ -21,6 +21,7 @@ use qls_coordinator::client::{ClientError, NodeClient};
 use qls_protocol::{ApprovalSubject, ChannelKeysId, ChannelRequest};
 
 use crate::harness::approve_payment_request;
+use crate::htlc_book::HtlcBook;
 use crate::legacy_driver::{LegacyChannelDriver, SeenSig};
 use crate::lightning::{forward_fee_msat, ChannelPlan, LnEvent, CLTV_DELTA, CLTV_IN};
 use crate::malicious::MaliciousCoordinator;
@@ -109,8 +110,9 @@ pub fn channel_id(i: usize) -> ChannelKeysId {
     sha256::Hash::hash(format!("qls-simnet channel {i}").as_bytes()).to_byte_array()
 }
 
-/// Runs `tx` (its inputs spending `spent`) through Bitcoin Core's script interpreter.
-pub fn consensus_check(tx: &Transaction, spent: &[TxOut]) -> Result<(), String> {
+/// Runs input `input` of `tx` (its inputs spending `spent`, in order) through Bitcoin
+/// Core's script interpreter.
+pub fn consensus_check_input(tx: &Transaction, spent: &[TxOut], input: usize) -> Result<(), String> {
     let bytes = bitcoin::consensus::serialize(tx);
     let utxos: Vec<bitcoinconsensus::Utxo> = spent
         .iter()
@@ -120,11 +122,14 @@ pub fn consensus_check(tx: &Transaction, spent: &[TxOut]) -> Result<(), String> 
             value: o.value.to_sat() as i64,
         })
         .collect();
-    for (i, o) in spent.iter().enumerate() {
-        bitcoinconsensus::verify(o.script_pubkey.as_bytes(), o.value.to_sat(), &bytes, Some(&utxos), i)
-            .map_err(|e| format!("input {i}: {e:?}"))?;
-    }
-    Ok(())
+    let o = spent.get(input).ok_or_else(|| format!("input {input}: no spent output given"))?;
+    bitcoinconsensus::verify(o.script_pubkey.as_bytes(), o.value.to_sat(), &bytes, Some(&utxos), input)
+        .map_err(|e| format!("input {input}: {e:?}"))
+}
+
+/// Runs every input of `tx` through Bitcoin Core's script interpreter.
+pub fn consensus_check(tx: &Transaction, spent: &[TxOut]) -> Result<(), String> {
+    (0..spent.len()).try_for_each(|i| consensus_check_input(tx, spent, i))
 }
 
 fn refusal_tags(e: &ClientError) -> Option<BTreeSet<String>> {
@@ -454,10 +459,10 @@ async fn close_taproot(
         d.close(client, wallet, cp, fee_sat).await
     } else {
         // The counterparty funded: it pays the close fee from its side.
-        d.theirs_msat -= CLOSE_FEE_SAT * 1000;
+        d.book.theirs_msat -= CLOSE_FEE_SAT * 1000;
         let res = d.close(client, wallet, cp, 0).await;
         if res.is_err() {
-            d.theirs_msat += CLOSE_FEE_SAT * 1000;
+            d.book.theirs_msat += CLOSE_FEE_SAT * 1000;
         }
         res
     }
@@ -477,52 +482,38 @@ fn key_spend_r(spend: &SignedSpend) -> ([u8; 32], [u8; 32]) {
     (r.unwrap_or_default(), msg)
 }
 
-fn offer(s: &mut Slot, amount_msat: u64, preimage: [u8; 32], cltv: u32) {
+/// The channel's balances and HTLCs, whichever the driver.
+fn book(s: &mut Slot) -> Option<&mut HtlcBook> {
     match s.driver.as_mut() {
-        Some(Driver::Legacy(d)) => d.offer(amount_msat, preimage, cltv),
-        Some(Driver::Taproot(d)) => d.offer(amount_msat, preimage, cltv),
-        None => {}
+        Some(Driver::Legacy(d)) => Some(&mut d.book),
+        Some(Driver::Taproot(d)) => Some(&mut d.book),
+        None => None,
+    }
+}
+
+fn offer(s: &mut Slot, amount_msat: u64, preimage: [u8; 32], cltv: u32) {
+    if let Some(b) = book(s) {
+        b.offer(amount_msat, preimage, cltv);
     }
 }
 
 fn receive(s: &mut Slot, amount_msat: u64, preimage: [u8; 32], cltv: u32) {
-    match s.driver.as_mut() {
-        Some(Driver::Legacy(d)) => d.receive(amount_msat, preimage, cltv),
-        Some(Driver::Taproot(d)) => d.receive(amount_msat, preimage, cltv),
-        None => {}
+    if let Some(b) = book(s) {
+        b.receive(amount_msat, preimage, cltv);
     }
 }
 
 /// Settles the HTLC `hash` (fulfil, or fail back when `fail`) and moves the ledger for a
 /// fulfilled one.
 fn settle(s: &mut Slot, hash: &[u8; 32], fail: bool) {
-    let (offered, amount) = match s.driver.as_mut() {
-        Some(Driver::Legacy(d)) => {
-            let Some(f) = d.htlcs.iter().find(|f| f.htlc.payment_hash == *hash).cloned() else { return };
-            if fail {
-                d.fail(hash);
-            } else {
-                d.fulfil(hash);
-            }
-            (f.htlc.offered, f.htlc.amount_msat)
-        }
-        Some(Driver::Taproot(d)) => {
-            let Some(i) = d.htlcs.iter().position(|f| f.htlc.payment_hash == *hash) else { return };
-            let f = d.htlcs[i].clone();
-            if fail {
-                d.fail(i);
-            } else {
-                d.fulfil(i);
-            }
-            (f.htlc.offered, f.htlc.amount_msat)
-        }
-        None => return,
-    };
+    let Some(b) = book(s) else { return };
+    let Some(i) = b.position(hash) else { return };
+    let f = if fail { b.fail(i) } else { b.fulfil(i) };
     if !fail {
-        if offered {
-            s.ledger_msat = s.ledger_msat.saturating_sub(amount);
+        if f.htlc.offered {
+            s.ledger_msat = s.ledger_msat.saturating_sub(f.htlc.amount_msat);
         } else {
-            s.ledger_msat += amount;
+            s.ledger_msat += f.htlc.amount_msat;
         }
     }
 }

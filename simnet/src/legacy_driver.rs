@@ -21,7 +21,8 @@ use qls_signer_core::channel::parse::{self, Broadcaster};
 use qls_signer_core::channel::state::INITIAL_COMMITMENT_NUMBER as N0;
 
 use crate::counterparty::{Counterparty, FEERATE};
-use crate::taproot_driver::{DriverError, Flight, SignedSpend};
+use crate::htlc_book::HtlcBook;
+use crate::taproot_driver::{DriverError, SignedSpend};
 
 /// Weight-based commitment fee of an anchor channel with `htlcs` non-dust HTLCs.
 pub fn commitment_fee_sat(htlcs: usize) -> u64 {
@@ -72,10 +73,8 @@ pub struct LegacyChannelDriver {
     pub channel: ChannelKeysId,
     cp: Counterparty,
     pub setup: ChannelSetup,
-    pub ours_msat: u64,
-    pub theirs_msat: u64,
-    pub htlcs: Vec<Flight>,
-    fulfilled_ours: Vec<[u8; 32]>,
+    /// Balances and HTLCs in flight.
+    pub book: HtlcBook,
     /// Next commitment number (LDK counts down from 2^48 − 1; both sides in step).
     next: u64,
     pending: Option<Pending>,
@@ -108,10 +107,7 @@ impl LegacyChannelDriver {
             channel,
             cp,
             setup,
-            ours_msat,
-            theirs_msat,
-            htlcs: vec![],
-            fulfilled_ours: vec![],
+            book: HtlcBook::new(ours_msat, theirs_msat),
             next: N0,
             pending: None,
             holder_latest: None,
@@ -138,71 +134,14 @@ impl LegacyChannelDriver {
 
     /// The two balances as outputs, fees taken from the funder.
     fn outputs_sat(&self) -> Result<(u64, u64), DriverError> {
-        let fee = Self::funder_fee_sat(self.htlcs.len());
-        let (ours, theirs) = (self.ours_msat / 1000, self.theirs_msat / 1000);
+        let fee = Self::funder_fee_sat(self.book.htlcs.len());
+        let (ours, theirs) = (self.book.ours_msat / 1000, self.book.theirs_msat / 1000);
         let short = || DriverError::Check("the funder cannot pay the commitment fee".into());
         Ok(if self.setup.is_outbound {
             (ours.checked_sub(fee).ok_or_else(short)?, theirs)
         } else {
             (ours, theirs.checked_sub(fee).ok_or_else(short)?)
         })
-    }
-
-    /// Whether we could offer `amount_msat` more (with one more HTLC's fee if we fund).
-    pub fn can_offer(&self, amount_msat: u64) -> bool {
-        let fee = if self.setup.is_outbound { Self::funder_fee_sat(self.htlcs.len() + 1) * 1000 } else { 0 };
-        self.ours_msat >= amount_msat + fee + 1_000_000
-    }
-
-    /// Whether the counterparty could offer `amount_msat` more.
-    pub fn can_receive(&self, amount_msat: u64) -> bool {
-        let fee = if self.setup.is_outbound { 0 } else { Self::funder_fee_sat(self.htlcs.len() + 1) * 1000 };
-        self.theirs_msat >= amount_msat + fee + 1_000_000
-    }
-
-    /// We offer an HTLC (the node must have had it approved or be forwarding it).
-    pub fn offer(&mut self, amount_msat: u64, preimage: [u8; 32], cltv_expiry: u32) {
-        let payment_hash = sha256::Hash::hash(&preimage).to_byte_array();
-        self.ours_msat -= amount_msat;
-        self.htlcs.push(Flight { htlc: HtlcInfo { offered: true, amount_msat, cltv_expiry, payment_hash }, preimage });
-    }
-
-    /// The counterparty offers us an HTLC.
-    pub fn receive(&mut self, amount_msat: u64, preimage: [u8; 32], cltv_expiry: u32) {
-        let payment_hash = sha256::Hash::hash(&preimage).to_byte_array();
-        self.theirs_msat -= amount_msat;
-        self.htlcs.push(Flight { htlc: HtlcInfo { offered: false, amount_msat, cltv_expiry, payment_hash }, preimage });
-    }
-
-    /// The HTLC with `payment_hash` settles to its receiver (ours come with the preimage).
-    pub fn fulfil(&mut self, payment_hash: &[u8; 32]) -> bool {
-        let Some(i) = self.htlcs.iter().position(|f| f.htlc.payment_hash == *payment_hash) else { return false };
-        let f = self.htlcs.remove(i);
-        if f.htlc.offered {
-            self.theirs_msat += f.htlc.amount_msat;
-            self.fulfilled_ours.push(f.preimage);
-        } else {
-            self.ours_msat += f.htlc.amount_msat;
-        }
-        true
-    }
-
-    /// The HTLC with `payment_hash` fails back to its offerer.
-    pub fn fail(&mut self, payment_hash: &[u8; 32]) -> bool {
-        let Some(i) = self.htlcs.iter().position(|f| f.htlc.payment_hash == *payment_hash) else { return false };
-        let f = self.htlcs.remove(i);
-        if f.htlc.offered {
-            self.ours_msat += f.htlc.amount_msat;
-        } else {
-            self.theirs_msat += f.htlc.amount_msat;
-        }
-        true
-    }
-
-    /// Our value in the latest state both sides signed: our output, our offered HTLCs,
-    /// and the fees we advanced as funder (msat). What funds-lost accounting compares.
-    pub fn quorum_value_msat(&self) -> u64 {
-        self.ours_msat + self.htlcs.iter().filter(|f| f.htlc.offered).map(|f| f.htlc.amount_msat).sum::<u64>()
     }
 
     fn funding_script(&self) -> Result<ScriptBuf, DriverError> {
@@ -266,7 +205,7 @@ impl LegacyChannelDriver {
     /// The counterparty's next commitment as we would sign it now.
     pub fn next_counterparty_info(&self) -> Result<CommitmentInfo, DriverError> {
         let (ours, theirs) = self.outputs_sat()?;
-        let htlcs = self.htlcs.iter().map(|f| HtlcInfo { offered: !f.htlc.offered, ..f.htlc.clone() }).collect();
+        let htlcs = self.book.htlcs.iter().map(|f| HtlcInfo { offered: !f.htlc.offered, ..f.htlc.clone() }).collect();
         Ok(self.cp.commitment(self.next, theirs, ours, htlcs))
     }
 
@@ -279,10 +218,10 @@ impl LegacyChannelDriver {
                 Pending {
                     n: self.next,
                     counterparty: self.next_counterparty_info()?,
-                    holder_htlcs: self.htlcs.iter().map(|f| f.htlc.clone()).collect(),
+                    holder_htlcs: self.book.htlcs.iter().map(|f| f.htlc.clone()).collect(),
                     ours_sat,
                     theirs_sat,
-                    preimages: std::mem::take(&mut self.fulfilled_ours),
+                    preimages: std::mem::take(&mut self.book.fulfilled_ours),
                     done: 0,
                 }
             }
@@ -389,8 +328,8 @@ impl LegacyChannelDriver {
         ours_script: &ScriptBuf,
         fee_sat: u64,
     ) -> Result<(SignedSpend, Vec<SeenSig>), DriverError> {
-        check(self.htlcs.is_empty(), "HTLCs in flight")?;
-        let (mut ours, mut theirs) = (self.ours_msat / 1000, self.theirs_msat / 1000);
+        check(self.book.htlcs.is_empty(), "HTLCs in flight")?;
+        let (mut ours, mut theirs) = (self.book.ours_msat / 1000, self.book.theirs_msat / 1000);
         let payer = if self.setup.is_outbound { &mut ours } else { &mut theirs };
         *payer = payer.checked_sub(fee_sat).ok_or_else(|| DriverError::Check("close fee above balance".into()))?;
         let cp_script = ScriptBuf::new_p2wpkh(&bitcoin::WPubkeyHash::hash(&self.channel));

@@ -14,6 +14,7 @@ pub mod compare;
 pub mod counterparty;
 pub mod faulty_socket;
 pub mod harness;
+pub mod htlc_book;
 pub mod html;
 pub mod legacy_driver;
 pub mod lightning;

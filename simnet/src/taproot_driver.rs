@@ -30,6 +30,7 @@ use qls_protocol::*;
 use qls_signer_core::bolt3_keys::derive_privkey;
 use qls_signer_core::taproot_channel::{self as tc, Side, TaprootChannelState};
 
+use crate::htlc_book::HtlcBook;
 use crate::taproot_counterparty::{test_key, FUNDING_SECRET, HTLC_SECRET};
 
 /// LDK numbers our commitments down from this (key holders answer in that numbering).
@@ -50,13 +51,6 @@ fn check(ok: bool, what: impl Into<String>) -> Result<(), DriverError> {
     } else {
         Err(DriverError::Check(what.into()))
     }
-}
-
-/// An HTLC in flight, from our side (`offered`: we offered it), with its preimage.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Flight {
-    pub htlc: HtlcInfo,
-    pub preimage: [u8; 32],
 }
 
 /// Our latest holder commitment as the counterparty signed it (what force close uses).
@@ -83,11 +77,8 @@ pub struct TaprootChannelDriver {
     pub channel: ChannelKeysId,
     /// The channel's public facts as both sides know them (our keys from the quorum).
     pub view: TaprootChannelState,
-    pub ours_msat: u64,
-    pub theirs_msat: u64,
-    pub htlcs: Vec<Flight>,
-    /// Preimages of our HTLCs fulfilled since the last update.
-    fulfilled_ours: Vec<[u8; 32]>,
+    /// Balances and HTLCs in flight.
+    pub book: HtlcBook,
     /// The counterparty's shachain seed (its per-commitment secrets).
     seed: [u8; 32],
     pub next_counterparty: u64,
@@ -138,10 +129,7 @@ impl TaprootChannelDriver {
         let mut d = Self {
             channel,
             view,
-            ours_msat,
-            theirs_msat: value - ours_msat,
-            htlcs: vec![],
-            fulfilled_ours: vec![],
+            book: HtlcBook::new(ours_msat, value - ours_msat),
             seed: sha256::Hash::hash(&channel).to_byte_array(),
             next_counterparty: 0,
             next_holder: 0,
@@ -170,10 +158,10 @@ impl TaprootChannelDriver {
         TaprootCommitmentInfo {
             commitment_number: n,
             per_commitment_point: self.their_point(n),
-            to_broadcaster_msat: self.theirs_msat,
-            to_countersignatory_msat: self.ours_msat,
+            to_broadcaster_msat: self.book.theirs_msat,
+            to_countersignatory_msat: self.book.ours_msat,
             feerate_per_kw: 1_000,
-            htlcs: self.htlcs.iter().map(|f| HtlcInfo { offered: !f.htlc.offered, ..f.htlc.clone() }).collect(),
+            htlcs: self.book.htlcs.iter().map(|f| HtlcInfo { offered: !f.htlc.offered, ..f.htlc.clone() }).collect(),
         }
     }
 
@@ -181,45 +169,10 @@ impl TaprootChannelDriver {
         TaprootCommitmentInfo {
             commitment_number: n,
             per_commitment_point: point,
-            to_broadcaster_msat: self.ours_msat,
-            to_countersignatory_msat: self.theirs_msat,
+            to_broadcaster_msat: self.book.ours_msat,
+            to_countersignatory_msat: self.book.theirs_msat,
             feerate_per_kw: 1_000,
-            htlcs: self.htlcs.iter().map(|f| f.htlc.clone()).collect(),
-        }
-    }
-
-    /// We offer an HTLC (the node must have had the payment approved).
-    pub fn offer(&mut self, amount_msat: u64, preimage: [u8; 32], cltv_expiry: u32) {
-        let payment_hash = sha256::Hash::hash(&preimage).to_byte_array();
-        self.ours_msat -= amount_msat;
-        self.htlcs.push(Flight { htlc: HtlcInfo { offered: true, amount_msat, cltv_expiry, payment_hash }, preimage });
-    }
-
-    /// The counterparty offers us an HTLC.
-    pub fn receive(&mut self, amount_msat: u64, preimage: [u8; 32], cltv_expiry: u32) {
-        let payment_hash = sha256::Hash::hash(&preimage).to_byte_array();
-        self.theirs_msat -= amount_msat;
-        self.htlcs.push(Flight { htlc: HtlcInfo { offered: false, amount_msat, cltv_expiry, payment_hash }, preimage });
-    }
-
-    /// HTLC `i` is fulfilled (the receiver gets it; ours come with their preimage).
-    pub fn fulfil(&mut self, i: usize) {
-        let f = self.htlcs.remove(i);
-        if f.htlc.offered {
-            self.theirs_msat += f.htlc.amount_msat;
-            self.fulfilled_ours.push(f.preimage);
-        } else {
-            self.ours_msat += f.htlc.amount_msat;
-        }
-    }
-
-    /// HTLC `i` fails back to its offerer.
-    pub fn fail(&mut self, i: usize) {
-        let f = self.htlcs.remove(i);
-        if f.htlc.offered {
-            self.ours_msat += f.htlc.amount_msat;
-        } else {
-            self.theirs_msat += f.htlc.amount_msat;
+            htlcs: self.book.htlcs.iter().map(|f| f.htlc.clone()).collect(),
         }
     }
 
@@ -316,7 +269,7 @@ impl TaprootChannelDriver {
         let built =
             tc::commitment(&self.view, &info, Side::Counterparty).map_err(|e| DriverError::Check(e.to_string()))?;
         // Preimages of our fulfilled HTLCs justify our funds falling on both commitments.
-        let preimages = self.fulfilled_ours.clone();
+        let preimages = self.book.fulfilled_ours.clone();
         let req = TaprootRequest::SignCounterpartyCommitment {
             commitment: info.clone(),
             outbound_preimages: preimages.clone(),
@@ -328,7 +281,7 @@ impl TaprootChannelDriver {
         let (htlc_sigs, _, _) =
             client.taproot_frost(self.channel, TaprootFrostItem::CounterpartyHtlcs { commitment_number: n }).await?;
         self.first_step_failed = false;
-        self.fulfilled_ours.clear();
+        self.book.fulfilled_ours.clear();
         let second = built.second_level(&info).map_err(|e| DriverError::Check(e.to_string()))?;
         check(
             htlc_sigs.len() == second.len(),
@@ -398,11 +351,6 @@ impl TaprootChannelDriver {
         Ok((sig, msg))
     }
 
-    /// Our value in the latest state (our balance and our offered HTLCs), msat.
-    pub fn quorum_value_msat(&self) -> u64 {
-        self.ours_msat + self.htlcs.iter().filter(|f| f.htlc.offered).map(|f| f.htlc.amount_msat).sum::<u64>()
-    }
-
     /// The counterparty's signatures on our holder commitment `info`.
     pub fn counterparty_signs_holder(
         &self,
@@ -464,7 +412,7 @@ impl TaprootChannelDriver {
         counterparty_script: &bitcoin::ScriptBuf,
         fee_sat: u64,
     ) -> Result<SignedSpend, DriverError> {
-        let (to_holder_sat, to_counterparty_sat) = (self.ours_msat / 1000 - fee_sat, self.theirs_msat / 1000);
+        let (to_holder_sat, to_counterparty_sat) = (self.book.ours_msat / 1000 - fee_sat, self.book.theirs_msat / 1000);
         let req = TaprootRequest::SignClosing {
             to_holder_sat,
             to_counterparty_sat,

@@ -9,6 +9,7 @@ use qls_protocol::quic::Identity;
 use qls_protocol::{BlameReason, NodeRequest, NodeResponse};
 use qls_signer_core::policy::PolicyConfig;
 use qls_signer_core::wallet::wallet_script;
+use qls_simnet::channels::consensus_check;
 use qls_simnet::harness::{invalid_share_fault, Harness, Keygen, QuorumSpec};
 use qls_simnet::workload::psbt;
 
@@ -107,24 +108,11 @@ async fn signed_psbt_passes_bitcoin_core_script_interpreter() {
     assert_eq!(signed.unsigned_tx, unsigned.unsigned_tx);
     let spent: Vec<TxOut> = signed.inputs.iter().map(|i| i.witness_utxo.clone().unwrap()).collect();
     let tx = signed.extract_tx().unwrap();
-    let utxos: Vec<bitcoinconsensus::Utxo> = spent
-        .iter()
-        .map(|o| bitcoinconsensus::Utxo {
-            script_pubkey: o.script_pubkey.as_bytes().as_ptr(),
-            script_pubkey_len: o.script_pubkey.len() as u32,
-            value: o.value.to_sat() as i64,
-        })
-        .collect();
-    let tx_bytes = bitcoin::consensus::serialize(&tx);
-    for (i, o) in spent.iter().enumerate() {
-        bitcoinconsensus::verify(o.script_pubkey.as_bytes(), o.value.to_sat(), &tx_bytes, Some(&utxos), i)
-            .unwrap_or_else(|e| panic!("input {i} rejected by the interpreter: {e:?}"));
-    }
+    consensus_check(&tx, &spent).unwrap_or_else(|e| panic!("rejected by the interpreter: {e}"));
     // The interpreter is not a rubber stamp: a changed output invalidates the signatures.
     let mut tampered = tx.clone();
     tampered.output[0].value = Amount::from_sat(98_000);
-    let tampered = bitcoin::consensus::serialize(&tampered);
-    assert!(bitcoinconsensus::verify(spent[0].script_pubkey.as_bytes(), 60_000, &tampered, Some(&utxos), 0).is_err());
+    assert!(consensus_check(&tampered, &spent).is_err());
     h.shutdown().await;
 }
 

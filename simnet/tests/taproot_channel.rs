@@ -20,6 +20,7 @@ use qls_protocol::*;
 use qls_signer_core::policy::PolicyConfig;
 use qls_signer_core::taproot_channel::{self as tc, Side};
 use qls_signer_core::taproot_scripts::{accepted_htlc, anchor, offered_htlc, second_level_htlc, to_local, to_remote};
+use qls_simnet::channels::consensus_check_input;
 use qls_simnet::harness::{approve_payment_request, test_policy, Harness, QuorumSpec};
 use qls_simnet::taproot_driver::{DriverError, SignedSpend, TaprootChannelDriver};
 
@@ -41,25 +42,12 @@ fn spec() -> QuorumSpec {
 /// Bitcoin Core's interpreter on input `input` of a signed spend (all spent outputs
 /// given); a changed first output must fail it.
 fn consensus_ok(s: &SignedSpend, input: usize) {
-    let utxos: Vec<bitcoinconsensus::Utxo> = s
-        .spent
-        .iter()
-        .map(|o| bitcoinconsensus::Utxo {
-            script_pubkey: o.script_pubkey.as_bytes().as_ptr(),
-            script_pubkey_len: o.script_pubkey.len() as u32,
-            value: o.value.to_sat() as i64,
-        })
-        .collect();
-    let spent = &s.spent[input];
-    let bytes = bitcoin::consensus::serialize(&s.tx);
-    bitcoinconsensus::verify(spent.script_pubkey.as_bytes(), spent.value.to_sat(), &bytes, Some(&utxos), input)
-        .unwrap_or_else(|e| panic!("input {input} fails the script interpreter: {e:?}"));
+    consensus_check_input(&s.tx, &s.spent, input)
+        .unwrap_or_else(|e| panic!("the script interpreter refuses the spend: {e}"));
     let mut changed = s.tx.clone();
     changed.output[0].value -= Amount::from_sat(1);
-    let bytes = bitcoin::consensus::serialize(&changed);
     assert!(
-        bitcoinconsensus::verify(spent.script_pubkey.as_bytes(), spent.value.to_sat(), &bytes, Some(&utxos), input)
-            .is_err(),
+        consensus_check_input(&changed, &s.spent, input).is_err(),
         "a changed output must invalidate the signature"
     );
 }
@@ -110,42 +98,42 @@ async fn two_sided_updates_with_htlcs_both_ways_attacks_refused_and_cooperative_
     let channel = [0x71; 32];
     let mut d = TaprootChannelDriver::open(&client, channel, setup([0x99; 32]), VALUE * 1000).await.unwrap();
 
-    let ours_of = |d: &TaprootChannelDriver| d.htlcs.iter().position(|f| f.htlc.offered);
-    let theirs_of = |d: &TaprootChannelDriver| d.htlcs.iter().position(|f| !f.htlc.offered);
+    let ours_of = |d: &TaprootChannelDriver| d.book.htlcs.iter().position(|f| f.htlc.offered);
+    let theirs_of = |d: &TaprootChannelDriver| d.book.htlcs.iter().position(|f| !f.htlc.offered);
     let (mut added, mut fulfilled, mut failed) = ([0u32; 2], [0u32; 2], [0u32; 2]);
     for n in 1..=UPDATES {
         match n % 8 {
             // We pay (approved by the operator); the counterparty pays us.
             1 | 5 => {
                 approve(&client, &preimage(n), 30_000_000).await;
-                d.offer(30_000_000, preimage(n), 700);
+                d.book.offer(30_000_000, preimage(n), 700);
                 added[0] += 1;
             }
-            3 | 7 if d.theirs_msat >= 20_000_000 => {
-                d.receive(20_000_000, preimage(n), 710);
+            3 | 7 if d.book.theirs_msat >= 20_000_000 => {
+                d.book.receive(20_000_000, preimage(n), 710);
                 added[1] += 1;
             }
             2 => {
                 if let Some(i) = ours_of(&d) {
-                    d.fulfil(i);
+                    d.book.fulfil(i);
                     fulfilled[0] += 1;
                 }
             }
             6 => {
                 if let Some(i) = ours_of(&d) {
-                    d.fail(i);
+                    d.book.fail(i);
                     failed[0] += 1;
                 }
             }
             0 => {
                 if let Some(i) = theirs_of(&d) {
-                    d.fulfil(i);
+                    d.book.fulfil(i);
                     fulfilled[1] += 1;
                 }
             }
             4 => {
                 if let Some(i) = theirs_of(&d) {
-                    d.fail(i);
+                    d.book.fail(i);
                     failed[1] += 1;
                 }
             }
@@ -260,26 +248,26 @@ async fn two_sided_updates_with_htlcs_both_ways_attacks_refused_and_cooperative_
 
     // Settle: our HTLCs fulfilled, theirs failed back; one more round; close.
     while let Some(i) = ours_of(&d) {
-        d.fulfil(i);
+        d.book.fulfil(i);
     }
     while let Some(i) = theirs_of(&d) {
-        d.fail(i);
+        d.book.fail(i);
     }
     d.update(&client).await.unwrap();
     let req = |to: &ScriptBuf, theirs_sat: u64| TaprootRequest::SignClosing {
-        to_holder_sat: d.ours_msat / 1000 - 1_000,
+        to_holder_sat: d.book.ours_msat / 1000 - 1_000,
         to_counterparty_sat: theirs_sat,
         holder_script: to.to_bytes(),
         counterparty_script: their_close_script().to_bytes(),
         locktime: 0,
     };
     refused(
-        client.taproot_sign(channel, req(&foreign(), d.theirs_msat / 1000), [2; 66]).await,
+        client.taproot_sign(channel, req(&foreign(), d.book.theirs_msat / 1000), [2; 66]).await,
         "policy-close-destination",
         ALL,
     );
     refused(
-        client.taproot_sign(channel, req(&wallet, d.theirs_msat / 1000 + 50_000), [2; 66]).await,
+        client.taproot_sign(channel, req(&wallet, d.book.theirs_msat / 1000 + 50_000), [2; 66]).await,
         "policy-close-value",
         ALL,
     );
@@ -326,13 +314,13 @@ async fn force_close_with_htlc_transactions_and_sweeps() {
     let mut d = TaprootChannelDriver::open(&client, channel, setup([0x98; 32]), VALUE * 1000).await.unwrap();
     // Pay the counterparty 100,000 sat, then one HTLC each way in flight.
     approve(&client, &preimage(1), 100_000_000).await;
-    d.offer(100_000_000, preimage(1), 600);
+    d.book.offer(100_000_000, preimage(1), 600);
     d.update(&client).await.unwrap();
-    d.fulfil(0);
+    d.book.fulfil(0);
     d.update(&client).await.unwrap();
     approve(&client, &preimage(2), 50_000_000).await;
-    d.offer(50_000_000, preimage(2), 800);
-    d.receive(20_000_000, preimage(3), 900);
+    d.book.offer(50_000_000, preimage(2), 800);
+    d.book.receive(20_000_000, preimage(3), 900);
     let previous = d.holder.clone().unwrap();
     d.update(&client).await.unwrap();
 
