@@ -86,6 +86,9 @@ pub struct LegacyChannelDriver {
     /// Our value (msat) on the counterparty commitment signed last: our output, the fees
     /// we advanced as funder, our offered HTLCs.
     pub last_signed_value_msat: u64,
+    /// Every signature the quorum returned and this driver verified, also from updates
+    /// that failed later on; drained by the caller (nonce-reuse invariant).
+    pub seen: Vec<SeenSig>,
 }
 
 impl LegacyChannelDriver {
@@ -113,8 +116,10 @@ impl LegacyChannelDriver {
             holder_latest: None,
             signed_history: vec![],
             last_signed_value_msat: 0,
+            seen: vec![],
         };
-        let sigs = d.update(client).await?;
+        d.update(client).await?;
+        let sigs = std::mem::take(&mut d.seen);
         Ok((d, sigs))
     }
 
@@ -210,7 +215,8 @@ impl LegacyChannelDriver {
     }
 
     /// One full update round with the current balances and HTLCs; resumes a failed one.
-    pub async fn update(&mut self, client: &NodeClient) -> Result<Vec<SeenSig>, DriverError> {
+    /// The signatures it verified go to [`Self::seen`].
+    pub async fn update(&mut self, client: &NodeClient) -> Result<(), DriverError> {
         let mut p = match self.pending.take() {
             Some(p) => p,
             None => {
@@ -228,9 +234,9 @@ impl LegacyChannelDriver {
         };
         let result = self.steps(client, &mut p).await;
         match result {
-            Ok(sigs) => {
+            Ok(()) => {
                 self.next = p.n - 1;
-                Ok(sigs)
+                Ok(())
             }
             Err(e) => {
                 self.pending = Some(p);
@@ -239,8 +245,7 @@ impl LegacyChannelDriver {
         }
     }
 
-    async fn steps(&mut self, client: &NodeClient, p: &mut Pending) -> Result<Vec<SeenSig>, DriverError> {
-        let mut sigs = Vec::new();
+    async fn steps(&mut self, client: &NodeClient, p: &mut Pending) -> Result<(), DriverError> {
         let id = self.channel;
         if p.done == 0 {
             let req = ChannelRequest::SignCounterpartyCommitment {
@@ -251,7 +256,8 @@ impl LegacyChannelDriver {
             let KeyHolderOutput::Signatures { sig, htlc_sigs } = out else {
                 return Err(DriverError::Check(format!("unexpected output {out:?}")));
             };
-            sigs.extend(self.verify_counterparty_sigs(&p.counterparty, &sig, &htlc_sigs)?);
+            let verified = self.verify_counterparty_sigs(&p.counterparty, &sig, &htlc_sigs)?;
+            self.seen.extend(verified);
             let c = &p.counterparty;
             let fees = if self.setup.is_outbound { Self::funder_fee_sat(c.htlcs.len()) } else { 0 };
             let offered: u64 = c.htlcs.iter().filter(|h| !h.offered).map(|h| h.amount_msat).sum();
@@ -279,7 +285,7 @@ impl LegacyChannelDriver {
             p.done = 2;
         }
         if p.n == N0 {
-            return Ok(sigs);
+            return Ok(());
         }
         if p.done == 2 {
             let (out, _) =
@@ -299,12 +305,13 @@ impl LegacyChannelDriver {
             secret: self.cp.secret(p.n + 1),
         };
         client.channel(id, revoke).await?;
-        Ok(sigs)
+        Ok(())
     }
 
     /// Asks the quorum to sign a counterparty commitment that moves `drain_msat` of our
     /// balance to the counterparty with nothing in return (a compromised node's drain
-    /// attempt). Returns the refusal, or the signature if the quorum signed it.
+    /// attempt). Returns the refusal, or — if the quorum returned signatures at all — the
+    /// ones that verify (a drain the quorum signed is signed even if the signature is bad).
     pub async fn attempt_drain(&self, client: &NodeClient, drain_msat: u64) -> Result<Vec<SeenSig>, ClientError> {
         let mut info = self.next_counterparty_info().map_err(|e| ClientError::Unexpected(e.to_string()))?;
         let drain = (drain_msat / 1000).min(info.to_countersignatory_sat);
@@ -313,9 +320,9 @@ impl LegacyChannelDriver {
         let req = ChannelRequest::SignCounterpartyCommitment { commitment: info.clone(), outbound_preimages: vec![] };
         let (out, _) = client.channel(self.channel, req).await?;
         match out {
-            KeyHolderOutput::Signatures { sig, htlc_sigs } => self
-                .verify_counterparty_sigs(&info, &sig, &htlc_sigs)
-                .map_err(|e| ClientError::Unexpected(e.to_string())),
+            KeyHolderOutput::Signatures { sig, htlc_sigs } => {
+                Ok(self.verify_counterparty_sigs(&info, &sig, &htlc_sigs).unwrap_or_default())
+            }
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }
     }

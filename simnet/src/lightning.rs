@@ -93,7 +93,15 @@ impl LnEvent {
             LnEvent::ForceClose { .. } => "force-close",
             LnEvent::Drain { .. } => "drain-attempt",
             LnEvent::Replay { .. } => "coordinator-replay",
-            LnEvent::Unroutable { .. } => "unroutable",
+            LnEvent::Unroutable { kind } => match *kind {
+                "send" => "unroutable-send",
+                "receive" => "unroutable-receive",
+                "forward" => "unroutable-forward",
+                "close" => "unroutable-close",
+                "force-close" => "unroutable-force-close",
+                "drain-attempt" => "unroutable-drain-attempt",
+                _ => "unroutable-coordinator-replay",
+            },
         }
     }
 

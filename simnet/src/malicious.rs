@@ -33,16 +33,22 @@ pub struct MaliciousCoordinator {
     _endpoint: quinn::Endpoint,
     links: Vec<Arc<CosignerLink>>,
     key_holders: Vec<usize>,
+    threshold: usize,
     timeout: Duration,
 }
 
 impl MaliciousCoordinator {
     /// Links to every cosigner of `h` under the coordinator's identity; `key_holders` are
-    /// 0-based indices.
-    pub fn new(h: &Harness, key_holders: Vec<usize>) -> Result<Self, HarnessError> {
+    /// 0-based indices; `threshold` approvals are what a key holder needs.
+    pub fn new(h: &Harness, key_holders: Vec<usize>, threshold: usize) -> Result<Self, HarnessError> {
         let (endpoint, links) = quorum::make_links(&h.coordinator_config, h.coordinator_identity.clone())
             .map_err(|e| HarnessError::Setup(format!("malicious coordinator links: {e}")))?;
-        Ok(Self { _endpoint: endpoint, links, key_holders, timeout: h.coordinator_config.request_timeout })
+        Ok(Self { _endpoint: endpoint, links, key_holders, threshold, timeout: h.coordinator_config.request_timeout })
+    }
+
+    /// Approvals a key holder needs.
+    pub fn threshold(&self) -> usize {
+        self.threshold
     }
 
     /// Asks every cosigner to approve `subject`; with any approvals, asks each key holder

@@ -95,6 +95,9 @@ fn psbt_signatures(key_id: &[u8; 32], sent: &[u8], signed: &[u8]) -> Result<Vec<
     }
     let wallet = wallet_script(key_id).map_err(|e| e.to_string())?;
     let hashes = group_key_spend_sighashes(&sent, &wallet).map_err(|e| e.to_string())?;
+    if hashes.is_empty() {
+        return Err("the PSBT spends no group input: nothing was signed".into());
+    }
     hashes
         .into_iter()
         .map(|(input, msg)| {
@@ -181,6 +184,18 @@ enum Event {
 enum Finished {
     Request(Done),
     Lightning(EventResult, f64),
+}
+
+/// Advances each channel's turn when its event ends (also if the event's task panics, so
+/// later events on the channel do not wait forever).
+struct NextTurn(Vec<Arc<tokio::sync::watch::Sender<u64>>>);
+
+impl Drop for NextTurn {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.send_modify(|serving| *serving += 1);
+        }
+    }
 }
 
 /// The quorum a scenario asks for.
@@ -298,13 +313,18 @@ pub async fn run(scenario: &Scenario, progress: bool) -> Result<(Report, Vec<Sig
         None => (vec![], vec![]),
     };
     let initial = scenario.network.as_ref().map_or(0, |n| n.channels);
-    let slots: Vec<SlotRef> = plan
-        .into_iter()
-        .map(|plan| Arc::new(Mutex::new(Slot { plan, driver: None, ledger_msat: 0, state: SlotState::Planned })))
-        .collect();
+    let slots: Arc<Vec<SlotRef>> = Arc::new(
+        plan.into_iter()
+            .map(|plan| Arc::new(Mutex::new(Slot { plan, driver: None, ledger_msat: 0, state: SlotState::Planned })))
+            .collect(),
+    );
     let wallet = wallet_script(&key_id).map_err(|e| HarnessError::Setup(e.to_string()))?;
     let malicious = if w.replays() > 0 {
-        Some(crate::malicious::MaliciousCoordinator::new(&harness, q.key_holders.iter().map(|k| k - 1).collect())?)
+        Some(crate::malicious::MaliciousCoordinator::new(
+            &harness,
+            q.key_holders.iter().map(|k| k - 1).collect(),
+            usize::from(q.threshold),
+        )?)
     } else {
         None
     };
@@ -347,6 +367,10 @@ pub async fn run(scenario: &Scenario, progress: bool) -> Result<(Report, Vec<Sig
         });
     }
     let (mut by_event, mut by_time) = fault_schedule(scenario);
+    let turns: Vec<Arc<tokio::sync::watch::Sender<u64>>> =
+        slots.iter().map(|_| Arc::new(tokio::sync::watch::channel(0u64).0)).collect();
+    let mut issued = vec![0u64; slots.len()];
+    let mut panicked = 0usize;
 
     let bar = if progress { ProgressBar::new(total as u64) } else { ProgressBar::hidden() };
     bar.set_style(
@@ -386,14 +410,28 @@ pub async fn run(scenario: &Scenario, progress: bool) -> Result<(Report, Vec<Sig
                     }));
                 }
                 Event::Lightning(ev) => {
-                    // Locks in generation order: a channel's events start in stream order.
-                    let mut guards = Vec::new();
-                    for c in ev.channels() {
-                        guards.push((c, slots[c].clone().lock_owned().await));
-                    }
-                    let ctx = ctx.clone();
-                    in_flight
-                        .push(tokio::spawn(async move { Finished::Lightning(ctx.run(ev, guards).await, sent_at) }));
+                    // A ticket per channel, in stream order: the event runs when every one
+                    // of its channels serves its ticket, so a channel's events never overlap
+                    // or reorder, and this loop never waits for a busy channel.
+                    let tickets: Vec<(usize, u64, tokio::sync::watch::Receiver<u64>)> = ev
+                        .channels()
+                        .into_iter()
+                        .map(|c| {
+                            issued[c] += 1;
+                            (c, issued[c] - 1, turns[c].subscribe())
+                        })
+                        .collect();
+                    let advance = NextTurn(ev.channels().iter().map(|c| turns[*c].clone()).collect());
+                    let (ctx, slots) = (ctx.clone(), slots.clone());
+                    in_flight.push(tokio::spawn(async move {
+                        let _advance = advance;
+                        let mut guards = Vec::new();
+                        for (c, ticket, mut turn) in tickets {
+                            let _ = turn.wait_for(|serving| *serving == ticket).await;
+                            guards.push((c, slots[c].clone().lock_owned().await));
+                        }
+                        Finished::Lightning(ctx.run(ev, guards).await, sent_at)
+                    }));
                 }
             }
             next += 1;
@@ -418,8 +456,13 @@ pub async fn run(scenario: &Scenario, progress: bool) -> Result<(Report, Vec<Sig
         };
         tokio::select! {
             r = in_flight.next(), if !in_flight.is_empty() => {
-                if let Some(Ok(f)) = r {
-                    finished.push(f);
+                match r {
+                    Some(Ok(f)) => finished.push(f),
+                    Some(Err(e)) => {
+                        tracing::error!(error = %e, "an event task panicked");
+                        panicked += 1;
+                    }
+                    None => {}
                 }
                 bar.inc(1);
             }
@@ -441,7 +484,7 @@ pub async fn run(scenario: &Scenario, progress: bool) -> Result<(Report, Vec<Sig
     let names: Vec<String> = harness.cosigners.iter().map(|c| c.name.clone()).collect();
     let node_requests = client.calls() - setup_requests;
     let mut channels = ChannelCounts { planned: slots.len(), ..Default::default() };
-    for s in &slots {
+    for s in slots.iter() {
         match &s.lock().await.state {
             SlotState::Planned => {}
             SlotState::Open => channels.open += 1,
@@ -453,7 +496,14 @@ pub async fn run(scenario: &Scenario, progress: bool) -> Result<(Report, Vec<Sig
     drop(ctx);
     drop(client);
     harness.shutdown().await;
+    let finished_count = finished.len();
     let (mut report, sigs) = build_report(scenario, finished, opened, fault_events, duration_s);
+    report.invariants.push(Invariant {
+        name: "every-event-finished",
+        holds: panicked == 0 && finished_count == total,
+        detail: format!("{finished_count} of {total} events finished, {panicked} event tasks panicked"),
+    });
+    report.failed += panicked;
     let seen = std::mem::take(&mut *seen.lock().unwrap_or_else(|e| e.into_inner()));
     report.blamed = seen.blamed;
     report.participation = seen.participation;
