@@ -52,7 +52,8 @@ pub fn reply_report(r: &NodeResponse) -> Option<&SignReport> {
         | NodeResponse::KeyHolder { report, .. }
         | NodeResponse::TaprootApplied { report, .. }
         | NodeResponse::TaprootPartialSig { report, .. }
-        | NodeResponse::TaprootSignatures { report, .. } => Some(report),
+        | NodeResponse::TaprootSignatures { report, .. }
+        | NodeResponse::Unavailable { report, .. } => Some(report),
         _ => None,
     }
 }
@@ -92,6 +93,10 @@ impl NodeClient {
     fn fail(r: NodeResponse) -> ClientError {
         match r {
             NodeResponse::Error { kind, detail } => ClientError::Coordinator { kind, detail },
+            NodeResponse::Unavailable { detail, report } => ClientError::Coordinator {
+                kind: ErrorKind::QuorumUnavailable,
+                detail: format!("{detail}; blamed: {:?}", report.blamed),
+            },
             NodeResponse::Refused { refusals, .. } => ClientError::Refused(refusals),
             other => ClientError::Unexpected(format!("{other:?}")),
         }

@@ -68,19 +68,18 @@ async fn approved(quorum: &Quorum, subject: ApprovalSubject) -> NodeResponse {
         Err(crate::approval::ApprovalFailure::Refused { refusals, report }) => {
             NodeResponse::Refused { refusals, report }
         }
-        Err(crate::approval::ApprovalFailure::Unavailable { detail, report }) => NodeResponse::Error {
-            kind: ErrorKind::QuorumUnavailable,
-            detail: truncate(format!("{detail}; blamed: {:?}", report.blamed)),
-        },
+        Err(crate::approval::ApprovalFailure::Unavailable { detail, report }) => {
+            NodeResponse::Unavailable { detail: truncate(detail), report }
+        }
     }
 }
 
 fn failure(f: SignFailure) -> NodeResponse {
     match f {
-        SignFailure::Refused { refusals, report } => NodeResponse::Refused { refusals, report },
-        SignFailure::QuorumUnavailable { threshold, detail, report } => NodeResponse::Error {
-            kind: ErrorKind::QuorumUnavailable,
-            detail: truncate(format!("no quorum of {threshold}: {detail}; blamed: {:?}", report.blamed)),
+        SignFailure::Refused { refusals, report } => NodeResponse::Refused { refusals, report: *report },
+        SignFailure::QuorumUnavailable { threshold, detail, report } => NodeResponse::Unavailable {
+            detail: truncate(format!("no quorum of {threshold}: {detail}")),
+            report: *report,
         },
         SignFailure::BadRequest(d) => NodeResponse::Error { kind: ErrorKind::InvalidRequest, detail: truncate(d) },
         SignFailure::Internal(d) => NodeResponse::Error { kind: ErrorKind::Internal, detail: truncate(d) },
@@ -90,8 +89,8 @@ fn failure(f: SignFailure) -> NodeResponse {
 fn taproot_failure(f: crate::taproot::TaprootFailure) -> NodeResponse {
     match f {
         crate::taproot::TaprootFailure::Refused { refusals, report } => NodeResponse::Refused { refusals, report },
-        crate::taproot::TaprootFailure::Unavailable { detail, .. } => {
-            NodeResponse::Error { kind: ErrorKind::QuorumUnavailable, detail: truncate(detail) }
+        crate::taproot::TaprootFailure::Unavailable { detail, report } => {
+            NodeResponse::Unavailable { detail: truncate(detail), report }
         }
     }
 }

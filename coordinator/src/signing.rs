@@ -40,13 +40,33 @@ pub struct SignOutcome {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignFailure {
     #[error("refused by policy: {}", describe_refusals(.refusals))]
-    Refused { refusals: Vec<CosignerRefusal>, report: SignReport },
+    Refused { refusals: Vec<CosignerRefusal>, report: Box<SignReport> },
     #[error("no quorum of {threshold}: {detail}")]
-    QuorumUnavailable { threshold: usize, detail: String, report: SignReport },
+    QuorumUnavailable { threshold: usize, detail: String, report: Box<SignReport> },
     #[error("bad request: {0}")]
     BadRequest(String),
     #[error("internal: {0}")]
     Internal(String),
+}
+
+impl SignFailure {
+    /// This failure of a later round, with `earlier`'s blame and nonce uses in front of
+    /// its own report.
+    pub fn after(self, mut earlier: SignReport) -> Self {
+        let merge = |report: Box<SignReport>| {
+            earlier.signers = report.signers.clone();
+            earlier.attempts = earlier.attempts.max(report.attempts);
+            earlier.absorb(*report);
+            Box::new(earlier)
+        };
+        match self {
+            SignFailure::Refused { refusals, report } => SignFailure::Refused { refusals, report: merge(report) },
+            SignFailure::QuorumUnavailable { threshold, detail, report } => {
+                SignFailure::QuorumUnavailable { threshold, detail, report: merge(report) }
+            }
+            other => other,
+        }
+    }
 }
 
 fn describe_refusals(r: &[CosignerRefusal]) -> String {
@@ -200,6 +220,10 @@ pub async fn sign_targets(
         for ((member, taken), reply) in selected.into_iter().zip(replies) {
             match classify(&member, reply, m) {
                 Reply::Shares(s, warnings) => {
+                    for (_, commitments) in &taken {
+                        let bytes = commitments.serialize().map_err(|e| SignFailure::Internal(e.to_string()))?;
+                        report.nonce_used(member.name(), bytes);
+                    }
                     member.release(taken, false);
                     for (k, share) in s.into_iter().enumerate() {
                         shares[k].insert(member.identifier, share);
@@ -267,7 +291,7 @@ pub async fn sign_targets(
     }
 
     if !refusals.is_empty() {
-        return Err(SignFailure::Refused { refusals, report });
+        return Err(SignFailure::Refused { refusals, report: Box::new(report) });
     }
     let detail = format!(
         "{} of {} cosigners excluded or without commitments after {} attempts",
@@ -275,7 +299,7 @@ pub async fn sign_targets(
         quorum.members.len(),
         report.attempts
     );
-    Err(SignFailure::QuorumUnavailable { threshold: t, detail, report })
+    Err(SignFailure::QuorumUnavailable { threshold: t, detail, report: Box::new(report) })
 }
 
 /// Picks up to `t` members not in `excluded`, each with `m` commitments taken.

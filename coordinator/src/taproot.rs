@@ -160,7 +160,7 @@ pub async fn run(
                     report,
                 });
             };
-            let leaf_nonces = check_reserved(quorum, reserved, &report)?;
+            let leaf_nonces = check_reserved(quorum, reserved, &report).map_err(|f| *f)?;
             return sign(quorum, channel, request, theirs, &leaves, leaf_nonces, report).await;
         }
         TaprootRequest::SignCounterpartyCommitment { .. } | TaprootRequest::SignClosing { .. } => {
@@ -173,7 +173,7 @@ pub async fn run(
             let leaf_nonces = if reserved.is_empty() {
                 pooled_nonces(quorum, channel, &mut report).await?
             } else {
-                check_reserved(quorum, reserved, &report)?
+                check_reserved(quorum, reserved, &report).map_err(|f| *f)?
             };
             let outcome = sign(quorum, channel, request, theirs, &leaves, leaf_nonces, report).await;
             if outcome.is_err() {
@@ -319,12 +319,12 @@ pub async fn frost(
     let t = quorum.threshold();
     let Some((targets, _)) = proposals.into_iter().filter(|(_, c)| *c >= t).max_by_key(|(_, c)| *c) else {
         if !refusals.is_empty() {
-            return Err(SignFailure::Refused { refusals, report });
+            return Err(SignFailure::Refused { refusals, report: Box::new(report) });
         }
         return Err(SignFailure::QuorumUnavailable {
             threshold: t,
             detail: "fewer than the threshold of cosigners derived the same messages".into(),
-            report,
+            report: Box::new(report),
         });
     };
     let mut signatures = Vec::with_capacity(targets.len());
@@ -335,12 +335,15 @@ pub async fn frost(
     for (k, chunk) in targets.chunks(limits::MAX_SIGN_ITEMS).enumerate() {
         let first = (k * limits::MAX_SIGN_ITEMS) as u32;
         let payload = SignPayload::Taproot { channel, item: item.clone(), first };
-        let outcome = crate::signing::sign_targets(quorum, payload, chunk.to_vec(), Vec::new()).await?;
+        let outcome = match crate::signing::sign_targets(quorum, payload, chunk.to_vec(), Vec::new()).await {
+            Ok(o) => o,
+            // The earlier chunks' blame and nonce uses stay in the report.
+            Err(f) => return Err(f.after(report)),
+        };
         signatures.extend(outcome.signatures);
-        report.signers = outcome.report.signers;
-        report.blamed.extend(outcome.report.blamed);
-        report.warnings.extend(outcome.report.warnings);
+        report.signers = outcome.report.signers.clone();
         report.attempts = report.attempts.max(outcome.report.attempts);
+        report.absorb(outcome.report);
     }
     Ok((signatures, messages, report))
 }
@@ -412,15 +415,15 @@ fn check_reserved(
     quorum: &Quorum,
     reserved: Vec<LeafNonce>,
     report: &SignReport,
-) -> Result<Vec<LeafNonce>, TaprootFailure> {
+) -> Result<Vec<LeafNonce>, Box<TaprootFailure>> {
     let members: std::collections::BTreeSet<Fingerprint> =
         quorum.members.iter().map(|m| m.link.fingerprint()).collect();
     let given: std::collections::BTreeSet<Fingerprint> = reserved.iter().map(|n| n.cosigner).collect();
     if given != members || reserved.len() != members.len() {
-        return Err(TaprootFailure::Unavailable {
+        return Err(Box::new(TaprootFailure::Unavailable {
             detail: "reserved nonces must name every cosigner once".into(),
             report: report.clone(),
-        });
+        }));
     }
     Ok(reserved)
 }
@@ -460,6 +463,10 @@ async fn sign(
     for (m, reply) in all(quorum, &req, &mut report).await {
         match reply {
             Some(CosignerResponse::TaprootPartialSig { psig, msg, counterparty_funding, warnings }) => {
+                // Its leaf nonce is consumed, whatever becomes of this session.
+                if let Some(l) = leaf_nonces.iter().find(|l| l.cosigner == m.link.fingerprint()) {
+                    report.nonce_used(m.name(), l.pubnonce.clone());
+                }
                 if !warnings.is_empty() {
                     report.warnings.push(CosignerRefusal { cosigner: m.name().into(), violations: warnings });
                 }

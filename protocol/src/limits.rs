@@ -12,6 +12,8 @@ pub const MAX_COSIGNERS: usize = 32;
 pub const MAX_SIGN_ITEMS: usize = 64;
 /// Largest serialized FROST object (package, share, commitment) we accept.
 pub const MAX_FROST_BLOB_BYTES: usize = 16 * 1024;
+/// Most nonce uses listed in one signing report (≈ 75 bytes each).
+pub const MAX_REPORT_NONCES: usize = 4096;
 /// Most nonce commitments handed out in one reply.
 pub const MAX_NONCE_BATCH: u32 = 256;
 /// Most policy violations reported in one refusal.

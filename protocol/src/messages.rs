@@ -5,7 +5,7 @@
 //! Must never: carry a secret in clear (DKG round-2 packages travel sealed), or grow a
 //! field without a bound in [`crate::limits`] and a check in [`crate::validate`].
 
-use alloc::string::String;
+use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
@@ -344,6 +344,12 @@ pub enum NodeResponse {
         kind: ErrorKind,
         detail: String,
     },
+    /// Fewer than the needed cosigners could be reached or agreed on a signing request:
+    /// why, and the report of the attempts made (blame and the nonces consumed).
+    Unavailable {
+        detail: String,
+        report: SignReport,
+    },
     TaprootChannelKeys(TaprootHolderKeys),
     TaprootNonce {
         pubnonce: Vec<u8>,
@@ -379,13 +385,51 @@ pub struct GroupInfo {
     pub cosigners: Vec<String>,
 }
 
-/// How a signing request went: who signed, who was blamed, how many rounds it took.
+/// How a signing request went: who signed, who was blamed, how many rounds it took, and
+/// which public nonces the cosigners' signature shares consumed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignReport {
     pub signers: Vec<String>,
     pub blamed: Vec<Blame>,
     pub attempts: u16,
     pub warnings: Vec<CosignerRefusal>,
+    /// Every public nonce a cosigner returned a signature share or partial signature for
+    /// (in every attempt, good shares or not), so that the node or an auditor can check
+    /// that no cosigner ever signs with one nonce twice. At most
+    /// [`crate::limits::MAX_REPORT_NONCES`]; `nonces_dropped` counts the rest.
+    pub nonces: Vec<NonceUse>,
+    pub nonces_dropped: u32,
+}
+
+/// A public nonce a cosigner's signature share was made with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NonceUse {
+    pub cosigner: String,
+    /// FROST: the serialized `SigningCommitments` (hiding and binding points); NestedMuSig2:
+    /// the leaf's 66-byte public nonce.
+    pub pubnonce: Vec<u8>,
+}
+
+impl SignReport {
+    /// Records that `cosigner` signed with `pubnonce` (counted, not kept, past the limit).
+    pub fn nonce_used(&mut self, cosigner: &str, pubnonce: Vec<u8>) {
+        if self.nonces.len() < crate::limits::MAX_REPORT_NONCES {
+            self.nonces.push(NonceUse { cosigner: cosigner.to_string(), pubnonce });
+        } else {
+            self.nonces_dropped = self.nonces_dropped.saturating_add(1);
+        }
+    }
+
+    /// Adds `other`'s blame, warnings and nonce uses to this report (signers and
+    /// attempts are the caller's to merge).
+    pub fn absorb(&mut self, other: SignReport) {
+        self.blamed.extend(other.blamed);
+        self.warnings.extend(other.warnings);
+        for n in other.nonces {
+            self.nonce_used(&n.cosigner, n.pubnonce);
+        }
+        self.nonces_dropped = self.nonces_dropped.saturating_add(other.nonces_dropped);
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -301,7 +301,9 @@ fn holder_keys(k: &TaprootHolderKeys) -> Result<(), ValidationError> {
 fn report(r: &SignReport) -> Result<(), ValidationError> {
     at_most("report.signers", r.signers.len(), MAX_COSIGNERS)?;
     at_most("report.blamed", r.blamed.len(), MAX_COSIGNERS * MAX_COSIGNERS)?;
-    at_most("report.warnings", r.warnings.len(), MAX_COSIGNERS)
+    at_most("report.warnings", r.warnings.len(), MAX_COSIGNERS)?;
+    at_most("report.nonces", r.nonces.len(), MAX_REPORT_NONCES)?;
+    r.nonces.iter().try_for_each(|n| at_most("report.nonces.pubnonce", n.pubnonce.len(), MAX_FROST_BLOB_BYTES))
 }
 
 impl Validate for NodeResponse {
@@ -347,6 +349,10 @@ impl Validate for NodeResponse {
             }
             NodeResponse::Point(p) => exactly("point", p.len(), 33),
             NodeResponse::Error { detail: d, .. } => detail(d),
+            NodeResponse::Unavailable { detail: d, report: r } => {
+                detail(d)?;
+                report(r)
+            }
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod html;
 pub mod legacy_driver;
 pub mod lightning;
 pub mod malicious;
+pub mod nonce_audit;
 pub mod policy;
 pub mod report;
 pub mod runner;

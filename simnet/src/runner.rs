@@ -27,6 +27,7 @@ use crate::channels::{EventOutcome, EventResult, LnContext, Slot, SlotRef, SlotS
 use crate::faulty_socket::LinkFaults;
 use crate::harness::{Harness, HarnessError, Keygen, QuorumSpec};
 use crate::lightning::LnEvent;
+use crate::nonce_audit::NonceAudit;
 use crate::report::{
     percentiles, ChannelCounts, EventCounts, FaultEvent, Invariant, LinkFaultStats, Machine, PointOutcome, Report,
     RequestPoint, SigRecord,
@@ -79,6 +80,7 @@ async fn send(client: &NodeClient, keys: ([u8; 32], [u8; 32]), item: WorkItem, r
             Outcome::Refused(refusals.iter().flat_map(|r| r.violations.iter().map(|v| v.tag.clone())).collect())
         }
         (Ok(NodeResponse::Error { kind, detail }), _) => Outcome::Failed(format!("{kind:?}: {detail}")),
+        (Ok(NodeResponse::Unavailable { detail, .. }), _) => Outcome::Failed(format!("QuorumUnavailable: {detail}")),
         (Ok(other), _) => Outcome::Failed(format!("unexpected reply {other:?}")),
         (Err(e), _) => Outcome::Failed(e.to_string()),
     };
@@ -497,14 +499,14 @@ pub async fn run(scenario: &Scenario, progress: bool) -> Result<(Report, Vec<Sig
     drop(client);
     harness.shutdown().await;
     let finished_count = finished.len();
-    let (mut report, sigs) = build_report(scenario, finished, opened, fault_events, duration_s);
+    let seen = std::mem::take(&mut *seen.lock().unwrap_or_else(|e| e.into_inner()));
+    let (mut report, sigs) = build_report(scenario, finished, opened, fault_events, duration_s, &seen.nonces);
     report.invariants.push(Invariant {
         name: "every-event-finished",
         holds: panicked == 0 && finished_count == total,
         detail: format!("{finished_count} of {total} events finished, {panicked} event tasks panicked"),
     });
     report.failed += panicked;
-    let seen = std::mem::take(&mut *seen.lock().unwrap_or_else(|e| e.into_inner()));
     report.blamed = seen.blamed;
     report.participation = seen.participation;
     report.link_faults = link_faults;
@@ -532,6 +534,7 @@ fn blame_reason(r: &BlameReason) -> &'static str {
 struct Seen {
     blamed: BTreeMap<String, BTreeMap<String, usize>>,
     participation: BTreeMap<String, usize>,
+    nonces: NonceAudit,
 }
 
 impl Seen {
@@ -542,6 +545,7 @@ impl Seen {
         for n in &report.signers {
             *self.participation.entry(n.clone()).or_default() += 1;
         }
+        self.nonces.add(report);
     }
 }
 
@@ -602,6 +606,7 @@ fn build_report(
     opened: Vec<EventResult>,
     fault_events: Vec<FaultEvent>,
     duration_s: f64,
+    nonces: &NonceAudit,
 ) -> (Report, Vec<SigRecord>) {
     let mut t = Tally::default();
     let mut latency_by_event: BTreeMap<String, Vec<f64>> = BTreeMap::new();
@@ -690,6 +695,7 @@ fn build_report(
         by_r.entry(*r).or_default().insert(*m);
     }
     let reused = by_r.values().filter(|msgs| msgs.len() > 1).count();
+    let repeated_nonces = nonces.repeated();
     let ln_events: usize = finished.iter().filter(|f| matches!(f, Finished::Lightning(..))).count();
     let invariants = vec![
         Invariant {
@@ -704,11 +710,15 @@ fn build_report(
         },
         Invariant {
             name: "no-repeated-nonce",
-            holds: reused == 0,
+            holds: reused == 0 && repeated_nonces.is_empty(),
             detail: format!(
-                "{} signatures, {} distinct R values, {reused} R values over two different messages",
+                "{} signatures, {} distinct R values, {reused} R values over two different messages; \
+                 {} cosigner nonce uses in signing reports{}, repeated: {}",
                 all_r.len(),
-                by_r.len()
+                by_r.len(),
+                nonces.uses(),
+                if nonces.dropped() > 0 { format!(" (+{} not listed)", nonces.dropped()) } else { String::new() },
+                if repeated_nonces.is_empty() { "none".to_string() } else { format!("{repeated_nonces:?}") },
             ),
         },
         Invariant {

@@ -40,10 +40,18 @@ async fn sign_n(h: &Harness, count: usize) -> Vec<qls_protocol::SignReport> {
 async fn dkg_2_of_3_signs_verifiable_messages() {
     let h = Harness::start(QuorumSpec::new(3, 2)).await.unwrap();
     assert_eq!(h.quorum.key.threshold, 2);
-    for r in sign_n(&h, 5).await {
+    let reports = sign_n(&h, 5).await;
+    for r in &reports {
         assert_eq!(r.signers.len(), 2);
         assert!(r.blamed.is_empty());
+        // One nonce use per signer, named after it (the audit trail of consumed nonces).
+        let mut users: Vec<&str> = r.nonces.iter().map(|n| n.cosigner.as_str()).collect();
+        users.sort();
+        let mut signers: Vec<&str> = r.signers.iter().map(String::as_str).collect();
+        signers.sort();
+        assert_eq!(users, signers, "{r:?}");
     }
+    assert_distinct_nonces(&reports);
     h.shutdown().await;
 }
 
@@ -84,7 +92,23 @@ async fn byzantine_cosigner_is_blamed_and_routed_around() {
     assert!(!blamed.is_empty(), "c2 is chosen at least once in six rotating requests");
     assert!(blamed.iter().all(|b| b.cosigner == "c2" && b.reason == BlameReason::InvalidShare), "{blamed:?}");
     assert!(reports.iter().all(|r| !r.signers.contains(&"c2".to_string())));
+    // The attempt c2 spoiled consumed its nonce and its partner's: both are listed,
+    // besides the two of the attempt that signed.
+    for r in reports.iter().filter(|r| !r.blamed.is_empty()) {
+        assert!(r.nonces.iter().any(|n| n.cosigner == "c2"), "{r:?}");
+        assert_eq!(r.nonces.len(), 2 * r.attempts as usize, "{r:?}");
+    }
+    assert_distinct_nonces(&reports);
     h.shutdown().await;
+}
+
+/// No (cosigner, public nonce) pair in two places of the reports.
+fn assert_distinct_nonces(reports: &[qls_protocol::SignReport]) {
+    let uses: Vec<(&str, &[u8])> =
+        reports.iter().flat_map(|r| r.nonces.iter().map(|n| (n.cosigner.as_str(), n.pubnonce.as_slice()))).collect();
+    let distinct: std::collections::BTreeSet<_> = uses.iter().collect();
+    assert_eq!(distinct.len(), uses.len(), "a cosigner nonce was reported twice");
+    assert!(reports.iter().all(|r| r.nonces_dropped == 0));
 }
 
 fn two_input_psbt(key: &[u8; 32], outputs: Vec<TxOut>) -> bitcoin::psbt::Psbt {
