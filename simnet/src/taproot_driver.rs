@@ -206,8 +206,16 @@ impl TaprootChannelDriver {
         let msg = tc::funding_sighash(&self.view, tx).map_err(|e| DriverError::Check(e.to_string()))?;
         let (ours, ctx, sec) = self.counterparty_session(msg)?;
         let their_nonce: [u8; 66] = sec.public_nonce().to_bytes();
-        let (quorum_nonce, quorum_psig, _) =
+        let mut handed: Vec<Vec<u8>> = reserved.iter().map(|l| l.pubnonce.clone()).collect();
+        let (quorum_nonce, quorum_psig, report) =
             client.taproot_sign_reserved(self.channel, req, their_nonce, reserved).await?;
+        // The report's nonce audit lists the leaf nonces this session consumed: exactly the
+        // reserved ones, when we handed them in (else the coordinator's pooled ones).
+        let mut listed: Vec<Vec<u8>> = report.nonces.into_iter().map(|n| n.pubnonce).collect();
+        handed.sort();
+        listed.sort();
+        let audited = if handed.is_empty() { !listed.is_empty() } else { listed == handed };
+        check(audited, "the signing report lists other leaf nonces than the session's")?;
         let sig = self.aggregate(&ctx, &ours, quorum_nonce, quorum_psig, their_nonce, msg, |agg| {
             musig2::sign_partial(&ctx, scalar(&FUNDING_SECRET), sec, agg, msg).ok()
         })?;
