@@ -41,6 +41,7 @@ pub fn compare(a: &Value, b: &Value) -> String {
         ("node requests", vec!["node_requests"]),
         ("faults injected", vec!["faults_injected"]),
         ("funds lost msat", vec!["funds_lost_msat"]),
+        ("cosigner nonce uses", vec!["cosigner_nonce_uses"]),
         ("peak RSS KiB", vec!["peak_rss_kib"]),
     ]
     .into_iter()

@@ -89,6 +89,8 @@ pub struct Report {
     /// Seconds spent opening the initial channels (before the events).
     pub setup_s: f64,
     pub channels: ChannelCounts,
+    /// Cosigner nonces the signing reports listed (each a share or partial signature made).
+    pub cosigner_nonce_uses: usize,
     /// Peak resident memory of the simnet process (cosigners, coordinator, drivers all in
     /// it), KiB; 0 where `/proc` is missing.
     pub peak_rss_kib: u64,

@@ -776,6 +776,7 @@ fn build_report(
         node_requests: 0,
         setup_s: 0.0,
         channels: ChannelCounts::default(),
+        cosigner_nonce_uses: nonces.uses(),
         peak_rss_kib: crate::report::peak_rss_kib(),
     };
     (report, t.sigs)

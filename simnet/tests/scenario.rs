@@ -179,6 +179,8 @@ async fn lightning_workload_same_seed_same_counts_and_every_attack_refused() {
         assert!(r.refused.contains_key("policy-commitment-holder-balance"));
         assert!(r.refused.contains_key("policy-revoke-before-next-commitment"));
         assert_eq!(r.funds_lost_msat, 0);
+        // Taproot updates and wallet requests reported the cosigner nonces they consumed.
+        assert!(r.cosigner_nonce_uses > 0, "{}", r.summary());
     }
     assert_eq!((&a.events, a.signatures, &a.refused), (&b.events, b.signatures, &b.refused));
     let mut other = scenario.clone();
