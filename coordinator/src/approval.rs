@@ -24,6 +24,23 @@ fn blame(report: &mut SignReport, m: &Member, reason: BlameReason, detail: Strin
     report.blamed.push(Blame { cosigner: m.name().to_string(), reason, detail });
 }
 
+/// For a legacy channel setup: a key holder's attestation of the channel's holder keys,
+/// which cosigners without the seed need (`None` if no key holder answers: they refuse).
+async fn setup_attestation(quorum: &Quorum, subject: &ApprovalSubject) -> Option<KeysAttestation> {
+    let ApprovalSubject::Channel { channel, request: ChannelRequest::Setup(_) } = subject else { return None };
+    match ask_key_holder(quorum, CosignerRequest::ChannelKeys { channel: *channel }).await {
+        Ok(CosignerResponse::ChannelKeys { info, .. }) => Some(info.attestation),
+        Ok(other) => {
+            tracing::warn!(reply = ?other, "a key holder answered a channel-keys request with something else");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "no key holder attested a channel setup's keys");
+            None
+        }
+    }
+}
+
 /// Runs one approval round and the key holder's signature.
 pub async fn approve_and_sign(
     quorum: &Quorum,
@@ -31,11 +48,28 @@ pub async fn approve_and_sign(
 ) -> Result<(KeyHolderOutput, SignReport), ApprovalFailure> {
     let timeout = quorum.config.request_timeout;
     let need = quorum.threshold();
-    let req = CosignerRequest::Approve { subject: subject.clone() };
+    let holder_keys = setup_attestation(quorum, &subject).await;
+    let req = CosignerRequest::Approve { subject: subject.clone(), holder_keys };
     let members = quorum.preference_order();
+    let lane = crate::catch_up::lane_of(&subject);
     let replies = join_all(members.iter().map(|m| {
         let req = &req;
-        async move { (m.clone(), m.link.call(req, timeout).await) }
+        async move {
+            // A cosigner that missed earlier requests of this channel (or payment
+            // approvals) judges them first, in order; then this one.
+            let caught_up = match lane {
+                Some(l) => m.missed.replay(&m.link, l, timeout).await.map(|_| ()),
+                None => Ok(()),
+            };
+            let reply = match caught_up {
+                Ok(()) => m.link.call(req, timeout).await,
+                Err(e) => Err(e),
+            };
+            if let (Err(_), Some(l)) = (&reply, lane) {
+                m.missed.remember(l, req.clone());
+            }
+            (m.clone(), reply)
+        }
     }))
     .await;
     let mut report = SignReport { attempts: 1, ..Default::default() };

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod approval;
+pub mod catch_up;
 pub mod client;
 pub mod config;
 pub mod cosigner_link;

@@ -45,6 +45,8 @@ pub enum QuorumError {
     KeyNotFound(String),
     #[error("group key package does not decode")]
     BadKeyPackage,
+    #[error("group key {key}: {agreeing} reachable cosigners report one public key package, {needed} (the threshold) needed")]
+    KeyNotAgreed { key: String, agreeing: usize, needed: usize },
 }
 
 /// The group key as the coordinator uses it.
@@ -75,6 +77,8 @@ pub struct Member {
     pool: std::sync::Mutex<NoncePool>,
     /// `Some(next probe time)` while the cosigner is down.
     down: std::sync::Mutex<Option<Instant>>,
+    /// State-changing requests it missed, replayed before its next one of the same channel.
+    pub missed: crate::catch_up::MissedLog,
     refilling: tokio::sync::Mutex<()>,
 }
 
@@ -128,6 +132,15 @@ impl Member {
         let taken: Vec<_> = pool.ready.drain(..m).collect();
         pool.in_flight.extend(taken.iter().map(|(id, _)| *id));
         Some(taken)
+    }
+
+    /// Drops every ready commitment: the cosigner no longer holds them (it forgets its
+    /// unused nonces when it restarts), so each would only fail one session.
+    pub fn forget_pool(&self) {
+        let mut pool = self.pool();
+        let dropped = pool.ready.len();
+        pool.ready.clear();
+        tracing::info!(cosigner = %self.name(), dropped, "nonce pool dropped: the cosigner forgot its nonces");
     }
 
     /// Ends a session's hold on `taken`; `unused` commitments (the cosigner provably did
@@ -260,6 +273,28 @@ impl Quorum {
                 }
             }
         };
+        // The package (verifying shares included) is taken only as at least `threshold`
+        // cosigners report it byte for byte: one cosigner cannot make the coordinator blame
+        // honest shares against verifying shares of its own making.
+        let wire = {
+            let mut votes: Vec<(&KeyInfo, usize)> = Vec::new();
+            for (_, k) in reported.iter().filter(|(_, k)| k.key_id == wire.key_id) {
+                match votes
+                    .iter_mut()
+                    .find(|(v, _)| v.public_key_package == k.public_key_package && v.threshold == k.threshold)
+                {
+                    Some((_, n)) => *n += 1,
+                    None => votes.push((k, 1)),
+                }
+            }
+            let (best, agreeing) = votes.into_iter().max_by_key(|(_, n)| *n).ok_or(QuorumError::NoGroupKey)?;
+            // A threshold is itself a claim: below 2 only for a one-cosigner set-up.
+            let needed = usize::from(best.threshold).max(links.len().min(2));
+            if agreeing < needed {
+                return Err(QuorumError::KeyNotAgreed { key: hex::encode(best.key_id), agreeing, needed });
+            }
+            best.clone()
+        };
         for (i, k) in &reported {
             if k.key_id == wire.key_id && k.public_key_package != wire.public_key_package {
                 tracing::error!(cosigner = %links[*i].name(), "cosigner's public key package differs from the group's; it will not be used");
@@ -285,6 +320,7 @@ impl Quorum {
                 key_holder: key_holders.contains(&i),
                 pool: Default::default(),
                 down: Default::default(),
+                missed: Default::default(),
                 refilling: Default::default(),
             }));
         }

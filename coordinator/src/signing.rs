@@ -112,6 +112,9 @@ enum Reply {
     Shares(Vec<SignatureShare>, Vec<Violation>),
     Refused(Vec<Violation>),
     Failed(BlameReason, String),
+    /// The cosigner no longer holds the nonces we hold commitments of (it restarted: a
+    /// cosigner forgets its unused nonces at start). Its pool is dropped; it stays eligible.
+    ForgotNonces(String),
 }
 
 fn classify(member: &Member, r: Result<CosignerResponse, LinkError>, m: usize) -> Reply {
@@ -127,6 +130,11 @@ fn classify(member: &Member, r: Result<CosignerResponse, LinkError>, m: usize) -
         }
         Ok(CosignerResponse::Refused { violations }) => Reply::Refused(violations),
         Ok(CosignerResponse::Error { kind, detail }) => {
+            if matches!(kind, ErrorKind::ConsumedNonce | ErrorKind::UnknownNonce) {
+                // A restarted cosigner forgot every nonce it handed out before.
+                member.forget_pool();
+                return Reply::ForgotNonces(format!("{kind:?}: {detail}"));
+            }
             Reply::Failed(BlameReason::ErrorReply, format!("{kind:?}: {detail}"))
         }
         Ok(other) => Reply::Failed(BlameReason::ErrorReply, format!("unexpected reply {other:?}")),
@@ -238,6 +246,11 @@ pub async fn sign_targets(
                     tracing::info!(cosigner = %member.name(), tags = ?violations.iter().map(|v| &v.tag).collect::<Vec<_>>(), "cosigner refused");
                     refusals.push(CosignerRefusal { cosigner: member.name().into(), violations });
                     excluded.insert(member.identifier);
+                    all_shared = false;
+                }
+                Reply::ForgotNonces(detail) => {
+                    member.release(taken, false);
+                    tracing::info!(cosigner = %member.name(), %detail, "cosigner restarted; its nonce pool is fetched again");
                     all_shared = false;
                 }
                 Reply::Failed(reason, detail) => {

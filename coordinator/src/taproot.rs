@@ -146,6 +146,7 @@ pub async fn run(
             CosignerRequest::TaprootSetup { channel, setup: setup.clone(), leaves: leaves.clone() }
         }
         TaprootRequest::CounterpartyRevocation { .. }
+        | TaprootRequest::FundingConfirmed(_)
         | TaprootRequest::ValidateHolderCommitment { .. }
         | TaprootRequest::RevokeHolderCommitment { .. } => {
             CosignerRequest::TaprootApply { channel, request: request.clone() }

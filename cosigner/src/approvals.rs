@@ -13,31 +13,50 @@
 
 use std::collections::BTreeSet;
 
+use bitcoin::constants::ChainHash;
 use bitcoin::hashes::{sha256, Hash};
 use qls_protocol::quic::{fingerprint, verify_identity_sig};
 use qls_protocol::*;
-use qls_signer_core::channel::{self, approval_statement, request_digest, ChannelError, ChannelState, NODE_STATE};
+use qls_signer_core::channel::{
+    self, approval_statement, holder_keys_statement, request_digest, ChannelError, ChannelState, HolderKeysCheck,
+    NODE_STATE,
+};
+use qls_signer_core::node_key;
 use qls_signer_core::policy::{judge, Verdict};
 use qls_signer_core::wallet::wallet_script;
 
 use crate::channel_store::ChannelUpdate;
 use crate::handler::{error, store_error, violations, CosignerState, Reply};
 
-/// Payment hashes a request touches (HTLCs, revealed preimages, approvals).
-fn touched_hashes(subject: &ApprovalSubject) -> Vec<[u8; 32]> {
+/// Payment hashes a request touches (HTLCs of the new commitment and of the one it
+/// replaces, whose removed HTLCs change the index too; revealed preimages; approvals).
+fn touched_hashes(subject: &ApprovalSubject, current: Option<&ChannelState>) -> Vec<[u8; 32]> {
     let from_info = |c: &CommitmentInfo| c.htlcs.iter().map(|h| h.payment_hash).collect::<Vec<_>>();
     let of_preimages = |p: &[[u8; 32]]| p.iter().map(|p| sha256::Hash::hash(p).to_byte_array()).collect::<Vec<_>>();
-    match subject {
+    let previous = |holder: bool| {
+        let info = match current {
+            Some(c) if holder => c.holder.latest.as_ref().map(|h| &h.info),
+            Some(c) => c.counterparty.latest.as_ref(),
+            None => None,
+        };
+        info.map(from_info).unwrap_or_default()
+    };
+    let mut out = match subject {
         ApprovalSubject::Channel { request, .. } => match request {
-            ChannelRequest::SignCounterpartyCommitment { commitment, outbound_preimages }
-            | ChannelRequest::ValidateHolderCommitment { commitment, outbound_preimages, .. } => {
-                [from_info(commitment), of_preimages(outbound_preimages)].concat()
+            ChannelRequest::SignCounterpartyCommitment { commitment, outbound_preimages } => {
+                [from_info(commitment), previous(false), of_preimages(outbound_preimages)].concat()
+            }
+            ChannelRequest::ValidateHolderCommitment { commitment, outbound_preimages, .. } => {
+                [from_info(commitment), previous(true), of_preimages(outbound_preimages)].concat()
             }
             _ => Vec::new(),
         },
         ApprovalSubject::Node(NodeKeyRequest::ApprovePayment { payment_hash, .. }) => vec![*payment_hash],
         ApprovalSubject::Node(_) | ApprovalSubject::TaprootSecret { .. } => Vec::new(),
-    }
+    };
+    out.sort();
+    out.dedup();
+    out
 }
 
 fn own_scripts(state: &CosignerState) -> Vec<bitcoin::ScriptBuf> {
@@ -107,8 +126,35 @@ fn judge_heartbeat(
         .map_err(store_error)
 }
 
+/// This cosigner's chain extended with `headers` (kept when `persist` and they extend it:
+/// headers carry their own proof of work, whatever the request they came with).
+pub(crate) fn chain_with(
+    state: &CosignerState,
+    headers: &[Vec<u8>],
+    persist: bool,
+) -> Result<qls_signer_core::chain::ChainTip, CosignerResponse> {
+    let network = state.config.network;
+    state
+        .store
+        .update_chain(network, |chain| {
+            let before = chain.clone();
+            if let Err(e) = chain.extend(network, headers) {
+                tracing::info!(error = %e, "a funding proof's headers do not extend this cosigner's chain");
+            }
+            let changed = *chain != before;
+            (chain.clone(), persist && changed)
+        })
+        .map_err(store_error)
+}
+
 /// Judges `subject` and, when `persist` and the policy approves, applies it durably.
-fn judge_subject(state: &CosignerState, subject: &ApprovalSubject, persist: bool) -> Result<Judged, CosignerResponse> {
+/// `holder_keys` is a key holder's attestation, for a legacy setup.
+fn judge_subject(
+    state: &CosignerState,
+    subject: &ApprovalSubject,
+    holder_keys: Option<&KeysAttestation>,
+    persist: bool,
+) -> Result<Judged, CosignerResponse> {
     if let ApprovalSubject::Node(NodeKeyRequest::Heartbeat { headers, tip }) = subject {
         return judge_heartbeat(state, headers, tip, persist);
     }
@@ -117,72 +163,111 @@ fn judge_subject(state: &CosignerState, subject: &ApprovalSubject, persist: bool
     }
     let digest = request_digest(subject);
     let policy = &state.config.policy;
-    let hashes = touched_hashes(subject);
     let scripts = own_scripts(state);
     let now = state.now_unix();
     let channel = match subject {
         ApprovalSubject::Channel { channel, .. } => Some(channel),
         ApprovalSubject::Node(_) | ApprovalSubject::TaprootSecret { .. } => None,
     };
+    let chain = match subject {
+        ApprovalSubject::Channel { request: ChannelRequest::FundingConfirmed(proof), .. } => {
+            Some(chain_with(state, &proof.headers, persist)?)
+        }
+        _ => None,
+    };
     let outcome = state
         .store
-        .update_channel(channel, &hashes, &policy.channel, now, |current, index, stored_channels| {
-            let ctx = channel::Context { policy, own_scripts: &scripts, secp: &state.secp, now, stored_channels };
-            let (violations, next, changed) = match subject {
-                ApprovalSubject::Channel { channel, request } => {
-                    if let Some(kh) = state.key_holder.as_ref() {
-                        key_holder_checks(kh, channel, request)?;
+        .update_channel(
+            channel,
+            |current| touched_hashes(subject, current),
+            &policy.channel,
+            now,
+            |current, index, stored_channels| {
+                let keys_check = match subject {
+                    ApprovalSubject::Channel { channel, request: ChannelRequest::Setup(setup) } => {
+                        Some(holder_keys_check(state, channel, &setup.holder, holder_keys))
                     }
-                    let applied = channel::apply(channel, current.as_ref(), request, &digest, index, &ctx)
-                        .map_err(channel_error)?;
-                    (applied.violations, Some(applied.state), applied.changed)
-                }
-                ApprovalSubject::Node(NodeKeyRequest::ApprovePayment {
-                    payment_hash,
-                    amount_msat,
-                    expires_at,
-                    invoice,
-                    approval,
-                }) => {
-                    let mut v = Vec::new();
-                    let before = index.get(payment_hash).cloned();
-                    let req = channel::PaymentRequest {
-                        hash: payment_hash,
-                        amount_msat: *amount_msat,
-                        expires_at: *expires_at,
-                        invoice: invoice.as_deref(),
-                        approval: approval.as_ref(),
-                    };
-                    channel::approve_payment(&mut v, &policy.channel, now, &req, index, &state.secp);
-                    let changed = index.get(payment_hash) != before.as_ref();
-                    (v, None, changed)
-                }
-                ApprovalSubject::Node(_) | ApprovalSubject::TaprootSecret { .. } => (Vec::new(), None, false),
-            };
-            let verdict = judge(violations, policy);
-            let write = persist && verdict.approves() && changed;
-            let digest_after = next.as_ref().map_or(NODE_STATE, |s| s.digest);
-            Ok(ChannelUpdate {
-                state: if write { next.clone() } else { None },
-                write_payments: write,
-                result: Judged { verdict, state: digest_after, changed, channel_state: next },
-            })
-        })
+                    _ => None,
+                };
+                let ctx = channel::Context {
+                    policy,
+                    own_scripts: &scripts,
+                    secp: &state.secp,
+                    now,
+                    stored_channels,
+                    holder_keys: keys_check,
+                    chain: chain.as_ref(),
+                };
+                let (violations, next, changed) = match subject {
+                    ApprovalSubject::Channel { channel, request } => {
+                        if let Some(kh) = state.key_holder.as_ref() {
+                            key_holder_checks(kh, channel, request)?;
+                        }
+                        let applied = channel::apply(channel, current.as_ref(), request, &digest, index, &ctx)
+                            .map_err(channel_error)?;
+                        (applied.violations, Some(applied.state), applied.changed)
+                    }
+                    ApprovalSubject::Node(NodeKeyRequest::ApprovePayment {
+                        payment_hash,
+                        amount_msat,
+                        expires_at,
+                        invoice,
+                        approval,
+                    }) => {
+                        let mut v = Vec::new();
+                        let before = index.get(payment_hash).cloned();
+                        let req = channel::PaymentRequest {
+                            hash: payment_hash,
+                            amount_msat: *amount_msat,
+                            expires_at: *expires_at,
+                            invoice: invoice.as_deref(),
+                            approval: approval.as_ref(),
+                        };
+                        channel::approve_payment(&mut v, &policy.channel, now, &req, index, &state.secp);
+                        let changed = index.get(payment_hash) != before.as_ref();
+                        (v, None, changed)
+                    }
+                    ApprovalSubject::Node(request) => (node_key_violations(state, request), None, false),
+                    ApprovalSubject::TaprootSecret { .. } => (Vec::new(), None, false),
+                };
+                let verdict = judge(violations, policy);
+                let write = persist && verdict.approves() && changed;
+                let digest_after = next.as_ref().map_or(NODE_STATE, |s| s.digest);
+                Ok(ChannelUpdate {
+                    state: if write { next.clone() } else { None },
+                    write_payments: write,
+                    result: Judged { verdict, state: digest_after, changed, channel_state: next },
+                })
+            },
+        )
         .map_err(store_error)?;
     outcome
 }
 
-/// What only the seed's holder can check: our keys and our per-commitment points.
+/// A node-key signature request's preimage must parse as its kind (one digest, one
+/// meaning: `qls_signer_core::node_key`).
+fn node_key_violations(state: &CosignerState, request: &NodeKeyRequest) -> Vec<qls_signer_core::policy::Violation> {
+    let mut v = Vec::new();
+    match request {
+        NodeKeyRequest::SignInvoice { hrp, data, payment_hash, amount_msat } => {
+            node_key::invoice_digest(&mut v, hrp, data, payment_hash, *amount_msat);
+        }
+        NodeKeyRequest::SignGossip { kind, message } => {
+            node_key::gossip_digest(&mut v, *kind, message, ChainHash::using_genesis_block(state.config.network));
+        }
+        NodeKeyRequest::Ecdh { .. } | NodeKeyRequest::ApprovePayment { .. } | NodeKeyRequest::Heartbeat { .. } => {}
+    }
+    v
+}
+
+/// What only the seed's holder can check: our per-commitment points (holder keys are a
+/// policy rule, `policy-channel-holder-keys`, judged with the setup).
 fn key_holder_checks(
     kh: &crate::key_holder::KeyHolder,
     channel: &ChannelKeysId,
     request: &ChannelRequest,
 ) -> Result<(), CosignerResponse> {
     match request {
-        ChannelRequest::Setup(setup) if !kh.owns_setup(channel, &setup.holder) => Err(error(
-            ErrorKind::InvalidRequest,
-            "setup's holder keys are not the ones this key holder derives for the channel",
-        )),
         ChannelRequest::ValidateHolderCommitment { commitment, .. } => {
             let ours = kh
                 .per_commitment_point(channel, commitment.commitment_number)
@@ -203,8 +288,8 @@ fn key_holder_checks(
 }
 
 /// Validates, applies and approves (or refuses) one request.
-pub fn approve(state: &CosignerState, subject: ApprovalSubject) -> Reply {
-    let judged = judge_subject(state, &subject, true)?;
+pub fn approve(state: &CosignerState, subject: ApprovalSubject, holder_keys: Option<KeysAttestation>) -> Reply {
+    let judged = judge_subject(state, &subject, holder_keys.as_ref(), true)?;
     if !judged.verdict.approves() {
         tracing::info!(refused = ?judged.verdict.refused.iter().map(|v| v.tag.name()).collect::<Vec<_>>(), "policy refused a channel request");
         return Ok(CosignerResponse::Refused { violations: violations(&judged.verdict.refused) });
@@ -252,7 +337,7 @@ pub fn key_holder_sign(state: &CosignerState, subject: ApprovalSubject, approval
     let Some(kh) = state.key_holder.as_ref() else {
         return Err(error(ErrorKind::Forbidden, "this cosigner is not a key holder"));
     };
-    let judged = judge_subject(state, &subject, false)?;
+    let judged = judge_subject(state, &subject, None, false)?;
     if !judged.verdict.approves() {
         return Ok(CosignerResponse::Refused { violations: violations(&judged.verdict.refused) });
     }
@@ -282,7 +367,7 @@ pub fn key_holder_sign(state: &CosignerState, subject: ApprovalSubject, approval
                 state.store.update_chain(state.config.network, |c| (c.tip().clone(), false)).map_err(store_error)?;
             kh.sign_heartbeat(tip.height, &tip.hash, state.now_unix())
         }
-        ApprovalSubject::Node(r) => kh.sign_node(r),
+        ApprovalSubject::Node(r) => kh.sign_node(r, ChainHash::using_genesis_block(state.config.network)),
         ApprovalSubject::TaprootSecret { channel, commitment_number } => {
             kh.release_taproot_secret(channel, *commitment_number)
         }
@@ -291,12 +376,56 @@ pub fn key_holder_sign(state: &CosignerState, subject: ApprovalSubject, approval
     Ok(CosignerResponse::KeyHolderSigned(output))
 }
 
+/// A key holder's public keys for `channel`, with its identity's attestation of them.
 pub fn channel_keys(state: &CosignerState, channel: &ChannelKeysId) -> Reply {
     let kh =
         state.key_holder.as_ref().ok_or_else(|| error(ErrorKind::Forbidden, "this cosigner is not a key holder"))?;
-    let mut info = kh.channel_keys(channel);
-    info.set_up = state.store.channel(channel).map_err(|e| error(ErrorKind::Internal, e))?.is_some();
+    let points = kh.channel_points(channel);
+    let statement = holder_keys_statement(channel, &points);
+    let identity_sig = state.identity.sign(&statement).map_err(|e| error(ErrorKind::Internal, e))?;
+    let attestation = KeysAttestation {
+        cosigner: state.identity.fingerprint,
+        cert_der: state.identity.cert_der.to_vec(),
+        identity_sig,
+    };
+    let set_up = state.store.channel(channel).map_err(|e| error(ErrorKind::Internal, e))?.is_some();
+    let info = ChannelKeysInfo { channel: *channel, points, attestation, set_up };
     Ok(CosignerResponse::ChannelKeys { info, node_id: kh.node_id().serialize().to_vec() })
+}
+
+/// Whether a setup's holder keys are the quorum's: a key holder derives them itself; any
+/// other cosigner needs `attestation` from a key holder it pins (`key_holder_peers`).
+fn holder_keys_check(
+    state: &CosignerState,
+    channel: &ChannelKeysId,
+    holder: &ChannelPoints,
+    attestation: Option<&KeysAttestation>,
+) -> HolderKeysCheck {
+    if let Some(kh) = state.key_holder.as_ref() {
+        return if kh.owns_setup(channel, holder) {
+            HolderKeysCheck::Ours
+        } else {
+            HolderKeysCheck::NotOurs("the holder keys are not the ones this key holder derives for the channel".into())
+        };
+    }
+    let Some(a) = attestation else {
+        return HolderKeysCheck::NotOurs("no key holder attested the holder keys".into());
+    };
+    let who = hex::encode(&a.cosigner[..8]);
+    if !state.config.key_holder_peers.contains(&a.cosigner) {
+        return HolderKeysCheck::NotOurs(format!("attested by {who}, which is not a pinned key holder"));
+    }
+    if fingerprint(&a.cert_der) != a.cosigner {
+        return HolderKeysCheck::NotOurs(format!("the attestation's certificate is not {who}'s"));
+    }
+    let statement = holder_keys_statement(channel, holder);
+    if verify_identity_sig(&a.cert_der, &statement, &a.identity_sig).is_err() {
+        return HolderKeysCheck::NotOurs(format!(
+            "{who}'s attestation does not sign these holder keys for channel {}",
+            hex::encode(&channel[..8])
+        ));
+    }
+    HolderKeysCheck::Ours
 }
 
 pub fn per_commitment_point(state: &CosignerState, channel: &ChannelKeysId, n: u64) -> Reply {

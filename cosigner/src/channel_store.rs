@@ -39,7 +39,7 @@ impl Store {
     pub fn update_channel<R, E>(
         &self,
         channel: Option<&ChannelKeysId>,
-        hashes: &[[u8; 32]],
+        hashes: impl FnOnce(Option<&ChannelState>) -> Vec<[u8; 32]>,
         limits: &ChannelPolicy,
         now: u64,
         judge: impl FnOnce(Option<ChannelState>, &mut PaymentIndex, usize) -> Result<ChannelUpdate<R>, E>,
@@ -64,7 +64,8 @@ impl Store {
                 stored_channels -= prune_closed_channels(&mut channels, now, limits.closed_channel_retention_secs)?;
             }
             let mut node = txn.open_table(NODE).map_err(db_err)?;
-            let (mut index, velocity) = load_index(&mut payments, &node, hashes, limits, now)?;
+            let hashes = hashes(current.as_ref());
+            let (mut index, velocity) = load_index(&mut payments, &node, &hashes, limits, now)?;
             match judge(current, &mut index, stored_channels) {
                 Err(e) => outcome = Err(e),
                 Ok(update) => {
@@ -257,10 +258,16 @@ mod tests {
         f: impl FnOnce(&mut PaymentIndex),
     ) -> usize {
         store
-            .update_channel(channel, &[hash], limits, NOW, |_, index, stored_channels| {
-                f(index);
-                Ok::<_, ()>(ChannelUpdate { state, write_payments: true, result: stored_channels })
-            })
+            .update_channel(
+                channel,
+                |_| vec![hash],
+                limits,
+                NOW,
+                |_, index, stored_channels| {
+                    f(index);
+                    Ok::<_, ()>(ChannelUpdate { state, write_payments: true, result: stored_channels })
+                },
+            )
             .unwrap()
             .unwrap()
     }

@@ -42,6 +42,11 @@ pub struct CosignerConfigFile {
     /// Fingerprints (hex) of fellow cosigners, trusted as DKG participants.
     #[serde(default)]
     pub peers: Vec<String>,
+    /// Fingerprints (hex) of the peers that hold the node seed: their attestation of a
+    /// legacy channel's holder keys is what this cosigner (if it holds no seed itself)
+    /// needs to accept the channel. Each must also be in `peers`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_holder_peers: Vec<String>,
     #[serde(default = "default_pool")]
     pub nonce_pool_max: u32,
     /// Lowest DKG threshold this cosigner takes part in; default: a majority of the group
@@ -58,6 +63,10 @@ pub struct CosignerConfigFile {
     /// Approvals a key holder needs (its own included); default: a majority of the group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval_threshold: Option<u16>,
+    /// A single-device set-up: allows `dkg_min_threshold` and `approval_threshold` below 2
+    /// (one device decides alone). Never set it for a quorum.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub single_device: bool,
     /// `bitcoin`, `testnet`, `signet` or `regtest`: the chain whose headers this cosigner
     /// follows (from its genesis block) for heartbeats.
     #[serde(default = "default_network")]
@@ -74,6 +83,10 @@ fn default_xpub_lookahead() -> u32 {
     1_000
 }
 
+fn default_funding_sat_max() -> u64 {
+    qls_signer_core::policy::DEFAULT_FUNDING_SAT_MAX
+}
+
 fn default_pool() -> u32 {
     DEFAULT_NONCE_POOL_MAX
 }
@@ -83,6 +96,9 @@ fn default_pool() -> u32 {
 pub struct PolicyFile {
     /// Largest fee a PSBT may pay, in satoshis.
     pub fee_sat_max: u64,
+    /// Largest channel the node may fund from the group's wallet, in satoshis.
+    #[serde(default = "default_funding_sat_max")]
+    pub funding_sat_max: u64,
     /// Output scripts (hex) besides the group's wallet that PSBTs may pay.
     #[serde(default)]
     pub allowlisted_scripts: Vec<String>,
@@ -103,6 +119,7 @@ impl Default for PolicyFile {
     fn default() -> Self {
         Self {
             fee_sat_max: OnchainPolicy::default().fee_sat_max,
+            funding_sat_max: default_funding_sat_max(),
             allowlisted_scripts: Vec::new(),
             allowlisted_xpubs: Vec::new(),
             xpub_lookahead: default_xpub_lookahead(),
@@ -162,7 +179,11 @@ impl PolicyFile {
         }
         Ok(PolicyConfig {
             actions,
-            onchain: OnchainPolicy { allowlisted_scripts, fee_sat_max: self.fee_sat_max },
+            onchain: OnchainPolicy {
+                allowlisted_scripts,
+                fee_sat_max: self.fee_sat_max,
+                funding_sat_max: self.funding_sat_max,
+            },
             channel: self.channel.clone(),
         })
     }
@@ -175,11 +196,13 @@ pub struct CosignerConfig {
     pub listen: SocketAddr,
     pub coordinators: Vec<Fingerprint>,
     pub peers: Vec<Fingerprint>,
+    pub key_holder_peers: Vec<Fingerprint>,
     pub nonce_pool_max: u32,
     pub dkg_min_threshold: Option<u16>,
     pub allow_dealer_import: bool,
     pub key_holder: bool,
     pub approval_threshold: Option<u16>,
+    pub single_device: bool,
     pub network: bitcoin::Network,
     pub policy: PolicyConfig,
 }
@@ -191,11 +214,13 @@ impl CosignerConfigFile {
             listen,
             coordinators: Vec::new(),
             peers: Vec::new(),
+            key_holder_peers: Vec::new(),
             nonce_pool_max: DEFAULT_NONCE_POOL_MAX,
             dkg_min_threshold: None,
             allow_dealer_import: false,
             key_holder: false,
             approval_threshold: None,
+            single_device: false,
             network: default_network(),
             policy: PolicyFile::default(),
         }
@@ -227,17 +252,40 @@ impl CosignerConfigFile {
         if self.nonce_pool_max == 0 || self.nonce_pool_max > 1_000_000 {
             return Err(invalid("nonce_pool_max", format!("{} is not in 1..=1000000", self.nonce_pool_max)));
         }
+        for (field, value) in
+            [("dkg_min_threshold", self.dkg_min_threshold), ("approval_threshold", self.approval_threshold)]
+        {
+            if value.is_some_and(|t| t < 2) && !self.single_device {
+                return Err(invalid(
+                    field,
+                    format!(
+                        "{} lets one device decide alone; set `single_device = true` if that is what you run",
+                        value.unwrap_or(0)
+                    ),
+                ));
+            }
+        }
         let policy = self.policy.check(path)?;
+        let peers = fps("peers", &self.peers)?;
+        let key_holder_peers = fps("key_holder_peers", &self.key_holder_peers)?;
+        if let Some(stranger) = key_holder_peers.iter().find(|k| !peers.contains(k)) {
+            return Err(invalid(
+                "key_holder_peers",
+                format!("{} is not one of `peers`", qls_protocol::quic::fingerprint_hex(stranger)),
+            ));
+        }
         Ok(CosignerConfig {
             name: self.name.clone(),
             listen: self.listen,
             coordinators: fps("coordinators", &self.coordinators)?,
-            peers: fps("peers", &self.peers)?,
+            peers,
+            key_holder_peers,
             nonce_pool_max: self.nonce_pool_max,
             dkg_min_threshold: self.dkg_min_threshold,
             allow_dealer_import: self.allow_dealer_import,
             key_holder: self.key_holder,
             approval_threshold: self.approval_threshold,
+            single_device: self.single_device,
             network: match self.network.as_str() {
                 "bitcoin" => bitcoin::Network::Bitcoin,
                 "testnet" => bitcoin::Network::Testnet,
@@ -285,6 +333,28 @@ mod tests {
         .unwrap();
         assert_eq!(ok.policy.action(PolicyTag::OnchainFeeRange), PolicyAction::Warn);
         assert_eq!(ok.policy.onchain.fee_sat_max, 7);
+    }
+
+    #[test]
+    fn thresholds_below_two_need_single_device_mode() {
+        let base = "name = \"c\"\nlisten = \"127.0.0.1:1\"\n";
+        for field in ["dkg_min_threshold", "approval_threshold"] {
+            let e = check(&format!("{base}{field} = 1\n")).unwrap_err();
+            assert!(e.to_string().contains(field) && e.to_string().contains("single_device"), "{e}");
+            check(&format!("{base}{field} = 1\nsingle_device = true\n")).unwrap();
+            check(&format!("{base}{field} = 2\n")).unwrap();
+        }
+    }
+
+    #[test]
+    fn key_holder_peers_must_be_pinned_peers() {
+        let a = "aa".repeat(32);
+        let b = "bb".repeat(32);
+        let base = "name = \"c\"\nlisten = \"127.0.0.1:1\"\n";
+        let ok = check(&format!("{base}peers = [\"{a}\", \"{b}\"]\nkey_holder_peers = [\"{a}\"]\n")).unwrap();
+        assert_eq!(ok.key_holder_peers, vec![[0xaa; 32]]);
+        let e = check(&format!("{base}peers = [\"{a}\"]\nkey_holder_peers = [\"{b}\"]\n")).unwrap_err();
+        assert!(e.to_string().contains("key_holder_peers"), "{e}");
     }
 
     #[test]

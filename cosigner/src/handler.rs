@@ -157,7 +157,7 @@ pub fn handle(state: &Arc<CosignerState>, req: CosignerRequest) -> CosignerRespo
         CosignerRequest::ImportDealerShare { key_package, public_key_package } => {
             import_dealer_share(state, &key_package, &public_key_package)
         }
-        CosignerRequest::Approve { subject } => approvals::approve(state, subject),
+        CosignerRequest::Approve { subject, holder_keys } => approvals::approve(state, subject, holder_keys),
         CosignerRequest::KeyHolderSign { subject, approvals } => approvals::key_holder_sign(state, subject, approvals),
         CosignerRequest::ChannelKeys { channel } => approvals::channel_keys(state, &channel),
         CosignerRequest::PerCommitmentPoint { channel, commitment_number } => {

@@ -11,7 +11,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use bitcoin::hashes::{sha256, sha256d, Hash};
+use bitcoin::constants::ChainHash;
 use bitcoin::secp256k1::{ecdh::SharedSecret, All, Message, PublicKey, Scalar, Secp256k1};
 use lightning::chain::transaction::OutPoint;
 use lightning::ln::chan_utils::{
@@ -24,9 +24,10 @@ use lightning::sign::{
     KeysManager, NodeSigner, Recipient,
 };
 use lightning::types::payment::PaymentPreimage;
-use qls_protocol::{ChannelKeysId, ChannelKeysInfo, ChannelRequest, KeyHolderOutput, NodeKeyRequest};
+use qls_protocol::{ChannelKeysId, ChannelRequest, KeyHolderOutput, NodeKeyRequest};
 use qls_signer_core::channel::parse::{self, Broadcaster};
 use qls_signer_core::channel::{delayed_outputs, ChannelState};
+use qls_signer_core::node_key;
 
 pub const SEED_FILE: &str = "node-seed";
 
@@ -94,12 +95,9 @@ impl KeyHolder {
         self.keys.derive_channel_keys(channel)
     }
 
-    pub fn channel_keys(&self, channel: &ChannelKeysId) -> ChannelKeysInfo {
-        ChannelKeysInfo {
-            channel: *channel,
-            points: parse::channel_points(&self.signer(channel).pubkeys(&self.secp)),
-            set_up: false,
-        }
+    /// The holder points this seed derives for `channel`.
+    pub fn channel_points(&self, channel: &ChannelKeysId) -> qls_protocol::ChannelPoints {
+        parse::channel_points(&self.signer(channel).pubkeys(&self.secp))
     }
 
     pub fn per_commitment_point(&self, channel: &ChannelKeysId, n: u64) -> Result<PublicKey, KeyHolderError> {
@@ -120,7 +118,7 @@ impl KeyHolder {
 
     /// Whether the setup's holder keys are the ones this seed derives for `channel`.
     pub fn owns_setup(&self, channel: &ChannelKeysId, holder: &qls_protocol::ChannelPoints) -> bool {
-        self.channel_keys(channel).points == *holder
+        self.channel_points(channel) == *holder
     }
 
     /// Signs an approved channel request from the stored state `state`.
@@ -138,6 +136,7 @@ impl KeyHolder {
             |info, b| parse::commitment(&params, info, b, secp).map_err(|e| KeyHolderError::Rebuild(e.to_string()));
         match request {
             ChannelRequest::Setup(_)
+            | ChannelRequest::FundingConfirmed(_)
             | ChannelRequest::ValidateHolderCommitment { .. }
             | ChannelRequest::ValidateCounterpartyRevocation { .. } => Ok(KeyHolderOutput::Done),
             ChannelRequest::SignCounterpartyCommitment { commitment, outbound_preimages } => {
@@ -290,7 +289,9 @@ impl KeyHolder {
     }
 
     /// Signs an approved node-key request.
-    pub fn sign_node(&self, request: &NodeKeyRequest) -> Result<KeyHolderOutput, KeyHolderError> {
+    /// Signs a node-key request; signatures are over the digest `node_key` rebuilds from a
+    /// preimage that parses as the request's kind (`chain`: the cosigner's chain).
+    pub fn sign_node(&self, request: &NodeKeyRequest, chain: ChainHash) -> Result<KeyHolderOutput, KeyHolderError> {
         match request {
             NodeKeyRequest::Ecdh { other_key, tweak } => {
                 let other = PublicKey::from_slice(other_key).map_err(|_| KeyHolderError::Signer("ECDH key"))?;
@@ -302,15 +303,17 @@ impl KeyHolder {
                     .map_err(|_| KeyHolderError::Signer("ECDH"))?;
                 Ok(KeyHolderOutput::SharedSecret(s.secret_bytes()))
             }
-            NodeKeyRequest::SignInvoice { hrp, data, .. } => {
-                let hash = sha256::Hash::hash(&[hrp.as_slice(), data.as_slice()].concat()).to_byte_array();
+            NodeKeyRequest::SignInvoice { hrp, data, payment_hash, amount_msat } => {
+                let hash = node_key::invoice_digest(&mut Vec::new(), hrp, data, payment_hash, *amount_msat)
+                    .ok_or(KeyHolderError::Signer("the invoice does not parse as the request's BOLT 11 invoice"))?;
                 let sig =
                     self.secp.sign_ecdsa_recoverable(&Message::from_digest(hash), &self.keys.get_node_secret_key());
                 let (recid, bytes) = sig.serialize_compact();
                 Ok(KeyHolderOutput::Recoverable { sig: bytes.to_vec(), recid: recid.to_i32() as u8 })
             }
-            NodeKeyRequest::SignGossip { message } => {
-                let hash = sha256d::Hash::hash(message).to_byte_array();
+            NodeKeyRequest::SignGossip { kind, message } => {
+                let hash = node_key::gossip_digest(&mut Vec::new(), *kind, message, chain)
+                    .ok_or(KeyHolderError::Signer("the gossip message does not parse as its kind"))?;
                 let sig = self.secp.sign_ecdsa(&Message::from_digest(hash), &self.keys.get_node_secret_key());
                 Ok(sig_output(sig, &[]))
             }

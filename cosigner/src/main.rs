@@ -34,7 +34,9 @@ enum Command {
         #[arg(long)]
         data_dir: PathBuf,
     },
-    /// Pin a coordinator (may connect) or a peer cosigner (trusted as DKG participant).
+    /// Pin a coordinator (may connect) or a peer cosigner (trusted as DKG participant);
+    /// `--key-holder-peer` pins a peer that also holds the node seed (its attestation of
+    /// a channel's holder keys is accepted).
     Pin {
         #[arg(long)]
         data_dir: PathBuf,
@@ -42,6 +44,8 @@ enum Command {
         coordinators: Vec<String>,
         #[arg(long = "peer")]
         peers: Vec<String>,
+        #[arg(long = "key-holder-peer")]
+        key_holder_peers: Vec<String>,
     },
     /// Serve the pinned coordinators.
     Run {
@@ -65,10 +69,15 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             println!("{}", fingerprint_hex(&id.fingerprint));
         }
         Command::Fingerprint { data_dir } => println!("{}", fingerprint_hex(&Identity::load(&data_dir)?.fingerprint)),
-        Command::Pin { data_dir, coordinators, peers } => {
+        Command::Pin { data_dir, coordinators, mut peers, key_holder_peers } => {
             let path = config_path(&data_dir);
             let mut file = CosignerConfigFile::load(&path)?;
-            for (list, new) in [(&mut file.coordinators, coordinators), (&mut file.peers, peers)] {
+            peers.extend(key_holder_peers.iter().cloned());
+            for (list, new) in [
+                (&mut file.coordinators, coordinators),
+                (&mut file.peers, peers),
+                (&mut file.key_holder_peers, key_holder_peers),
+            ] {
                 for fp in new {
                     let hex = fingerprint_hex(&parse_fingerprint(&fp)?);
                     if !list.contains(&hex) {

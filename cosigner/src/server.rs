@@ -55,7 +55,10 @@ impl Cosigner {
         }
         let identity = Identity::load(data_dir)?;
         let path = data_dir.join(STORE_FILE);
-        let store = Store::open(&path).map_err(|source| CosignerError::Store { path, source })?;
+        let store = Store::open(&path).map_err(|source| CosignerError::Store { path: path.clone(), source })?;
+        // A store may be an older copy of itself: no nonce from before this start signs.
+        let (frost, musig) = store.forget_nonces_at_start().map_err(|source| CosignerError::Store { path, source })?;
+        tracing::info!(frost, musig, "unused nonces from before this start forgotten");
         let endpoint = server_endpoint(&identity, config.listen, config.coordinators.iter().copied())?;
         let mut state = CosignerState::new(config, identity, store);
         if state.config.key_holder {

@@ -11,7 +11,7 @@
 
 use std::path::Path;
 
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use qls_protocol::KeyId;
 use qls_signer_core::frost::round1::SigningNonces;
@@ -219,6 +219,29 @@ impl Store {
             }
         }
         txn.commit().map_err(db_err)
+    }
+
+    /// Run once at start, before serving: forgets every unused nonce that a restarted
+    /// cosigner could be asked to sign with again in another session. If this store is an
+    /// older copy (a restored backup or VM snapshot), those secret nonces may already have
+    /// signed in the timeline it was copied from; a coordinator that recorded those
+    /// packages could otherwise replay them here. Gone: every FROST pool nonce, every
+    /// fresh MuSig2 nonce, and every taproot verification nonce whose holder commitment
+    /// was not validated (its session is not fixed yet). Kept: verification nonces of a
+    /// validated holder commitment (they sign only that commitment in its stored session,
+    /// so a repeat is the same partial signature). The nonce counters never go back, so a
+    /// forgotten id is refused as consumed. Returns (FROST, MuSig2) nonces forgotten.
+    pub fn forget_nonces_at_start(&self) -> Result<(usize, usize), StoreError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        let frost;
+        {
+            let mut nonces = txn.open_table(NONCES).map_err(db_err)?;
+            frost = nonces.len().map_err(db_err)? as usize;
+            nonces.retain(|_, _| false).map_err(db_err)?;
+        }
+        let musig = crate::taproot_store::forget_unpinned_musig_nonces(&txn)?;
+        txn.commit().map_err(db_err)?;
+        Ok((frost, musig))
     }
 
     /// Unused nonces held for `key_id`.

@@ -258,6 +258,10 @@ fn judge_and_apply(
             .map(|(nonce_id, p)| LeafNonce { cosigner: state.identity.fingerprint, nonce_id, pubnonce: p.to_vec() }),
         _ => None,
     };
+    let chain = match request {
+        TaprootRequest::FundingConfirmed(proof) => Some(crate::approvals::chain_with(state, &proof.headers, true)?),
+        _ => None,
+    };
     let ctx = tc::TaprootContext {
         policy: &state.config.policy,
         holder,
@@ -265,6 +269,7 @@ fn judge_and_apply(
         own_scripts: &own,
         secp: &state.secp,
         own_verification: own_verification.as_ref(),
+        chain: chain.as_ref(),
     };
     let digest = digest_of(&channel, request);
     let policy = &state.config.policy;
@@ -426,6 +431,7 @@ pub fn frost_targets_of(
         own_scripts: &own,
         secp: &state.secp,
         own_verification: None,
+        chain: None,
     };
     tc::frost_targets(channel, &current, item, &ctx).map_err(channel_error)
 }

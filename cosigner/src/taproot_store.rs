@@ -112,6 +112,35 @@ fn next_id(meta: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<u64
     }
 }
 
+/// Inside `txn`: removes every MuSig2 nonce but the verification nonces of validated
+/// holder commitments (see [`Store::forget_nonces_at_start`]); returns how many went.
+pub(crate) fn forget_unpinned_musig_nonces(txn: &redb::WriteTransaction) -> Result<usize, StoreError> {
+    let mut nonces = txn.open_table(MUSIG_NONCES).map_err(db_err)?;
+    let channels = txn.open_table(TAPROOT_CHANNELS).map_err(db_err)?;
+    let mut forget = Vec::new();
+    for row in nonces.iter().map_err(db_err)? {
+        let (id, v) = row.map_err(db_err)?;
+        let record = decode(v.value())?;
+        let validated = match record.commitment {
+            None => false,
+            Some(n) => match channels.get(record.channel.as_slice()).map_err(db_err)? {
+                Some(state) => postcard::from_bytes::<TaprootChannelState>(state.value())
+                    .map_err(|_| StoreError::Corrupt("taproot channel state"))?
+                    .holder_latest
+                    .is_some_and(|h| h.info.commitment_number == n),
+                None => false,
+            },
+        };
+        if !validated {
+            forget.push(id.value());
+        }
+    }
+    for id in &forget {
+        nonces.remove(*id).map_err(db_err)?;
+    }
+    Ok(forget.len())
+}
+
 impl Store {
     /// This cosigner's MuSig2 leaf secret, created (from `fresh`) and stored on first use.
     pub fn musig_leaf_secret(&self, fresh: impl FnOnce() -> [u8; 32]) -> Result<[u8; 32], StoreError> {

@@ -1,6 +1,7 @@
 //! The cosigner as a real process (`qls-cosigner run`), driven over QUIC by a test that
 //! plays the coordinator: nonce safety across `kill -9` and across an abort right after
-//! the nonce is consumed, bad frames answered with typed errors, unpinned peers refused.
+//! the nonce is consumed and across a restore of an older copy of the store, bad frames
+//! answered with typed errors, unpinned peers refused.
 
 mod common;
 
@@ -41,9 +42,17 @@ async fn kill_9_after_commitment_then_nonce_used_once_only() {
     cosigner.kill_9();
 
     let conn = cosigner.start(None).await;
-    // The commitment handed out before the crash is still served, durably.
-    let again = commitments(&conn, &theirs, 2).await;
-    assert_eq!(again.iter().map(|(id, _)| *id).collect::<Vec<_>>(), pool.iter().map(|(id, _)| *id).collect::<Vec<_>>());
+    // A restart forgets every nonce handed out before it (the store could be an older
+    // copy of itself): those ids are refused as consumed, and fresh ones come after them.
+    let (before, _, _) = sign_request(&theirs, &ours, pool[1].0, pool[1].1, [3; 32]);
+    assert_eq!(error_kind(call(&conn, &before).await.unwrap()), ErrorKind::ConsumedNonce);
+    let pool = commitments(&conn, &theirs, 2).await;
+    assert_eq!(pool.len(), 2);
+    assert!(
+        pool.iter().all(|(id, _)| *id > 2),
+        "ids never go back: {:?}",
+        pool.iter().map(|p| p.0).collect::<Vec<_>>()
+    );
     let msg = [3; 32];
     let (req, package, our_nonce) = sign_request(&theirs, &ours, pool[1].0, pool[1].1, msg);
     let share = match call(&conn, &req).await.unwrap() {
@@ -74,6 +83,7 @@ async fn kill_9_after_commitment_then_nonce_used_once_only() {
     let (unknown, _, _) = sign_request(&theirs, &ours, 1_000_000, pool[0].1, [5; 32]);
     assert_eq!(error_kind(call(&conn, &unknown).await.unwrap()), ErrorKind::UnknownNonce);
     // A package whose commitment for this cosigner is not the nonce's is refused too.
+    let pool = commitments(&conn, &theirs, 2).await;
     let (mismatch, _, _) = sign_request(&theirs, &ours, pool[0].0, pool[1].1, [6; 32]);
     assert_eq!(error_kind(call(&conn, &mismatch).await.unwrap()), ErrorKind::InvalidRequest);
 }
@@ -131,4 +141,57 @@ async fn unpinned_coordinator_is_refused() {
     };
     let outcome = tokio::time::timeout(Duration::from_secs(5), outcome).await.expect("refusal is prompt");
     assert!(outcome.is_err(), "an unpinned coordinator got {outcome:?}");
+}
+
+/// A cosigner started from an older copy of its store (a restored backup or VM snapshot)
+/// holds secret nonces that already signed in the timeline it was copied from. A
+/// coordinator that recorded a signing package replays it, and the same nonce with another
+/// message, against the restored copy: both are refused, so no nonce signs twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restored_store_copy_never_signs_with_a_nonce_again() {
+    let mut cosigner = Cosigner::new();
+    let conn = cosigner.start(None).await;
+    let (theirs, ours) = import_key(&conn, &cosigner).await;
+    let pool = commitments(&conn, &theirs, 3).await;
+    // The backup: taken while the pool's nonces are unused (the process is stopped first,
+    // as a snapshot tool would quiesce it).
+    cosigner.kill_9();
+    let store = cosigner.data_dir().join("cosigner.redb");
+    let backup = cosigner.data_dir().join("backup.redb");
+    std::fs::copy(&store, &backup).unwrap();
+
+    // The live timeline: restarted, fresh nonces, one signature (the coordinator records it).
+    let conn = cosigner.start(None).await;
+    let live = commitments(&conn, &theirs, 1).await;
+    let (recorded, _, _) = sign_request(&theirs, &ours, live[0].0, live[0].1, [7; 32]);
+    assert!(matches!(call(&conn, &recorded).await.unwrap(), CosignerResponse::Shares { .. }));
+    cosigner.kill_9();
+
+    // The restore: the old copy comes back and starts.
+    std::fs::copy(&backup, &store).unwrap();
+    let conn = cosigner.start(None).await;
+    for (id, c) in pool.iter().chain(&live) {
+        for msg in [[7u8; 32], [8; 32]] {
+            let (replay, _, _) = sign_request(&theirs, &ours, *id, *c, msg);
+            let reply = call(&conn, &replay).await.unwrap();
+            assert!(
+                matches!(
+                    reply,
+                    CosignerResponse::Error {
+                        kind: ErrorKind::ConsumedNonce | ErrorKind::UnknownNonce | ErrorKind::InvalidRequest,
+                        ..
+                    }
+                ),
+                "nonce {id} signed again after a restore: {reply:?}"
+            );
+        }
+    }
+    // It still serves, with nonces it makes now (the live timeline's id included: its
+    // recorded package names another commitment and is refused).
+    let fresh = commitments(&conn, &theirs, 2).await;
+    let (replay, _, _) = sign_request(&theirs, &ours, live[0].0, live[0].1, [8; 32]);
+    assert_eq!(error_kind(call(&conn, &replay).await.unwrap()), ErrorKind::InvalidRequest);
+    assert!(!pool.iter().chain(&live).any(|(_, c)| *c == fresh[0].1), "a fresh nonce repeats an old commitment");
+    let (req, _, _) = sign_request(&theirs, &ours, fresh[0].0, fresh[0].1, [9; 32]);
+    assert!(matches!(call(&conn, &req).await.unwrap(), CosignerResponse::Shares { .. }));
 }

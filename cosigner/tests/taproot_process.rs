@@ -1,12 +1,14 @@
 //! MuSig2 nonce safety of the real `qls-cosigner` process across crashes at each step of a
-//! taproot signing round: `kill -9` after nonces were handed out, `kill -9` after a partial
-//! signature left, and an abort between the nonce's durable consumption and the reply.
+//! taproot signing round: `kill -9` after nonces were handed out (a restart forgets them),
+//! `kill -9` after a partial signature left, and an abort between the nonce's durable
+//! consumption and the reply.
 //! A retried request never gets a second partial signature from a nonce, and every partial
 //! signature that left the process used a different public nonce (R values).
 //!
-//! Verification nonces likewise: one survives `kill -9` as the same nonce, is bound to its
-//! holder commitment (it never signs a counterparty commitment), completes that commitment
-//! for force close once, and after another `kill -9` the retry gets nothing.
+//! Verification nonces: one handed out before a restart is forgotten unless its holder
+//! commitment was validated; a validated one survives `kill -9`, is bound to its holder
+//! commitment (it never signs a counterparty commitment), completes that commitment for
+//! force close once, and after another `kill -9` the retry gets nothing.
 //!
 //! The process is a one-cosigner quorum (no peers): its leaf alone is the funding node.
 
@@ -111,10 +113,15 @@ async fn musig2_nonces_survive_crashes_and_are_never_used_twice() {
     assert!(matches!(call(&conn, &req).await.unwrap(), CosignerResponse::TaprootApplied { .. }));
     let mut used_r = Vec::new();
 
-    // Step 1 — crash after handing out nonces: they survive and sign once.
-    let n = nonces(&conn, 2).await;
+    // Step 1 — crash after handing out nonces: a restart forgets them (the store could be
+    // an older copy of itself), so they never sign; fresh ones do.
+    let old = nonces(&conn, 2).await;
     cosigner.kill_9();
     let conn = cosigner.start(None).await;
+    let stale = sign_request(commitment(0), &old[0]);
+    assert_eq!(error_kind(call(&conn, &stale).await.unwrap()), ErrorKind::ConsumedNonce);
+    let n = nonces(&conn, 1).await;
+    assert!(n[0].nonce_id > old[1].nonce_id, "nonce ids never go back");
     let first = sign_request(commitment(0), &n[0]);
     verified_psig(call(&conn, &first).await.unwrap(), &first, &leaf_key);
     used_r.push(n[0].pubnonce.clone());
@@ -132,7 +139,8 @@ async fn musig2_nonces_survive_crashes_and_are_never_used_twice() {
     drop(conn);
     cosigner.kill_9();
     let conn = cosigner.start(Some("abort-after-nonce-consume")).await;
-    let second = sign_request(commitment(1), &n[1]);
+    let aborted = nonces(&conn, 1).await.remove(0);
+    let second = sign_request(commitment(1), &aborted);
     assert!(call(&conn, &second).await.is_err(), "the process dies before any partial signature is sent");
     assert!(!cosigner.wait_exit().success());
     let conn = cosigner.start(None).await;
@@ -149,7 +157,8 @@ async fn musig2_nonces_survive_crashes_and_are_never_used_twice() {
 
     // Every partial signature that left used its own public nonce.
     assert_eq!(used_r.iter().collect::<BTreeSet<_>>().len(), used_r.len(), "an R value was used twice");
-    assert!(!used_r.contains(&n[1].pubnonce), "the nonce consumed by the aborted round never signed");
+    assert!(!used_r.contains(&aborted.pubnonce), "the nonce consumed by the aborted round never signed");
+    assert!(!used_r.contains(&old[0].pubnonce), "a nonce from before a restart never signed");
 }
 
 async fn verification_nonce(c: &Connection, n: u64) -> LeafNonce {
@@ -174,10 +183,14 @@ async fn a_verification_nonce_survives_crashes_and_completes_one_force_close() {
     let req = CosignerRequest::TaprootSetup { channel: CHANNEL, setup: setup(), leaves: vec![leaf.clone()] };
     assert!(matches!(call(&conn, &req).await.unwrap(), CosignerResponse::TaprootApplied { .. }));
 
-    // Handed out, then kill -9: the same nonce afterwards (never a second one for it).
-    let v = verification_nonce(&conn, 0).await;
+    // Handed out, then kill -9 before the commitment was validated: forgotten (its session
+    // is not fixed yet, and the store could be an older copy), a new one replaces it.
+    let before = verification_nonce(&conn, 0).await;
     cosigner.kill_9();
     let conn = cosigner.start(None).await;
+    let v = verification_nonce(&conn, 0).await;
+    assert_ne!(v, before);
+    // While this process runs, it is the same nonce for commitment 0 on every request.
     assert_eq!(verification_nonce(&conn, 0).await, v);
     // It never signs a counterparty commitment.
     assert_eq!(error_kind(call(&conn, &sign_request(commitment(0), &v)).await.unwrap()), ErrorKind::InvalidRequest);

@@ -54,6 +54,23 @@ pub struct ChannelSetup {
     pub channel_type: Vec<u8>,
 }
 
+/// That a channel's funding transaction is in a block of the chain, as a cosigner that
+/// follows block headers can check it (legacy and taproot channels alike).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FundingProof {
+    /// Headers (80 bytes each, in order) to extend the cosigner's chain with first; known
+    /// ones are skipped, the first unknown one must connect to a known one.
+    pub headers: Vec<Vec<u8>>,
+    /// The funding transaction, consensus-encoded.
+    pub tx: Vec<u8>,
+    /// The 80-byte header of the block that holds it.
+    pub block_header: Vec<u8>,
+    /// Sibling hashes from the txid up to the header's merkle root, leaf level first.
+    pub merkle_branch: Vec<[u8; 32]>,
+    /// The transaction's index in the block.
+    pub position: u32,
+}
+
 /// One non-dust HTLC, from the commitment broadcaster's point of view.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HtlcInfo {
@@ -118,6 +135,10 @@ pub enum ChannelRequest {
     SignRemoteSweep { tx: Vec<u8>, input: u32, amount_sat: u64 },
     /// Sign our keyed anchor input `input` of `tx` (CPFP of our holder commitment).
     SignHolderAnchor { tx: Vec<u8>, input: u32 },
+    /// The channel's funding transaction is confirmed: an SPV proof each cosigner checks
+    /// against its own header chain (extended first with the proof's headers). Until then
+    /// the channel's incoming HTLCs cover no forward.
+    FundingConfirmed(FundingProof),
     /// Sign the second-stage HTLC transaction of our force-closed holder commitment.
     SignHolderHtlc { tx: Vec<u8>, input: u32, commitment_number: u64, htlc: HtlcInfo, preimage: Option<[u8; 32]> },
 }
@@ -128,10 +149,13 @@ pub enum NodeKeyRequest {
     /// ECDH between the node key and `other_key` (33 bytes), with an optional scalar tweak
     /// of the node key.
     Ecdh { other_key: Vec<u8>, tweak: Option<[u8; 32]> },
-    /// Sign a BOLT-11 invoice: `hrp` and the 5-bit `data`, as LDK hashes them.
+    /// Sign a BOLT-11 invoice: its `hrp` (UTF-8) and the 5-bit values of its data part
+    /// (signature excluded), one per byte, as LDK's `RawBolt11Invoice::to_raw` gives
+    /// them. Cosigners parse the invoice and rebuild the digest themselves.
     SignInvoice { hrp: Vec<u8>, data: Vec<u8>, payment_hash: [u8; 32], amount_msat: Option<u64> },
-    /// Sign a gossip message: its double-SHA256 preimage (the message minus signature).
-    SignGossip { message: Vec<u8> },
+    /// Sign a gossip message of `kind`: the unsigned message as LDK's
+    /// `UnsignedGossipMessage` encodes it (signed as its double SHA-256).
+    SignGossip { kind: GossipKind, message: Vec<u8> },
     /// Allow paying `payment_hash` up to `amount_msat` until `expires_at` (unix seconds).
     /// Cosigners accept it either with `invoice` (BOLT 11, signed by the payee, of this
     /// hash) from an allowlisted payee, or with `approval` by an operator key. The node
@@ -146,6 +170,14 @@ pub enum NodeKeyRequest {
     /// Attest the chain tip `tip` with the node key, after extending each cosigner's own
     /// chain with `headers` (80-byte block headers, in order; those it knows are skipped).
     Heartbeat { headers: Vec<Vec<u8>>, tip: [u8; 32] },
+}
+
+/// The gossip messages the node key signs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GossipKind {
+    ChannelAnnouncement,
+    ChannelUpdate,
+    NodeAnnouncement,
 }
 
 /// An operator's approval of a payment: `sig` (64-byte compact ECDSA) by `approver`
@@ -187,11 +219,25 @@ pub struct Approval {
     pub identity_sig: Vec<u8>,
 }
 
+/// A key holder's statement that `points` are the holder keys it derives for one channel
+/// from the node seed: an identity signature (ECDSA P-256) over `signer-core`'s
+/// `holder_keys_statement(channel, points)`. A cosigner without the seed accepts a legacy
+/// channel setup only with such a statement from a key holder it pins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeysAttestation {
+    pub cosigner: Fingerprint,
+    /// The attesting key holder's certificate (DER), checked against its fingerprint.
+    pub cert_der: Vec<u8>,
+    pub identity_sig: Vec<u8>,
+}
+
 /// Public facts about one channel's keys, from a key holder.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChannelKeysInfo {
     pub channel: ChannelKeysId,
     pub points: ChannelPoints,
+    /// The answering key holder's attestation of `points` for `channel`.
+    pub attestation: KeysAttestation,
     /// Whether the answering key holder already stores this channel's setup (a node
     /// restarting knows it must not hold back validations until it sends the setup).
     pub set_up: bool,

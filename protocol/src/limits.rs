@@ -47,3 +47,5 @@ pub const MAX_FUNDING_CHANNELS: usize = 64;
 pub const MAX_SWEEP_INPUTS: usize = 256;
 /// Tweaks on the way from the group key to a signing key.
 pub const MAX_KEY_TWEAKS: usize = 4;
+/// Merkle branch levels in a funding proof (2^24 transactions per block).
+pub const MAX_MERKLE_BRANCH: usize = 24;

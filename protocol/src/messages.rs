@@ -44,7 +44,10 @@ pub enum CosignerRequest {
     ImportDealerShare { key_package: Vec<u8>, public_key_package: Vec<u8> },
     /// Validate a channel or node-key request against this cosigner's own state and
     /// policy; apply it and return a signed approval, or refuse with tags.
-    Approve { subject: ApprovalSubject },
+    /// `holder_keys` is a key holder's attestation of the holder keys of a legacy channel
+    /// setup (evidence, not part of the request digest); cosigners without the seed refuse
+    /// a setup without a valid one.
+    Approve { subject: ApprovalSubject, holder_keys: Option<KeysAttestation> },
     /// Key holders only: sign `subject`, given at least the threshold of approvals from
     /// distinct pinned cosigners over the same request and state digests (its own included).
     KeyHolderSign { subject: ApprovalSubject, approvals: Vec<Approval> },

@@ -82,6 +82,8 @@ pub enum TaprootRequest {
         counterparty_htlc_sigs: Vec<Vec<u8>>,
         outbound_preimages: Vec<[u8; 32]>,
     },
+    /// The channel's funding transaction is confirmed (see [`crate::FundingProof`]).
+    FundingConfirmed(crate::FundingProof),
     /// Revoke holder commitment `commitment_number` (the next one is validated): its
     /// verification nonce is dropped by every cosigner, and the key holders may release
     /// its per-commitment secret.

@@ -111,7 +111,10 @@ impl Validate for CosignerRequest {
                 at_most("key_package", key_package.len(), MAX_FROST_BLOB_BYTES)?;
                 at_most("public_key_package", public_key_package.len(), MAX_FROST_BLOB_BYTES)
             }
-            CosignerRequest::Approve { subject: s } => subject(s),
+            CosignerRequest::Approve { subject: s, holder_keys } => {
+                subject(s)?;
+                holder_keys.as_ref().map_or(Ok(()), attestation)
+            }
             CosignerRequest::KeyHolderSign { subject: s, approvals } => {
                 subject(s)?;
                 at_most("approvals", approvals.len(), MAX_COSIGNERS)?;
@@ -164,6 +167,7 @@ impl Validate for CosignerResponse {
             CosignerResponse::KeyHolderSigned(o) => output(o),
             CosignerResponse::ChannelKeys { info, node_id } => {
                 points(&info.points)?;
+                attestation(&info.attestation)?;
                 exactly("node_id", node_id.len(), 33)
             }
             CosignerResponse::Point(p) => exactly("point", p.len(), 33),
@@ -245,6 +249,7 @@ fn taproot_request(r: &TaprootRequest) -> Result<(), ValidationError> {
         TaprootRequest::CounterpartyRevocation { .. }
         | TaprootRequest::RevokeHolderCommitment { .. }
         | TaprootRequest::SignHolderCommitment { .. } => Ok(()),
+        TaprootRequest::FundingConfirmed(p) => funding_proof(p),
         TaprootRequest::SignClosing { holder_script, counterparty_script, .. } => {
             at_most("holder_script", holder_script.len(), MAX_SCRIPT_BYTES)?;
             at_most("counterparty_script", counterparty_script.len(), MAX_SCRIPT_BYTES)
@@ -329,6 +334,7 @@ impl Validate for NodeResponse {
             }
             NodeResponse::ChannelKeys { info, node_id } => {
                 points(&info.points)?;
+                attestation(&info.attestation)?;
                 exactly("node_id", node_id.len(), 33)
             }
             NodeResponse::TaprootChannelKeys(k) => holder_keys(k),
@@ -409,7 +415,16 @@ fn channel_request(r: &ChannelRequest) -> Result<(), ValidationError> {
         | ChannelRequest::SignRemoteSweep { tx, .. }
         | ChannelRequest::SignHolderAnchor { tx, .. }
         | ChannelRequest::SignHolderHtlc { tx, .. } => at_most("tx", tx.len(), MAX_TX_BYTES),
+        ChannelRequest::FundingConfirmed(p) => funding_proof(p),
     }
+}
+
+fn funding_proof(p: &FundingProof) -> Result<(), ValidationError> {
+    at_most("headers", p.headers.len(), MAX_HEADERS)?;
+    p.headers.iter().try_for_each(|h| exactly("header", h.len(), 80))?;
+    at_most("tx", p.tx.len(), MAX_TX_BYTES)?;
+    exactly("block_header", p.block_header.len(), 80)?;
+    at_most("merkle_branch", p.merkle_branch.len(), MAX_MERKLE_BRANCH)
 }
 
 fn node_key(r: &NodeKeyRequest) -> Result<(), ValidationError> {
@@ -419,7 +434,7 @@ fn node_key(r: &NodeKeyRequest) -> Result<(), ValidationError> {
             at_most("hrp", hrp.len(), MAX_NODE_MESSAGE_BYTES)?;
             at_most("data", data.len(), MAX_NODE_MESSAGE_BYTES)
         }
-        NodeKeyRequest::SignGossip { message } => at_most("message", message.len(), MAX_NODE_MESSAGE_BYTES),
+        NodeKeyRequest::SignGossip { message, .. } => at_most("message", message.len(), MAX_NODE_MESSAGE_BYTES),
         NodeKeyRequest::ApprovePayment { invoice, approval, .. } => {
             if let Some(i) = invoice {
                 at_most("invoice", i.len(), MAX_INVOICE_CHARS)?;
@@ -448,6 +463,11 @@ fn subject(s: &ApprovalSubject) -> Result<(), ValidationError> {
 fn approval(a: &Approval) -> Result<(), ValidationError> {
     at_most("approval.cert_der", a.cert_der.len(), MAX_CERT_BYTES)?;
     at_most("approval.identity_sig", a.identity_sig.len(), MAX_IDENTITY_SIG_BYTES)
+}
+
+fn attestation(a: &KeysAttestation) -> Result<(), ValidationError> {
+    at_most("attestation.cert_der", a.cert_der.len(), MAX_CERT_BYTES)?;
+    at_most("attestation.identity_sig", a.identity_sig.len(), MAX_IDENTITY_SIG_BYTES)
 }
 
 fn output(o: &KeyHolderOutput) -> Result<(), ValidationError> {

@@ -229,7 +229,17 @@ fn memory_per_channel(n: usize) -> Result<MemoryRow, HarnessError> {
     let setup = cp.setup(cp.points(), VALUE, false, [9; 32]);
     let policy = PolicyConfig::default();
     let secp = bitcoin::secp256k1::Secp256k1::new();
-    let ctx = Context { policy: &policy, own_scripts: &[], secp: &secp, now: 1_800_000_000, stored_channels: 0 };
+    // The bench's setup uses the counterparty's own points as ours: their provenance is
+    // not what it measures.
+    let ctx = Context {
+        policy: &policy,
+        own_scripts: &[],
+        secp: &secp,
+        now: 1_800_000_000,
+        stored_channels: 0,
+        holder_keys: Some(qls_signer_core::channel::HolderKeysCheck::Ours),
+        chain: None,
+    };
     let mut index = PaymentIndex::default();
     let applied = apply(&[9; 32], None, &ChannelRequest::Setup(setup.clone()), &[1; 32], &mut index, &ctx)
         .map_err(|e| fail(e.to_string()))?;
@@ -254,9 +264,15 @@ fn memory_per_channel(n: usize) -> Result<MemoryRow, HarnessError> {
         let store = Store::open(&path).map_err(|e| fail(e.to_string()))?;
         for i in 0..n {
             store
-                .update_channel(Some(&id(i)), &[], &limits, 1_800_000_000, |_, _, _| {
-                    Ok::<_, ()>(ChannelUpdate { state: Some(state.clone()), write_payments: false, result: () })
-                })
+                .update_channel(
+                    Some(&id(i)),
+                    |_| Vec::new(),
+                    &limits,
+                    1_800_000_000,
+                    |_, _, _| {
+                        Ok::<_, ()>(ChannelUpdate { state: Some(state.clone()), write_payments: false, result: () })
+                    },
+                )
                 .map_err(|e| fail(e.to_string()))?
                 .map_err(|_| fail("update refused".into()))?;
         }

@@ -99,6 +99,8 @@ impl EventResult {
 
 pub struct LnContext {
     pub client: Arc<NodeClient>,
+    /// The chain channels are funded on (SPV proofs for the cosigners).
+    pub chain: crate::sim_chain::SharedChain,
     pub wallet: ScriptBuf,
     pub malicious: Option<MaliciousCoordinator>,
     /// How long a failing legacy update is retried (a cosigner down, a lost link).
@@ -211,12 +213,13 @@ impl LnContext {
             let mut setup = crate::taproot_counterparty::setup(p.capacity_sat, sha256::Hash::hash(&id).to_byte_array());
             setup.is_outbound = p.outbound;
             let ours = if p.outbound { value_msat } else { 0 };
-            let mut d = TaprootChannelDriver::open(&self.client, id, setup, ours).await.map_err(fail)?;
+            let mut d = TaprootChannelDriver::open(&self.client, &self.chain, id, setup, ours).await.map_err(fail)?;
             r.r_values.append(&mut d.seen_r);
             Driver::Taproot(Box::new(d))
         } else {
-            let (d, sigs) =
-                LegacyChannelDriver::open(&self.client, id, p.capacity_sat, p.outbound).await.map_err(fail)?;
+            let (d, sigs) = LegacyChannelDriver::open(&self.client, &self.chain, id, p.capacity_sat, p.outbound)
+                .await
+                .map_err(fail)?;
             r.r_values.extend(sigs.iter().map(|s| (s.r, s.msg)));
             Driver::Legacy(Box::new(d))
         };

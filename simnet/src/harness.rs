@@ -153,6 +153,9 @@ pub struct Harness {
     /// malicious coordinator with its identity.
     pub coordinator_config: CoordinatorConfig,
     pub api_addr: SocketAddr,
+    /// The regtest chain this quorum's channels are funded on (the node's view; the
+    /// cosigners learn it from the headers in funding proofs).
+    pub chain: crate::sim_chain::SharedChain,
     api_endpoint: Endpoint,
     refill: JoinHandle<()>,
 }
@@ -182,6 +185,11 @@ async fn start_slot(slot: &mut CosignerSlot) -> Result<(), HarnessError> {
 impl Harness {
     pub async fn start(spec: QuorumSpec) -> Result<Self, HarnessError> {
         let dir = tempfile::tempdir().map_err(setup("temp dir"))?;
+        // Funding transactions are mined as deep as the most demanding cosigner asks.
+        let funding_depth = (0..spec.n)
+            .map(|i| spec.policies.get(i).cloned().unwrap_or_else(test_policy).channel.funding_min_depth)
+            .max()
+            .unwrap_or(1);
         let coordinator =
             Arc::new(Identity::init(&dir.path().join("coordinator"), "coordinator").map_err(setup("identity"))?);
         let client_identity = Identity::init(&dir.path().join("client"), "client").map_err(setup("identity"))?;
@@ -200,11 +208,18 @@ impl Harness {
                 listen: "127.0.0.1:0".parse().expect("literal"),
                 coordinators: vec![coordinator.fingerprint],
                 peers: ids.iter().filter(|(_, f)| f != fingerprint).map(|(_, f)| *f).collect(),
+                key_holder_peers: ids
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, (_, f))| f != fingerprint && spec.key_holders.contains(j))
+                    .map(|(_, (_, f))| *f)
+                    .collect(),
                 nonce_pool_max: 1024,
                 dkg_min_threshold: None,
                 allow_dealer_import: spec.keygen == Keygen::Dealer,
                 key_holder: spec.key_holders.contains(&i),
                 approval_threshold: Some(spec.t),
+                single_device: spec.t < 2,
                 network: bitcoin::Network::Regtest,
                 policy: spec.policies.get(i).cloned().unwrap_or_else(test_policy),
             };
@@ -262,6 +277,7 @@ impl Harness {
             quorum,
             coordinator_config: config,
             api_addr,
+            chain: crate::sim_chain::SimChain::shared(funding_depth),
             api_endpoint,
             refill,
         })

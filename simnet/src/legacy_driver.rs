@@ -10,7 +10,7 @@
 //!
 //! Must never: change its balances on a refusal, or report a signature it did not verify.
 
-use bitcoin::hashes::{sha256, Hash};
+use bitcoin::hashes::Hash;
 use bitcoin::secp256k1::{ecdsa, Message, PublicKey, SecretKey};
 use bitcoin::sighash::{EcdsaSighashType, SighashCache};
 use bitcoin::{ScriptBuf, Transaction, TxOut, Witness};
@@ -22,6 +22,7 @@ use qls_signer_core::channel::state::INITIAL_COMMITMENT_NUMBER as N0;
 
 use crate::counterparty::{Counterparty, FEERATE};
 use crate::htlc_book::HtlcBook;
+use crate::sim_chain::{funding_tx, lock_chain, SharedChain};
 use crate::taproot_driver::{DriverError, SignedSpend};
 
 /// Weight-based commitment fee of an anchor channel with `htlcs` non-dust HTLCs.
@@ -94,17 +95,41 @@ pub struct LegacyChannelDriver {
 impl LegacyChannelDriver {
     /// Sets the channel up on every cosigner and exchanges the first commitments. We
     /// funded it when `is_outbound` (we hold `value_sat` less the fees), else it holds all.
+    /// Its funding transaction is mined on `chain`, and the cosigners get its SPV proof
+    /// once it is deep enough (so the channel's incoming HTLCs cover forwards).
     pub async fn open(
         client: &NodeClient,
+        chain: &SharedChain,
         channel: ChannelKeysId,
         value_sat: u64,
         is_outbound: bool,
     ) -> Result<(Self, Vec<SeenSig>), DriverError> {
         let (keys, _) = client.channel_keys(channel).await?;
         let cp = Counterparty::new();
-        let funding_txid = sha256::Hash::hash(&[&channel[..], b"funding"].concat()).to_byte_array();
-        let setup = cp.setup(keys.points, value_sat, is_outbound, funding_txid);
+        let mut setup = cp.setup(keys.points, value_sat, is_outbound, [0; 32]);
+        let script = Counterparty::funding_script(&setup)
+            .ok_or_else(|| DriverError::Check("the setup's funding keys do not parse".into()))?
+            .to_p2wsh();
+        let funding = funding_tx(channel, &script, value_sat, setup.funding_vout);
+        setup.funding_txid = funding.compute_txid().to_byte_array();
         client.channel(channel, ChannelRequest::Setup(setup.clone())).await?;
+        let opened = Self::after_setup(client, channel, cp, setup).await?;
+        let proof = lock_chain(chain).confirm(&[funding]).remove(0);
+        client.channel(channel, ChannelRequest::FundingConfirmed(proof)).await?;
+        Ok(opened)
+    }
+
+    /// For a channel whose `setup` (with `cp` as counterparty) every cosigner already
+    /// stores: exchanges the first commitments (after which a funding transaction may be
+    /// signed).
+    pub async fn after_setup(
+        client: &NodeClient,
+        channel: ChannelKeysId,
+        cp: Counterparty,
+        setup: ChannelSetup,
+    ) -> Result<(Self, Vec<SeenSig>), DriverError> {
+        let value_sat = setup.channel_value_sat;
+        let is_outbound = setup.is_outbound;
         let (ours_msat, theirs_msat) = if is_outbound { (value_sat * 1000, 0) } else { (0, value_sat * 1000) };
         let mut d = Self {
             channel,

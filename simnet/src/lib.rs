@@ -24,6 +24,7 @@ pub mod policy;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+pub mod sim_chain;
 pub mod taproot_bench;
 pub mod taproot_counterparty;
 pub mod taproot_driver;

@@ -55,7 +55,7 @@ impl MaliciousCoordinator {
     /// to sign with them.
     pub async fn try_subject(&self, subject: ApprovalSubject) -> AttackOutcome {
         let mut out = AttackOutcome::default();
-        let req = CosignerRequest::Approve { subject: subject.clone() };
+        let req = CosignerRequest::Approve { subject: subject.clone(), holder_keys: None };
         let replies = futures::future::join_all(self.links.iter().map(|l| l.call(&req, self.timeout))).await;
         let mut approvals = Vec::new();
         for r in replies {

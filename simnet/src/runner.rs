@@ -330,7 +330,13 @@ pub async fn run(scenario: &Scenario, progress: bool) -> Result<(Report, Vec<Sig
     } else {
         None
     };
-    let ctx = Arc::new(LnContext { client: client.clone(), wallet, malicious, retry_for: Duration::from_secs(20) });
+    let ctx = Arc::new(LnContext {
+        client: client.clone(),
+        chain: harness.chain.clone(),
+        wallet,
+        malicious,
+        retry_for: Duration::from_secs(20),
+    });
     let setup_started = Instant::now();
     let opened = open_network(&ctx, &slots, initial, w.concurrency, progress).await;
     let setup_s = setup_started.elapsed().as_secs_f64();

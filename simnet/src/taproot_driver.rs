@@ -31,6 +31,7 @@ use qls_signer_core::bolt3_keys::derive_privkey;
 use qls_signer_core::taproot_channel::{self as tc, Side, TaprootChannelState};
 
 use crate::htlc_book::HtlcBook;
+use crate::sim_chain::{funding_tx, lock_chain, SharedChain};
 use crate::taproot_counterparty::{test_key, FUNDING_SECRET, HTLC_SECRET};
 
 /// LDK numbers our commitments down from this (key holders answer in that numbering).
@@ -116,13 +117,20 @@ fn scalar(b: &[u8; 32]) -> secp::Scalar {
 impl TaprootChannelDriver {
     /// Sets up the channel on every cosigner and exchanges the first commitments: we hold
     /// `ours_msat` of `value_sat` (funded by us when `is_outbound`).
+    /// `setup`'s funding outpoint is replaced by a real funding transaction's, mined on
+    /// `chain`; the cosigners get its SPV proof once it is deep enough.
     pub async fn open(
         client: &NodeClient,
+        chain: &SharedChain,
         channel: ChannelKeysId,
-        setup: TaprootChannelSetup,
+        mut setup: TaprootChannelSetup,
         ours_msat: u64,
     ) -> Result<Self, DriverError> {
         let holder = client.taproot_channel_keys(channel).await?;
+        let out = tc::funding_txout(&TaprootChannelState::public_view(setup.clone(), holder.clone()))
+            .map_err(|e| DriverError::Check(e.to_string()))?;
+        let funding = funding_tx(channel, &out.script_pubkey, setup.channel_value_sat, setup.funding_vout);
+        setup.funding_txid = funding.compute_txid().to_byte_array();
         client.taproot_apply(channel, TaprootRequest::Setup(setup.clone())).await?;
         let value = setup.channel_value_sat * 1000;
         let view = TaprootChannelState::public_view(setup, holder);
@@ -141,6 +149,8 @@ impl TaprootChannelDriver {
             secp: Secp256k1::new(),
         };
         d.update(client).await?;
+        let proof = lock_chain(chain).confirm(&[funding]).remove(0);
+        client.taproot_apply(channel, TaprootRequest::FundingConfirmed(proof)).await?;
         Ok(d)
     }
 

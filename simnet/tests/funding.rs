@@ -3,7 +3,8 @@
 //! transaction's txid, as with LDK's `unsafe_manual_funding_transaction_generated`), then
 //! the funding PSBT is signed, and the signed transaction passes Bitcoin Core's script
 //! interpreter. A funding output that differs from the setup, one for a channel the
-//! counterparty funds, or one the node does not name is refused by every cosigner asked.
+//! counterparty funds, one the node does not name, or one whose first commitment the
+//! counterparty has not signed yet is refused by every cosigner asked.
 
 use bitcoin::hashes::Hash;
 use bitcoin::psbt::Psbt;
@@ -12,6 +13,7 @@ use qls_protocol::*;
 use qls_signer_core::wallet::wallet_script;
 use qls_simnet::counterparty::Counterparty;
 use qls_simnet::harness::{Harness, QuorumSpec};
+use qls_simnet::legacy_driver::LegacyChannelDriver;
 use qls_simnet::workload::psbt;
 
 const VALUE: u64 = 500_000;
@@ -63,7 +65,7 @@ async fn wallet_funds_a_channel_exactly_as_set_up() {
     let unsigned = funding_psbt(&key, &script, VALUE);
     let txid = unsigned.unsigned_tx.compute_txid().to_byte_array();
     let setup = cp.setup(keys.points, VALUE, true, txid);
-    client.channel(ours, ChannelRequest::Setup(setup)).await.unwrap();
+    client.channel(ours, ChannelRequest::Setup(setup.clone())).await.unwrap();
 
     // Not named, or named with another value (hence another txid): refused.
     refused_with(&client, &unsigned, vec![], "policy-onchain-no-unknown-outputs").await;
@@ -80,7 +82,13 @@ async fn wallet_funds_a_channel_exactly_as_set_up() {
     client.channel(theirs, ChannelRequest::Setup(cp.setup(keys2.points, VALUE, false, txid2))).await.unwrap();
     refused_with(&client, &inbound, vec![theirs], "policy-funding-output").await;
 
-    // As set up: signed, and Bitcoin Core's interpreter accepts the spend.
+    // As set up, but before the counterparty signed our first commitment: refused (the
+    // funds would sit in a 2-of-2 we could not close on our own).
+    refused_with(&client, &unsigned, vec![ours], "policy-funding-initial-commitment-countersigned").await;
+    LegacyChannelDriver::after_setup(&client, ours, Counterparty::new(), setup).await.unwrap();
+
+    // As set up, with our first commitment countersigned: signed, and Bitcoin Core's
+    // interpreter accepts the spend.
     let (signed, _) = client.sign_funding_psbt(unsigned.serialize(), vec![ours]).await.unwrap();
     let signed = Psbt::deserialize(&signed).unwrap();
     let spent = signed.inputs[0].witness_utxo.clone().unwrap();

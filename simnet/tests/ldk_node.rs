@@ -47,7 +47,7 @@ use lightning::sign::{EntropySource, KeysManager, NodeSigner, OutputSpender, Spe
 use lightning::util::config::UserConfig;
 use lightning::util::logger::{Level, Logger, Record};
 use lightning::util::persist::MonitorName;
-use qls_coordinator::ldk::{QuorumBridge, QuorumKeysManager};
+use qls_coordinator::ldk::{QuorumBridge, QuorumChainWatch, QuorumKeysManager};
 use qls_simnet::harness::{approve_payment_request, test_policy, Harness, QuorumSpec};
 
 // ---------------------------------------------------------------------------------------
@@ -411,6 +411,8 @@ struct World<'a> {
     /// When false, error messages (force close) are not delivered: the closer's
     /// counterparty learns of the close from the chain.
     deliver_errors: bool,
+    /// B's chain watch: SPV proofs of B's channels' funding transactions to the quorum.
+    watch: Option<&'a QuorumChainWatch>,
 }
 
 impl<'a> World<'a> {
@@ -513,15 +515,26 @@ impl<'a> World<'a> {
             }
         }
         self.height += 1;
-        let header = Header {
-            version: BlockVersion::NO_SOFT_FORK_SIGNALLING,
-            prev_blockhash: self.tip,
-            merkle_root: TxMerkleNode::all_zeros(),
-            time: 1_600_000_000 + self.height,
-            bits: CompactTarget::from_consensus(0x207fffff),
-            nonce: self.height,
+        let mut block = Block {
+            header: Header {
+                version: BlockVersion::NO_SOFT_FORK_SIGNALLING,
+                prev_blockhash: self.tip,
+                merkle_root: TxMerkleNode::all_zeros(),
+                time: 1_600_000_000 + self.height,
+                bits: CompactTarget::from_consensus(0x207fffff),
+                nonce: 0,
+            },
+            txdata,
         };
-        let block = Block { header, txdata };
+        // A real block header (merkle root, regtest proof of work): the cosigners follow
+        // this chain from the headers in B's funding proofs.
+        block.header.merkle_root = block.compute_merkle_root().unwrap_or_else(TxMerkleNode::all_zeros);
+        while block.header.validate_pow(block.header.target()).is_err() {
+            block.header.nonce += 1;
+        }
+        if let Some(watch) = self.watch {
+            watch.block_connected(&block, self.height);
+        }
         for n in &self.nodes {
             n.connect_block(&block, self.height);
         }
@@ -566,6 +579,7 @@ fn ldk_node_b_signed_by_the_quorum() {
     };
     let mut policy = test_policy();
     policy.onchain.allowlisted_scripts.insert(fee_wallet_script);
+    policy.channel.funding_min_depth = 1;
     // C (seed 0xc1) is an allowlisted payee: B pays C's invoices without an operator.
     let c_node_id = KeysManager::new(&[0xc1; 32], 1, 0, true).get_node_id(lightning::sign::Recipient::Node).unwrap();
     policy.channel.payee_allowlist = vec![hex::encode(c_node_id.serialize())];
@@ -588,6 +602,9 @@ fn ldk_node_b_signed_by_the_quorum() {
     let km = |s: u8| Arc::new(KeysManager::new(&[s; 32], 1, 0, true));
     let a = LdkNode::new("A", km(0xa1), &mempool, 0xa2, None);
     let b = QlsNode::new("B", b_keys.clone(), &mempool, 0xb2, Some(bridge.clone()));
+    // LDK here takes a channel as usable after 1 confirmation; B's chain watch proves the
+    // funding to the cosigners at that depth too (their `funding_min_depth` is 1 below).
+    let b_watch = QuorumChainWatch::new(bridge.clone(), 1);
     let c = LdkNode::new("C", km(0xc1), &mempool, 0xc2, None);
     let genesis = lightning::bitcoin::constants::genesis_block(Network::Regtest);
     let mut w = World {
@@ -600,6 +617,7 @@ fn ldk_node_b_signed_by_the_quorum() {
         verified: (0, 0),
         mined: Vec::new(),
         deliver_errors: true,
+        watch: Some(&b_watch),
     };
     // B's fee wallet gets one confirmed coin (a transaction with a placeholder input).
     let coin = funding_tx([0xfe; 32], 200_000, &b.wallet.script());

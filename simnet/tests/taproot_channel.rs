@@ -96,7 +96,7 @@ async fn two_sided_updates_with_htlcs_both_ways_attacks_refused_and_cooperative_
     let h = Harness::start(spec()).await.unwrap();
     let client = h.client().await.unwrap();
     let channel = [0x71; 32];
-    let mut d = TaprootChannelDriver::open(&client, channel, setup([0x99; 32]), VALUE * 1000).await.unwrap();
+    let mut d = TaprootChannelDriver::open(&client, &h.chain, channel, setup([0x99; 32]), VALUE * 1000).await.unwrap();
 
     let ours_of = |d: &TaprootChannelDriver| d.book.htlcs.iter().position(|f| f.htlc.offered);
     let theirs_of = |d: &TaprootChannelDriver| d.book.htlcs.iter().position(|f| !f.htlc.offered);
@@ -311,7 +311,7 @@ async fn force_close_with_htlc_transactions_and_sweeps() {
     let h = Harness::start(spec()).await.unwrap();
     let client = h.client().await.unwrap();
     let channel = [0x72; 32];
-    let mut d = TaprootChannelDriver::open(&client, channel, setup([0x98; 32]), VALUE * 1000).await.unwrap();
+    let mut d = TaprootChannelDriver::open(&client, &h.chain, channel, setup([0x98; 32]), VALUE * 1000).await.unwrap();
     // Pay the counterparty 100,000 sat, then one HTLC each way in flight.
     approve(&client, &preimage(1), 100_000_000).await;
     d.book.offer(100_000_000, preimage(1), 600);
@@ -452,7 +452,7 @@ async fn one_permissive_cosigner_cannot_get_a_drain_or_a_foreign_sweep_signed() 
     let h = Harness::start(spec).await.unwrap();
     let client = h.client().await.unwrap();
     let channel = [0x73; 32];
-    let d = TaprootChannelDriver::open(&client, channel, setup([0x97; 32]), VALUE * 1000).await.unwrap();
+    let d = TaprootChannelDriver::open(&client, &h.chain, channel, setup([0x97; 32]), VALUE * 1000).await.unwrap();
     // The counterparty's balance jumps with no HTLC: c1 and c2 refuse, so the 3-of-3
     // funding key cannot sign, whatever c3 does.
     let mut drain = d.counterparty_info(d.next_counterparty);

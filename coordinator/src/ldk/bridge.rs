@@ -90,6 +90,9 @@ pub struct QuorumBridge {
     pending: Arc<(Mutex<Pending>, Condvar)>,
     queues: Mutex<HashMap<ChannelKeysId, tokio::sync::mpsc::UnboundedSender<Job>>>,
     counts: Arc<Mutex<RoundCounts>>,
+    /// Funding txid → channel, for the channels whose setup this node sent: what
+    /// [`super::QuorumChainWatch`] looks for in blocks.
+    fundings: Mutex<HashMap<[u8; 32], ChannelKeysId>>,
 }
 
 impl QuorumBridge {
@@ -113,7 +116,18 @@ impl QuorumBridge {
             pending: Default::default(),
             queues: Default::default(),
             counts: Default::default(),
+            fundings: Default::default(),
         }))
+    }
+
+    /// Watches for `channel`'s funding transaction `txid` (its proof goes to the quorum).
+    pub fn watch_funding(&self, txid: [u8; 32], channel: ChannelKeysId) {
+        self.fundings.lock().unwrap_or_else(|e| e.into_inner()).insert(txid, channel);
+    }
+
+    /// The funding transactions watched for.
+    pub fn watched_fundings(&self) -> HashMap<[u8; 32], ChannelKeysId> {
+        self.fundings.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     fn handle(&self) -> &tokio::runtime::Handle {

@@ -98,6 +98,9 @@ impl QuorumChannelSigner {
 
     /// Sends the setup (once) and any held-back validations, in order.
     fn ensure_setup(&self, params: &ChannelTransactionParameters) -> Result<(), ()> {
+        if let Some(funding) = params.funding_outpoint {
+            self.bridge.watch_funding(bitcoin::hashes::Hash::to_byte_array(funding.txid), self.id);
+        }
         let mut s = self.setup.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(reason) = &s.poisoned {
             self.log_refusal("request", reason);

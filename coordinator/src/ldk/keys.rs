@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 
-use bitcoin::hashes::{sha256, Hash};
+use bitcoin::hashes::Hash;
 use bitcoin::secp256k1::ecdh::SharedSecret;
 use bitcoin::secp256k1::ecdsa::{RecoverableSignature, RecoveryId, Signature};
 use bitcoin::secp256k1::{schnorr, All, PublicKey, Scalar, Secp256k1};
@@ -29,7 +29,7 @@ use lightning::sign::{
     SpendableOutputDescriptor,
 };
 use lightning::util::ser::Writeable;
-use qls_protocol::{ChannelKeysId, ChannelRequest, KeyHolderOutput, NodeKeyRequest};
+use qls_protocol::{ChannelKeysId, ChannelRequest, GossipKind, KeyHolderOutput, NodeKeyRequest};
 use qls_signer_core::wallet::wallet_script;
 
 use super::bridge::{BridgeError, QuorumBridge};
@@ -93,34 +93,6 @@ impl QuorumKeysManager {
     }
 }
 
-/// The bytes LDK hashes after the HRP: the invoice's 5-bit data (signature excluded),
-/// packed, the last byte zero-padded. Taken from the invoice's own bech32 encoding (with a
-/// placeholder signature, dropped again); the caller checks the result against LDK's hash.
-fn invoice_data_bytes(invoice: &RawBolt11Invoice) -> Option<Vec<u8>> {
-    const CHARSET: &[u8; 32] = b"qpzry9x8gf2tvdw0s3jn54khce6mua7l";
-    const SIGNATURE_CHARS: usize = 104; // 65 bytes
-    const CHECKSUM_CHARS: usize = 6;
-    let placeholder = RecoverableSignature::from_compact(&[1u8; 64], RecoveryId::from_i32(0).ok()?).ok()?;
-    let encoded = invoice.clone().sign::<_, ()>(|_| Ok(placeholder)).ok()?.to_string();
-    let data = &encoded[encoded.rfind('1')? + 1..];
-    let data = data.as_bytes().get(..data.len().checked_sub(SIGNATURE_CHARS + CHECKSUM_CHARS)?)?;
-    let (mut out, mut acc, mut bits) = (Vec::with_capacity(data.len() * 5 / 8 + 1), 0u32, 0u32);
-    for c in data {
-        let v = CHARSET.iter().position(|x| x == c)? as u32;
-        acc = (acc << 5) | v;
-        bits += 5;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    if bits > 0 {
-        out.push((acc << (8 - bits)) as u8);
-    }
-    Some(out)
-}
-
 impl EntropySource for QuorumKeysManager {
     fn get_secure_random_bytes(&self) -> [u8; 32] {
         self.local.get_secure_random_bytes()
@@ -163,11 +135,9 @@ impl NodeSigner for QuorumKeysManager {
         if !matches!(recipient, Recipient::Node) {
             return Err(());
         }
-        let hrp = invoice.hrp.to_string().into_bytes();
-        let data = invoice_data_bytes(invoice).unwrap_or_default();
-        if sha256::Hash::hash(&[hrp.as_slice(), &data].concat()).to_byte_array() != invoice.signable_hash() {
-            return refused("invoice", "cannot reproduce LDK's invoice hash");
-        }
+        // The cosigners parse these back into the invoice and rebuild its digest.
+        let (hrp, data) = invoice.to_raw();
+        let (hrp, data) = (hrp.into_bytes(), data.iter().map(|f| f.to_u8()).collect());
         let payment_hash = invoice.payment_hash().map(|h| h.0.to_byte_array()).ok_or(())?;
         let request = NodeKeyRequest::SignInvoice {
             hrp,
@@ -189,7 +159,12 @@ impl NodeSigner for QuorumKeysManager {
     }
 
     fn sign_gossip_message(&self, msg: UnsignedGossipMessage) -> Result<Signature, ()> {
-        match self.node_key("gossip", NodeKeyRequest::SignGossip { message: msg.encode() })? {
+        let kind = match msg {
+            UnsignedGossipMessage::ChannelAnnouncement(_) => GossipKind::ChannelAnnouncement,
+            UnsignedGossipMessage::ChannelUpdate(_) => GossipKind::ChannelUpdate,
+            UnsignedGossipMessage::NodeAnnouncement(_) => GossipKind::NodeAnnouncement,
+        };
+        match self.node_key("gossip", NodeKeyRequest::SignGossip { kind, message: msg.encode() })? {
             KeyHolderOutput::Signatures { sig, .. } => {
                 Signature::from_compact(&sig).map_err(|_| refuse("gossip", "malformed signature"))
             }

@@ -12,20 +12,26 @@ use super::parse::{self, ChannelError};
 use super::state::{ChannelState, CloseState};
 use crate::policy::onchain::FundingOutput;
 
+/// The channel's P2WSH funding output script, from the stored setup.
+pub fn funding_script(state: &ChannelState) -> Result<bitcoin::ScriptBuf, ChannelError> {
+    let params = parse::transaction_parameters(&state.setup)?;
+    let counterparty =
+        params.counterparty_parameters.as_ref().ok_or(ChannelError::CorruptState("setup without counterparty keys"))?;
+    Ok(make_funding_redeemscript(&params.holder_pubkeys.funding_pubkey, &counterparty.pubkeys.funding_pubkey)
+        .to_p2wsh())
+}
+
 /// `Some` for an open channel we fund.
 pub fn funding_output(state: &ChannelState) -> Result<Option<FundingOutput>, ChannelError> {
     let setup = &state.setup;
     if !setup.is_outbound || state.close != CloseState::Open {
         return Ok(None);
     }
-    let params = parse::transaction_parameters(setup)?;
-    let counterparty =
-        params.counterparty_parameters.as_ref().ok_or(ChannelError::CorruptState("setup without counterparty keys"))?;
-    let script = make_funding_redeemscript(&params.holder_pubkeys.funding_pubkey, &counterparty.pubkeys.funding_pubkey)
-        .to_p2wsh();
+    let script = funding_script(state)?;
     Ok(Some(FundingOutput {
         outpoint: OutPoint { txid: Txid::from_byte_array(setup.funding_txid), vout: u32::from(setup.funding_vout) },
         script,
         value_sat: setup.channel_value_sat,
+        countersigned: state.holder.latest.is_some(),
     }))
 }

@@ -137,6 +137,15 @@ impl PaymentIndex {
         violations.extend(found);
     }
 
+    /// How much of `removed` (incoming HTLCs that left a commitment) belongs to payments
+    /// we already settled downstream: we know their preimage, so they must leave claimed.
+    pub fn settled_incoming_msat<'a>(&self, removed: impl IntoIterator<Item = &'a HtlcInfo>) -> u64 {
+        removed
+            .into_iter()
+            .filter(|h| self.entries.get(&h.payment_hash).is_some_and(|e| e.settled))
+            .fold(0u64, |a, h| a.saturating_add(h.amount_msat))
+    }
+
     /// A preimage of one of our outgoing HTLCs was revealed: that payment settled.
     pub fn settle(&mut self, hash: &PaymentHash) {
         if let Some(e) = self.entries.get_mut(hash) {
@@ -159,5 +168,34 @@ impl PaymentIndex {
         e.approved_msat = Some(before.max(amount_msat));
         e.expires_at = Some(e.expires_at.map_or(expires_at, |x| x.max(expires_at)));
         amount_msat.saturating_sub(before)
+    }
+}
+
+/// The fail-after-fulfil rule, for legacy and taproot commitments alike: incoming HTLCs
+/// worth `settled_removed_msat` left the commitment while their payment was already
+/// settled downstream, so they must have been claimed — our funds, from `before_msat`,
+/// must reach `after_msat` plus every fall the balance rule explains
+/// (`explained_fall_msat`: our own fulfilled HTLCs, fees we pay, rounding) at least that
+/// much higher. A fail-back here would lose the forwarded amount.
+pub fn fail_after_fulfil(
+    violations: &mut Vec<Violation>,
+    settled_removed_msat: u64,
+    before_msat: u64,
+    after_msat: u64,
+    explained_fall_msat: u64,
+    commitment_number: u64,
+) {
+    if settled_removed_msat == 0 {
+        return;
+    }
+    let reached = after_msat.saturating_add(explained_fall_msat);
+    let needed = before_msat.saturating_add(settled_removed_msat);
+    if reached < needed {
+        violations.push(Violation {
+            tag: PolicyTag::RoutingFailAfterFulfil,
+            detail: format!(
+                "commitment {commitment_number}: incoming HTLCs of {settled_removed_msat} msat whose payments settled downstream left unclaimed (our funds {before_msat} -> {after_msat} msat)"
+            ),
+        });
     }
 }

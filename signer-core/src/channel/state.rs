@@ -30,6 +30,10 @@ pub struct ChannelState {
     /// When this cosigner first saw the channel closed (its clock, unix seconds); closed
     /// channels are pruned `closed_channel_retention_secs` after it.
     pub closed_at: Option<u64>,
+    /// Height of the block holding the funding transaction, once an SPV proof showed it
+    /// at depth (`ChannelRequest::FundingConfirmed`); until then incoming HTLCs of this
+    /// channel cover nothing.
+    pub funding_confirmed_at: Option<u32>,
 }
 
 /// Our own (holder) commitments: what the counterparty signed for us and what we revoked.
@@ -95,6 +99,7 @@ impl ChannelState {
             counterparty: CounterpartySide { secrets, ..Default::default() },
             close: CloseState::Open,
             closed_at: None,
+            funding_confirmed_at: None,
         }
     }
 }

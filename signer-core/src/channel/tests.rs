@@ -21,6 +21,7 @@ use qls_protocol::{ApprovalSubject, ChannelPoints, ChannelRequest, ChannelSetup,
 
 use super::parse::{self, Broadcaster};
 use super::payments::{PaymentEntry, PaymentIndex};
+use super::provenance::HolderKeysCheck;
 use super::state::{request_digest, ChannelState, INITIAL_COMMITMENT_NUMBER as N0};
 use super::validate::{apply, Context};
 use crate::policy::{PolicyConfig, PolicyTag};
@@ -76,6 +77,12 @@ struct Fx {
     payments: BTreeMap<[u8; 32], PaymentEntry>,
     policy: PolicyConfig,
     own: Vec<ScriptBuf>,
+    /// What the shell found about the setup's holder keys.
+    holder_keys: Option<HolderKeysCheck>,
+    /// The funding transaction the setup names (its txid is `setup.funding_txid`).
+    funding_tx: Transaction,
+    /// This cosigner's header chain, once a block holds the funding transaction.
+    chain: Option<crate::chain::ChainTip>,
 }
 
 fn fee(n: usize) -> u64 {
@@ -95,7 +102,7 @@ impl Fx {
     fn new(outbound: bool) -> Self {
         let secp = Secp256k1::new();
         let (holder, cp) = (Side::new(1), Side::new(2));
-        let setup = ChannelSetup {
+        let mut setup = ChannelSetup {
             channel_value_sat: VALUE,
             funding_txid: [7; 32],
             funding_vout: 0,
@@ -106,6 +113,13 @@ impl Fx {
             counterparty: cp.points(&secp),
             channel_type: ChannelTypeFeatures::anchors_zero_htlc_fee_and_dependencies().le_flags().to_vec(),
         };
+        let funding_script = make_funding_redeemscript(
+            &PublicKey::from_secret_key(&secp, &holder.funding),
+            &PublicKey::from_secret_key(&secp, &cp.funding),
+        )
+        .to_p2wsh();
+        let funding_tx = crate::funding_proof::tests::paying(0x77, &funding_script, VALUE);
+        setup.funding_txid = funding_tx.compute_txid().to_byte_array();
         Self {
             secp,
             holder,
@@ -115,7 +129,32 @@ impl Fx {
             payments: BTreeMap::new(),
             policy: PolicyConfig::default(),
             own: vec![script(b"wallet")],
+            holder_keys: Some(HolderKeysCheck::Ours),
+            funding_tx,
+            chain: None,
         }
+    }
+
+    /// Mines the funding transaction (alone in its block) and one block on it into this
+    /// cosigner's chain, and hands the cosigner the SPV proof; returns its tags.
+    fn confirm_funding(&mut self) -> Vec<PolicyTag> {
+        use crate::funding_proof::tests::mine;
+        use bitcoin::consensus::encode::serialize;
+        let mut chain = crate::chain::ChainTip::genesis(bitcoin::Network::Regtest);
+        let block = mine(chain.tip_hash(), self.setup.funding_txid, 1_700_000_000);
+        let next = mine(block.block_hash(), [0; 32], 1_700_000_600);
+        let headers = vec![serialize(&block), serialize(&next)];
+        chain.extend(bitcoin::Network::Regtest, &headers).unwrap();
+        self.chain = Some(chain);
+        self.policy.channel.funding_min_depth = 2;
+        let proof = qls_protocol::FundingProof {
+            headers,
+            tx: serialize(&self.funding_tx),
+            block_header: serialize(&block),
+            merkle_branch: vec![],
+            position: 0,
+        };
+        self.run(ChannelRequest::FundingConfirmed(proof))
     }
 
     /// Applies `req` like a cosigner shell: persists only when the policy approves.
@@ -123,8 +162,15 @@ impl Fx {
         let subject = ApprovalSubject::Channel { channel: [9; 32], request: req.clone() };
         let digest = request_digest(&subject);
         let mut index = PaymentIndex::new(self.payments.clone(), self.payments.len(), self.policy.channel.max_payments);
-        let ctx =
-            Context { policy: &self.policy, own_scripts: &self.own, secp: &self.secp, now: NOW, stored_channels: 0 };
+        let ctx = Context {
+            policy: &self.policy,
+            own_scripts: &self.own,
+            secp: &self.secp,
+            now: NOW,
+            stored_channels: 0,
+            holder_keys: self.holder_keys.clone(),
+            chain: self.chain.as_ref(),
+        };
         let applied = apply(&[9; 32], self.state.as_ref(), &req, &digest, &mut index, &ctx).expect("request parses");
         let verdict = crate::policy::judge(applied.violations, &self.policy);
         if verdict.approves() {
@@ -295,6 +341,7 @@ fn forward_with_matching_incoming_htlc_is_allowed() {
     assert_eq!(fx.sign_cp(fx.cp_info(N0, theirs, 0, vec![]), vec![]), vec![]);
     let req = fx.validate_req(fx.holder_info(N0, 0, theirs, vec![]), vec![]);
     assert_eq!(fx.run(req), vec![]);
+    assert_eq!(fx.confirm_funding(), vec![]);
     // They pay us 200k: the incoming HTLC lands in our holder commitment first.
     let theirs2 = fx.ours_sat(1, 200_000, 0);
     let req = fx.validate_req(fx.holder_info(N0 - 1, 0, theirs2, vec![htlc(false, 200_000, 3)]), vec![]);
@@ -331,6 +378,82 @@ fn channel_id_reuse() {
     let mut other = fx.setup.clone();
     other.channel_value_sat += 1;
     assert_eq!(fx.run(ChannelRequest::Setup(other)), vec![PolicyTag::ChannelIdReuse]);
+}
+
+#[test]
+fn incoming_htlcs_cover_forwards_only_once_the_funding_is_proven() {
+    let hash = sha256::Hash::hash(&[3; 32]).to_byte_array();
+    let incoming = |fx: &mut Fx| {
+        let all = fx.ours_sat(0, 0, 0);
+        assert_eq!(fx.run(ChannelRequest::Setup(fx.setup.clone())), vec![]);
+        assert_eq!(fx.sign_cp(fx.cp_info(N0, all, 0, vec![]), vec![]), vec![]);
+        let req = fx.validate_req(fx.holder_info(N0, 0, all, vec![]), vec![]);
+        assert_eq!(fx.run(req), vec![]);
+    };
+    // Never proven: the incoming HTLC is accepted but covers nothing.
+    let mut fx = Fx::new(false);
+    incoming(&mut fx);
+    let theirs = fx.ours_sat(1, 200_000, 0);
+    let req = fx.validate_req(fx.holder_info(N0 - 1, 0, theirs, vec![htlc(false, 200_000, 3)]), vec![]);
+    assert_eq!(fx.run(req), vec![]);
+    assert!(fx.payments.get(&hash).is_none_or(|e| e.incoming_msat == 0));
+    // A proof that does not hold is refused and changes nothing.
+    let mut bad = Fx::new(false);
+    incoming(&mut bad);
+    bad.funding_tx.output[0].value = bitcoin::Amount::from_sat(VALUE - 1);
+    assert_eq!(bad.confirm_funding(), vec![PolicyTag::FundingProof]);
+    assert_eq!(bad.state.as_ref().unwrap().funding_confirmed_at, None);
+    // Proven at depth: it covers.
+    let mut fx = Fx::new(false);
+    incoming(&mut fx);
+    assert_eq!(fx.confirm_funding(), vec![]);
+    assert_eq!(fx.state.as_ref().unwrap().funding_confirmed_at, Some(1));
+    let req = fx.validate_req(fx.holder_info(N0 - 1, 0, theirs, vec![htlc(false, 200_000, 3)]), vec![]);
+    assert_eq!(fx.run(req), vec![]);
+    assert_eq!(fx.payments.get(&hash).unwrap().incoming_msat, 200_000_000);
+}
+
+#[test]
+fn setup_with_foreign_holder_keys_refused() {
+    let mut fx = Fx::new(true);
+    fx.holder_keys = Some(HolderKeysCheck::NotOurs("attested by nobody we pin".into()));
+    assert_eq!(fx.run(ChannelRequest::Setup(fx.setup.clone())), vec![PolicyTag::ChannelHolderKeys]);
+    assert!(fx.state.is_none(), "nothing stored");
+    fx.holder_keys = None;
+    assert_eq!(fx.run(ChannelRequest::Setup(fx.setup.clone())), vec![PolicyTag::ChannelHolderKeys]);
+    fx.holder_keys = Some(HolderKeysCheck::Ours);
+    assert_eq!(fx.run(ChannelRequest::Setup(fx.setup.clone())), vec![]);
+}
+
+#[test]
+fn incoming_htlc_failed_after_outgoing_fulfilled() {
+    // They fund; they pay us 200,000 sat through an incoming HTLC that we forward.
+    let start = |fx: &mut Fx| {
+        let all = fx.ours_sat(0, 0, 0);
+        assert_eq!(fx.run(ChannelRequest::Setup(fx.setup.clone())), vec![]);
+        assert_eq!(fx.sign_cp(fx.cp_info(N0, all, 0, vec![]), vec![]), vec![]);
+        let req = fx.validate_req(fx.holder_info(N0, 0, all, vec![]), vec![]);
+        assert_eq!(fx.run(req), vec![]);
+        assert_eq!(fx.confirm_funding(), vec![]);
+        let theirs = fx.ours_sat(1, 200_000, 0);
+        assert_eq!(fx.round(N0 - 1, 0, theirs, vec![htlc(true, 200_000, 3)], vec![]), vec![]);
+        all
+    };
+    let hash = sha256::Hash::hash(&[3; 32]).to_byte_array();
+    // While the outgoing leg is pending, failing back is allowed.
+    let mut fx = Fx::new(false);
+    let all = start(&mut fx);
+    assert_eq!(fx.round(N0 - 2, 0, all, vec![], vec![]), vec![]);
+    // Once it was fulfilled downstream (the payment settled node-wide), the incoming HTLC
+    // may leave only claimed, on either side's commitment.
+    let mut fx = Fx::new(false);
+    let all = start(&mut fx);
+    fx.payments.get_mut(&hash).expect("incoming recorded").settled = true;
+    assert_eq!(fx.sign_cp(fx.cp_info(N0 - 2, all, 0, vec![]), vec![]), vec![PolicyTag::RoutingFailAfterFulfil]);
+    let req = fx.validate_req(fx.holder_info(N0 - 2, 0, all, vec![]), vec![]);
+    assert_eq!(fx.run(req), vec![PolicyTag::RoutingFailAfterFulfil]);
+    let theirs = fx.ours_sat(0, 0, 200_000);
+    assert_eq!(fx.round(N0 - 2, 200_000, theirs, vec![], vec![]), vec![]);
 }
 
 #[test]
@@ -810,6 +933,8 @@ fn payment_index_bounded() {
         secp: &fx.secp,
         now: NOW,
         stored_channels,
+        holder_keys: Some(HolderKeysCheck::Ours),
+        chain: None,
     };
     let mut index = PaymentIndex::default();
     let tags = |a: super::Applied| a.violations.iter().map(|v| v.tag).collect::<Vec<_>>();
@@ -835,7 +960,15 @@ fn permissive_policy_warns_but_reports_the_same_tags() {
 fn unknown_channel_and_garbage_are_typed_errors() {
     let fx = Fx::new(true);
     let mut index = PaymentIndex::default();
-    let ctx = Context { policy: &fx.policy, own_scripts: &fx.own, secp: &fx.secp, now: NOW, stored_channels: 0 };
+    let ctx = Context {
+        policy: &fx.policy,
+        own_scripts: &fx.own,
+        secp: &fx.secp,
+        now: NOW,
+        stored_channels: 0,
+        holder_keys: Some(HolderKeysCheck::Ours),
+        chain: None,
+    };
     let req = ChannelRequest::ReleaseCommitmentSecret { commitment_number: 1 };
     let err = apply(&[1; 32], None, &req, &[0; 32], &mut index, &ctx).unwrap_err();
     assert!(matches!(err, super::ChannelError::UnknownChannel { .. }));
@@ -874,7 +1007,15 @@ fn commitment_number_above_2_pow_48_is_a_typed_error() {
     let mut fx = Fx::new(true);
     fx.open();
     let mut index = PaymentIndex::default();
-    let ctx = Context { policy: &fx.policy, own_scripts: &fx.own, secp: &fx.secp, now: NOW, stored_channels: 0 };
+    let ctx = Context {
+        policy: &fx.policy,
+        own_scripts: &fx.own,
+        secp: &fx.secp,
+        now: NOW,
+        stored_channels: 0,
+        holder_keys: Some(HolderKeysCheck::Ours),
+        chain: None,
+    };
     let info = fx.cp_info(u64::MAX, 0, 1, vec![]);
     let req = ChannelRequest::SignCounterpartyCommitment { commitment: info, outbound_preimages: vec![] };
     let err = apply(&[9; 32], fx.state.as_ref(), &req, &[0; 32], &mut index, &ctx).unwrap_err();

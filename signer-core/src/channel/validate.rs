@@ -49,6 +49,12 @@ pub struct Context<'a> {
     /// Channels in the cosigner's store before this request (closed ones past their
     /// retention already pruned).
     pub stored_channels: usize,
+    /// For a setup: what the shell found about its holder keys (`None`: not checked,
+    /// treated as not ours).
+    pub holder_keys: Option<super::HolderKeysCheck>,
+    /// For a funding proof: this cosigner's header chain, extended with the proof's
+    /// headers (`None`: no chain, the proof is refused).
+    pub chain: Option<&'a crate::chain::ChainTip>,
 }
 
 /// The outcome of judging one request.
@@ -87,7 +93,7 @@ pub fn apply(
 ) -> Result<Applied, ChannelError> {
     let mut j = Judge { violations: Vec::new(), policy: &ctx.policy.channel };
     let next = match (request, current) {
-        (ChannelRequest::Setup(setup), cur) => setup_channel(&mut j, cur, setup, ctx.stored_channels)?,
+        (ChannelRequest::Setup(setup), cur) => setup_channel(&mut j, cur, setup, ctx)?,
         (_, None) => return Err(ChannelError::UnknownChannel { channel: hex8(channel) }),
         (req, Some(cur)) => {
             let mut next = cur.clone();
@@ -164,6 +170,25 @@ fn update(
             outputs_are_ours(j, &tx, None, ctx);
             anchor_source(j, next, &params, &tx, *input, ctx)?;
         }
+        ChannelRequest::FundingConfirmed(proof) => {
+            let script = super::funding::funding_script(next)?;
+            let setup = &next.setup;
+            let expected = crate::funding_proof::ExpectedFunding::of_setup(
+                setup.funding_txid,
+                setup.funding_vout,
+                &script,
+                setup.channel_value_sat,
+            );
+            let min_depth = j.policy.funding_min_depth;
+            crate::funding_proof::judge(
+                &mut j.violations,
+                &mut next.funding_confirmed_at,
+                ctx.chain,
+                proof,
+                &expected,
+                min_depth,
+            );
+        }
         ChannelRequest::SignHolderHtlc { tx, input, commitment_number, htlc, preimage } => {
             holder_htlc(j, next, &params, tx, *input, *commitment_number, htlc, preimage, ctx)?
         }
@@ -194,8 +219,9 @@ fn setup_channel(
     j: &mut Judge<'_>,
     current: Option<&ChannelState>,
     setup: &ChannelSetup,
-    stored_channels: usize,
+    ctx: &Context<'_>,
 ) -> Result<ChannelState, ChannelError> {
+    let stored_channels = ctx.stored_channels;
     // Every point must parse, whatever the policy says.
     parse::transaction_parameters(setup)?;
     if let Some(cur) = current {
@@ -212,6 +238,11 @@ fn setup_channel(
                 j.policy.max_channels
             ),
         );
+    }
+    match &ctx.holder_keys {
+        Some(super::HolderKeysCheck::Ours) => {}
+        Some(super::HolderKeysCheck::NotOurs(why)) => j.flag(PolicyTag::ChannelHolderKeys, why.clone()),
+        None => j.flag(PolicyTag::ChannelHolderKeys, "the setup's holder keys were not checked".into()),
     }
     if !is_safe_type(setup) {
         j.flag(
@@ -344,6 +375,11 @@ fn ours_msat(info: &CommitmentInfo, broadcaster: Broadcaster) -> u64 {
         .fold(direct.saturating_mul(1000), |a, h| a.saturating_add(h.amount_msat))
 }
 
+fn received_by_us(info: &CommitmentInfo, broadcaster: Broadcaster) -> impl Iterator<Item = &HtlcInfo> {
+    let we_offered = broadcaster == Broadcaster::Holder;
+    info.htlcs.iter().filter(move |h| h.offered != we_offered)
+}
+
 fn offered_by_us(info: &CommitmentInfo, broadcaster: Broadcaster) -> impl Iterator<Item = &HtlcInfo> {
     let we_offered = broadcaster == Broadcaster::Holder;
     info.htlcs.iter().filter(move |h| h.offered == we_offered)
@@ -375,6 +411,7 @@ fn holder_balance(
     next: &CommitmentInfo,
     broadcaster: Broadcaster,
     preimages: &[[u8; 32]],
+    payments: &PaymentIndex,
 ) {
     let Some(prev) = prev else {
         if setup.is_outbound {
@@ -392,7 +429,6 @@ fn holder_balance(
         return;
     };
     let (before, after) = (ours_msat(prev, broadcaster), ours_msat(next, broadcaster));
-    let Some(drop) = before.checked_sub(after).filter(|d| *d > 0) else { return };
     let hashes = preimage_hashes(preimages);
     let now: Vec<&HtlcInfo> = offered_by_us(next, broadcaster).collect();
     let fulfilled: u64 = multiset_minus(offered_by_us(prev, broadcaster), &now)
@@ -413,6 +449,18 @@ fn holder_balance(
     // let every update hand that much of our balance to the counterparty.)
     let slack_sat = 1 + if setup.is_outbound { 2 * ANCHOR_OUTPUT_SAT } else { 0 };
     let allowed = fulfilled.saturating_add(fee_growth.saturating_mul(1000)).saturating_add(slack_sat * 1000);
+    let received_now: Vec<&HtlcInfo> = received_by_us(next, broadcaster).collect();
+    let settled_removed =
+        payments.settled_incoming_msat(multiset_minus(received_by_us(prev, broadcaster), &received_now));
+    super::payments::fail_after_fulfil(
+        &mut j.violations,
+        settled_removed,
+        before,
+        after,
+        allowed,
+        next.commitment_number,
+    );
+    let drop = before.saturating_sub(after);
     if drop > allowed {
         j.flag(
             PolicyTag::CommitmentHolderBalance,
@@ -465,7 +513,15 @@ fn sign_counterparty(
         );
     }
     commitment_shape(j, &state.setup, info);
-    holder_balance(j, &state.setup, state.counterparty.latest.as_ref(), info, Broadcaster::Counterparty, preimages);
+    holder_balance(
+        j,
+        &state.setup,
+        state.counterparty.latest.as_ref(),
+        info,
+        Broadcaster::Counterparty,
+        preimages,
+        payments,
+    );
     // New HTLCs we offer must be forwards of incoming HTLCs or approved payments.
     let before: Vec<&HtlcInfo> = state
         .counterparty
@@ -528,21 +584,29 @@ fn validate_holder(
         info,
         Broadcaster::Holder,
         preimages,
+        payments,
     );
     check_counterparty_sigs(j, params, &tx, &sig, &htlc_sigs, ctx.secp);
-    // Incoming HTLCs (offered by the counterparty) are now irrevocably ours to forward.
-    let before: Vec<&HtlcInfo> =
-        state.holder.latest.as_ref().map(|h| h.info.htlcs.iter().filter(|h| !h.offered).collect()).unwrap_or_default();
-    let new_in: Vec<HtlcInfo> =
-        multiset_minus(info.htlcs.iter().filter(|h| !h.offered), &before).into_iter().cloned().collect();
-    for h in &new_in {
-        payments.receive(&mut j.violations, h);
-    }
-    // Incoming HTLCs that left our commitment (failed or fulfilled) no longer cover
-    // anything we offer.
-    let now_in: Vec<&HtlcInfo> = info.htlcs.iter().filter(|h| !h.offered).collect();
-    for h in multiset_minus(before.iter().copied(), &now_in) {
-        payments.unreceive(&h.payment_hash, h.amount_msat);
+    // Incoming HTLCs (offered by the counterparty) are now irrevocably ours to forward —
+    // on a channel whose funding was proven on chain; on any other they cover nothing.
+    if state.funding_confirmed_at.is_some() {
+        let before: Vec<&HtlcInfo> = state
+            .holder
+            .latest
+            .as_ref()
+            .map(|h| h.info.htlcs.iter().filter(|h| !h.offered).collect())
+            .unwrap_or_default();
+        let new_in: Vec<HtlcInfo> =
+            multiset_minus(info.htlcs.iter().filter(|h| !h.offered), &before).into_iter().cloned().collect();
+        for h in &new_in {
+            payments.receive(&mut j.violations, h);
+        }
+        // Incoming HTLCs that left our commitment (failed or fulfilled) no longer cover
+        // anything we offer.
+        let now_in: Vec<&HtlcInfo> = info.htlcs.iter().filter(|h| !h.offered).collect();
+        for h in multiset_minus(before.iter().copied(), &now_in) {
+            payments.unreceive(&h.payment_hash, h.amount_msat);
+        }
     }
     state.holder.latest = Some(candidate);
     Ok(())

@@ -80,6 +80,27 @@ policy_tags! {
     ChannelContestDelay => "policy-channel-contest-delay-range", Error,
         "channel::tests::contest_delay_out_of_range",
         "The delay we impose is at least the minimum, the delay imposed on us at most the maximum.";
+    ChannelHolderKeys => "policy-channel-holder-keys", Error,
+        "channel::tests::setup_with_foreign_holder_keys_refused",
+        "A channel's holder keys are the quorum's: derived by this cosigner from the node seed, or attested by a key holder it pins (identity signature over channel id and keys).";
+    RoutingFailAfterFulfil => "policy-routing-fail-after-fulfil", Error,
+        "channel::tests::incoming_htlc_failed_after_outgoing_fulfilled",
+        "An incoming HTLC whose payment we already settled downstream (preimage known) leaves a commitment only claimed: our funds grow by its amount.";
+    FundingCountersigned => "policy-funding-initial-commitment-countersigned", Error,
+        "policy::onchain::tests::funding_before_first_commitment_countersigned_refused",
+        "A funding transaction is signed only after the counterparty's signature on our first holder commitment was validated.";
+    FundingProof => "policy-funding-proof", Error,
+        "funding_proof::tests::a_proof_holds_only_for_the_stored_output_in_our_chain_at_depth",
+        "A channel's funding counts as confirmed only by an SPV proof: the transaction pays the stored funding output and sits, by its merkle branch, in a block of this cosigner's own header chain at least `funding_min_depth` deep; until then its incoming HTLCs cover no forward.";
+    FundingMax => "policy-funding-max", Error,
+        "policy::onchain::tests::funding_above_the_channel_maximum_refused",
+        "A channel we fund is at most the configured maximum value.";
+    NodeInvoiceShape => "policy-node-invoice-shape", Error,
+        "node_key::tests::invoice_digest_is_ldks_signable_hash_and_needs_a_real_invoice",
+        "The node key signs an invoice only as a BOLT 11 invoice that parses, with the request's payment hash and amount (its digest rebuilt by the cosigner).";
+    NodeGossipShape => "policy-node-gossip-shape", Error,
+        "node_key::tests::gossip_must_parse_as_its_kind_on_our_chain",
+        "The node key signs gossip only as a message that parses as its kind, on this cosigner's chain, never one that starts like an LN signmessage.";
     ChannelIdReuse => "policy-channel-id-reuse", Error,
         "channel::tests::channel_id_reuse",
         "A channel's keys are set up once; a second setup must be identical.";
@@ -220,7 +241,12 @@ pub struct OnchainPolicy {
     pub allowlisted_scripts: alloc::collections::BTreeSet<bitcoin::ScriptBuf>,
     /// Largest fee, in satoshis, a PSBT may pay.
     pub fee_sat_max: u64,
+    /// Largest channel we fund, in satoshis.
+    pub funding_sat_max: u64,
 }
+
+/// Default [`OnchainPolicy::funding_sat_max`]: 1 BTC.
+pub const DEFAULT_FUNDING_SAT_MAX: u64 = 100_000_000;
 
 impl OnchainPolicy {
     pub fn allows(&self, script: &bitcoin::Script) -> bool {
@@ -230,7 +256,7 @@ impl OnchainPolicy {
 
 impl Default for OnchainPolicy {
     fn default() -> Self {
-        Self { allowlisted_scripts: Default::default(), fee_sat_max: 50_000 }
+        Self { allowlisted_scripts: Default::default(), fee_sat_max: 50_000, funding_sat_max: DEFAULT_FUNDING_SAT_MAX }
     }
 }
 
@@ -270,6 +296,9 @@ pub struct ChannelPolicy {
     pub closed_channel_retention_secs: u64,
     /// Oldest chain tip (by block time) a heartbeat may attest.
     pub heartbeat_tip_max_age_secs: u64,
+    /// Confirmations (the block included) a funding transaction needs before the
+    /// channel's incoming HTLCs cover forwards.
+    pub funding_min_depth: u32,
 }
 
 impl Default for ChannelPolicy {
@@ -293,6 +322,7 @@ impl Default for ChannelPolicy {
             max_channels: 1_000_000,
             closed_channel_retention_secs: 90 * 86_400,
             heartbeat_tip_max_age_secs: 3 * 3_600,
+            funding_min_depth: 3,
         }
     }
 }

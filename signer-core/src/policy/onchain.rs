@@ -3,7 +3,10 @@
 //! up (`policy-onchain-no-unknown-outputs`, `policy-funding-output`), a fee cap
 //! (`policy-onchain-fee-range`), a standard shape (`policy-onchain-standard`), and for
 //! funding transactions only segwit inputs, so the txid the channel was set up with
-//! cannot change (`policy-funding-segwit-inputs`).
+//! cannot change (`policy-funding-segwit-inputs`), only once the counterparty signed our
+//! first commitment (`policy-funding-initial-commitment-countersigned`: funds are never
+//! locked in a 2-of-2 we cannot close on our own), and within a per-channel maximum
+//! (`policy-funding-max`).
 //!
 //! Must never: stop at the first violation (every violation is reported), or read an
 //! amount from anywhere but the PSBT's own `witness_utxo`s (committed by the sighash).
@@ -23,6 +26,9 @@ pub struct FundingOutput {
     pub outpoint: OutPoint,
     pub script: ScriptBuf,
     pub value_sat: u64,
+    /// The counterparty's signature on our first holder commitment was validated (we can
+    /// force-close the channel on our own).
+    pub countersigned: bool,
 }
 
 /// Largest standard transaction (Bitcoin Core's `MAX_STANDARD_TX_WEIGHT`).
@@ -70,10 +76,27 @@ pub fn check_psbt(
         let script = out.script_pubkey.as_script();
         let here = OutPoint { txid, vout: i as u32 };
         let funded = funding.unwrap_or_default();
-        if funded
+        if let Some(f) = funded
             .iter()
-            .any(|f| f.outpoint == here && f.script == out.script_pubkey && f.value_sat == out.value.to_sat())
+            .find(|f| f.outpoint == here && f.script == out.script_pubkey && f.value_sat == out.value.to_sat())
         {
+            if !f.countersigned {
+                violations.push(Violation {
+                    tag: PolicyTag::FundingCountersigned,
+                    detail: format!(
+                        "output {here} funds a channel whose first holder commitment the counterparty has not signed"
+                    ),
+                });
+            }
+            if f.value_sat > policy.funding_sat_max {
+                violations.push(Violation {
+                    tag: PolicyTag::FundingMax,
+                    detail: format!(
+                        "output {here} funds a channel with {} sat, at most {} allowed",
+                        f.value_sat, policy.funding_sat_max
+                    ),
+                });
+            }
             continue;
         }
         if let Some(f) = funded.iter().find(|f| f.script == out.script_pubkey) {
@@ -207,6 +230,7 @@ pub(crate) mod tests {
             outpoint: OutPoint { txid, vout },
             script: channel.clone(),
             value_sat,
+            countersigned: true,
         };
         let check =
             |p: &Psbt, f: &[FundingOutput]| tags(check_psbt(p, &wallet(), &OnchainPolicy::default(), Some(f)).unwrap());
@@ -225,5 +249,33 @@ pub(crate) mod tests {
         legacy.inputs[0].witness_utxo.as_mut().unwrap().script_pubkey =
             ScriptBuf::new_p2pkh(&bitcoin::PubkeyHash::from_byte_array([1; 20]));
         assert_eq!(check(&legacy, &[setup(0, 60_000)]), vec![PolicyTag::FundingSegwitInputs]);
+    }
+
+    /// A 60,000-sat funding output as a channel we fund sets it up, and a PSBT paying it.
+    fn funding_fixture() -> (Psbt, FundingOutput) {
+        let channel = ScriptBuf::new_p2wsh(&bitcoin::WScriptHash::from_byte_array([5; 32]));
+        let psbt = psbt_spending(&wallet(), 100_000, &[(channel.clone(), 60_000), (wallet(), 39_000)]);
+        let outpoint = OutPoint { txid: psbt.unsigned_tx.compute_txid(), vout: 0 };
+        (psbt, FundingOutput { outpoint, script: channel, value_sat: 60_000, countersigned: true })
+    }
+
+    #[test]
+    fn funding_before_first_commitment_countersigned_refused() {
+        let (psbt, funding) = funding_fixture();
+        let check =
+            |f: FundingOutput| tags(check_psbt(&psbt, &wallet(), &OnchainPolicy::default(), Some(&[f])).unwrap());
+        assert_eq!(check(funding.clone()), vec![]);
+        assert_eq!(check(FundingOutput { countersigned: false, ..funding }), vec![PolicyTag::FundingCountersigned]);
+    }
+
+    #[test]
+    fn funding_above_the_channel_maximum_refused() {
+        let (psbt, funding) = funding_fixture();
+        let check = |max: u64| {
+            let policy = OnchainPolicy { funding_sat_max: max, ..OnchainPolicy::default() };
+            tags(check_psbt(&psbt, &wallet(), &policy, Some(core::slice::from_ref(&funding))).unwrap())
+        };
+        assert_eq!(check(60_000), vec![]);
+        assert_eq!(check(59_999), vec![PolicyTag::FundingMax]);
     }
 }

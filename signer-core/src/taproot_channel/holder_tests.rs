@@ -169,6 +169,7 @@ fn with_holder_commitments(fx: &mut Fx) -> (TaprootCommitmentInfo, Verification,
     let (ours, theirs) = (600_000_000, 400_000_000);
     let mut setup = fx.setup();
     setup.is_outbound = false;
+    let (setup, funding) = fx.funded(setup);
     assert_eq!(fx.run(TaprootRequest::Setup(setup)).0, vec![]);
     assert_eq!(fx.run(fx.commitment(0, theirs, ours, vec![])).0, vec![]);
     let h0 = holder_info(fx, 0, ours, theirs, vec![]);
@@ -190,6 +191,13 @@ fn with_holder_commitments(fx: &mut Fx) -> (TaprootCommitmentInfo, Verification,
     let cd = counterparty_signs(fx, &drain, &v1, 4);
     let dsigs = counterparty_htlc_sigs(fx, &drain);
     assert_eq!(validate_as_first(fx, &drain, &v1, &cd, dsigs), vec![PolicyTag::RoutingUnbalanced]);
+    // Before the funding is proven on chain the incoming HTLC covers nothing; once it is,
+    // the next validation counts it.
+    let before_proof = fx.clone_state();
+    assert_eq!(validate_as_first(fx, &h1, &v1, &c1, sigs.clone()), vec![]);
+    assert!(fx.payments.get(&hash()).is_none_or(|e| e.incoming_msat == 0));
+    fx.restore_state(before_proof);
+    assert_eq!(fx.confirm_funding(&funding), vec![]);
     assert_eq!(validate_as_first(fx, &h1, &v1, &c1, sigs), vec![]);
     // The incoming HTLC now covers a forward of the same hash.
     assert_eq!(fx.payments[&hash()].incoming_msat, 20_000_000);

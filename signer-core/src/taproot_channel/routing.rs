@@ -3,7 +3,8 @@
 //! only by HTLCs of ours the counterparty fulfilled with a preimage we were shown; an HTLC
 //! we newly offer must be covered in the node-wide payment index (a forward of an incoming
 //! HTLC or an approved payment); incoming HTLCs on our validated commitments cover
-//! forwards.
+//! forwards; an incoming HTLC whose payment settled downstream leaves only claimed
+//! (`policy-routing-fail-after-fulfil`, the rule shared with legacy channels).
 //!
 //! Balances in [`TaprootCommitmentInfo`] are before fees and anchors, so no fee term
 //! enters the rule: any fall not explained by a fulfilled HTLC is refused.
@@ -17,6 +18,7 @@ use alloc::vec::Vec;
 use qls_protocol::{HtlcInfo, TaprootCommitmentInfo};
 
 use super::build::Side;
+use crate::channel::payments::fail_after_fulfil;
 use crate::channel::validate::{multiset_minus, preimage_hashes};
 use crate::channel::PaymentIndex;
 use crate::policy::{PolicyTag, Violation};
@@ -60,6 +62,7 @@ pub fn holder_balance(
     next: &TaprootCommitmentInfo,
     side: Side,
     preimages: &[[u8; 32]],
+    payments: &PaymentIndex,
 ) {
     let Some(prev) = prev else {
         let theirs = their_balance_msat(next, side);
@@ -72,7 +75,6 @@ pub fn holder_balance(
         return;
     };
     let (before, after) = (ours_msat(prev, side), ours_msat(next, side));
-    let Some(fall) = before.checked_sub(after).filter(|d| *d > 0) else { return };
     let hashes = preimage_hashes(preimages);
     let now: Vec<&HtlcInfo> = offered_by_us(next, side).collect();
     let fulfilled: u64 = multiset_minus(offered_by_us(prev, side), &now)
@@ -80,6 +82,10 @@ pub fn holder_balance(
         .filter(|h| hashes.contains(&h.payment_hash))
         .map(|h| h.amount_msat)
         .sum();
+    let received_now: Vec<&HtlcInfo> = received_by_us(next, side).collect();
+    let settled_removed = payments.settled_incoming_msat(multiset_minus(received_by_us(prev, side), &received_now));
+    fail_after_fulfil(violations, settled_removed, before, after, fulfilled, next.commitment_number);
+    let fall = before.saturating_sub(after);
     if fall > fulfilled {
         violations.push(Violation {
             tag: PolicyTag::CommitmentHolderBalance,

@@ -34,6 +34,9 @@ pub struct TaprootChannelState {
     /// Every holder commitment numbered at or below this one is revoked.
     pub holder_revoked: Option<u64>,
     pub close: CloseState,
+    /// Height of the block holding the funding transaction, once an SPV proof showed it
+    /// at depth; until then incoming HTLCs of this channel cover nothing.
+    pub funding_confirmed_at: Option<u32>,
 }
 
 /// A holder commitment with what completing it needs: the counterparty's partial
@@ -64,6 +67,7 @@ impl TaprootChannelState {
             holder_latest: None,
             holder_revoked: None,
             close: CloseState::Open,
+            funding_confirmed_at: None,
         }
     }
 

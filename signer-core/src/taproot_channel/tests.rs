@@ -47,6 +47,8 @@ pub(super) struct Fx {
     pub(super) shares: Vec<crate::keys::KeyShare>,
     /// The cosigner's own stored verification nonce (for holder commitment validations).
     pub(super) own_verification: Option<LeafNonce>,
+    /// This cosigner's header chain, once a block holds the funding transaction.
+    pub(super) chain: Option<crate::chain::ChainTip>,
 }
 
 impl Fx {
@@ -71,7 +73,51 @@ impl Fx {
             payments: BTreeMap::new(),
             shares,
             own_verification: None,
+            chain: None,
         }
+    }
+
+    /// The channel state and payment index, to go back to.
+    pub(super) fn clone_state(&self) -> (Option<TaprootChannelState>, BTreeMap<[u8; 32], PaymentEntry>) {
+        (self.state.clone(), self.payments.clone())
+    }
+
+    pub(super) fn restore_state(&mut self, saved: (Option<TaprootChannelState>, BTreeMap<[u8; 32], PaymentEntry>)) {
+        (self.state, self.payments) = saved;
+    }
+
+    /// `setup` naming a real funding transaction (output 1 pays the channel's funding
+    /// output), and that transaction.
+    pub(super) fn funded(&self, mut setup: TaprootChannelSetup) -> (TaprootChannelSetup, bitcoin::Transaction) {
+        let view = TaprootChannelState::public_view(setup.clone(), self.holder.clone());
+        let out = super::build::funding_txout(&view).unwrap();
+        let mut tx = crate::funding_proof::tests::paying(0x66, &wallet(), 1_000);
+        tx.output.push(out);
+        setup.funding_vout = 1;
+        setup.funding_txid = bitcoin::hashes::Hash::to_byte_array(tx.compute_txid());
+        (setup, tx)
+    }
+
+    /// Mines `tx` (alone in its block) and one block on it into this cosigner's chain and
+    /// hands the cosigner the SPV proof (depth 2 required); returns the tags.
+    pub(super) fn confirm_funding(&mut self, tx: &bitcoin::Transaction) -> Vec<PolicyTag> {
+        use crate::funding_proof::tests::mine;
+        use bitcoin::consensus::encode::serialize;
+        let mut chain = crate::chain::ChainTip::genesis(bitcoin::Network::Regtest);
+        let block = mine(chain.tip_hash(), bitcoin::hashes::Hash::to_byte_array(tx.compute_txid()), 1_700_000_000);
+        let next = mine(block.block_hash(), [0; 32], 1_700_000_600);
+        let headers = vec![serialize(&block), serialize(&next)];
+        chain.extend(bitcoin::Network::Regtest, &headers).unwrap();
+        self.chain = Some(chain);
+        self.policy.channel.funding_min_depth = 2;
+        let proof = qls_protocol::FundingProof {
+            headers,
+            tx: serialize(tx),
+            block_header: serialize(&block),
+            merkle_branch: vec![],
+            position: 0,
+        };
+        self.run(TaprootRequest::FundingConfirmed(proof)).0
     }
 
     pub(super) fn setup(&self) -> TaprootChannelSetup {
@@ -108,6 +154,7 @@ impl Fx {
             own_scripts: &own,
             secp: &self.secp,
             own_verification: self.own_verification.as_ref(),
+            chain: self.chain.as_ref(),
         };
         let mut index = PaymentIndex::new(self.payments.clone(), self.payments.len(), 1000);
         let applied = apply(&CHANNEL, self.state.as_ref(), &req, &digest, &mut index, &ctx).expect("request parses");
@@ -138,6 +185,7 @@ impl Fx {
             own_scripts: &own,
             secp: &self.secp,
             own_verification: None,
+            chain: None,
         };
         let (targets, v) = frost_targets(&CHANNEL, self.state.as_ref().unwrap(), item, &ctx).expect("item parses");
         let verdict = crate::policy::judge(v, &self.policy);
@@ -351,6 +399,28 @@ fn counterparty_commitment_rules() {
 }
 
 #[test]
+fn incoming_htlc_failed_after_its_payment_settled_is_refused() {
+    let mut fx = Fx::new();
+    fx.run(TaprootRequest::Setup(fx.setup()));
+    let all = VALUE * 1000;
+    assert_eq!(fx.run(fx.commitment(0, 0, all, vec![])).0, vec![]);
+    // We pay 5,000 sat (approved), fulfilled with the preimage: that payment is settled.
+    fx.approve(5_000_000);
+    assert_eq!(fx.run(fx.commitment(1, 0, all - 5_000_000, vec![htlc(false, 5_000_000)])).0, vec![]);
+    assert_eq!(fx.revoke(0), vec![]);
+    let paid = fx.commitment_with(2, 5_000_000, all - 5_000_000, vec![], vec![PREIMAGE]);
+    assert_eq!(fx.run(paid).0, vec![]);
+    assert_eq!(fx.revoke(1), vec![]);
+    // An incoming HTLC of that (settled) hash arrives: we know its preimage.
+    assert_eq!(fx.run(fx.commitment(3, 3_000_000, all - 5_000_000, vec![htlc(true, 2_000_000)])).0, vec![]);
+    assert_eq!(fx.revoke(2), vec![]);
+    // Failing it back gives the 2,000 sat back to them: refused. Claiming it is fine.
+    let failed = fx.run(fx.commitment(4, 5_000_000, all - 5_000_000, vec![])).0;
+    assert_eq!(failed, vec![PolicyTag::RoutingFailAfterFulfil]);
+    assert_eq!(fx.run(fx.commitment(4, 3_000_000, all - 3_000_000, vec![])).0, vec![]);
+}
+
+#[test]
 fn setup_twice_with_other_data_and_unknown_channel() {
     let mut fx = Fx::new();
     assert_eq!(fx.run(TaprootRequest::Setup(fx.setup())).0, vec![]);
@@ -364,6 +434,7 @@ fn setup_twice_with_other_data_and_unknown_channel() {
         own_scripts: &[],
         secp: &fx.secp,
         own_verification: None,
+        chain: None,
     };
     let mut index = PaymentIndex::default();
     let err = apply(&[1; 32], None, &fx.commitment(0, 0, 0, vec![]), &[0; 32], &mut index, &ctx).unwrap_err();

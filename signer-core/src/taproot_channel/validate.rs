@@ -62,6 +62,9 @@ pub struct TaprootContext<'a> {
     /// For a holder commitment's validation: this cosigner's stored verification nonce for
     /// that commitment (`None` if it has none).
     pub own_verification: Option<&'a LeafNonce>,
+    /// For a funding proof: this cosigner's header chain, extended with the proof's
+    /// headers (`None`: no chain, the proof is refused).
+    pub chain: Option<&'a crate::chain::ChainTip>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,6 +161,27 @@ pub fn apply(
             sign_closing(&mut j, &mut next, *to_holder_sat, *to_counterparty_sat, holder_script, ctx);
             (next, Some(msg))
         }
+        (TaprootRequest::FundingConfirmed(proof), Some(cur)) => {
+            let mut next = cur.clone();
+            let out = super::build::funding_txout(cur)?;
+            let setup = &cur.setup;
+            let expected = crate::funding_proof::ExpectedFunding::of_setup(
+                setup.funding_txid,
+                setup.funding_vout,
+                &out.script_pubkey,
+                setup.channel_value_sat,
+            );
+            let min_depth = j.policy.funding_min_depth;
+            crate::funding_proof::judge(
+                &mut j.violations,
+                &mut next.funding_confirmed_at,
+                ctx.chain,
+                proof,
+                &expected,
+                min_depth,
+            );
+            (next, None)
+        }
         (TaprootRequest::CounterpartyRevocation { commitment_number, secret }, Some(cur)) => {
             let mut next = cur.clone();
             counterparty_revocation(&mut j, &mut next, *commitment_number, secret, ctx.secp)?;
@@ -215,6 +239,7 @@ fn setup_channel(
         holder_latest: None,
         holder_revoked: None,
         close: CloseState::Open,
+        funding_confirmed_at: None,
     };
     state.funding_script = funding_txout(&state)?.script_pubkey.into_bytes();
     Ok(state)
@@ -282,7 +307,7 @@ fn sign_counterparty(
     }
     commitment_shape(j, &state.setup, info);
     let prev = state.counterparty_latest.as_ref();
-    holder_balance(&mut j.violations, state.setup.is_outbound, prev, info, Side::Counterparty, preimages);
+    holder_balance(&mut j.violations, state.setup.is_outbound, prev, info, Side::Counterparty, preimages, payments);
     let delta = j.policy.forward_cltv_delta_min;
     route_offered(&mut j.violations, payments, prev, info, Side::Counterparty, preimages, delta);
     state.unrevoked_points.push((info.commitment_number, info.per_commitment_point.clone()));
@@ -385,7 +410,7 @@ fn validate_holder(
     verification_session(j, state, &candidate, ctx.own_verification);
     commitment_shape(j, &state.setup, info);
     let prev = state.holder_latest.as_ref().map(|h| h.info.clone());
-    holder_balance(&mut j.violations, state.setup.is_outbound, prev.as_ref(), info, Side::Holder, preimages);
+    holder_balance(&mut j.violations, state.setup.is_outbound, prev.as_ref(), info, Side::Holder, preimages, payments);
     if !counterparty_psig_valid(state, &candidate, &msg)? {
         j.flag(
             PolicyTag::CommitmentCounterpartySig,
@@ -401,7 +426,10 @@ fn validate_holder(
     for hash in crate::channel::validate::preimage_hashes(preimages) {
         payments.settle(&hash);
     }
-    record_received(&mut j.violations, payments, prev.as_ref(), info);
+    // Incoming HTLCs cover forwards only on a channel whose funding was proven on chain.
+    if state.funding_confirmed_at.is_some() {
+        record_received(&mut j.violations, payments, prev.as_ref(), info);
+    }
     state.holder_latest = Some(candidate);
     Ok(())
 }
