@@ -25,6 +25,7 @@ use crate::htlc_book::HtlcBook;
 use crate::legacy_driver::{LegacyChannelDriver, SeenSig};
 use crate::lightning::{forward_fee_msat, ChannelPlan, LnEvent, CLTV_DELTA, CLTV_IN};
 use crate::malicious::MaliciousCoordinator;
+use crate::report::SigRecord;
 use crate::taproot_driver::{DriverError, SignedSpend, TaprootChannelDriver};
 
 /// Fee of a cooperative close, paid by the funder (sat).
@@ -74,7 +75,7 @@ pub struct EventResult {
     /// Something policy must refuse got a signature.
     pub violation_signed: bool,
     /// `(R, message)` of every signature returned and verified.
-    pub r_values: Vec<([u8; 32], [u8; 32])>,
+    pub sigs: Vec<SigRecord>,
     pub funds_lost_msat: u64,
     pub txs_checked: usize,
     pub tx_failures: Vec<String>,
@@ -88,7 +89,7 @@ impl EventResult {
             outcome: EventOutcome::Done,
             must_refuse: false,
             violation_signed: false,
-            r_values: vec![],
+            sigs: vec![],
             funds_lost_msat: 0,
             txs_checked: 0,
             tx_failures: vec![],
@@ -162,7 +163,7 @@ impl LnContext {
                         // Fees we advance as funder stay ours; rounding to sat loses < 1 sat.
                         r.funds_lost_msat += ledger.saturating_sub(d.last_signed_value_msat + 999);
                     });
-                    r.r_values.extend(d.seen.drain(..).map(|s: SeenSig| (s.r, s.msg)));
+                    r.sigs.extend(d.seen.drain(..).map(|s: SeenSig| s.record()));
                     res
                 }
                 Some(Driver::Taproot(d)) => {
@@ -170,7 +171,7 @@ impl LnContext {
                         let offered: u64 = info.htlcs.iter().filter(|h| !h.offered).map(|h| h.amount_msat).sum();
                         r.funds_lost_msat += ledger.saturating_sub(info.to_countersignatory_msat + offered);
                     });
-                    r.r_values.append(&mut d.seen_r);
+                    r.sigs.append(&mut d.seen_sigs);
                     res
                 }
                 None => return Err(EventOutcome::Skipped("channel not open".into())),
@@ -214,13 +215,13 @@ impl LnContext {
             setup.is_outbound = p.outbound;
             let ours = if p.outbound { value_msat } else { 0 };
             let mut d = TaprootChannelDriver::open(&self.client, &self.chain, id, setup, ours).await.map_err(fail)?;
-            r.r_values.append(&mut d.seen_r);
+            r.sigs.append(&mut d.seen_sigs);
             Driver::Taproot(Box::new(d))
         } else {
             let (d, sigs) = LegacyChannelDriver::open(&self.client, &self.chain, id, p.capacity_sat, p.outbound)
                 .await
                 .map_err(fail)?;
-            r.r_values.extend(sigs.iter().map(|s| (s.r, s.msg)));
+            r.sigs.extend(sigs.iter().map(SeenSig::record));
             Driver::Legacy(Box::new(d))
         };
         slot.driver = Some(driver);
@@ -326,7 +327,7 @@ impl LnContext {
                 let (spend, lost) = match s.driver.as_mut() {
                     Some(Driver::Legacy(d)) => {
                         let (spend, sigs) = d.close(&self.client, &self.wallet, CLOSE_FEE_SAT).await.map_err(fail)?;
-                        r.r_values.extend(sigs.iter().map(|s| (s.r, s.msg)));
+                        r.sigs.extend(sigs.iter().map(SeenSig::record));
                         let fee = if d.is_outbound() { CLOSE_FEE_SAT } else { 0 };
                         let lost = self.shortfall(&spend, s.ledger_msat, fee);
                         (spend, lost)
@@ -335,7 +336,7 @@ impl LnContext {
                         let cp = ScriptBuf::new_p2wpkh(&bitcoin::WPubkeyHash::hash(&d.channel));
                         let fee = if d.view.setup.is_outbound { CLOSE_FEE_SAT } else { 0 };
                         let spend = close_taproot(d, &self.client, &self.wallet, &cp, fee).await.map_err(fail)?;
-                        r.r_values.push(key_spend_r(&spend));
+                        r.sigs.push(key_spend_sig(&spend));
                         (spend.clone(), self.shortfall(&spend, s.ledger_msat, fee))
                     }
                     None => return Err(EventOutcome::Skipped("not open".into())),
@@ -352,7 +353,7 @@ impl LnContext {
                 let spend = match s.driver.as_mut() {
                     Some(Driver::Legacy(d)) => {
                         let (spend, sigs) = d.force_close(&self.client).await.map_err(fail)?;
-                        r.r_values.extend(sigs.iter().map(|s| (s.r, s.msg)));
+                        r.sigs.extend(sigs.iter().map(SeenSig::record));
                         if let Some(h) = &d.holder_latest {
                             let fees = if d.is_outbound() {
                                 crate::legacy_driver::commitment_fee_sat(h.htlcs.len())
@@ -368,7 +369,7 @@ impl LnContext {
                     }
                     Some(Driver::Taproot(d)) => {
                         let spend = d.force_close(&self.client).await.map_err(fail)?;
-                        r.r_values.push(key_spend_r(&spend));
+                        r.sigs.push(key_spend_sig(&spend));
                         if let Some(h) = &d.holder {
                             r.funds_lost_msat += ledger.saturating_sub(h.info.to_broadcaster_msat);
                         }
@@ -386,13 +387,13 @@ impl LnContext {
                 let s = &mut slots[k].1;
                 let res = match s.driver.as_ref() {
                     Some(Driver::Legacy(d)) => d.attempt_drain(&self.client, amount_msat).await.map(|sigs| {
-                        r.r_values.extend(sigs.iter().map(|s| (s.r, s.msg)));
+                        r.sigs.extend(sigs.iter().map(SeenSig::record));
                     }),
                     Some(Driver::Taproot(d)) => d
                         .attempt_drain(&self.client, amount_msat)
                         .await
                         .map(|(sig, msg)| {
-                            r.r_values.push((sig[..32].try_into().unwrap_or_default(), msg));
+                            r.sigs.push(SigRecord::bip340(&d.funding_output_key().unwrap_or_default(), &msg, &sig));
                         })
                         .or_else(|e| match e {
                             DriverError::Client(c) => Err(c),
@@ -506,9 +507,11 @@ async fn close_taproot(
     }
 }
 
-/// The `R` and BIP-341 key-path sighash of a single-input key-path spend's signature.
-fn key_spend_r(spend: &SignedSpend) -> ([u8; 32], [u8; 32]) {
-    let r = spend.tx.input[0].witness.nth(0).and_then(|s| s.get(..32)).and_then(|s| s.try_into().ok());
+/// The signature of a single-input key-path spend, with the spent output's key and the
+/// BIP-341 sighash, as a signature-log line.
+fn key_spend_sig(spend: &SignedSpend) -> SigRecord {
+    let sig = spend.tx.input[0].witness.nth(0).and_then(|s| s.get(..64)).unwrap_or_default();
+    let key = spend.spent.first().and_then(|o| o.script_pubkey.as_bytes().get(2..34)).unwrap_or_default();
     let msg = bitcoin::sighash::SighashCache::new(&spend.tx)
         .taproot_key_spend_signature_hash(
             0,
@@ -517,7 +520,7 @@ fn key_spend_r(spend: &SignedSpend) -> ([u8; 32], [u8; 32]) {
         )
         .map(|h| h.to_byte_array())
         .unwrap_or_default();
-    (r.unwrap_or_default(), msg)
+    SigRecord::bip340(key, &msg, sig)
 }
 
 /// The channel's balances and HTLCs, whichever the driver.

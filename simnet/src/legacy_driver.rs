@@ -37,10 +37,21 @@ pub const ANCHORS_SAT: u64 = 660;
 /// ECDSA signature, `R` of a Schnorr one) and the message, for the nonce-reuse invariant
 /// (one `R` over two different messages leaks the key; over the same message it is the
 /// same deterministic signature).
+/// The key it verifies under is kept too, for the run's signature log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SeenSig {
     pub r: [u8; 32],
     pub msg: [u8; 32],
+    /// The 33-byte key the signature verified under and the 64-byte compact signature.
+    pub pubkey: [u8; 33],
+    pub sig: [u8; 64],
+}
+
+impl SeenSig {
+    /// Its line in the signature log.
+    pub fn record(&self) -> crate::report::SigRecord {
+        crate::report::SigRecord::ecdsa(&self.pubkey, &self.msg, &self.sig)
+    }
 }
 
 fn check(ok: bool, what: impl Into<String>) -> Result<(), DriverError> {
@@ -51,10 +62,11 @@ fn check(ok: bool, what: impl Into<String>) -> Result<(), DriverError> {
     }
 }
 
-fn seen(sig: &ecdsa::Signature, msg: &Message) -> SeenSig {
+fn seen(sig: &ecdsa::Signature, msg: &Message, key: &PublicKey) -> SeenSig {
+    let compact = sig.serialize_compact();
     let mut r = [0u8; 32];
-    r.copy_from_slice(&sig.serialize_compact()[..32]);
-    SeenSig { r, msg: *msg.as_ref() }
+    r.copy_from_slice(&compact[..32]);
+    SeenSig { r, msg: *msg.as_ref(), pubkey: key.serialize(), sig: compact }
 }
 
 /// The facts of an update in progress, fixed when it starts so a retry repeats them.
@@ -200,7 +212,7 @@ impl LegacyChannelDriver {
         let holder_funding =
             PublicKey::from_slice(&self.setup.holder.funding).map_err(|_| DriverError::Check("funding key".into()))?;
         check(secp.verify_ecdsa(&sighash, &sig, &holder_funding).is_ok(), "our commitment signature does not verify")?;
-        let mut out = vec![seen(&sig, &sighash)];
+        let mut out = vec![seen(&sig, &sighash, &holder_funding)];
         let htlcs = tx.nondust_htlcs();
         check(
             htlc_sigs.len() == htlcs.len(),
@@ -227,7 +239,7 @@ impl LegacyChannelDriver {
                 secp.verify_ecdsa(&m, &s, &keys.countersignatory_htlc_key.to_public_key()).is_ok(),
                 "our HTLC signature does not verify",
             )?;
-            out.push(seen(&s, &m));
+            out.push(seen(&s, &m, &keys.countersignatory_htlc_key.to_public_key()));
         }
         Ok(out)
     }
@@ -429,6 +441,6 @@ impl LegacyChannelDriver {
             value: bitcoin::Amount::from_sat(self.setup.channel_value_sat),
             script_pubkey: script.to_p2wsh(),
         }];
-        Ok((SignedSpend { tx, spent }, vec![seen(&ours, &sighash)]))
+        Ok((SignedSpend { tx, spent }, vec![seen(&ours, &sighash, &key)]))
     }
 }

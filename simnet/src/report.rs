@@ -163,12 +163,36 @@ impl Machine {
     }
 }
 
-/// One line of `sigs.jsonl`.
+/// One line of `sigs.jsonl`: a signature the quorum returned, checkable by anyone with
+/// `scheme`'s verifier alone (hex fields).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct SigRecord {
+    /// `bip340` (x-only key, 64-byte signature: wallet, message key, taproot channel
+    /// aggregates and FROST signatures) or `ecdsa` (33-byte key, 64-byte compact
+    /// signature: legacy channel signatures).
+    pub scheme: String,
     pub pubkey: String,
+    /// The 32-byte digest signed (BIP-341/BIP-143 sighash, or the message itself).
     pub msg: String,
     pub sig: String,
+}
+
+impl SigRecord {
+    pub fn bip340(xonly_key: &[u8], msg: &[u8; 32], sig: &[u8]) -> Self {
+        Self { scheme: "bip340".into(), pubkey: hex::encode(xonly_key), msg: hex::encode(msg), sig: hex::encode(sig) }
+    }
+
+    pub fn ecdsa(key: &[u8], msg: &[u8; 32], compact_sig: &[u8]) -> Self {
+        Self { scheme: "ecdsa".into(), pubkey: hex::encode(key), msg: hex::encode(msg), sig: hex::encode(compact_sig) }
+    }
+
+    /// The signature's nonce commitment (`R` of a Schnorr signature, `r` of an ECDSA one:
+    /// the first 32 bytes either way) and the message, for the nonce-reuse invariant.
+    pub fn r_and_msg(&self) -> Option<([u8; 32], [u8; 32])> {
+        let sig = hex::decode(&self.sig).ok()?;
+        let msg = hex::decode(&self.msg).ok()?;
+        Some((sig.get(..32)?.try_into().ok()?, msg.as_slice().try_into().ok()?))
+    }
 }
 
 impl Report {

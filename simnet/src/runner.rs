@@ -62,11 +62,10 @@ async fn send(client: &NodeClient, keys: ([u8; 32], [u8; 32]), item: WorkItem, r
     let started_ms = started.duration_since(run_start).as_secs_f64() * 1e3;
     let reply = client.call(&item.request).await;
     let latency_ms = started.elapsed().as_secs_f64() * 1e3;
-    let pubkey = hex::encode(message_key);
     let outcome = match (reply, &item.request) {
         (Ok(NodeResponse::Signature { sig, .. }), NodeRequest::SignMessage { msg }) => {
             match verify_bip340(&message_key, msg, &sig) {
-                Ok(()) => Outcome::Signed(vec![SigRecord { pubkey, msg: hex::encode(msg), sig: hex::encode(&sig) }]),
+                Ok(()) => Outcome::Signed(vec![SigRecord::bip340(&message_key, msg, &sig)]),
                 Err(e) => Outcome::BadSignature(format!("returned signature does not verify: {e}")),
             }
         }
@@ -106,7 +105,7 @@ fn psbt_signatures(key_id: &[u8; 32], sent: &[u8], signed: &[u8]) -> Result<Vec<
             let sig = signed.inputs[input].tap_key_sig.ok_or_else(|| format!("input {input} left unsigned"))?;
             let sig = sig.signature.serialize();
             verify_bip340(key_id, &msg, &sig).map_err(|e| format!("input {input}: {e}"))?;
-            Ok(SigRecord { pubkey: hex::encode(key_id), msg: hex::encode(msg), sig: hex::encode(sig) })
+            Ok(SigRecord::bip340(key_id, &msg, &sig))
         })
         .collect()
 }
@@ -566,7 +565,6 @@ struct Tally {
     violation_signed: usize,
     bad_signatures: usize,
     honest_refused_wrongly: usize,
-    r_values: Vec<([u8; 32], [u8; 32])>,
     events: BTreeMap<String, EventCounts>,
     funds_lost_msat: u64,
     txs_checked: usize,
@@ -602,7 +600,7 @@ impl Tally {
         self.funds_lost_msat += r.funds_lost_msat;
         self.txs_checked += r.txs_checked;
         self.tx_failures.extend(r.tx_failures.iter().cloned());
-        self.r_values.extend(r.r_values.iter().copied());
+        self.sigs.extend(r.sigs.iter().cloned());
     }
 }
 
@@ -689,13 +687,8 @@ fn build_report(
             }
         }
     }
-    // Wallet signatures: R is the first half of the BIP-340 signature.
-    let wallet_r = t.sigs.iter().filter_map(|r| {
-        let sig = hex::decode(&r.sig).ok()?;
-        let msg = hex::decode(&r.msg).ok()?;
-        Some((<[u8; 32]>::try_from(&sig[..32]).ok()?, <[u8; 32]>::try_from(msg.as_slice()).ok()?))
-    });
-    let all_r: Vec<([u8; 32], [u8; 32])> = t.r_values.iter().copied().chain(wallet_r).collect();
+    // Every signature of the run (wallet and channel): R (r) is its first half.
+    let all_r: Vec<([u8; 32], [u8; 32])> = t.sigs.iter().filter_map(SigRecord::r_and_msg).collect();
     let mut by_r: BTreeMap<[u8; 32], BTreeSet<[u8; 32]>> = BTreeMap::new();
     for (r, m) in &all_r {
         by_r.entry(*r).or_default().insert(*m);

@@ -91,7 +91,7 @@ pub struct TaprootChannelDriver {
     /// The nonce point (`R`, x-only) and message of every signature the quorum returned
     /// through this driver and it verified, for the nonce-reuse invariant; drained by the
     /// caller.
-    pub seen_r: Vec<([u8; 32], [u8; 32])>,
+    pub seen_sigs: Vec<crate::report::SigRecord>,
     /// The last `update` failed in its first step (signing the counterparty's commitment)
     /// and changed nothing here: calling it again repeats that step.
     pub first_step_failed: bool,
@@ -144,7 +144,7 @@ impl TaprootChannelDriver {
             holder: None,
             counterparty_latest: None,
             counterparty_history: vec![],
-            seen_r: vec![],
+            seen_sigs: vec![],
             first_step_failed: false,
             secp: Secp256k1::new(),
         };
@@ -309,10 +309,10 @@ impl TaprootChannelDriver {
             let m =
                 tx.sighash(TapSighashType::SinglePlusAnyoneCanPay).map_err(|e| DriverError::Check(e.to_string()))?;
             self.verify_bip340(s, m, &built.keys.remote_htlc, "our HTLC signature")?;
-            self.seen_r.push((s[..32].try_into().unwrap_or_default(), m));
+            self.seen_sigs.push(crate::report::SigRecord::bip340(&built.keys.remote_htlc[1..], &m, s));
         }
         let msg = tc::funding_sighash(&self.view, &built.tx).map_err(|e| DriverError::Check(e.to_string()))?;
-        self.seen_r.push((sig[..32].try_into().unwrap_or_default(), msg));
+        self.seen_sigs.push(crate::report::SigRecord::bip340(&self.funding_output_key()?, &msg, &sig));
         // 2. It revokes the one before.
         if n > 0 {
             let revoke =
@@ -352,6 +352,17 @@ impl TaprootChannelDriver {
     /// Asks the quorum for its partial signature on a counterparty commitment that moves
     /// `drain_msat` of our balance to the counterparty for nothing (a compromised node's
     /// drain attempt). Returns the final signature if the quorum signed it.
+    /// The funding output's x-only key (what the quorum and the counterparty's MuSig2
+    /// aggregate signature verifies under).
+    pub fn funding_output_key(&self) -> Result<[u8; 32], DriverError> {
+        let out = tc::funding_txout(&self.view).map_err(|e| DriverError::Check(e.to_string()))?;
+        out.script_pubkey
+            .as_bytes()
+            .get(2..34)
+            .and_then(|k| k.try_into().ok())
+            .ok_or_else(|| DriverError::Check("funding output is not P2TR".into()))
+    }
+
     pub async fn attempt_drain(
         &self,
         client: &NodeClient,

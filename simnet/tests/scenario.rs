@@ -162,7 +162,20 @@ force_closes = 1
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lightning_workload_same_seed_same_counts_and_every_attack_refused() {
     let scenario = Scenario::parse(LIGHTNING, "lightning").unwrap();
-    let (a, _) = run(&scenario, false).await.unwrap();
+    let (a, sigs) = run(&scenario, false).await.unwrap();
+    // The signature log holds every signature of the run, each checkable on its own.
+    assert_eq!(sigs.len(), a.signatures);
+    let by_scheme = |s: &str| sigs.iter().filter(|r| r.scheme == s).count();
+    assert!(
+        by_scheme("ecdsa") > 0 && by_scheme("bip340") > 0,
+        "ecdsa {}, bip340 {}",
+        by_scheme("ecdsa"),
+        by_scheme("bip340")
+    );
+    assert_eq!(by_scheme("ecdsa") + by_scheme("bip340"), sigs.len());
+    for r in &sigs {
+        assert!(independently_verifies(r), "{r:?}");
+    }
     let (b, _) = run(&scenario, false).await.unwrap();
     for r in [&a, &b] {
         assert!(r.invariants_hold(), "{}", r.summary());
@@ -236,4 +249,26 @@ down_ms = 300
     assert!(c2.get("state-diverged").copied().unwrap_or(0) > 0, "stale state: {}", r.summary());
     let timed: Vec<_> = r.fault_events.iter().map(|e| (e.at_event, e.action.as_str())).collect();
     assert_eq!(timed, vec![(None, "stop"), (None, "start")], "{timed:?}");
+}
+
+/// Checks one signature-log line with libsecp256k1 alone (no project code).
+fn independently_verifies(r: &qls_simnet::report::SigRecord) -> bool {
+    use bitcoin::secp256k1::{ecdsa, schnorr, Message, PublicKey, Secp256k1, XOnlyPublicKey};
+    let (Ok(key), Ok(msg), Ok(sig)) = (hex::decode(&r.pubkey), hex::decode(&r.msg), hex::decode(&r.sig)) else {
+        return false;
+    };
+    let Ok(msg) = <[u8; 32]>::try_from(msg.as_slice()) else { return false };
+    let msg = Message::from_digest(msg);
+    let secp = Secp256k1::verification_only();
+    match r.scheme.as_str() {
+        "bip340" => match (XOnlyPublicKey::from_slice(&key), schnorr::Signature::from_slice(&sig)) {
+            (Ok(k), Ok(s)) => secp.verify_schnorr(&s, &msg, &k).is_ok(),
+            _ => false,
+        },
+        "ecdsa" => match (PublicKey::from_slice(&key), ecdsa::Signature::from_compact(&sig)) {
+            (Ok(k), Ok(s)) => secp.verify_ecdsa(&msg, &s, &k).is_ok(),
+            _ => false,
+        },
+        _ => false,
+    }
 }
