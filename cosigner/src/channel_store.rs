@@ -21,6 +21,7 @@ pub(crate) const PAYMENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new(
 /// Node-wide records: the payment velocity buckets.
 pub(crate) const NODE: TableDefinition<&str, &[u8]> = TableDefinition::new("node");
 const VELOCITY: &str = "velocity";
+const FUNDING_VELOCITY: &str = "funding_velocity";
 const CHAIN: &str = "chain";
 
 /// What a judged request leaves to persist.
@@ -144,7 +145,7 @@ pub(crate) fn load_index(
     hashes: &[[u8; 32]],
     limits: &ChannelPolicy,
     now: u64,
-) -> Result<(PaymentIndex, Velocity), StoreError> {
+) -> Result<(PaymentIndex, VelocitiesBefore), StoreError> {
     let max_payments = limits.max_payments;
     let mut count = payments.len().map_err(db_err)? as usize;
     if count >= max_payments {
@@ -157,13 +158,23 @@ pub(crate) fn load_index(
             loaded.insert(*h, e);
         }
     }
-    let velocity: Velocity = match node.get(VELOCITY).map_err(db_err)? {
-        Some(v) => postcard::from_bytes(v.value()).map_err(|_| StoreError::Corrupt("velocity"))?,
-        None => Velocity::default(),
+    let read = |key: &str, what: &'static str| -> Result<Velocity, StoreError> {
+        match node.get(key).map_err(db_err)? {
+            Some(v) => postcard::from_bytes(v.value()).map_err(|_| StoreError::Corrupt(what)),
+            None => Ok(Velocity::default()),
+        }
     };
     let mut index = PaymentIndex::new(loaded, count, max_payments);
-    index.velocity = velocity.clone();
-    Ok((index, velocity))
+    index.velocity = read(VELOCITY, "velocity")?;
+    index.funding_velocity = read(FUNDING_VELOCITY, "funding velocity")?;
+    let before = VelocitiesBefore { payments: index.velocity.clone(), funding: index.funding_velocity.clone() };
+    Ok((index, before))
+}
+
+/// The velocity buckets as loaded (written back only if they moved).
+pub(crate) struct VelocitiesBefore {
+    payments: Velocity,
+    funding: Velocity,
 }
 
 /// Writes the entries `index` changed and its velocity buckets (if they moved).
@@ -171,11 +182,15 @@ pub(crate) fn save_index(
     payments: &mut redb::Table<&[u8], &[u8]>,
     node: &mut redb::Table<&str, &[u8]>,
     index: &PaymentIndex,
-    velocity_before: &Velocity,
+    before: &VelocitiesBefore,
 ) -> Result<(), StoreError> {
-    if index.velocity != *velocity_before {
-        let bytes = postcard::to_allocvec(&index.velocity).map_err(|_| StoreError::Corrupt("velocity encoding"))?;
-        node.insert(VELOCITY, bytes.as_slice()).map_err(db_err)?;
+    for (key, now, then) in
+        [(VELOCITY, &index.velocity, &before.payments), (FUNDING_VELOCITY, &index.funding_velocity, &before.funding)]
+    {
+        if now != then {
+            let bytes = postcard::to_allocvec(now).map_err(|_| StoreError::Corrupt("velocity encoding"))?;
+            node.insert(key, bytes.as_slice()).map_err(db_err)?;
+        }
     }
     for (h, e) in index.changed() {
         let bytes = postcard::to_allocvec(&e).map_err(|_| StoreError::Corrupt("payment encoding"))?;

@@ -270,6 +270,7 @@ fn judge_and_apply(
         secp: &state.secp,
         own_verification: own_verification.as_ref(),
         chain: chain.as_ref(),
+        now: state.now_unix(),
     };
     let digest = digest_of(&channel, request);
     let policy = &state.config.policy;
@@ -432,6 +433,7 @@ pub fn frost_targets_of(
         secp: &state.secp,
         own_verification: None,
         chain: None,
+        now: state.now_unix(),
     };
     tc::frost_targets(channel, &current, item, &ctx).map_err(channel_error)
 }

@@ -35,3 +35,29 @@ pub fn funding_output(state: &ChannelState) -> Result<Option<FundingOutput>, Cha
         countersigned: state.holder.latest.is_some(),
     }))
 }
+
+/// The funding velocity rule, for legacy and taproot setups alike: a channel we fund
+/// counts its value against `funding_velocity_max_sat` per velocity window, when it is set
+/// up (a PSBT can fund only a stored setup). A refused setup counts nothing.
+pub fn funding_velocity(
+    violations: &mut alloc::vec::Vec<crate::policy::Violation>,
+    index: &mut super::PaymentIndex,
+    policy: &crate::policy::ChannelPolicy,
+    now: u64,
+    value_sat: u64,
+) {
+    let limit = policy.funding_velocity_max_sat.saturating_mul(1000);
+    if let Err(total) =
+        index.funding_velocity.spend(now, policy.velocity_window_secs, value_sat.saturating_mul(1000), limit)
+    {
+        violations.push(crate::policy::Violation {
+            tag: crate::policy::PolicyTag::FundingVelocity,
+            detail: alloc::format!(
+                "funding {value_sat} sat would make {} sat within {} s, at most {}",
+                total / 1000,
+                policy.velocity_window_secs,
+                policy.funding_velocity_max_sat
+            ),
+        });
+    }
+}

@@ -54,11 +54,20 @@ pub struct PaymentIndex {
     pub max: usize,
     /// The node-wide velocity buckets (loaded and persisted with the entries).
     pub velocity: Velocity,
+    /// The node-wide funding velocity: channel value we agreed to fund per window.
+    pub funding_velocity: Velocity,
 }
 
 impl PaymentIndex {
     pub fn new(loaded: BTreeMap<PaymentHash, PaymentEntry>, stored_count: usize, max: usize) -> Self {
-        Self { entries: loaded, dirty: BTreeSet::new(), stored_count, max, velocity: Velocity::default() }
+        Self {
+            entries: loaded,
+            dirty: BTreeSet::new(),
+            stored_count,
+            max,
+            velocity: Velocity::default(),
+            funding_velocity: Velocity::default(),
+        }
     }
 
     /// The entries this request changed, to persist with the channel state.

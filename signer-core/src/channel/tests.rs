@@ -83,6 +83,8 @@ struct Fx {
     funding_tx: Transaction,
     /// This cosigner's header chain, once a block holds the funding transaction.
     chain: Option<crate::chain::ChainTip>,
+    /// The node-wide funding velocity, as a cosigner's store keeps it.
+    funding_velocity: super::Velocity,
 }
 
 fn fee(n: usize) -> u64 {
@@ -132,6 +134,7 @@ impl Fx {
             holder_keys: Some(HolderKeysCheck::Ours),
             funding_tx,
             chain: None,
+            funding_velocity: Default::default(),
         }
     }
 
@@ -162,6 +165,7 @@ impl Fx {
         let subject = ApprovalSubject::Channel { channel: [9; 32], request: req.clone() };
         let digest = request_digest(&subject);
         let mut index = PaymentIndex::new(self.payments.clone(), self.payments.len(), self.policy.channel.max_payments);
+        index.funding_velocity = self.funding_velocity.clone();
         let ctx = Context {
             policy: &self.policy,
             own_scripts: &self.own,
@@ -176,6 +180,7 @@ impl Fx {
         if verdict.approves() {
             self.state = Some(applied.state);
             self.payments.extend(index.changed());
+            self.funding_velocity = index.funding_velocity;
         }
         verdict.refused.iter().chain(&verdict.warned).map(|v| v.tag).collect()
     }
@@ -411,6 +416,25 @@ fn incoming_htlcs_cover_forwards_only_once_the_funding_is_proven() {
     let req = fx.validate_req(fx.holder_info(N0 - 1, 0, theirs, vec![htlc(false, 200_000, 3)]), vec![]);
     assert_eq!(fx.run(req), vec![]);
     assert_eq!(fx.payments.get(&hash).unwrap().incoming_msat, 200_000_000);
+}
+
+#[test]
+fn funding_velocity_limits_channels_we_fund() {
+    // Room for one channel of VALUE in the window, not two.
+    let mut fx = Fx::new(true);
+    fx.policy.channel.funding_velocity_max_sat = 2 * VALUE - 1;
+    assert_eq!(fx.run(ChannelRequest::Setup(fx.setup.clone())), vec![]);
+    let first = fx.state.take();
+    // A second channel we fund (a fresh state: another channel id) passes the limit and is
+    // refused; one the counterparty funds counts nothing.
+    assert_eq!(fx.run(ChannelRequest::Setup(fx.setup.clone())), vec![PolicyTag::FundingVelocity]);
+    assert!(fx.state.is_none());
+    let mut theirs = fx.setup.clone();
+    theirs.is_outbound = false;
+    assert_eq!(fx.run(ChannelRequest::Setup(theirs)), vec![]);
+    // The retry of an existing setup counts nothing either.
+    fx.state = first;
+    assert_eq!(fx.run(ChannelRequest::Setup(fx.setup.clone())), vec![]);
 }
 
 #[test]

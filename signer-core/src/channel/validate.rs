@@ -93,7 +93,7 @@ pub fn apply(
 ) -> Result<Applied, ChannelError> {
     let mut j = Judge { violations: Vec::new(), policy: &ctx.policy.channel };
     let next = match (request, current) {
-        (ChannelRequest::Setup(setup), cur) => setup_channel(&mut j, cur, setup, ctx)?,
+        (ChannelRequest::Setup(setup), cur) => setup_channel(&mut j, cur, setup, payments, ctx)?,
         (_, None) => return Err(ChannelError::UnknownChannel { channel: hex8(channel) }),
         (req, Some(cur)) => {
             let mut next = cur.clone();
@@ -219,6 +219,7 @@ fn setup_channel(
     j: &mut Judge<'_>,
     current: Option<&ChannelState>,
     setup: &ChannelSetup,
+    payments: &mut PaymentIndex,
     ctx: &Context<'_>,
 ) -> Result<ChannelState, ChannelError> {
     let stored_channels = ctx.stored_channels;
@@ -258,6 +259,9 @@ fn setup_channel(
         setup.holder_selected_contest_delay,
         setup.counterparty_selected_contest_delay,
     ));
+    if setup.is_outbound {
+        super::funding::funding_velocity(&mut j.violations, payments, j.policy, ctx.now, setup.channel_value_sat);
+    }
     let mut secrets = Vec::new();
     CounterpartyCommitmentSecrets::new()
         .write(&mut secrets)

@@ -92,6 +92,9 @@ policy_tags! {
     FundingProof => "policy-funding-proof", Error,
         "funding_proof::tests::a_proof_holds_only_for_the_stored_output_in_our_chain_at_depth",
         "A channel's funding counts as confirmed only by an SPV proof: the transaction pays the stored funding output and sits, by its merkle branch, in a block of this cosigner's own header chain at least `funding_min_depth` deep; until then its incoming HTLCs cover no forward.";
+    FundingVelocity => "policy-funding-velocity", Error,
+        "channel::tests::funding_velocity_limits_channels_we_fund",
+        "Channels we fund add up to at most `funding_velocity_max_sat` per velocity window (counted at setup, 24 buckets, bounded memory).";
     FundingMax => "policy-funding-max", Error,
         "policy::onchain::tests::funding_above_the_channel_maximum_refused",
         "A channel we fund is at most the configured maximum value.";
@@ -299,6 +302,8 @@ pub struct ChannelPolicy {
     /// Confirmations (the block included) a funding transaction needs before the
     /// channel's incoming HTLCs cover forwards.
     pub funding_min_depth: u32,
+    /// Most that channels we fund may add up to within one velocity window.
+    pub funding_velocity_max_sat: u64,
 }
 
 impl Default for ChannelPolicy {
@@ -323,6 +328,7 @@ impl Default for ChannelPolicy {
             closed_channel_retention_secs: 90 * 86_400,
             heartbeat_tip_max_age_secs: 3 * 3_600,
             funding_min_depth: 3,
+            funding_velocity_max_sat: 500_000_000,
         }
     }
 }

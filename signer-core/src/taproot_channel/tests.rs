@@ -155,6 +155,7 @@ impl Fx {
             secp: &self.secp,
             own_verification: self.own_verification.as_ref(),
             chain: self.chain.as_ref(),
+            now: 1_700_000_000,
         };
         let mut index = PaymentIndex::new(self.payments.clone(), self.payments.len(), 1000);
         let applied = apply(&CHANNEL, self.state.as_ref(), &req, &digest, &mut index, &ctx).expect("request parses");
@@ -186,6 +187,7 @@ impl Fx {
             secp: &self.secp,
             own_verification: None,
             chain: None,
+            now: 1_700_000_000,
         };
         let (targets, v) = frost_targets(&CHANNEL, self.state.as_ref().unwrap(), item, &ctx).expect("item parses");
         let verdict = crate::policy::judge(v, &self.policy);
@@ -435,6 +437,7 @@ fn setup_twice_with_other_data_and_unknown_channel() {
         secp: &fx.secp,
         own_verification: None,
         chain: None,
+        now: 1_700_000_000,
     };
     let mut index = PaymentIndex::default();
     let err = apply(&[1; 32], None, &fx.commitment(0, 0, 0, vec![]), &[0; 32], &mut index, &ctx).unwrap_err();

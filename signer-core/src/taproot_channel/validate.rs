@@ -65,6 +65,8 @@ pub struct TaprootContext<'a> {
     /// For a funding proof: this cosigner's header chain, extended with the proof's
     /// headers (`None`: no chain, the proof is refused).
     pub chain: Option<&'a crate::chain::ChainTip>,
+    /// The cosigner's clock, unix seconds (velocity windows).
+    pub now: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,7 +107,7 @@ pub fn apply(
 ) -> Result<TaprootApplied, TaprootChannelError> {
     let mut j = Judge { violations: Vec::new(), policy: &ctx.policy.channel };
     let (next, message) = match (request, current) {
-        (TaprootRequest::Setup(setup), cur) => (setup_channel(&mut j, cur, setup, ctx)?, None),
+        (TaprootRequest::Setup(setup), cur) => (setup_channel(&mut j, cur, setup, payments, ctx)?, None),
         (_, None) => return Err(TaprootChannelError::UnknownChannel { channel: hex::encode(&channel[..8]) }),
         (TaprootRequest::SignCounterpartyCommitment { commitment, outbound_preimages }, Some(cur)) => {
             let mut next = cur.clone();
@@ -200,6 +202,7 @@ fn setup_channel(
     j: &mut Judge<'_>,
     current: Option<&TaprootChannelState>,
     setup: &TaprootChannelSetup,
+    payments: &mut PaymentIndex,
     ctx: &TaprootContext<'_>,
 ) -> Result<TaprootChannelState, TaprootChannelError> {
     let c = &setup.counterparty;
@@ -223,6 +226,15 @@ fn setup_channel(
         setup.holder_selected_contest_delay,
         setup.counterparty_selected_contest_delay,
     ));
+    if setup.is_outbound {
+        crate::channel::funding::funding_velocity(
+            &mut j.violations,
+            payments,
+            j.policy,
+            ctx.now,
+            setup.channel_value_sat,
+        );
+    }
     let mut secrets = Vec::new();
     CounterpartyCommitmentSecrets::new()
         .write(&mut secrets)
