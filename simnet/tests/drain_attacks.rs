@@ -124,6 +124,48 @@ async fn a_failed_incoming_htlc_covers_no_forward() {
     }
 }
 
+/// The node invents an inbound channel (our real keys, a counterparty of the attacker's)
+/// that was never funded on chain, "receives" an HTLC on it and forwards its hash out on
+/// a real channel: the invented HTLC covers nothing. Funding proofs that do not hold
+/// (another transaction, a block outside the cosigners' chain) do not make it real.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn htlcs_on_a_channel_never_funded_on_chain_cover_no_forward() {
+    for (h, honest) in quorums().await {
+        let client = h.client().await.unwrap();
+        let invented: ChannelKeysId = [0xb1; 32];
+        let (keys, _) = client.channel_keys(invented).await.unwrap();
+        let attacker = Counterparty::new();
+        let setup = attacker.setup(keys.points, 1_000_000, false, [0x6b; 32]);
+        client.channel(invented, ChannelRequest::Setup(setup.clone())).await.unwrap();
+        let (mut fake, _) = LegacyChannelDriver::after_setup(&client, invented, attacker, setup).await.unwrap();
+        // A "proof" of another transaction mined on the real chain, and one whose block
+        // the cosigners never saw.
+        let other = qls_simnet::sim_chain::funding_tx([0x6c; 32], &bitcoin::ScriptBuf::new(), 1_000_000, 0);
+        let mut proof = h.chain.lock().unwrap().confirm(&[other]).remove(0);
+        let bogus = NodeRequest::Channel { channel: invented, request: ChannelRequest::FundingConfirmed(proof.clone()) };
+        refused(&client, bogus, "policy-funding-proof", &honest).await;
+        proof.headers.clear();
+        proof.block_header[0] ^= 1;
+        let unknown = NodeRequest::Channel { channel: invented, request: ChannelRequest::FundingConfirmed(proof) };
+        refused(&client, unknown, "policy-funding-proof", &honest).await;
+        // The invented incoming HTLC is accepted on the invented channel (it moves nothing
+        // of ours)...
+        let preimage = [0x43; 32];
+        fake.book.receive(300_000_000, preimage, 800);
+        fake.update(&client).await.unwrap();
+        // ...but a real channel's outgoing HTLC of its hash is not a forward of anything.
+        let (mut real, _) = LegacyChannelDriver::open(&client, &h.chain, [0xb2; 32], 1_000_000, true).await.unwrap();
+        real.book.offer(300_000_000, preimage, 700);
+        let info = real.next_counterparty_info().unwrap();
+        let request = NodeRequest::Channel {
+            channel: [0xb2; 32],
+            request: ChannelRequest::SignCounterpartyCommitment { commitment: info, outbound_preimages: vec![] },
+        };
+        refused(&client, request, "policy-routing-unbalanced", &honest).await;
+        h.shutdown().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_key_requests_sign_only_what_their_kind_means() {
     for (h, honest) in quorums().await {
