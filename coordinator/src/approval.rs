@@ -51,22 +51,18 @@ pub async fn approve_and_sign(
     let holder_keys = setup_attestation(quorum, &subject).await;
     let req = CosignerRequest::Approve { subject: subject.clone(), holder_keys };
     let members = quorum.preference_order();
-    let lane = crate::catch_up::lane_of(&subject);
+    let keep = crate::catch_up::must_catch_up(&subject);
     let replies = join_all(members.iter().map(|m| {
         let req = &req;
         async move {
-            // A cosigner that missed earlier requests of this channel (or payment
-            // approvals) judges them first, in order; then this one.
-            let caught_up = match lane {
-                Some(l) => m.missed.replay(&m.link, l, timeout).await.map(|_| ()),
-                None => Ok(()),
-            };
-            let reply = match caught_up {
-                Ok(()) => m.link.call(req, timeout).await,
+            // A cosigner that missed earlier requests judges them first, in the order they
+            // were sent (across channels: the payment index is node-wide); then this one.
+            let reply = match m.missed.catch_up(&m.link, timeout).await {
+                Ok(_) => m.link.call(req, timeout).await,
                 Err(e) => Err(e),
             };
-            if let (Err(_), Some(l)) = (&reply, lane) {
-                m.missed.remember(l, req.clone());
+            if reply.is_err() && keep {
+                m.missed.remember(req.clone());
             }
             (m.clone(), reply)
         }

@@ -724,7 +724,7 @@ fn build_report(
             name: "all-signatures-verify",
             holds: t.bad_signatures == 0,
             detail: format!(
-                "{} wallet signatures checked with libsecp256k1, {} bad; channel signatures checked by the drivers (a bad one fails its event)",
+                "{} signatures logged, every one checked with libsecp256k1 (wallet ones here, {} bad; channel ones by the drivers: a bad one fails its event)",
                 t.sigs.len(),
                 t.bad_signatures
             ),

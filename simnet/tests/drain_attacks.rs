@@ -142,7 +142,8 @@ async fn htlcs_on_a_channel_never_funded_on_chain_cover_no_forward() {
         // the cosigners never saw.
         let other = qls_simnet::sim_chain::funding_tx([0x6c; 32], &bitcoin::ScriptBuf::new(), 1_000_000, 0);
         let mut proof = h.chain.lock().unwrap().confirm(&[other]).remove(0);
-        let bogus = NodeRequest::Channel { channel: invented, request: ChannelRequest::FundingConfirmed(proof.clone()) };
+        let bogus =
+            NodeRequest::Channel { channel: invented, request: ChannelRequest::FundingConfirmed(proof.clone()) };
         refused(&client, bogus, "policy-funding-proof", &honest).await;
         proof.headers.clear();
         proof.block_header[0] ^= 1;
