@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use futures::future::join_all;
 use qls_protocol::*;
 
+use crate::cosigner_link::LinkError;
 use crate::quorum::{Member, Quorum};
 
 /// Why an approved request got no key holder output.
@@ -52,9 +53,19 @@ pub async fn approve_and_sign(
     let req = CosignerRequest::Approve { subject: subject.clone(), holder_keys };
     let members = quorum.preference_order();
     let keep = crate::catch_up::must_catch_up(&subject);
+    // A cosigner marked down is not waited for while enough others are up (the background
+    // probe marks it up again); what it misses meanwhile is replayed to it when it is back.
+    let skip_down = members.iter().filter(|m| !m.is_down()).count() >= need;
     let replies = join_all(members.iter().map(|m| {
         let req = &req;
         async move {
+            if skip_down && m.is_down() {
+                if keep {
+                    m.missed.remember(req.clone());
+                }
+                let detail = "marked down: not asked (caught up when it is back)".to_string();
+                return (m.clone(), Err(LinkError::Unreachable { name: m.name().to_string(), detail }));
+            }
             // A cosigner that missed earlier requests judges them first, in the order they
             // were sent (across channels: the payment index is node-wide); then this one.
             let reply = match m.missed.catch_up(&m.link, timeout).await {
