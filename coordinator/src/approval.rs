@@ -60,9 +60,6 @@ pub async fn approve_and_sign(
         let req = &req;
         async move {
             if skip_down && m.is_down() {
-                if keep {
-                    m.missed.remember(req.clone());
-                }
                 let detail = "marked down: not asked (caught up when it is back)".to_string();
                 return (m.clone(), Err(LinkError::Unreachable { name: m.name().to_string(), detail }));
             }
@@ -72,9 +69,6 @@ pub async fn approve_and_sign(
                 Ok(_) => m.link.call(req, timeout).await,
                 Err(e) => Err(e),
             };
-            if reply.is_err() && keep {
-                m.missed.remember(req.clone());
-            }
             (m.clone(), reply)
         }
     }))
@@ -82,7 +76,12 @@ pub async fn approve_and_sign(
     let mut report = SignReport { attempts: 1, ..Default::default() };
     let mut refusals = Vec::new();
     let mut by_state: BTreeMap<StateDigest, Vec<(std::sync::Arc<Member>, Approval)>> = BTreeMap::new();
+    // Members the request did not reach (down, or the link failed).
+    let mut missed: Vec<std::sync::Arc<Member>> = Vec::new();
     for (m, reply) in replies {
+        if reply.is_err() {
+            missed.push(m.clone());
+        }
         match reply {
             Ok(CosignerResponse::Approved { approval, warnings }) => {
                 if !warnings.is_empty() {
@@ -126,6 +125,13 @@ pub async fn approve_and_sign(
                     ),
                 );
             }
+        }
+    }
+    // The quorum applied it: whoever it did not reach judges it when back (requests the
+    // quorum refused are not kept: nobody applied them).
+    if keep && approvals.len() >= need {
+        for m in &missed {
+            m.missed.remember(req.clone());
         }
     }
     if approvals.len() < need {

@@ -10,7 +10,9 @@
 //! A replayed request is an ordinary `Approve`: the cosigner applies only what its policy
 //! allows, and its approval is thrown away (nothing is signed for a past step). A request
 //! whose reply was lost may be replayed although it was applied: cosigners treat an
-//! identical request as a retry (no change). Bound: [`MISSED_MAX`] requests per member;
+//! identical request as a retry (no change). Only requests the quorum applied (its round
+//! gathered the approvals it needed) are kept. Bound: [`MISSED_MAX`] requests and
+//! [`MISSED_BYTES_MAX`] bytes per member;
 //! beyond it new ones are not kept and that cosigner stays diverged for their channels
 //! (reported `StateDiverged` by the rounds, as before). The log is in memory: a
 //! coordinator restart forgets it.
@@ -27,8 +29,10 @@ use qls_protocol::{ApprovalSubject, CosignerRequest, CosignerResponse, NodeKeyRe
 
 use crate::cosigner_link::{CosignerLink, LinkError};
 
-/// Missed requests kept per member (each at most a few KiB).
+/// Missed requests kept per member.
 pub const MISSED_MAX: usize = 32_768;
+/// Their encoded size per member (a request may be up to a frame: 1 MiB).
+pub const MISSED_BYTES_MAX: usize = 64 << 20;
 
 /// Whether a cosigner that missed `subject` must still see it: channel requests and
 /// payment approvals change state later requests depend on; the rest do not.
@@ -43,24 +47,27 @@ pub fn must_catch_up(subject: &ApprovalSubject) -> bool {
 /// One member's missed requests.
 #[derive(Default)]
 pub struct MissedLog {
-    queue: Mutex<VecDeque<CosignerRequest>>,
+    /// The requests and their encoded sizes, oldest first.
+    queue: Mutex<VecDeque<(CosignerRequest, usize)>>,
     /// Held by whoever sends this member a request: while it replays, nobody else sends.
     turn: tokio::sync::Mutex<()>,
 }
 
 impl MissedLog {
-    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<CosignerRequest>> {
+    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<(CosignerRequest, usize)>> {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// `request` did not reach the cosigner (or its reply was lost).
     pub fn remember(&self, request: CosignerRequest) {
+        let size = qls_protocol::encode_frame(&request).map_or(usize::MAX, |f| f.len());
         let mut q = self.queue();
-        if q.len() >= MISSED_MAX {
+        let bytes = q.iter().fold(0usize, |a, (_, n)| a.saturating_add(*n));
+        if q.len() >= MISSED_MAX || bytes.saturating_add(size) > MISSED_BYTES_MAX {
             tracing::warn!("missed-request log full: the cosigner stays behind");
             return;
         }
-        q.push_back(request);
+        q.push_back((request, size));
     }
 
     /// How many requests are waiting.
@@ -76,7 +83,7 @@ impl MissedLog {
         let _turn = self.turn.lock().await;
         let mut done = 0usize;
         loop {
-            let next = self.queue().front().cloned();
+            let next = self.queue().front().map(|(r, _)| r.clone());
             let Some(req) = next else { break };
             let reply = link.call(&req, timeout).await?;
             self.queue().pop_front();
@@ -122,8 +129,12 @@ mod tests {
         }
         assert_eq!(log.pending(), MISSED_MAX);
         let q = log.queue();
-        assert_eq!(q.front(), Some(&req(0)));
-        assert_eq!(q.back(), Some(&req(MISSED_MAX as u64 - 1)), "beyond the bound new ones are not kept");
+        assert_eq!(q.front().map(|(r, _)| r), Some(&req(0)));
+        assert_eq!(
+            q.back().map(|(r, _)| r),
+            Some(&req(MISSED_MAX as u64 - 1)),
+            "beyond the bound new ones are not kept"
+        );
     }
 
     #[test]

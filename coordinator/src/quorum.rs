@@ -77,7 +77,7 @@ pub struct Member {
     pool: std::sync::Mutex<NoncePool>,
     /// `Some(next probe time)` while the cosigner is down.
     down: std::sync::Mutex<Option<Instant>>,
-    /// State-changing requests it missed, replayed before its next one of the same channel.
+    /// State-changing requests it missed, replayed (in order) before its next request.
     pub missed: crate::catch_up::MissedLog,
     refilling: tokio::sync::Mutex<()>,
 }

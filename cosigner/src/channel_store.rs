@@ -165,6 +165,7 @@ pub(crate) fn load_index(
         }
     };
     let mut index = PaymentIndex::new(loaded, count, max_payments);
+    index.now = now;
     index.velocity = read(VELOCITY, "velocity")?;
     index.funding_velocity = read(FUNDING_VELOCITY, "funding velocity")?;
     let before = VelocitiesBefore { payments: index.velocity.clone(), funding: index.funding_velocity.clone() };

@@ -303,7 +303,8 @@ fn funding_outputs(
     let mut out = Vec::new();
     for channel in funding_channels {
         if let Some(stored) = state.store.channel(channel).map_err(store_error)? {
-            let funding = qls_signer_core::channel::funding_output(&stored)
+            let window = state.config.policy.channel.velocity_window_secs;
+            let funding = qls_signer_core::channel::funding_output(&stored, state.now_unix(), window)
                 .map_err(|e| error(ErrorKind::Storage, format!("channel {}: {e}", hex::encode(&channel[..8]))))?;
             out.extend(funding);
         }

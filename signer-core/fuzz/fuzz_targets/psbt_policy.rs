@@ -24,6 +24,7 @@ fuzz_target!(|data: &[u8]| {
         script: bitcoin::ScriptBuf::new_p2wsh(&bitcoin::WScriptHash::from_byte_array([1; 32])),
         value_sat: 50_000,
         countersigned: data.len() % 2 == 0,
+        within_velocity_window: data.len() % 3 == 0,
     }];
     let _ = check_psbt(&psbt, &wallet, &OnchainPolicy::default(), Some(&funding));
     let _ = check_psbt(&psbt, &wallet, &OnchainPolicy::default(), None);

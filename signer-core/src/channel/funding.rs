@@ -21,8 +21,9 @@ pub fn funding_script(state: &ChannelState) -> Result<bitcoin::ScriptBuf, Channe
         .to_p2wsh())
 }
 
-/// `Some` for an open channel we fund.
-pub fn funding_output(state: &ChannelState) -> Result<Option<FundingOutput>, ChannelError> {
+/// `Some` for an open channel we fund; `now` and `window_secs` (the velocity window) tell
+/// whether its setup was counted against the funding velocity in the current window.
+pub fn funding_output(state: &ChannelState, now: u64, window_secs: u64) -> Result<Option<FundingOutput>, ChannelError> {
     let setup = &state.setup;
     if !setup.is_outbound || state.close != CloseState::Open {
         return Ok(None);
@@ -33,6 +34,7 @@ pub fn funding_output(state: &ChannelState) -> Result<Option<FundingOutput>, Cha
         script,
         value_sat: setup.channel_value_sat,
         countersigned: state.holder.latest.is_some(),
+        within_velocity_window: state.set_up_at.is_some_and(|t| t.saturating_add(window_secs) > now),
     }))
 }
 

@@ -30,7 +30,15 @@ pub struct PaymentEntry {
     /// When the approval (or its invoice) expires, unix seconds.
     pub expires_at: Option<u64>,
     pub settled: bool,
+    /// When the payment settled (the cosigner's clock): a forward's entry is kept for
+    /// [`SETTLED_RETENTION_SECS`] after, while its incoming HTLC may still be on a
+    /// commitment (forgetting `settled` would let it be failed back).
+    pub settled_at: Option<u64>,
 }
+
+/// How long a settled forward's entry is kept: longer than any HTLC's expiry lasts (2016
+/// blocks), after which the incoming HTLC is resolved on chain or gone.
+pub const SETTLED_RETENTION_SECS: u64 = 21 * 86_400;
 
 impl PaymentEntry {
     /// Whether forgetting this entry changes no future decision: a forward with nothing
@@ -38,7 +46,10 @@ impl PaymentEntry {
     /// cannot be approved again, so nothing more can be paid for it).
     pub fn prunable(&self, now: u64) -> bool {
         match self.approved_msat {
-            None => self.incoming_msat == 0,
+            None => {
+                self.incoming_msat == 0
+                    && self.settled_at.is_none_or(|t| t.saturating_add(SETTLED_RETENTION_SECS) <= now)
+            }
             Some(_) => self.expires_at.is_some_and(|e| e <= now),
         }
     }
@@ -51,6 +62,8 @@ pub struct PaymentIndex {
     dirty: BTreeSet<PaymentHash>,
     /// Entries in the whole index (stored), before this request.
     pub stored_count: usize,
+    /// The cosigner's clock (unix seconds) for this request, set by the shell.
+    pub now: u64,
     pub max: usize,
     /// The node-wide velocity buckets (loaded and persisted with the entries).
     pub velocity: Velocity,
@@ -64,6 +77,7 @@ impl PaymentIndex {
             entries: loaded,
             dirty: BTreeSet::new(),
             stored_count,
+            now: 0,
             max,
             velocity: Velocity::default(),
             funding_velocity: Velocity::default(),
@@ -159,6 +173,7 @@ impl PaymentIndex {
     pub fn settle(&mut self, hash: &PaymentHash) {
         if let Some(e) = self.entries.get_mut(hash) {
             e.settled = true;
+            e.settled_at.get_or_insert(self.now);
             self.dirty.insert(*hash);
         }
     }
@@ -182,13 +197,18 @@ impl PaymentIndex {
 
 /// The fail-after-fulfil rule, for legacy and taproot commitments alike: incoming HTLCs
 /// worth `settled_removed_msat` left the commitment while their payment was already
-/// settled downstream, so they must have been claimed — our funds, from `before_msat`,
-/// must reach `after_msat` plus every fall the balance rule explains
+/// settled downstream, so they must have been claimed. Balance growth cannot tell which
+/// removed HTLC was claimed (failing a settled one while claiming another of the same
+/// amount would look the same), so when any settled one leaves, *every* incoming HTLC
+/// leaving in that update (`removed_incoming_msat` in all) must be claimed: our funds, from
+/// `before_msat`, must reach `after_msat` plus every fall the balance rule explains
 /// (`explained_fall_msat`: our own fulfilled HTLCs, fees we pay, rounding) at least that
-/// much higher. A fail-back here would lose the forwarded amount.
+/// much higher. (An update that fulfils a settled HTLC and fails another is refused: the
+/// node resolves them in separate updates.)
 pub fn fail_after_fulfil(
     violations: &mut Vec<Violation>,
     settled_removed_msat: u64,
+    removed_incoming_msat: u64,
     before_msat: u64,
     after_msat: u64,
     explained_fall_msat: u64,
@@ -198,13 +218,36 @@ pub fn fail_after_fulfil(
         return;
     }
     let reached = after_msat.saturating_add(explained_fall_msat);
-    let needed = before_msat.saturating_add(settled_removed_msat);
+    let needed = before_msat.saturating_add(removed_incoming_msat.max(settled_removed_msat));
     if reached < needed {
         violations.push(Violation {
             tag: PolicyTag::RoutingFailAfterFulfil,
             detail: format!(
-                "commitment {commitment_number}: incoming HTLCs of {settled_removed_msat} msat whose payments settled downstream left unclaimed (our funds {before_msat} -> {after_msat} msat)"
+                "commitment {commitment_number}: incoming HTLCs of {removed_incoming_msat} msat left, {settled_removed_msat} msat of them of payments settled downstream, not all claimed (our funds {before_msat} -> {after_msat} msat)"
             ),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_settled_forward_is_kept_while_its_incoming_htlc_may_still_be_failed() {
+        let hash = [5; 32];
+        let h = HtlcInfo { offered: true, amount_msat: 1_000, cltv_expiry: 100, payment_hash: hash };
+        let mut index = PaymentIndex::new(BTreeMap::new(), 0, 10);
+        index.now = 1_000;
+        index.receive(&mut Vec::new(), &h);
+        index.settle(&hash);
+        index.unreceive(&hash, 1_000);
+        let e = index.get(&hash).unwrap().clone();
+        assert_eq!((e.incoming_msat, e.settled, e.settled_at), (0, true, Some(1_000)));
+        assert!(!e.prunable(1_000 + SETTLED_RETENTION_SECS - 1), "pruned while the other commitment may still hold it");
+        assert!(e.prunable(1_000 + SETTLED_RETENTION_SECS));
+        // A forward that never settled is forgotten as soon as nothing comes in.
+        let unsettled = PaymentEntry { settled: false, settled_at: None, ..e };
+        assert!(unsettled.prunable(1_000));
     }
 }

@@ -34,6 +34,9 @@ pub struct ChannelState {
     /// at depth (`ChannelRequest::FundingConfirmed`); until then incoming HTLCs of this
     /// channel cover nothing.
     pub funding_confirmed_at: Option<u32>,
+    /// When this cosigner stored the setup (its clock): a channel we fund is funded only
+    /// within the velocity window it was counted in.
+    pub set_up_at: Option<u64>,
 }
 
 /// Our own (holder) commitments: what the counterparty signed for us and what we revoked.
@@ -100,6 +103,7 @@ impl ChannelState {
             close: CloseState::Open,
             closed_at: None,
             funding_confirmed_at: None,
+            set_up_at: None,
         }
     }
 }

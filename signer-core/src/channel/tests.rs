@@ -478,6 +478,24 @@ fn incoming_htlc_failed_after_outgoing_fulfilled() {
     assert_eq!(fx.run(req), vec![PolicyTag::RoutingFailAfterFulfil]);
     let theirs = fx.ours_sat(0, 0, 200_000);
     assert_eq!(fx.round(N0 - 2, 200_000, theirs, vec![], vec![]), vec![]);
+
+    // Two incoming HTLCs of one amount, one settled downstream: failing the settled one
+    // while claiming the other raises our balance by the same amount — refused; claiming
+    // the settled one alone (the other stays) is fine.
+    let mut fx = Fx::new(false);
+    let all = fx.ours_sat(0, 0, 0);
+    assert_eq!(fx.run(ChannelRequest::Setup(fx.setup.clone())), vec![]);
+    assert_eq!(fx.sign_cp(fx.cp_info(N0, all, 0, vec![]), vec![]), vec![]);
+    let req = fx.validate_req(fx.holder_info(N0, 0, all, vec![]), vec![]);
+    assert_eq!(fx.run(req), vec![]);
+    assert_eq!(fx.confirm_funding(), vec![]);
+    let two = vec![htlc(true, 100_000, 3), htlc(true, 100_000, 4)];
+    assert_eq!(fx.round(N0 - 1, 0, fx.ours_sat(2, 200_000, 0), two, vec![]), vec![]);
+    fx.payments.get_mut(&hash).expect("incoming recorded").settled = true;
+    let swapped = fx.cp_info(N0 - 2, fx.ours_sat(0, 0, 100_000), 100_000, vec![]);
+    assert_eq!(fx.sign_cp(swapped, vec![]), vec![PolicyTag::RoutingFailAfterFulfil]);
+    let claimed = vec![htlc(true, 100_000, 4)];
+    assert_eq!(fx.round(N0 - 2, 100_000, fx.ours_sat(1, 100_000, 100_000), claimed, vec![]), vec![]);
 }
 
 #[test]

@@ -266,7 +266,9 @@ fn setup_channel(
     CounterpartyCommitmentSecrets::new()
         .write(&mut secrets)
         .map_err(|_| ChannelError::CorruptState("cannot encode an empty secret store"))?;
-    Ok(ChannelState::new(setup.clone(), secrets))
+    let mut state = ChannelState::new(setup.clone(), secrets);
+    state.set_up_at = Some(ctx.now);
+    Ok(state)
 }
 
 /// The feerate range, HTLC count and in-flight limits of a commitment (legacy and taproot
@@ -454,11 +456,13 @@ fn holder_balance(
     let slack_sat = 1 + if setup.is_outbound { 2 * ANCHOR_OUTPUT_SAT } else { 0 };
     let allowed = fulfilled.saturating_add(fee_growth.saturating_mul(1000)).saturating_add(slack_sat * 1000);
     let received_now: Vec<&HtlcInfo> = received_by_us(next, broadcaster).collect();
-    let settled_removed =
-        payments.settled_incoming_msat(multiset_minus(received_by_us(prev, broadcaster), &received_now));
+    let removed_in = multiset_minus(received_by_us(prev, broadcaster), &received_now);
+    let removed_in_msat = removed_in.iter().fold(0u64, |a, h| a.saturating_add(h.amount_msat));
+    let settled_removed = payments.settled_incoming_msat(removed_in);
     super::payments::fail_after_fulfil(
         &mut j.violations,
         settled_removed,
+        removed_in_msat,
         before,
         after,
         allowed,

@@ -29,6 +29,9 @@ pub struct FundingOutput {
     /// The counterparty's signature on our first holder commitment was validated (we can
     /// force-close the channel on our own).
     pub countersigned: bool,
+    /// The setup was counted against the funding velocity within the current window (a
+    /// setup staged windows ago would fund outside the limit).
+    pub within_velocity_window: bool,
 }
 
 /// Largest standard transaction (Bitcoin Core's `MAX_STANDARD_TX_WEIGHT`).
@@ -85,6 +88,14 @@ pub fn check_psbt(
                     tag: PolicyTag::FundingCountersigned,
                     detail: format!(
                         "output {here} funds a channel whose first holder commitment the counterparty has not signed"
+                    ),
+                });
+            }
+            if !f.within_velocity_window {
+                violations.push(Violation {
+                    tag: PolicyTag::FundingVelocity,
+                    detail: format!(
+                        "output {here} funds a channel set up before the current velocity window: it is funded in the window its setup was counted in, or not at all"
                     ),
                 });
             }
@@ -231,6 +242,7 @@ pub(crate) mod tests {
             script: channel.clone(),
             value_sat,
             countersigned: true,
+            within_velocity_window: true,
         };
         let check =
             |p: &Psbt, f: &[FundingOutput]| tags(check_psbt(p, &wallet(), &OnchainPolicy::default(), Some(f)).unwrap());
@@ -256,7 +268,14 @@ pub(crate) mod tests {
         let channel = ScriptBuf::new_p2wsh(&bitcoin::WScriptHash::from_byte_array([5; 32]));
         let psbt = psbt_spending(&wallet(), 100_000, &[(channel.clone(), 60_000), (wallet(), 39_000)]);
         let outpoint = OutPoint { txid: psbt.unsigned_tx.compute_txid(), vout: 0 };
-        (psbt, FundingOutput { outpoint, script: channel, value_sat: 60_000, countersigned: true })
+        let funding = FundingOutput {
+            outpoint,
+            script: channel,
+            value_sat: 60_000,
+            countersigned: true,
+            within_velocity_window: true,
+        };
+        (psbt, funding)
     }
 
     #[test]
@@ -265,7 +284,12 @@ pub(crate) mod tests {
         let check =
             |f: FundingOutput| tags(check_psbt(&psbt, &wallet(), &OnchainPolicy::default(), Some(&[f])).unwrap());
         assert_eq!(check(funding.clone()), vec![]);
-        assert_eq!(check(FundingOutput { countersigned: false, ..funding }), vec![PolicyTag::FundingCountersigned]);
+        assert_eq!(
+            check(FundingOutput { countersigned: false, ..funding.clone() }),
+            vec![PolicyTag::FundingCountersigned]
+        );
+        // A setup staged before the current velocity window funds nothing.
+        assert_eq!(check(FundingOutput { within_velocity_window: false, ..funding }), vec![PolicyTag::FundingVelocity]);
     }
 
     #[test]

@@ -83,8 +83,10 @@ pub fn holder_balance(
         .map(|h| h.amount_msat)
         .sum();
     let received_now: Vec<&HtlcInfo> = received_by_us(next, side).collect();
-    let settled_removed = payments.settled_incoming_msat(multiset_minus(received_by_us(prev, side), &received_now));
-    fail_after_fulfil(violations, settled_removed, before, after, fulfilled, next.commitment_number);
+    let removed_in = multiset_minus(received_by_us(prev, side), &received_now);
+    let removed_in_msat = removed_in.iter().fold(0u64, |a, h| a.saturating_add(h.amount_msat));
+    let settled_removed = payments.settled_incoming_msat(removed_in);
+    fail_after_fulfil(violations, settled_removed, removed_in_msat, before, after, fulfilled, next.commitment_number);
     let fall = before.saturating_sub(after);
     if fall > fulfilled {
         violations.push(Violation {
