@@ -294,7 +294,7 @@ pub(crate) fn violations(v: &[qls_signer_core::policy::Violation]) -> Vec<Violat
 }
 
 /// The funding outputs this cosigner allows for the channels a PSBT names: from its own
-/// stored setups, for open channels we fund (others are simply not allowed).
+/// stored setups of open channels (paying one the counterparty funds is refused).
 fn funding_outputs(
     state: &CosignerState,
     payload: &SignPayload,

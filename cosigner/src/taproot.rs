@@ -262,6 +262,10 @@ fn judge_and_apply(
         TaprootRequest::FundingConfirmed(proof) => Some(crate::approvals::chain_with(state, &proof.headers, true)?),
         _ => None,
     };
+    let stored_channels = match request {
+        TaprootRequest::Setup(_) => state.store.taproot_channel_count().map_err(store_error)?,
+        _ => 0,
+    };
     let ctx = tc::TaprootContext {
         policy: &state.config.policy,
         holder,
@@ -271,6 +275,7 @@ fn judge_and_apply(
         own_verification: own_verification.as_ref(),
         chain: chain.as_ref(),
         now: state.now_unix(),
+        stored_channels,
     };
     let digest = digest_of(&channel, request);
     let policy = &state.config.policy;
@@ -434,6 +439,7 @@ pub fn frost_targets_of(
         own_verification: None,
         chain: None,
         now: state.now_unix(),
+        stored_channels: 0,
     };
     tc::frost_targets(channel, &current, item, &ctx).map_err(channel_error)
 }

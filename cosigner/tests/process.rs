@@ -195,3 +195,24 @@ async fn restored_store_copy_never_signs_with_a_nonce_again() {
     let (req, _, _) = sign_request(&theirs, &ours, fresh[0].0, fresh[0].1, [9; 32]);
     assert!(matches!(call(&conn, &req).await.unwrap(), CosignerResponse::Shares { .. }));
 }
+
+/// A coordinator's connection to a cosigner that was `kill -9`ed and restarted is reset by
+/// the restarted process on its next packet (stateless reset under the identity's key),
+/// so the coordinator redials at once instead of waiting out the 30 s idle timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_cosigner_resets_the_connections_of_its_previous_run() {
+    let mut cosigner = Cosigner::new();
+    let old = cosigner.start(None).await;
+    cosigner.kill_9();
+    let _new = cosigner.start(None).await;
+    // The old connection's next packet (this request, or a keep-alive) meets the new
+    // process, which answers with a stateless reset.
+    let started = std::time::Instant::now();
+    let answer = call(&old, &CosignerRequest::Hello).await;
+    assert!(answer.is_err(), "the dead connection answered: {answer:?}");
+    let reason = tokio::time::timeout(std::time::Duration::from_secs(5), old.closed())
+        .await
+        .expect("the old connection is closed well before the idle timeout");
+    assert!(matches!(reason, quinn::ConnectionError::Reset), "{reason:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
+}

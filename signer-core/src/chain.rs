@@ -167,7 +167,7 @@ pub fn judge_heartbeat(
         });
     } else if u64::from(tip.time).saturating_add(max_age_secs) < now {
         violations.push(Violation {
-            tag: PolicyTag::HeartbeatTip,
+            tag: PolicyTag::HeartbeatTipAge,
             detail: format!(
                 "tip at height {} is {} s old, at most {max_age_secs}",
                 tip.height,
@@ -261,12 +261,12 @@ pub(crate) mod tests {
             judge_heartbeat(&mut v, tip, Network::Regtest, h, &claimed, now, 3_600);
             v.iter().map(|v| v.tag).collect::<Vec<_>>()
         };
-        use crate::policy::PolicyTag::{ChainHeaders, HeartbeatTip};
+        use crate::policy::PolicyTag::{ChainHeaders, HeartbeatTip, HeartbeatTipAge};
         assert_eq!(tags(&mut tip, &headers, last, block_time + 60), vec![]);
         // Another tip than ours (the node claims a block we never saw).
         assert_eq!(tags(&mut tip, &[], [9; 32], block_time + 60), vec![HeartbeatTip]);
         // Our tip, but older than the limit: the node withholds blocks.
-        assert_eq!(tags(&mut tip, &[], last, block_time + 3_601), vec![HeartbeatTip]);
+        assert_eq!(tags(&mut tip, &[], last, block_time + 3_601), vec![HeartbeatTipAge]);
         // Headers that do not connect.
         let orphan = chain(BlockHash::from_byte_array([7; 32]), 1, 4);
         assert_eq!(tags(&mut tip, &orphan, last, block_time + 60), vec![ChainHeaders]);

@@ -12,7 +12,7 @@
 //! or accept a 64-byte transaction (it could be an inner merkle node).
 
 use alloc::format;
-use alloc::string::String;
+use alloc::string::{String, ToString};
 
 use bitcoin::block::Header;
 use bitcoin::consensus::encode::{deserialize, serialize};
@@ -73,6 +73,27 @@ pub fn merkle_root(txid: [u8; 32], branch: &[[u8; 32]], position: u32) -> [u8; 3
     node
 }
 
+/// Why a funding proof does not hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProofRefusal {
+    /// It proves nothing: another transaction or output, a block outside this cosigner's
+    /// chain, a branch that does not reach the root (`policy-funding-proof`).
+    Invalid(String),
+    /// It holds, but the block is not yet `min_depth` deep (`policy-funding-proof-depth`).
+    Shallow { height: u32, depth: u32, min_depth: u32 },
+}
+
+impl core::fmt::Display for ProofRefusal {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ProofRefusal::Invalid(why) => f.write_str(why),
+            ProofRefusal::Shallow { height, depth, min_depth } => {
+                write!(f, "block at height {height} is {depth} deep, at least {min_depth} needed")
+            }
+        }
+    }
+}
+
 /// Checks `proof` against this cosigner's `chain` (already extended with the proof's
 /// headers); returns the height of the block holding the funding transaction, or why the
 /// proof fails.
@@ -81,7 +102,20 @@ pub fn check(
     proof: &FundingProof,
     expected: &ExpectedFunding<'_>,
     min_depth: u32,
-) -> Result<u32, String> {
+) -> Result<u32, ProofRefusal> {
+    let height = prove(chain, proof, expected)?;
+    let depth = chain.tip().height.saturating_sub(height).saturating_add(1);
+    if depth < min_depth {
+        return Err(ProofRefusal::Shallow { height, depth, min_depth });
+    }
+    Ok(height)
+}
+
+fn prove(chain: &ChainTip, proof: &FundingProof, expected: &ExpectedFunding<'_>) -> Result<u32, ProofRefusal> {
+    prove_inner(chain, proof, expected).map_err(ProofRefusal::Invalid)
+}
+
+fn prove_inner(chain: &ChainTip, proof: &FundingProof, expected: &ExpectedFunding<'_>) -> Result<u32, String> {
     let tx: Transaction =
         deserialize(&proof.tx).map_err(|e| format!("the funding transaction does not decode: {e}"))?;
     let mut stripped = tx.clone();
@@ -126,15 +160,12 @@ pub fn check(
     if TxMerkleNode::from_byte_array(root) != header.merkle_root {
         return Err(format!("the merkle branch does not lead to block {}'s merkle root", header.block_hash()));
     }
-    let depth = chain.tip().height.saturating_sub(known.height).saturating_add(1);
-    if depth < min_depth {
-        return Err(format!("block at height {} is {depth} deep, at least {min_depth} needed", known.height));
-    }
     Ok(known.height)
 }
 
 /// The rule, for either flavor: a proof sets `confirmed_at` (the height; a later proof
-/// changes nothing) or is refused with `policy-funding-proof`. `chain` is `None` when the
+/// changes nothing) or is refused with `policy-funding-proof` (or, holding but too
+/// shallow, `policy-funding-proof-depth`). `chain` is `None` when the
 /// shell has no chain to judge by.
 pub fn judge(
     violations: &mut alloc::vec::Vec<crate::policy::Violation>,
@@ -147,7 +178,7 @@ pub fn judge(
     use crate::policy::{PolicyTag, Violation};
     let outcome = match chain {
         Some(chain) => check(chain, proof, expected, min_depth),
-        None => Err("this cosigner has no header chain to check the proof against".into()),
+        None => Err(ProofRefusal::Invalid("this cosigner has no header chain to check the proof against".into())),
     };
     match outcome {
         Ok(height) => {
@@ -155,7 +186,13 @@ pub fn judge(
                 *confirmed_at = Some(height);
             }
         }
-        Err(detail) => violations.push(Violation { tag: PolicyTag::FundingProof, detail }),
+        Err(refusal) => {
+            let tag = match refusal {
+                ProofRefusal::Invalid(_) => PolicyTag::FundingProof,
+                ProofRefusal::Shallow { .. } => PolicyTag::FundingProofDepth,
+            };
+            violations.push(Violation { tag, detail: refusal.to_string() })
+        }
     }
 }
 
@@ -230,18 +267,34 @@ pub(crate) mod tests {
         let outpoint = OutPoint { txid: txids[0], vout: 0 };
         let expected = ExpectedFunding { outpoint, script: &script, value_sat: 50_000 };
         assert_eq!(check(&chain, &proof, &expected, 2), Ok(1));
-        assert!(check(&chain, &proof, &expected, 3).unwrap_err().contains("deep"));
+        assert_eq!(
+            check(&chain, &proof, &expected, 3),
+            Err(ProofRefusal::Shallow { height: 1, depth: 2, min_depth: 3 })
+        );
+        let mut violations = vec![];
+        let mut confirmed_at = None;
+        judge(&mut violations, &mut confirmed_at, Some(&chain), &proof, &expected, 3);
+        let tags: Vec<_> = violations.iter().map(|v| v.tag).collect();
+        assert_eq!((tags, confirmed_at), (vec![crate::policy::PolicyTag::FundingProofDepth], None));
+        judge(&mut violations, &mut confirmed_at, Some(&chain), &proof, &expected, 2);
+        assert_eq!((violations.len(), confirmed_at), (1, Some(1)));
         let wrong_value = ExpectedFunding { value_sat: 50_001, ..expected };
         assert!(check(&chain, &proof, &wrong_value, 1).is_err());
         let wrong_branch = FundingProof { merkle_branch: vec![[9; 32]], ..proof.clone() };
-        assert!(check(&chain, &wrong_branch, &expected, 1).unwrap_err().contains("merkle"));
+        assert!(check(&chain, &wrong_branch, &expected, 1).unwrap_err().to_string().contains("merkle"));
         let wrong_position = FundingProof { position: 1, ..proof.clone() };
         assert!(check(&chain, &wrong_position, &expected, 1).is_err());
         let other_tx = FundingProof { tx: serialize(&other), ..proof.clone() };
-        assert!(check(&chain, &other_tx, &expected, 1).unwrap_err().contains("not the funding transaction"));
+        assert!(check(&chain, &other_tx, &expected, 1)
+            .unwrap_err()
+            .to_string()
+            .contains("not the funding transaction"));
         // A block the cosigner's chain does not hold (never relayed, or without the work).
         let stranger = mine(BlockHash::from_byte_array([5; 32]), root, 1_700_000_000);
         let unknown = FundingProof { block_header: serialize(&stranger), ..proof };
-        assert!(check(&chain, &unknown, &expected, 1).unwrap_err().contains("not in this cosigner's chain"));
+        assert!(check(&chain, &unknown, &expected, 1)
+            .unwrap_err()
+            .to_string()
+            .contains("not in this cosigner's chain"));
     }
 }

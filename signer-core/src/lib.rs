@@ -24,6 +24,7 @@ pub mod policy;
 pub mod schnorr;
 pub mod share_signer;
 pub mod sighash;
+pub mod sweep_format;
 pub mod taproot_channel;
 pub mod taproot_commitment;
 pub mod taproot_htlc;

@@ -25,6 +25,9 @@ use crate::htlc_book::HtlcBook;
 use crate::sim_chain::{funding_tx, lock_chain, SharedChain};
 use crate::taproot_driver::{DriverError, SignedSpend};
 
+/// Both sides' dust limit (LDK's smallest).
+const DUST_LIMIT_SAT: u64 = 354;
+
 /// Weight-based commitment fee of an anchor channel with `htlcs` non-dust HTLCs.
 pub fn commitment_fee_sat(htlcs: usize) -> u64 {
     u64::from(FEERATE) * (1124 + 172 * htlcs as u64) / 1000
@@ -84,7 +87,7 @@ struct Pending {
 
 pub struct LegacyChannelDriver {
     pub channel: ChannelKeysId,
-    cp: Counterparty,
+    pub cp: Counterparty,
     pub setup: ChannelSetup,
     /// Balances and HTLCs in flight.
     pub book: HtlcBook,
@@ -179,11 +182,14 @@ impl LegacyChannelDriver {
         let fee = Self::funder_fee_sat(self.book.htlcs.len());
         let (ours, theirs) = (self.book.ours_msat / 1000, self.book.theirs_msat / 1000);
         let short = || DriverError::Check("the funder cannot pay the commitment fee".into());
-        Ok(if self.setup.is_outbound {
+        let (ours, theirs) = if self.setup.is_outbound {
             (ours.checked_sub(fee).ok_or_else(short)?, theirs)
         } else {
             (ours, theirs.checked_sub(fee).ok_or_else(short)?)
-        })
+        };
+        // As LDK does: an output below the dust limit is trimmed (its value goes to fees).
+        let trim = |sat: u64| if sat < DUST_LIMIT_SAT { 0 } else { sat };
+        Ok((trim(ours), trim(theirs)))
     }
 
     fn funding_script(&self) -> Result<ScriptBuf, DriverError> {

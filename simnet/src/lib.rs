@@ -6,6 +6,7 @@
 //! Must never: mock our own crypto or transport, or report a signature it has not verified.
 #![forbid(unsafe_code)]
 
+pub mod attack_corpus;
 pub mod bench;
 pub mod byzantine;
 pub mod channel_bench;

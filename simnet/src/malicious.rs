@@ -27,11 +27,15 @@ pub struct AttackOutcome {
     pub signed: bool,
     /// Cosigners that did not answer (down, partitioned).
     pub unreachable: usize,
+    /// Each refusing cosigner's name and the tags it named.
+    pub refused_by: Vec<(String, BTreeSet<String>)>,
 }
 
 pub struct MaliciousCoordinator {
     _endpoint: quinn::Endpoint,
     links: Vec<Arc<CosignerLink>>,
+    /// The cosigners' names, in link order.
+    names: Vec<String>,
     key_holders: Vec<usize>,
     threshold: usize,
     timeout: Duration,
@@ -43,7 +47,15 @@ impl MaliciousCoordinator {
     pub fn new(h: &Harness, key_holders: Vec<usize>, threshold: usize) -> Result<Self, HarnessError> {
         let (endpoint, links) = quorum::make_links(&h.coordinator_config, h.coordinator_identity.clone())
             .map_err(|e| HarnessError::Setup(format!("malicious coordinator links: {e}")))?;
-        Ok(Self { _endpoint: endpoint, links, key_holders, threshold, timeout: h.coordinator_config.request_timeout })
+        let names = h.coordinator_config.cosigners.iter().map(|c| c.name.clone()).collect();
+        Ok(Self {
+            _endpoint: endpoint,
+            links,
+            names,
+            key_holders,
+            threshold,
+            timeout: h.coordinator_config.request_timeout,
+        })
     }
 
     /// Approvals a key holder needs.
@@ -58,12 +70,14 @@ impl MaliciousCoordinator {
         let req = CosignerRequest::Approve { subject: subject.clone(), holder_keys: None };
         let replies = futures::future::join_all(self.links.iter().map(|l| l.call(&req, self.timeout))).await;
         let mut approvals = Vec::new();
-        for r in replies {
+        for (i, r) in replies.into_iter().enumerate() {
             match r {
                 Ok(CosignerResponse::Approved { approval, .. }) => approvals.push(approval),
                 Ok(CosignerResponse::Refused { violations }) => {
                     out.refusals += 1;
-                    out.refused_tags.extend(violations.into_iter().map(|v| v.tag));
+                    let tags: BTreeSet<String> = violations.into_iter().map(|v| v.tag).collect();
+                    out.refused_tags.extend(tags.iter().cloned());
+                    out.refused_by.push((self.names.get(i).cloned().unwrap_or_default(), tags));
                 }
                 Ok(_) => {}
                 Err(_) => out.unreachable += 1,

@@ -94,6 +94,8 @@ pub struct Report {
     /// Peak resident memory of the simnet process (cosigners, coordinator, drivers all in
     /// it), KiB; 0 where `/proc` is missing.
     pub peak_rss_kib: u64,
+    /// The attack corpus's attempts, when the scenario plays it.
+    pub attacks: Vec<crate::attack_corpus::AttackResult>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]

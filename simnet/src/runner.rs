@@ -502,10 +502,41 @@ pub async fn run(scenario: &Scenario, progress: bool) -> Result<(Report, Vec<Sig
     }
     drop(ctx);
     drop(client);
+    let attacks = if scenario.attacks.corpus {
+        Some(
+            crate::attack_corpus::run(&harness)
+                .await
+                .map_err(|e| RunError::Harness(HarnessError::Setup(e.to_string())))?,
+        )
+    } else {
+        None
+    };
     harness.shutdown().await;
     let finished_count = finished.len();
     let seen = std::mem::take(&mut *seen.lock().unwrap_or_else(|e| e.into_inner()));
     let (mut report, sigs) = build_report(scenario, finished, opened, fault_events, duration_s, &seen.nonces);
+    if let Some(results) = attacks {
+        // Honest: neither permissive nor byzantine nor misbehaving. n − t + 1 refusals
+        // leave no t to sign.
+        let q = &scenario.quorum;
+        let honest: Vec<String> = (1..=q.cosigners)
+            .filter(|i| !q.permissive.contains(i) && !q.byzantine.contains(i))
+            .filter(|i| !q.misbehaving.iter().any(|m| m.cosigner == *i))
+            .map(|i| format!("c{i}"))
+            .collect();
+        let blocking = (q.cosigners + 1).saturating_sub(usize::from(q.threshold)).min(honest.len());
+        let held = results.iter().filter(|r| r.held(&honest, blocking)).count();
+        let kinds = crate::attack_corpus::kinds(&results);
+        report.invariants.push(Invariant {
+            name: "attack-corpus-refused",
+            holds: held == results.len() && kinds >= 30,
+            detail: format!(
+                "{held} of {} attempts ({kinds} kinds) refused with their tag by {blocking}+ of the honest {honest:?}, nothing signed",
+                results.len()
+            ),
+        });
+        report.attacks = results;
+    }
     report.invariants.push(Invariant {
         name: "every-event-finished",
         holds: panicked == 0 && finished_count == total,
@@ -777,6 +808,7 @@ fn build_report(
         channels: ChannelCounts::default(),
         cosigner_nonce_uses: nonces.uses(),
         peak_rss_kib: crate::report::peak_rss_kib(),
+        attacks: Vec::new(),
     };
     (report, t.sigs)
 }

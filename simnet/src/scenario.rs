@@ -32,6 +32,18 @@ pub struct Scenario {
     pub workload: WorkloadSection,
     #[serde(default)]
     pub faults: Vec<FaultSection>,
+    #[serde(default)]
+    pub attacks: AttacksSection,
+}
+
+/// Attacks played after the workload, against the same quorum.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttacksSection {
+    /// Play the attack corpus (`attack_corpus`) as a compromised node and coordinator;
+    /// invariant `attack-corpus-refused`.
+    #[serde(default)]
+    pub corpus: bool,
 }
 
 /// The QLS node's channels: one counterparty (single keys) per channel.

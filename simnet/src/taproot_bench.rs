@@ -164,6 +164,7 @@ fn in_process(h: usize, updates: usize) -> Result<Vec<f64>, String> {
         own_verification: None,
         chain: None,
         now: 1_700_000_000,
+        stored_channels: 0,
     };
     let mut index = PaymentIndex::new(Default::default(), 0, policy.channel.max_payments);
     let mut state = tc::apply(&channel, None, &TaprootRequest::Setup(setup(&channel)), &[0; 32], &mut index, &ctx)

@@ -68,7 +68,7 @@ async fn heartbeat_attests_the_cosigners_own_fresh_tip() {
 
     // Headers whose tip is four hours old: the node withholds newer blocks.
     let stale = mine(genesis, 3, 4 * 3_600, 1);
-    refused(&h, &heartbeat(&stale, stale[2].block_hash()), "policy-heartbeat-tip").await;
+    refused(&h, &heartbeat(&stale, stale[2].block_hash()), "policy-heartbeat-tip-age").await;
     // A header without its proof of work.
     let mut lazy = mine(genesis, 1, 0, 2);
     while lazy[0].validate_pow(lazy[0].target()).is_ok() {

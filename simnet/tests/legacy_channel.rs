@@ -196,7 +196,7 @@ async fn honest_updates_are_signed_and_a_compromised_node_cannot_drain() {
     approve_payment(&ch, 2, 10_000).await;
     ch.refused(
         ch.cp_info(N0 - 3, 100_000, ours_sat(1, 20_000, 100_000), vec![htlc(false, 20_000, 2)]).pipe_sign(),
-        "policy-invoice-overpaid",
+        "policy-payment-fee-max",
         &all,
     )
     .await;
@@ -428,5 +428,51 @@ async fn holder_commitment_with_a_foreign_point_is_refused_by_the_key_holder() {
     let reply =
         ch.client.call(&NodeRequest::Channel { channel: CHANNEL, request: ch.validate_req(info, vec![]) }).await;
     assert!(!matches!(reply.unwrap(), NodeResponse::KeyHolder { .. }), "accepted a foreign per-commitment point");
+    h.shutdown().await;
+}
+
+/// A coordinator (or link) that drops the key holder's replies — the counterparty
+/// commitment's signatures, or the revocation secret — after every cosigner has recorded
+/// the step cannot leave the channel without a force close: our latest validated holder
+/// commitment is still signed for broadcast (and passes Bitcoin Core's interpreter), and
+/// the dropped step itself can be retried with the same data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_key_holder_replies_never_cost_the_force_close() {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    use std::sync::Arc;
+    // 0: pass everything; 1: drop commitment signatures; 2: drop revocation secrets.
+    let drop_mode = Arc::new(AtomicU8::new(0));
+    let mode = drop_mode.clone();
+    let fault: qls_cosigner::ReplyFault = Arc::new(move |reply| match (&reply, mode.load(Ordering::SeqCst)) {
+        (CosignerResponse::KeyHolderSigned(KeyHolderOutput::Signatures { .. }), 1)
+        | (CosignerResponse::KeyHolderSigned(KeyHolderOutput::Secret(_)), 2) => {
+            CosignerResponse::Error { kind: ErrorKind::Internal, detail: "reply dropped".into() }
+        }
+        _ => reply,
+    });
+    let mut spec = QuorumSpec::new(3, 2);
+    spec.faults = vec![Some(fault), None, None];
+    let h = Harness::start(spec).await.unwrap();
+    let client = h.client().await.unwrap();
+    for (k, mode) in [(1u8, 1u8), (2, 2)] {
+        let (mut d, _) =
+            qls_simnet::legacy_driver::LegacyChannelDriver::open(&client, &h.chain, [0xd0 + k; 32], 1_000_000, true)
+                .await
+                .unwrap();
+        let hash = sha256::Hash::hash(&[0x50 + k; 32]).to_byte_array();
+        client.node_key(approve_payment_request(hash, 100_000_000)).await.unwrap();
+        d.book.offer(100_000_000, [0x50 + k; 32], 700);
+        drop_mode.store(mode, Ordering::SeqCst);
+        assert!(d.update(&client).await.is_err(), "mode {mode}: the dropped reply surfaced as an error");
+        // Still dropping: the force close needs no reply of the kind being dropped (the
+        // holder commitment is signed as `Signatures`, so mode 1 stops dropping first).
+        if mode == 1 {
+            drop_mode.store(0, Ordering::SeqCst);
+        }
+        let (spend, _) = d.force_close(&client).await.expect("our latest validated commitment is signed");
+        qls_simnet::channels::consensus_check_input(&spend.tx, &spend.spent, 0)
+            .expect("the force close passes Bitcoin Core's interpreter");
+        drop_mode.store(0, Ordering::SeqCst);
+    }
     h.shutdown().await;
 }

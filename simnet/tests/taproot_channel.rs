@@ -427,7 +427,7 @@ async fn force_close_with_htlc_transactions_and_sweeps() {
             let early = (tx.clone(), 0, vec![out.clone()]);
             refused(
                 d.sweep(&client, early, None, |s| script_witness(&o, "timeout", s)).await,
-                "policy-sweep-sequence",
+                "policy-sweep-locktime",
                 ALL,
             );
             tx.lock_time = bitcoin::absolute::LockTime::from_consensus(h.cltv_expiry);

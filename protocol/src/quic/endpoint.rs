@@ -67,7 +67,14 @@ pub fn server_endpoint(
     let crypto = QuicServerConfig::try_from(tls).map_err(|e| TransportError::QuicCrypto(e.to_string()))?;
     let mut config = ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(transport_config());
-    Endpoint::server(config, bind).map_err(|source| TransportError::Bind { addr: bind, source })
+    // Resets under the identity's own key: a restarted server closes its previous run's
+    // connections on their next packet (see `Identity::stateless_reset_key`).
+    let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(identity.stateless_reset_key()));
+    let cid_key = identity.connection_id_key();
+    endpoint_config.cid_generator(move || Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key)));
+    let bind_err = |source| TransportError::Bind { addr: bind, source };
+    let socket = std::net::UdpSocket::bind(bind).map_err(bind_err)?;
+    Endpoint::new(endpoint_config, Some(config), socket, Arc::new(quinn::TokioRuntime)).map_err(bind_err)
 }
 
 /// A client-only endpoint bound to an ephemeral loopback or wildcard port.

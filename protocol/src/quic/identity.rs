@@ -87,6 +87,28 @@ impl Identity {
         Self::from_der(read(CERT_FILE)?, read(KEY_FILE)?)
     }
 
+    /// The key of QUIC stateless resets (RFC 9000 §10.3) for a server with this identity:
+    /// derived from the private key, so a server restarted after a crash resets the
+    /// connections its previous run left open and clients redial at once (instead of
+    /// waiting out the idle timeout). Tokens reveal nothing about the identity key.
+    pub fn stateless_reset_key(&self) -> ring::hmac::Key {
+        let mut h = Sha256::new();
+        h.update(b"QLS/quic-stateless-reset/v1");
+        h.update(&self.key_pkcs8);
+        ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &h.finalize())
+    }
+
+    /// The key a server's connection ids are made under (see
+    /// [`Self::stateless_reset_key`]): a restarted server must recognise its previous run's
+    /// ids as its own to answer them with a reset rather than drop them.
+    pub fn connection_id_key(&self) -> u64 {
+        let mut h = Sha256::new();
+        h.update(b"QLS/quic-connection-ids/v1");
+        h.update(&self.key_pkcs8);
+        let d = h.finalize();
+        u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
+    }
+
     pub fn private_key(&self) -> PrivateKeyDer<'static> {
         PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_pkcs8.clone()))
     }

@@ -21,11 +21,12 @@ pub fn funding_script(state: &ChannelState) -> Result<bitcoin::ScriptBuf, Channe
         .to_p2wsh())
 }
 
-/// `Some` for an open channel we fund; `now` and `window_secs` (the velocity window) tell
+/// `Some` for an open channel (one the counterparty funds is marked `inbound`, so that
+/// paying it is refused by name); `now` and `window_secs` (the velocity window) tell
 /// whether its setup was counted against the funding velocity in the current window.
 pub fn funding_output(state: &ChannelState, now: u64, window_secs: u64) -> Result<Option<FundingOutput>, ChannelError> {
     let setup = &state.setup;
-    if !setup.is_outbound || state.close != CloseState::Open {
+    if state.close != CloseState::Open {
         return Ok(None);
     }
     let script = funding_script(state)?;
@@ -35,6 +36,7 @@ pub fn funding_output(state: &ChannelState, now: u64, window_secs: u64) -> Resul
         value_sat: setup.channel_value_sat,
         countersigned: state.holder.latest.is_some(),
         within_velocity_window: state.set_up_at.is_some_and(|t| t.saturating_add(window_secs) > now),
+        inbound: !setup.is_outbound,
     }))
 }
 

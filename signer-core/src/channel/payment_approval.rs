@@ -282,9 +282,16 @@ mod tests {
         let tags = fx.run(NOW, &req(&hash, 5_000, NOW + HOUR, Some(&forged), None));
         assert!(tags.contains(&PolicyTag::InvoiceInvalid) || tags == vec![PolicyTag::PaymentPayee], "{tags:?}");
         assert!(fx.index.get(&hash).is_none());
-        // Approving more than the invoice asks.
+    }
+
+    #[test]
+    fn approving_more_than_the_invoice_asks_refused() {
+        let mut fx = Fx::new();
+        let hash = [10; 32];
         let good = fx.invoice(&fx.payee, &hash, 5_000, NOW);
         assert_eq!(fx.run(NOW, &req(&hash, 5_001, NOW + HOUR, Some(&good), None)), vec![PolicyTag::InvoiceOverpaid]);
+        assert!(fx.index.get(&hash).is_none());
+        assert_eq!(fx.run(NOW, &req(&hash, 5_000, NOW + HOUR, Some(&good), None)), vec![]);
     }
 
     #[test]

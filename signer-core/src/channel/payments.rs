@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use qls_protocol::HtlcInfo;
 
 use super::velocity::Velocity;
-use crate::policy::{PolicyTag, Violation};
+use crate::policy::{ChannelPolicy, PolicyTag, Violation};
 
 pub type PaymentHash = [u8; 32];
 
@@ -122,30 +122,44 @@ impl PaymentIndex {
         }
     }
 
-    /// We offer `h`: it must be covered by incoming HTLCs or an approved payment, and a
-    /// forward must expire at least `cltv_delta_min` blocks before what it forwards.
-    pub fn offer(&mut self, violations: &mut Vec<Violation>, h: &HtlcInfo, cltv_delta_min: u32) {
+    /// We offer `h`: it must be covered by incoming HTLCs (a forward, when `policy.routing`)
+    /// or an approved payment plus at most the routing fee cap, and a forward must expire
+    /// at least `forward_cltv_delta_min` blocks before what it forwards.
+    pub fn offer(&mut self, violations: &mut Vec<Violation>, h: &HtlcInfo, policy: &ChannelPolicy) {
         let hash = hex::encode(&h.payment_hash[..8]);
         let mut found = Vec::new();
         let e = self.entry(&mut found, &h.payment_hash);
         let out = e.outgoing_msat.saturating_add(h.amount_msat);
-        let cover = e.incoming_msat.saturating_add(e.approved_msat.unwrap_or(0));
         match e.approved_msat {
             Some(_) if e.settled => found.push(Violation {
                 tag: PolicyTag::InvoicePaidTwice,
                 detail: format!("payment {hash} already settled; new HTLC of {} msat", h.amount_msat),
             }),
-            Some(a) if out > cover => found.push(Violation {
-                tag: PolicyTag::InvoiceOverpaid,
-                detail: format!("payment {hash}: {out} msat out, approved {a} msat (+{} in)", e.incoming_msat),
-            }),
-            None if out > cover => found.push(Violation {
+            Some(a) => {
+                let fee_cap = payment_fee_cap_msat(policy, a);
+                let cover = e.incoming_msat.saturating_add(a).saturating_add(fee_cap);
+                if out > cover {
+                    found.push(Violation {
+                        tag: PolicyTag::PaymentFeeMax,
+                        detail: format!(
+                            "payment {hash}: {out} msat out, approved {a} msat + routing fee cap {fee_cap} msat (+{} in)",
+                            e.incoming_msat
+                        ),
+                    });
+                }
+            }
+            None if out > e.incoming_msat => found.push(Violation {
                 tag: PolicyTag::RoutingUnbalanced,
                 detail: format!("payment {hash}: {out} msat out, {} msat in, no approved payment", e.incoming_msat),
             }),
-            _ => {}
+            None if !policy.routing => found.push(Violation {
+                tag: PolicyTag::RoutingDisabled,
+                detail: format!("payment {hash}: {} msat forwarded, but this node does not route", h.amount_msat),
+            }),
+            None => {}
         }
         if let Some(incoming) = e.incoming_min_cltv.filter(|_| e.approved_msat.is_none()) {
+            let cltv_delta_min = policy.forward_cltv_delta_min;
             if h.cltv_expiry.saturating_add(cltv_delta_min) > incoming {
                 found.push(Violation {
                     tag: PolicyTag::RoutingCltvDelta,
@@ -195,6 +209,14 @@ impl PaymentIndex {
     }
 }
 
+/// The routing fees our own payment of `approved_msat` may pay on top (the payee gets
+/// the approved amount; the route's fees go to other nodes): `payment_fee_max_base_msat`
+/// plus `payment_fee_max_ppm` of the amount, as LDK's default fee limit.
+pub fn payment_fee_cap_msat(policy: &ChannelPolicy, approved_msat: u64) -> u64 {
+    let proportional = u128::from(approved_msat) * u128::from(policy.payment_fee_max_ppm) / 1_000_000;
+    policy.payment_fee_max_base_msat.saturating_add(u64::try_from(proportional).unwrap_or(u64::MAX))
+}
+
 /// The fail-after-fulfil rule, for legacy and taproot commitments alike: incoming HTLCs
 /// worth `settled_removed_msat` left the commitment while their payment was already
 /// settled downstream, so they must have been claimed. Balance growth cannot tell which
@@ -232,6 +254,7 @@ pub fn fail_after_fulfil(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::vec;
 
     #[test]
     fn a_settled_forward_is_kept_while_its_incoming_htlc_may_still_be_failed() {
@@ -249,5 +272,23 @@ mod tests {
         // A forward that never settled is forgotten as soon as nothing comes in.
         let unsettled = PaymentEntry { settled: false, settled_at: None, ..e };
         assert!(unsettled.prunable(1_000));
+    }
+
+    #[test]
+    fn a_node_that_does_not_route_refuses_forwards() {
+        let h =
+            |offered, hash| HtlcInfo { offered, amount_msat: 5_000_000, cltv_expiry: 900, payment_hash: [hash; 32] };
+        let tags = |policy: &ChannelPolicy| {
+            let mut index = PaymentIndex::new(BTreeMap::new(), 0, 10);
+            let mut v = Vec::new();
+            index.receive(&mut v, &h(true, 1));
+            index.offer(&mut v, &HtlcInfo { cltv_expiry: 800, ..h(false, 1) }, policy);
+            // Our own approved payment still goes out.
+            index.approve(&mut v, &[2; 32], 5_000_000, u64::MAX);
+            index.offer(&mut v, &h(false, 2), policy);
+            v.iter().map(|v| v.tag).collect::<Vec<_>>()
+        };
+        assert_eq!(tags(&ChannelPolicy::default()), vec![]);
+        assert_eq!(tags(&ChannelPolicy { routing: false, ..Default::default() }), vec![PolicyTag::RoutingDisabled]);
     }
 }

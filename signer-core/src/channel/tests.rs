@@ -24,7 +24,7 @@ use super::payments::{PaymentEntry, PaymentIndex};
 use super::provenance::HolderKeysCheck;
 use super::state::{request_digest, ChannelState, INITIAL_COMMITMENT_NUMBER as N0};
 use super::validate::{apply, Context};
-use crate::policy::{PolicyConfig, PolicyTag};
+use crate::policy::{ChannelPolicy, PolicyConfig, PolicyTag};
 
 const VALUE: u64 = 1_000_000;
 const FEERATE: u32 = 1000;
@@ -368,11 +368,14 @@ fn safe_type_only() {
 fn contest_delay_out_of_range() {
     let mut fx = Fx::new(true);
     fx.setup.holder_selected_contest_delay = 6;
+    assert_eq!(fx.run(ChannelRequest::Setup(fx.setup.clone())), vec![PolicyTag::ChannelContestDelay]);
+}
+
+#[test]
+fn counterparty_delay_above_maximum() {
+    let mut fx = Fx::new(true);
     fx.setup.counterparty_selected_contest_delay = 5000;
-    assert_eq!(
-        fx.run(ChannelRequest::Setup(fx.setup.clone())),
-        vec![PolicyTag::ChannelContestDelay, PolicyTag::ChannelContestDelay]
-    );
+    assert_eq!(fx.run(ChannelRequest::Setup(fx.setup.clone())), vec![PolicyTag::ChannelCounterpartyDelay]);
 }
 
 #[test]
@@ -639,6 +642,31 @@ fn holder_commitment_bad_signature() {
 }
 
 #[test]
+fn holder_commitment_htlc_signatures_missing_or_bad() {
+    let mut fx = Fx::new(true);
+    fx.open();
+    let ours = fx.ours_sat(1, 50_000, 0);
+    let info = fx.holder_info(N0 - 1, ours, 0, vec![htlc(true, 50_000, 15)]);
+    let req = fx.validate_req(info, vec![]);
+    let ChannelRequest::ValidateHolderCommitment { commitment, counterparty_sig, mut counterparty_htlc_sigs, .. } = req
+    else {
+        unreachable!()
+    };
+    // The commitment signature is good; the one HTLC signature is for another transaction.
+    let good = counterparty_htlc_sigs.clone();
+    counterparty_htlc_sigs[0] = counterparty_sig.clone();
+    for htlc_sigs in [vec![], counterparty_htlc_sigs, [good.clone(), good].concat()] {
+        let req = ChannelRequest::ValidateHolderCommitment {
+            commitment: commitment.clone(),
+            counterparty_sig: counterparty_sig.clone(),
+            counterparty_htlc_sigs: htlc_sigs,
+            outbound_preimages: vec![],
+        };
+        assert_eq!(fx.run(req), vec![PolicyTag::CommitmentHtlcSigs]);
+    }
+}
+
+#[test]
 fn revoked_holder_commitment_not_signed() {
     let mut fx = Fx::new(true);
     fx.open();
@@ -691,6 +719,26 @@ fn wrong_revocation_secret() {
     assert_eq!(fx.run(ChannelRequest::ValidateCounterpartyRevocation { commitment_number: N0, secret: right }), vec![]);
 }
 
+#[test]
+fn revocation_secret_off_the_bolt3_chain_refused() {
+    let mut fx = Fx::new(true);
+    fx.open();
+    let ours = fx.ours_sat(0, 0, 0);
+    // Commitment N0 - 1 under a point of another seed: its secret matches its point, but
+    // does not derive the already revealed secret of N0 (BOLT 3 shachain).
+    let other = Side::new(3);
+    let mut info = fx.cp_info(N0 - 1, 0, ours, vec![]);
+    info.per_commitment_point = other.point(&fx.secp, N0 - 1);
+    assert_eq!(fx.sign_cp(info, vec![]), vec![]);
+    let right = fx.cp.secret(N0);
+    assert_eq!(fx.run(ChannelRequest::ValidateCounterpartyRevocation { commitment_number: N0, secret: right }), vec![]);
+    let off_chain = other.secret(N0 - 1);
+    assert_eq!(
+        fx.run(ChannelRequest::ValidateCounterpartyRevocation { commitment_number: N0 - 1, secret: off_chain }),
+        vec![PolicyTag::RevocationSecretChain]
+    );
+}
+
 fn closing(to_holder: u64, to_cp: u64, to: &[u8]) -> ChannelRequest {
     ChannelRequest::SignClosing {
         to_holder_sat: to_holder,
@@ -715,6 +763,21 @@ fn close_to_foreign_script() {
     let mut fx = Fx::new(true);
     fx.open();
     assert_eq!(fx.run(closing(VALUE - 1_000, 0, b"attacker")), vec![PolicyTag::CloseDestination]);
+}
+
+#[test]
+fn close_with_a_dust_output_refused() {
+    // We paid the counterparty 50,000 sat; a close giving it 200 sat on P2WPKH (dust
+    // threshold 294) would never relay, and no force close is signed after it.
+    let mut fx = Fx::new(true);
+    fx.open();
+    approve(&mut fx, 12, 50_000);
+    let ours = fx.ours_sat(1, 50_000, 0);
+    assert_eq!(fx.round(N0 - 1, ours, 0, vec![htlc(false, 50_000, 12)], vec![]), vec![]);
+    let ours = fx.ours_sat(0, 0, 50_000);
+    assert_eq!(fx.round(N0 - 2, ours, 50_000, vec![], vec![[12; 32]]), vec![]);
+    assert_eq!(fx.run(closing(VALUE - 1_200, 200, b"wallet")), vec![PolicyTag::CloseOutputsStandard]);
+    assert_eq!(fx.run(closing(VALUE - 51_000, 50_000, b"wallet")), vec![]);
 }
 
 #[test]
@@ -920,12 +983,47 @@ fn forward_without_incoming() {
 }
 
 #[test]
-fn invoice_overpaid() {
+fn own_payment_fee_above_cap() {
+    // Approved 40,000 sat: the route may add 50 sat + 1 % (450 sat), no more.
     let mut fx = Fx::new(true);
     fx.open();
     approve(&mut fx, 11, 40_000);
-    let info = fx.cp_info(N0 - 1, 0, fx.ours_sat(1, 50_000, 0), vec![htlc(false, 50_000, 11)]);
-    assert_eq!(fx.sign_cp(info, vec![]), vec![PolicyTag::InvoiceOverpaid]);
+    let info = fx.cp_info(N0 - 1, 0, fx.ours_sat(1, 40_451, 0), vec![htlc(false, 40_451, 11)]);
+    assert_eq!(fx.sign_cp(info, vec![]), vec![PolicyTag::PaymentFeeMax]);
+    let info = fx.cp_info(N0 - 1, 0, fx.ours_sat(1, 40_450, 0), vec![htlc(false, 40_450, 11)]);
+    assert_eq!(fx.sign_cp(info, vec![]), vec![]);
+    // A node that may pay no fee at all: the approved amount exactly.
+    let mut fx = Fx::new(true);
+    fx.policy.channel.payment_fee_max_base_msat = 0;
+    fx.policy.channel.payment_fee_max_ppm = 0;
+    fx.open();
+    approve(&mut fx, 11, 40_000);
+    let info = fx.cp_info(N0 - 1, 0, fx.ours_sat(1, 40_001, 0), vec![htlc(false, 40_001, 11)]);
+    assert_eq!(fx.sign_cp(info, vec![]), vec![PolicyTag::PaymentFeeMax]);
+}
+
+#[test]
+fn untrimmed_dust_output_refused() {
+    let mut fx = Fx::new(true);
+    fx.open();
+    approve(&mut fx, 13, 1);
+    // A 353-sat HTLC output: the commitment would not relay.
+    let info = fx.cp_info(N0 - 1, 0, fx.ours_sat(1, 353, 0), vec![htlc(false, 353, 13)]);
+    assert_eq!(fx.sign_cp(info, vec![]), vec![PolicyTag::CommitmentOutputsTrimmed, PolicyTag::PaymentFeeMax]);
+    // The counterparty's 100-sat balance kept as an output.
+    let info = fx.cp_info(N0 - 1, 100, fx.ours_sat(0, 0, 100), vec![]);
+    assert!(fx.sign_cp(info, vec![]).contains(&PolicyTag::CommitmentOutputsTrimmed));
+}
+
+#[test]
+fn htlc_expiry_as_a_time_refused() {
+    let mut fx = Fx::new(true);
+    fx.open();
+    approve(&mut fx, 14, 50_000);
+    let mut h = htlc(false, 50_000, 14);
+    h.cltv_expiry = 500_000_000;
+    let info = fx.cp_info(N0 - 1, 0, fx.ours_sat(1, 50_000, 0), vec![h]);
+    assert_eq!(fx.sign_cp(info, vec![]), vec![PolicyTag::HtlcCltvRange]);
 }
 
 #[test]
@@ -949,15 +1047,16 @@ fn forward_cltv_delta_too_small() {
     let mut v = Vec::new();
     index.receive(&mut v, &incoming);
     // 40 blocks before the incoming expiry: enough for a minimum of 34.
-    index.offer(&mut v, &HtlcInfo { cltv_expiry: 500_060, amount_msat: 20_000_000, ..incoming.clone() }, 34);
+    let policy = ChannelPolicy { forward_cltv_delta_min: 34, ..Default::default() };
+    index.offer(&mut v, &HtlcInfo { cltv_expiry: 500_060, amount_msat: 20_000_000, ..incoming.clone() }, &policy);
     assert_eq!(v, vec![]);
     // 10 blocks before it: the forward leaves no time to claim upstream.
-    index.offer(&mut v, &HtlcInfo { cltv_expiry: 500_090, amount_msat: 20_000_000, ..incoming }, 34);
+    index.offer(&mut v, &HtlcInfo { cltv_expiry: 500_090, amount_msat: 20_000_000, ..incoming }, &policy);
     assert_eq!(v.iter().map(|v| v.tag).collect::<Vec<_>>(), vec![PolicyTag::RoutingCltvDelta]);
 }
 
 #[test]
-fn payment_index_bounded() {
+fn payment_index_and_channel_store_bounded() {
     let mut fx = Fx::new(true);
     fx.policy.channel.max_payments = 0;
     fx.open();
@@ -981,7 +1080,7 @@ fn payment_index_bounded() {
     let mut index = PaymentIndex::default();
     let tags = |a: super::Applied| a.violations.iter().map(|v| v.tag).collect::<Vec<_>>();
     let full = apply(&[1; 32], None, &setup, &[0; 32], &mut index, &ctx(2)).unwrap();
-    assert_eq!(tags(full), vec![PolicyTag::NodeStateBounded]);
+    assert_eq!(tags(full), vec![PolicyTag::NodeChannelsBounded]);
     let room = apply(&[1; 32], None, &setup, &[0; 32], &mut index, &ctx(1)).unwrap();
     let state = room.state.clone();
     assert_eq!(tags(room), vec![]);

@@ -33,6 +33,7 @@ use super::state::{
 /// re-bumps of its HTLC transaction; any of them may be the one that confirms).
 pub const SECOND_STAGE_PER_HTLC: usize = 4;
 use crate::policy::{ChannelPolicy, PolicyConfig, PolicyTag, Violation};
+use crate::sweep_format::sweep_format_violations;
 
 const ANCHOR_OUTPUT_SAT: u64 = 330;
 const ANCHOR_COMMITMENT_BASE_WEIGHT: u64 = 1124;
@@ -155,18 +156,25 @@ fn update(
             to_holder_sat,
             to_counterparty_sat,
             to_holder_script,
-            to_counterparty_script: _,
-        } => sign_closing(j, next, *to_holder_sat, *to_counterparty_sat, to_holder_script, ctx),
+            to_counterparty_script,
+        } => {
+            let outputs =
+                [(*to_holder_sat, &to_holder_script[..]), (*to_counterparty_sat, &to_counterparty_script[..])];
+            j.violations.extend(close_outputs_dust(&outputs));
+            sign_closing(j, next, *to_holder_sat, *to_counterparty_sat, to_holder_script, ctx)
+        }
         ChannelRequest::SignDelayedSweep { tx, input } => delayed_sweep(j, next, &params, tx, *input, ctx)?,
         ChannelRequest::SignRemoteSweep { tx, input, amount_sat } => {
             let tx = parse::transaction(tx, "sweep")?;
             check_input(&tx, *input)?;
+            j.violations.extend(sweep_format_violations(&tx, None));
             outputs_are_ours(j, &tx, None, ctx);
             sweep_fee(j, &tx, Some(*amount_sat));
         }
         ChannelRequest::SignHolderAnchor { tx, input } => {
             let tx = parse::transaction(tx, "anchor spend")?;
             check_input(&tx, *input)?;
+            j.violations.extend(sweep_format_violations(&tx, None));
             outputs_are_ours(j, &tx, None, ctx);
             anchor_source(j, next, &params, &tx, *input, ctx)?;
         }
@@ -215,6 +223,15 @@ pub(crate) fn is_safe_type(setup: &ChannelSetup) -> bool {
     })
 }
 
+/// `policy-node-channels-bounded` for a new setup (legacy and taproot stores alike):
+/// `stored` channels are already kept (closed ones past retention pruned first).
+pub(crate) fn channel_store_full(stored: usize, max: usize) -> Option<Violation> {
+    (stored >= max).then(|| Violation {
+        tag: PolicyTag::NodeChannelsBounded,
+        detail: format!("{stored} channels stored, at most {max} (none closed long enough to prune)"),
+    })
+}
+
 fn setup_channel(
     j: &mut Judge<'_>,
     current: Option<&ChannelState>,
@@ -231,15 +248,7 @@ fn setup_channel(
         }
         return Ok(cur.clone());
     }
-    if stored_channels >= j.policy.max_channels {
-        j.flag(
-            PolicyTag::NodeStateBounded,
-            format!(
-                "{stored_channels} channels stored, at most {} (none closed long enough to prune)",
-                j.policy.max_channels
-            ),
-        );
-    }
+    j.violations.extend(channel_store_full(stored_channels, j.policy.max_channels));
     match &ctx.holder_keys {
         Some(super::HolderKeysCheck::Ours) => {}
         Some(super::HolderKeysCheck::NotOurs(why)) => j.flag(PolicyTag::ChannelHolderKeys, why.clone()),
@@ -301,11 +310,54 @@ pub(crate) fn commitment_limit_violations(
             detail: format!("{inflight:?} msat in flight, at most {}", p.max_inflight_msat),
         });
     }
+    // An expiry of 500,000,000 or more is a unix time to OP_CHECKLOCKTIMEVERIFY: long past,
+    // so the HTLC could be timed out at once by its offerer (an incoming one covers nothing).
+    for h in htlcs.iter().filter(|h| h.cltv_expiry >= LOCKTIME_THRESHOLD) {
+        v.push(Violation {
+            tag: PolicyTag::HtlcCltvRange,
+            detail: format!(
+                "HTLC of {} msat expires at {}, a time rather than a block height",
+                h.amount_msat, h.cltv_expiry
+            ),
+        });
+    }
     v
 }
 
-/// `policy-channel-contest-delay-range` for a setup: the delay we impose on the
-/// counterparty and the one it imposes on us (legacy and taproot channels alike).
+/// Where locktimes and CLTV expiries stop being block heights and become unix times.
+pub(crate) const LOCKTIME_THRESHOLD: u32 = 500_000_000;
+
+/// The smallest output a commitment may carry: LDK's smallest dust limit, above Bitcoin
+/// Core's relay dust for every output type a commitment has.
+pub(crate) const COMMITMENT_OUTPUT_MIN_SAT: u64 = 354;
+
+/// `policy-commitment-outputs-trimmed` for a legacy commitment, whose outputs the node
+/// lists: each present output is at least [`COMMITMENT_OUTPUT_MIN_SAT`], or the
+/// commitment is non-standard and our force close would not relay. (Taproot commitments
+/// are trimmed by the cosigner's own builder, at dust limits checked at setup.)
+pub(crate) fn untrimmed_outputs(info: &CommitmentInfo) -> Vec<Violation> {
+    let direct = [("to_broadcaster", info.to_broadcaster_sat), ("to_countersignatory", info.to_countersignatory_sat)];
+    let small_direct = direct.into_iter().filter(|(_, v)| *v != 0 && *v < COMMITMENT_OUTPUT_MIN_SAT);
+    let small_htlcs = info
+        .htlcs
+        .iter()
+        .filter(|h| h.amount_msat / 1000 < COMMITMENT_OUTPUT_MIN_SAT)
+        .map(|h| ("HTLC", h.amount_msat / 1000));
+    small_direct
+        .chain(small_htlcs)
+        .map(|(what, sat)| Violation {
+            tag: PolicyTag::CommitmentOutputsTrimmed,
+            detail: format!(
+                "commitment {}: {what} output of {sat} sat is below {COMMITMENT_OUTPUT_MIN_SAT} sat and not trimmed",
+                info.commitment_number
+            ),
+        })
+        .collect()
+}
+
+/// `policy-channel-contest-delay-range` and `policy-channel-counterparty-delay-max` for a
+/// setup: the delay we impose on the counterparty and the one it imposes on us (legacy
+/// and taproot channels alike).
 pub(crate) fn contest_delay_violations(
     policy: &ChannelPolicy,
     ours_imposed: u16,
@@ -320,7 +372,7 @@ pub(crate) fn contest_delay_violations(
     }
     if imposed_on_us > policy.contest_delay_max {
         v.push(Violation {
-            tag: PolicyTag::ChannelContestDelay,
+            tag: PolicyTag::ChannelCounterpartyDelay,
             detail: format!("delay imposed on us {imposed_on_us} is above the maximum {}", policy.contest_delay_max),
         });
     }
@@ -343,6 +395,7 @@ fn commitment_fee_sat(feerate_per_kw: u32, n: usize) -> u64 {
 fn commitment_shape(j: &mut Judge<'_>, setup: &ChannelSetup, info: &CommitmentInfo) {
     let p = j.policy;
     j.violations.extend(commitment_limit_violations(p, info.feerate_per_kw, &info.htlcs));
+    j.violations.extend(untrimmed_outputs(info));
     if info.commitment_number == INITIAL_COMMITMENT_NUMBER && !info.htlcs.is_empty() {
         j.flag(PolicyTag::CommitmentFirstNoHtlcs, format!("first commitment carries {} HTLCs", info.htlcs.len()));
     }
@@ -540,7 +593,7 @@ fn sign_counterparty(
     let new_out: Vec<HtlcInfo> =
         multiset_minus(offered_by_us(info, Broadcaster::Counterparty), &before).into_iter().cloned().collect();
     for h in &new_out {
-        payments.offer(&mut j.violations, h, ctx.policy.channel.forward_cltv_delta_min);
+        payments.offer(&mut j.violations, h, &ctx.policy.channel);
     }
     for hash in preimage_hashes(preimages) {
         payments.settle(&hash);
@@ -641,10 +694,7 @@ fn check_counterparty_sigs(
     }
     let htlcs = tx.nondust_htlcs();
     if htlcs.len() != htlc_sigs.len() {
-        j.flag(
-            PolicyTag::CommitmentCounterpartySig,
-            format!("{} HTLC signatures for {} HTLCs", htlc_sigs.len(), htlcs.len()),
-        );
+        j.flag(PolicyTag::CommitmentHtlcSigs, format!("{} HTLC signatures for {} HTLCs", htlc_sigs.len(), htlcs.len()));
         return;
     }
     let keys = trusted.keys();
@@ -668,7 +718,7 @@ fn check_counterparty_sigs(
             .map(|h| Message::from_digest(h.to_byte_array()))
             .is_some_and(|m| secp.verify_ecdsa(&m, s, &keys.countersignatory_htlc_key.to_public_key()).is_ok());
         if !ok {
-            j.flag(PolicyTag::CommitmentCounterpartySig, format!("HTLC signature {i} does not verify"));
+            j.flag(PolicyTag::CommitmentHtlcSigs, format!("HTLC signature {i} does not verify"));
         }
     }
 }
@@ -722,10 +772,7 @@ fn counterparty_revocation(
         Readable::read(&mut &state.counterparty.secrets[..]).map_err(|_| ChannelError::CorruptState("secret store"))?;
     // LDK indexes secrets by commitment number as well.
     if secrets.provide_secret(n, *secret).is_err() {
-        j.flag(
-            PolicyTag::RevocationSecretMismatch,
-            format!("secret for commitment {n} breaks the BOLT 3 secret chain"),
-        );
+        j.flag(PolicyTag::RevocationSecretChain, format!("secret for commitment {n} breaks the BOLT 3 secret chain"));
         return Ok(());
     }
     let mut bytes = Vec::new();
@@ -754,6 +801,28 @@ fn sign_holder(j: &mut Judge<'_>, state: &mut ChannelState, info: &CommitmentInf
 
 fn is_ours(script: &bitcoin::Script, ctx: &Context<'_>) -> bool {
     ctx.own_scripts.iter().any(|s| s.as_script() == script) || ctx.policy.onchain.allows(script)
+}
+
+/// `policy-close-outputs-standard`, for legacy and taproot closes alike: each output a
+/// cooperative close carries (value and script) is above its script's dust threshold. A
+/// close with a dust output never relays, and once it is signed the channel is closed to
+/// us: our commitment is no longer signed for broadcast, so the funds would wait on the
+/// counterparty.
+pub(crate) fn close_outputs_dust(outputs: &[(u64, &[u8])]) -> Vec<Violation> {
+    outputs
+        .iter()
+        .filter(|(sat, _)| *sat > 0)
+        .filter_map(|(sat, script)| {
+            let dust = bitcoin::Script::from_bytes(script).minimal_non_dust().to_sat();
+            (*sat < dust).then(|| Violation {
+                tag: PolicyTag::CloseOutputsStandard,
+                detail: format!(
+                    "close output of {sat} sat to {} is below its dust threshold {dust}",
+                    hex::encode(script)
+                ),
+            })
+        })
+        .collect()
 }
 
 fn sign_closing(
@@ -914,6 +983,7 @@ fn delayed_sweep(
 ) -> Result<(), ChannelError> {
     let tx = parse::transaction(tx, "delayed output sweep")?;
     check_input(&tx, input)?;
+    j.violations.extend(sweep_format_violations(&tx, None));
     outputs_are_ours(j, &tx, None, ctx);
     if tx.input.len() != 1 {
         // With inputs of unknown value the fee cannot be checked: our output could be burnt.
@@ -954,6 +1024,8 @@ fn holder_htlc(
 ) -> Result<(), ChannelError> {
     let tx = parse::transaction(tx, "HTLC transaction")?;
     check_input(&tx, input)?;
+    // An HTLC we offered is timed out: its transaction waits for the expiry.
+    j.violations.extend(sweep_format_violations(&tx, htlc.offered.then_some(htlc.cltv_expiry)));
     let Some(commitment) = force_closed_commitment(j, state, params, Some(n), ctx)? else {
         outputs_are_ours(j, &tx, None, ctx);
         return Ok(());

@@ -67,7 +67,13 @@ policy_tags! {
         "The fee (inputs minus outputs) is non-negative and at most the configured cap.";
     OnchainStandard => "policy-onchain-standard", Error,
         "policy::onchain::tests::nonstandard_transaction_refused",
-        "A transaction we sign has version 1 or 2 and a standard weight (at most 400,000 WU).";
+        "A transaction we sign has a standard version (1 or 2).";
+    OnchainMaxSize => "policy-onchain-max-size", Error,
+        "policy::onchain::tests::nonstandard_transaction_refused",
+        "A transaction we sign has a standard weight (at most 400,000 WU), so it relays.";
+    FundingInbound => "policy-funding-inbound", Error,
+        "policy::onchain::tests::funding_a_channel_the_counterparty_funds_refused",
+        "Our wallet never pays the funding output of a channel the counterparty funds (its commitments give the counterparty the whole value).";
     FundingOutput => "policy-funding-output", Error,
         "policy::onchain::tests::funding_output_must_match_the_setup",
         "A funding transaction pays each named channel's funding output exactly as its stored setup says (script, value, outpoint), for channels we fund.";
@@ -79,7 +85,19 @@ policy_tags! {
         "The channel type is anchors with zero-fee HTLC transactions and static remote key, nothing else.";
     ChannelContestDelay => "policy-channel-contest-delay-range", Error,
         "channel::tests::contest_delay_out_of_range",
-        "The delay we impose is at least the minimum, the delay imposed on us at most the maximum.";
+        "The delay we impose on the counterparty's outputs is at least `contest_delay_min` (time to punish a cheat).";
+    ChannelCounterpartyDelay => "policy-channel-counterparty-delay-max", Error,
+        "channel::tests::counterparty_delay_above_maximum",
+        "The delay the counterparty imposes on our outputs is at most `contest_delay_max` (our funds are not locked for long after a force close).";
+    ChannelDustLimitRange => "policy-channel-dust-limit-range", Error,
+        "taproot_channel::tests::dust_limits_out_of_range_refused",
+        "A taproot channel's dust limits are within [354, 546] sat: lower, our commitment could carry outputs that do not relay; higher, the counterparty could trim our HTLCs into fees.";
+    CommitmentOutputsTrimmed => "policy-commitment-outputs-trimmed", Error,
+        "channel::tests::untrimmed_dust_output_refused",
+        "Every output a legacy commitment carries is at least 354 sat (smaller ones must be trimmed), so our commitment is standard and our force close relays.";
+    HtlcCltvRange => "policy-htlc-cltv-range", Error,
+        "channel::tests::htlc_expiry_as_a_time_refused",
+        "Every HTLC expires at a block height (below 500,000,000): a larger expiry is a unix time long past, so its offerer could time it out at once.";
     ChannelHolderKeys => "policy-channel-holder-keys", Error,
         "channel::tests::setup_with_foreign_holder_keys_refused",
         "A channel's holder keys are the quorum's: derived by this cosigner from the node seed, or attested by a key holder it pins (identity signature over channel id and keys).";
@@ -91,7 +109,10 @@ policy_tags! {
         "A funding transaction is signed only after the counterparty's signature on our first holder commitment was validated.";
     FundingProof => "policy-funding-proof", Error,
         "funding_proof::tests::a_proof_holds_only_for_the_stored_output_in_our_chain_at_depth",
-        "A channel's funding counts as confirmed only by an SPV proof: the transaction pays the stored funding output and sits, by its merkle branch, in a block of this cosigner's own header chain at least `funding_min_depth` deep; until then its incoming HTLCs cover no forward.";
+        "A channel's funding counts as confirmed only by an SPV proof: the transaction pays the stored funding output and sits, by its merkle branch, in a block of this cosigner's own header chain; until then its incoming HTLCs cover no forward.";
+    FundingProofDepth => "policy-funding-proof-depth", Error,
+        "funding_proof::tests::a_proof_holds_only_for_the_stored_output_in_our_chain_at_depth",
+        "A funding proof counts only once its block is at least `funding_min_depth` deep in this cosigner's chain (a shallow block can still be reorganised away).";
     FundingVelocity => "policy-funding-velocity", Error,
         "channel::tests::funding_velocity_limits_channels_we_fund",
         "Channels we fund add up to at most `funding_velocity_max_sat` per velocity window (counted at setup, 24 buckets, bounded memory).";
@@ -142,7 +163,10 @@ policy_tags! {
         "Our balance falls only by HTLCs we offered that were fulfilled (preimage known), fee growth we pay, output rounding (< 1 sat) and, when we fund, the anchors (660 sat); never by the dust allowance.";
     CommitmentCounterpartySig => "policy-commitment-counterparty-sig", Error,
         "channel::tests::holder_commitment_bad_signature",
-        "The counterparty's signatures on our holder commitment and its HTLC transactions are valid.";
+        "The counterparty's signature on our holder commitment is valid (we can broadcast it).";
+    CommitmentHtlcSigs => "policy-commitment-htlc-sigs", Error,
+        "channel::tests::holder_commitment_htlc_signatures_missing_or_bad",
+        "The counterparty signed each HTLC transaction of our holder commitment, validly (we can claim every HTLC output after a force close).";
     CommitmentHolderRevoked => "policy-commitment-holder-revoked", Error,
         "channel::tests::revoked_holder_commitment_not_signed",
         "A holder commitment that was revoked is never signed.";
@@ -154,7 +178,10 @@ policy_tags! {
         "A holder commitment is revoked only after a newer one was signed by the counterparty and validated.";
     RevocationSecretMismatch => "policy-revocation-secret-mismatch", Error,
         "channel::tests::wrong_revocation_secret",
-        "A counterparty revocation secret matches the commitment's point and the BOLT 3 secret chain.";
+        "A counterparty revocation secret matches the point of a commitment we signed and that is not yet revoked.";
+    RevocationSecretChain => "policy-revocation-secret-chain", Error,
+        "channel::tests::revocation_secret_off_the_bolt3_chain_refused",
+        "A counterparty revocation secret derives the earlier ones (BOLT 3 shachain), so the compact secret store can rebuild every revoked commitment's key for a justice claim.";
     ClosePendingHtlcs => "policy-close-pending-htlcs", Error,
         "channel::tests::close_with_pending_htlc",
         "A cooperative close is signed only with no HTLC pending.";
@@ -167,6 +194,9 @@ policy_tags! {
     CloseFeeRange => "policy-close-fee-range", Error,
         "channel::tests::close_fee_above_cap",
         "The cooperative-close fee is at most the configured cap.";
+    CloseOutputsStandard => "policy-close-outputs-standard", Error,
+        "channel::tests::close_with_a_dust_output_refused",
+        "Each output of a cooperative close is above its script's dust threshold: a close that never relays would leave the channel closed to us (no force close is signed after it).";
     SweepDestination => "policy-sweep-destination", Error,
         "channel::tests::sweep_to_foreign_script",
         "Sweeps, anchor spends and HTLC transactions pay only our wallet, an allowlisted script or the expected second-stage output.";
@@ -176,6 +206,12 @@ policy_tags! {
     SweepSequence => "policy-sweep-sequence", Error,
         "channel::tests::sweep_before_delay",
         "A to_local sweep waits the contest delay (input sequence).";
+    SweepVersion => "policy-sweep-version", Error,
+        "sweep_format::tests::a_sweep_needs_a_standard_version_and_a_locktime_reaching_the_expiry",
+        "A sweep, anchor spend or HTLC transaction has version 2 or 3: standard, and able to carry relative delays (else it is never mined and the output waits).";
+    SweepLocktime => "policy-sweep-locktime", Error,
+        "sweep_format::tests::a_sweep_needs_a_standard_version_and_a_locktime_reaching_the_expiry",
+        "A transaction timing out an HTLC output has a block-height locktime at or past the HTLC's expiry (else it is invalid as signed).";
     SweepFeeRange => "policy-sweep-fee-range", Error,
         "channel::tests::sweep_fee_above_cap",
         "A sweep's fee is at most the configured cap.";
@@ -189,8 +225,14 @@ policy_tags! {
         "channel::tests::forward_cltv_delta_too_small",
         "A forwarded HTLC expires at least `forward_cltv_delta_min` blocks before the earliest incoming HTLC it forwards.";
     InvoiceOverpaid => "policy-invoice-overpaid", Error,
-        "channel::tests::invoice_overpaid",
-        "An approved payment is never paid more than its approved amount.";
+        "channel::payment_approval::tests::approving_more_than_the_invoice_asks_refused",
+        "A payment is never approved for more than its invoice asks.";
+    PaymentFeeMax => "policy-payment-fee-max", Error,
+        "channel::tests::own_payment_fee_above_cap",
+        "Our own payment's HTLCs add up to at most its approved amount plus the routing fee cap (`payment_fee_max_base_msat` + `payment_fee_max_ppm` of the amount).";
+    RoutingDisabled => "policy-routing-disabled", Error,
+        "channel::payments::tests::a_node_that_does_not_route_refuses_forwards",
+        "With `routing = false`, every HTLC we offer is one of our own approved payments: no forward, so incoming HTLCs cover nothing.";
     InvoicePaidTwice => "policy-invoice-paid-twice", Error,
         "channel::tests::invoice_paid_twice",
         "An approved payment that was settled is never paid again.";
@@ -214,13 +256,19 @@ policy_tags! {
         "Block headers connect to the cosigner's known chain, carry valid proof of work within the network's rules, and a new branch has more work.";
     HeartbeatTip => "policy-heartbeat-tip", Error,
         "chain::tests::heartbeat_attests_only_a_fresh_own_tip",
-        "A heartbeat attests the cosigner's own chain tip, no older than `heartbeat_tip_max_age_secs` by its clock.";
+        "A heartbeat attests the cosigner's own chain tip (a block it has, on its most-work branch).";
+    HeartbeatTipAge => "policy-heartbeat-tip-age", Error,
+        "chain::tests::heartbeat_attests_only_a_fresh_own_tip",
+        "The tip a heartbeat attests is no older than `heartbeat_tip_max_age_secs` by the cosigner's clock (a node withholding blocks is seen).";
     TaprootVerificationNonce => "policy-taproot-verification-nonce", Error,
         "taproot_channel::holder_tests::a_verification_nonce_signs_only_its_own_holder_commitment",
         "A taproot holder commitment is accepted only in the session of its own verification nonce: one stored nonce per cosigner, this cosigner's the one it made for that commitment.";
     NodeStateBounded => "policy-node-state-bounded", Error,
-        "channel::tests::payment_index_bounded",
-        "The payment index and the channel store stay within their configured sizes (entries that no longer matter are pruned first); new ones are refused when full.";
+        "channel::tests::payment_index_and_channel_store_bounded",
+        "The payment index stays within `max_payments` entries (those that no longer matter are pruned first); a new one is refused when full.";
+    NodeChannelsBounded => "policy-node-channels-bounded", Error,
+        "channel::tests::payment_index_and_channel_store_bounded",
+        "Each channel store (legacy, taproot) holds at most `max_channels` channels (closed legacy ones past their retention are pruned first); a new setup is refused when full.";
 }
 
 /// A broken rule and the facts.
@@ -304,6 +352,14 @@ pub struct ChannelPolicy {
     pub funding_min_depth: u32,
     /// Most that channels we fund may add up to within one velocity window.
     pub funding_velocity_max_sat: u64,
+    /// Whether this node forwards payments. `false` (a wallet that does not route, VLS's
+    /// `policy-no-routing`): an HTLC we offer must be our own approved payment, so
+    /// incoming HTLCs, real or invented, can never send anything out.
+    pub routing: bool,
+    /// Routing fees our own payments may pay on top of the approved amount: this base...
+    pub payment_fee_max_base_msat: u64,
+    /// ...plus this share of the amount, in millionths.
+    pub payment_fee_max_ppm: u32,
 }
 
 impl Default for ChannelPolicy {
@@ -329,6 +385,9 @@ impl Default for ChannelPolicy {
             heartbeat_tip_max_age_secs: 3 * 3_600,
             funding_min_depth: 3,
             funding_velocity_max_sat: 500_000_000,
+            routing: true,
+            payment_fee_max_base_msat: 50_000,
+            payment_fee_max_ppm: 10_000,
         }
     }
 }

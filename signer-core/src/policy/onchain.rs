@@ -6,7 +6,8 @@
 //! cannot change (`policy-funding-segwit-inputs`), only once the counterparty signed our
 //! first commitment (`policy-funding-initial-commitment-countersigned`: funds are never
 //! locked in a 2-of-2 we cannot close on our own), and within a per-channel maximum
-//! (`policy-funding-max`).
+//! (`policy-funding-max`), never for a channel the counterparty funds
+//! (`policy-funding-inbound`); weight within standardness (`policy-onchain-max-size`).
 //!
 //! Must never: stop at the first violation (every violation is reported), or read an
 //! amount from anywhere but the PSBT's own `witness_utxo`s (committed by the sighash).
@@ -32,6 +33,9 @@ pub struct FundingOutput {
     /// The setup was counted against the funding velocity within the current window (a
     /// setup staged windows ago would fund outside the limit).
     pub within_velocity_window: bool,
+    /// The counterparty funds this channel: its commitments give it the whole value, so
+    /// our wallet paying this output would hand the money over.
+    pub inbound: bool,
 }
 
 /// Largest standard transaction (Bitcoin Core's `MAX_STANDARD_TX_WEIGHT`).
@@ -49,13 +53,16 @@ pub fn check_psbt(
     let mut violations = Vec::new();
     let tx = &psbt.unsigned_tx;
     let weight = tx.weight().to_wu();
-    if !matches!(tx.version.0, 1 | 2) || weight > MAX_STANDARD_TX_WEIGHT {
+    if !matches!(tx.version.0, 1 | 2) {
         violations.push(Violation {
             tag: PolicyTag::OnchainStandard,
-            detail: format!(
-                "version {} and weight {weight} WU (standard: 1 or 2, at most {MAX_STANDARD_TX_WEIGHT})",
-                tx.version.0
-            ),
+            detail: format!("version {} (standard: 1 or 2)", tx.version.0),
+        });
+    }
+    if weight > MAX_STANDARD_TX_WEIGHT {
+        violations.push(Violation {
+            tag: PolicyTag::OnchainMaxSize,
+            detail: format!("weight {weight} WU, at most {MAX_STANDARD_TX_WEIGHT}"),
         });
     }
     let txid = tx.compute_txid();
@@ -68,7 +75,7 @@ pub fn check_psbt(
                 });
             }
         }
-        if funding.is_empty() {
+        if funding.iter().all(|f| f.inbound) {
             violations.push(Violation {
                 tag: PolicyTag::FundingOutput,
                 detail: "no named channel is set up here as one we fund".into(),
@@ -83,6 +90,13 @@ pub fn check_psbt(
             .iter()
             .find(|f| f.outpoint == here && f.script == out.script_pubkey && f.value_sat == out.value.to_sat())
         {
+            if f.inbound {
+                violations.push(Violation {
+                    tag: PolicyTag::FundingInbound,
+                    detail: format!("output {here} funds a channel the counterparty funds: its balance is all theirs"),
+                });
+                continue;
+            }
             if !f.countersigned {
                 violations.push(Violation {
                     tag: PolicyTag::FundingCountersigned,
@@ -228,8 +242,10 @@ pub(crate) mod tests {
         // 2,500 outputs of 43 bytes: over 400,000 WU.
         let many: Vec<_> = (0..2_500).map(|_| (wallet(), 1)).collect();
         let big = psbt_spending(&wallet(), 10_000, &many);
-        assert!(tags(check_psbt(&big, &wallet(), &OnchainPolicy::default(), None).unwrap())
-            .contains(&PolicyTag::OnchainStandard));
+        assert_eq!(
+            tags(check_psbt(&big, &wallet(), &OnchainPolicy::default(), None).unwrap()),
+            vec![PolicyTag::OnchainMaxSize]
+        );
     }
 
     #[test]
@@ -243,6 +259,7 @@ pub(crate) mod tests {
             value_sat,
             countersigned: true,
             within_velocity_window: true,
+            inbound: false,
         };
         let check =
             |p: &Psbt, f: &[FundingOutput]| tags(check_psbt(p, &wallet(), &OnchainPolicy::default(), Some(f)).unwrap());
@@ -274,6 +291,7 @@ pub(crate) mod tests {
             value_sat: 60_000,
             countersigned: true,
             within_velocity_window: true,
+            inbound: false,
         };
         (psbt, funding)
     }
@@ -289,7 +307,20 @@ pub(crate) mod tests {
             vec![PolicyTag::FundingCountersigned]
         );
         // A setup staged before the current velocity window funds nothing.
-        assert_eq!(check(FundingOutput { within_velocity_window: false, ..funding }), vec![PolicyTag::FundingVelocity]);
+        assert_eq!(
+            check(FundingOutput { within_velocity_window: false, ..funding.clone() }),
+            vec![PolicyTag::FundingVelocity]
+        );
+    }
+
+    #[test]
+    fn funding_a_channel_the_counterparty_funds_refused() {
+        let (psbt, funding) = funding_fixture();
+        let check =
+            |f: &[FundingOutput]| tags(check_psbt(&psbt, &wallet(), &OnchainPolicy::default(), Some(f)).unwrap());
+        // The output matches the stored setup exactly, but the setup is inbound.
+        let inbound = FundingOutput { inbound: true, ..funding };
+        assert_eq!(check(&[inbound]), vec![PolicyTag::FundingOutput, PolicyTag::FundingInbound]);
     }
 
     #[test]

@@ -314,7 +314,7 @@ fn sweep(
             bitcoin::relative::LockTime::Blocks(b) => Some(b.value()),
             bitcoin::relative::LockTime::Time(_) => None,
         });
-        if tx.version.0 < 2 || blocks.is_none_or(|b| b < csv) {
+        if blocks.is_none_or(|b| b < csv) {
             j.flag(
                 PolicyTag::SweepSequence,
                 format!("input {i} ({}) needs a relative delay of {csv} blocks", ours.what),
@@ -328,13 +328,13 @@ fn sweep(
                 j.flag(PolicyTag::HtlcPreimage, format!("input {i} claims {} without its preimage", ours.what));
             }
         }
-        HtlcClaim::Expiry(cltv) => {
-            let lock = tx.lock_time;
-            if !lock.is_block_height() || lock.to_consensus_u32() < cltv {
-                j.flag(PolicyTag::SweepSequence, format!("input {i} ({}) needs a locktime at block {cltv}", ours.what));
-            }
-        }
+        HtlcClaim::Expiry(_) => {}
     }
+    let locked_until = match ours.claim {
+        HtlcClaim::Expiry(cltv) => Some(cltv),
+        _ => None,
+    };
+    j.violations.extend(crate::sweep_format::sweep_format_violations(&tx, locked_until));
     destinations_and_fee(j, &tx, &prevouts, ctx);
     let msg = spend_sighash(&tx, i, &prevouts, &ours.spend)?;
     Ok(alloc::vec![FrostTarget { msg, tweaks: ours.tweaks }])

@@ -185,7 +185,7 @@ fn with_holder_commitments(fx: &mut Fx) -> (TaprootCommitmentInfo, Verification,
     let wrong = counterparty_signs(fx, &holder_info(fx, 1, ours + 20_000_000, theirs - 20_000_000, vec![]), &v1, 3);
     let sigs = counterparty_htlc_sigs(fx, &h1);
     assert_eq!(validate_as_first(fx, &h1, &v1, &wrong, sigs.clone()), vec![PolicyTag::CommitmentCounterpartySig]);
-    assert_eq!(validate_as_first(fx, &h1, &v1, &c1, vec![]), vec![PolicyTag::CommitmentCounterpartySig]);
+    assert_eq!(validate_as_first(fx, &h1, &v1, &c1, vec![]), vec![PolicyTag::CommitmentHtlcSigs]);
     // The HTLC offered by us instead, uncovered: our balance would leave to the counterparty.
     let drain = holder_info(fx, 1, ours - 20_000_000, theirs, vec![HtlcInfo { offered: true, ..h1.htlcs[0] }]);
     let cd = counterparty_signs(fx, &drain, &v1, 4);
@@ -377,8 +377,9 @@ fn htlc_signatures_for_a_counterparty_commitment_verify_under_our_htlc_key() {
     fx.run(TaprootRequest::Setup(fx.setup()));
     fx.approve(5_000_000);
     assert_eq!(fx.run(fx.commitment(0, 0, all, vec![])).0, vec![]);
-    let htlcs = vec![htlc(false, 5_000_000), htlc(false, 100_000)];
-    assert_eq!(fx.run(fx.commitment(1, 0, all - 5_100_000, htlcs)).0, vec![PolicyTag::InvoiceOverpaid]);
+    // 200 sat over the approved amount: above its routing fee cap (50 sat + 1 %).
+    let htlcs = vec![htlc(false, 5_000_000), htlc(false, 200_000)];
+    assert_eq!(fx.run(fx.commitment(1, 0, all - 5_200_000, htlcs)).0, vec![PolicyTag::PaymentFeeMax]);
     fx.approve(5_100_000);
     assert_eq!(
         fx.run(fx.commitment(1, 0, all - 5_100_000, vec![htlc(false, 5_000_000), htlc(false, 100_000)])).0,

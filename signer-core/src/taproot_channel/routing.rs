@@ -21,7 +21,7 @@ use super::build::Side;
 use crate::channel::payments::fail_after_fulfil;
 use crate::channel::validate::{multiset_minus, preimage_hashes};
 use crate::channel::PaymentIndex;
-use crate::policy::{PolicyTag, Violation};
+use crate::policy::{ChannelPolicy, PolicyTag, Violation};
 
 /// HTLCs in `info` that we offered.
 pub fn offered_by_us(info: &TaprootCommitmentInfo, side: Side) -> impl Iterator<Item = &HtlcInfo> {
@@ -108,12 +108,12 @@ pub fn route_offered(
     next: &TaprootCommitmentInfo,
     side: Side,
     preimages: &[[u8; 32]],
-    cltv_delta_min: u32,
+    policy: &ChannelPolicy,
 ) {
     let before: Vec<&HtlcInfo> = prev.map(|p| offered_by_us(p, side).collect()).unwrap_or_default();
     let new_out: Vec<HtlcInfo> = multiset_minus(offered_by_us(next, side), &before).into_iter().cloned().collect();
     for h in &new_out {
-        payments.offer(violations, h, cltv_delta_min);
+        payments.offer(violations, h, policy);
     }
     for hash in preimage_hashes(preimages) {
         payments.settle(&hash);

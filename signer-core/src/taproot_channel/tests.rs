@@ -156,6 +156,7 @@ impl Fx {
             own_verification: self.own_verification.as_ref(),
             chain: self.chain.as_ref(),
             now: 1_700_000_000,
+            stored_channels: 0,
         };
         let mut index = PaymentIndex::new(self.payments.clone(), self.payments.len(), 1000);
         let applied = apply(&CHANNEL, self.state.as_ref(), &req, &digest, &mut index, &ctx).expect("request parses");
@@ -188,6 +189,7 @@ impl Fx {
             own_verification: None,
             chain: None,
             now: 1_700_000_000,
+            stored_channels: 0,
         };
         let (targets, v) = frost_targets(&CHANNEL, self.state.as_ref().unwrap(), item, &ctx).expect("item parses");
         let verdict = crate::policy::judge(v, &self.policy);
@@ -370,7 +372,7 @@ fn counterparty_commitment_rules() {
     let offer = fx.commitment(1, 0, all - 5_000_000, vec![htlc(false, 5_000_000)]);
     assert_eq!(fx.run(offer.clone()).0, vec![PolicyTag::RoutingUnbalanced]);
     fx.approve(4_000_000);
-    assert_eq!(fx.run(offer.clone()).0, vec![PolicyTag::InvoiceOverpaid]);
+    assert_eq!(fx.run(offer.clone()).0, vec![PolicyTag::PaymentFeeMax]);
     fx.approve(5_000_000);
     assert_eq!(fx.run(offer).0, vec![]);
     // It is fulfilled: without the preimage our funds fall unexplained.
@@ -423,6 +425,30 @@ fn incoming_htlc_failed_after_its_payment_settled_is_refused() {
 }
 
 #[test]
+fn a_full_channel_store_refuses_new_taproot_setups() {
+    let mut fx = Fx::new();
+    fx.policy.channel.max_channels = 0;
+    assert_eq!(fx.run(TaprootRequest::Setup(fx.setup())).0, vec![PolicyTag::NodeChannelsBounded]);
+}
+
+#[test]
+fn dust_limits_out_of_range_refused() {
+    for (holder, counterparty) in [(353, 354), (354, 547), (0, 100_000)] {
+        let mut fx = Fx::new();
+        let setup = TaprootChannelSetup {
+            holder_dust_limit_sat: holder,
+            counterparty_dust_limit_sat: counterparty,
+            ..fx.setup()
+        };
+        let tags = fx.run(TaprootRequest::Setup(setup)).0;
+        assert!(tags.contains(&PolicyTag::ChannelDustLimitRange), "{holder}/{counterparty}: {tags:?}");
+    }
+    let mut fx = Fx::new();
+    let setup = TaprootChannelSetup { holder_dust_limit_sat: 546, counterparty_dust_limit_sat: 354, ..fx.setup() };
+    assert_eq!(fx.run(TaprootRequest::Setup(setup)).0, vec![]);
+}
+
+#[test]
 fn setup_twice_with_other_data_and_unknown_channel() {
     let mut fx = Fx::new();
     assert_eq!(fx.run(TaprootRequest::Setup(fx.setup())).0, vec![]);
@@ -438,6 +464,7 @@ fn setup_twice_with_other_data_and_unknown_channel() {
         own_verification: None,
         chain: None,
         now: 1_700_000_000,
+        stored_channels: 0,
     };
     let mut index = PaymentIndex::default();
     let err = apply(&[1; 32], None, &fx.commitment(0, 0, 0, vec![]), &[0; 32], &mut index, &ctx).unwrap_err();

@@ -26,7 +26,9 @@ use super::build::{closing_tx, commitment, funding_sighash, funding_txout, point
 use super::routing::{holder_balance, offered_by_us, record_received, route_offered};
 use super::session::funding_tweak;
 use super::state::{TaprootChannelState, TaprootHolderCommitment};
-use crate::channel::validate::{commitment_limit_violations, contest_delay_violations};
+use crate::channel::validate::{
+    channel_store_full, close_outputs_dust, commitment_limit_violations, contest_delay_violations,
+};
 use crate::channel::{chain_digest, CloseState, PaymentIndex};
 use crate::musig2::nested::nonce_agg_ext;
 use crate::musig2::{key_sort, nonce_agg, partial_sig_verify, PubNonce};
@@ -67,6 +69,8 @@ pub struct TaprootContext<'a> {
     pub chain: Option<&'a crate::chain::ChainTip>,
     /// The cosigner's clock, unix seconds (velocity windows).
     pub now: u64,
+    /// For a setup: taproot channels in the cosigner's store before it.
+    pub stored_channels: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,6 +164,8 @@ pub fn apply(
             let tx =
                 closing_tx(cur, *to_holder_sat, *to_counterparty_sat, holder_script, counterparty_script, *locktime);
             let msg = funding_sighash(cur, &tx)?;
+            let outputs = [(*to_holder_sat, &holder_script[..]), (*to_counterparty_sat, &counterparty_script[..])];
+            j.violations.extend(close_outputs_dust(&outputs));
             sign_closing(&mut j, &mut next, *to_holder_sat, *to_counterparty_sat, holder_script, ctx);
             (next, Some(msg))
         }
@@ -198,6 +204,12 @@ pub fn apply(
     Ok(TaprootApplied { state, changed, violations: j.violations, message })
 }
 
+/// Dust limits a taproot channel may use (LDK's bounds): below the minimum our
+/// commitment could carry outputs that do not relay; above the maximum the counterparty
+/// could trim our HTLCs into fees.
+const DUST_LIMIT_MIN_SAT: u64 = crate::channel::validate::COMMITMENT_OUTPUT_MIN_SAT;
+const DUST_LIMIT_MAX_SAT: u64 = 546;
+
 fn setup_channel(
     j: &mut Judge<'_>,
     current: Option<&TaprootChannelState>,
@@ -221,11 +233,21 @@ fn setup_channel(
         }
         return Ok(cur.clone());
     }
+    j.violations.extend(channel_store_full(ctx.stored_channels, j.policy.max_channels));
     j.violations.extend(contest_delay_violations(
         j.policy,
         setup.holder_selected_contest_delay,
         setup.counterparty_selected_contest_delay,
     ));
+    for (limit, whose) in [(setup.holder_dust_limit_sat, "holder"), (setup.counterparty_dust_limit_sat, "counterparty")]
+    {
+        if !(DUST_LIMIT_MIN_SAT..=DUST_LIMIT_MAX_SAT).contains(&limit) {
+            j.flag(
+                PolicyTag::ChannelDustLimitRange,
+                format!("{whose} dust limit {limit} sat outside [{DUST_LIMIT_MIN_SAT}, {DUST_LIMIT_MAX_SAT}]"),
+            );
+        }
+    }
     if setup.is_outbound {
         crate::channel::funding::funding_velocity(
             &mut j.violations,
@@ -320,8 +342,7 @@ fn sign_counterparty(
     commitment_shape(j, &state.setup, info);
     let prev = state.counterparty_latest.as_ref();
     holder_balance(&mut j.violations, state.setup.is_outbound, prev, info, Side::Counterparty, preimages, payments);
-    let delta = j.policy.forward_cltv_delta_min;
-    route_offered(&mut j.violations, payments, prev, info, Side::Counterparty, preimages, delta);
+    route_offered(&mut j.violations, payments, prev, info, Side::Counterparty, preimages, j.policy);
     state.unrevoked_points.push((info.commitment_number, info.per_commitment_point.clone()));
     state.counterparty_latest = Some(info.clone());
     Ok(msg)
@@ -430,7 +451,7 @@ fn validate_holder(
         );
     }
     if let Some(why) = htlc_sigs_valid(state, &candidate, ctx.secp)? {
-        j.flag(PolicyTag::CommitmentCounterpartySig, format!("holder commitment {}: {why}", info.commitment_number));
+        j.flag(PolicyTag::CommitmentHtlcSigs, format!("holder commitment {}: {why}", info.commitment_number));
     }
     // An HTLC we offer was judged (and counted in the payment index) when we signed it on
     // the counterparty's commitment; on ours it may only appear after that.
@@ -634,10 +655,7 @@ fn counterparty_revocation(
     let mut secrets: CounterpartyCommitmentSecrets =
         Readable::read(&mut &state.secrets[..]).map_err(|_| TaprootChannelError::CorruptState("secret store"))?;
     if secrets.provide_secret(INITIAL - n, *secret).is_err() {
-        j.flag(
-            PolicyTag::RevocationSecretMismatch,
-            format!("secret for commitment {n} breaks the BOLT 3 secret chain"),
-        );
+        j.flag(PolicyTag::RevocationSecretChain, format!("secret for commitment {n} breaks the BOLT 3 secret chain"));
         return Ok(());
     }
     let mut bytes = Vec::new();
