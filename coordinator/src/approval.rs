@@ -145,7 +145,10 @@ pub async fn approve_and_sign(
         });
     }
     let sign = CosignerRequest::KeyHolderSign { subject, approvals };
-    let holders: Vec<_> = members.iter().filter(|m| m.key_holder).collect();
+    // Failover: a key holder this request could not reach (marked down in the round
+    // above) or one already down goes last, so the next one signs at once.
+    let mut holders: Vec<_> = members.iter().filter(|m| m.key_holder).collect();
+    holders.sort_by_key(|m| m.is_down() || m.link.connection_lost());
     if holders.is_empty() {
         return Err(ApprovalFailure::Unavailable { detail: "no key holder among the members".into(), report });
     }
@@ -159,7 +162,10 @@ pub async fn approve_and_sign(
                 blame(&mut report, m, BlameReason::ErrorReply, format!("{kind:?}: {detail}"))
             }
             Ok(other) => blame(&mut report, m, BlameReason::ErrorReply, format!("unexpected reply {other:?}")),
-            Err(e) => blame(&mut report, m, BlameReason::Unreachable, e.to_string()),
+            Err(e) => {
+                m.mark_down();
+                blame(&mut report, m, BlameReason::Unreachable, e.to_string())
+            }
         }
     }
     Err(if refusals.is_empty() {
@@ -173,11 +179,15 @@ pub async fn approve_and_sign(
 pub async fn ask_key_holder(quorum: &Quorum, req: CosignerRequest) -> Result<CosignerResponse, String> {
     let timeout = quorum.config.request_timeout;
     let mut errors = Vec::new();
-    for m in quorum.members.iter().filter(|m| m.key_holder) {
+    // Up key holders first (rotating), down ones last: no wait on a down one.
+    for m in quorum.preference_order().iter().filter(|m| m.key_holder) {
         match m.link.call(&req, timeout).await {
             Ok(CosignerResponse::Error { kind, detail }) => errors.push(format!("{}: {kind:?}: {detail}", m.name())),
             Ok(r) => return Ok(r),
-            Err(e) => errors.push(format!("{}: {e}", m.name())),
+            Err(e) => {
+                m.mark_down();
+                errors.push(format!("{}: {e}", m.name()))
+            }
         }
     }
     Err(if errors.is_empty() { "no key holder among the members".into() } else { errors.join("; ") })

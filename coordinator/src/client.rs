@@ -1,5 +1,7 @@
 //! The node side of the node API: a pinned QUIC client that asks the coordinator for
-//! group info and signatures. Used by `qls-client`, the tests and the simnet.
+//! group info and signatures. Used by `qls-client`, the LDK adapter, the tests and the
+//! simnet. A connection found dead before a request's stream opened (a coordinator
+//! restart) is redialled once, transparently: nothing reached the coordinator.
 //!
 //! Must never: accept a coordinator certificate other than the pinned one, or treat an
 //! unverified signature as good (it re-verifies every BIP-340 signature it receives).
@@ -7,9 +9,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use quinn::{Connection, Endpoint};
+use quinn::{ClientConfig, Connection, Endpoint};
 
-use qls_protocol::quic::{client_endpoint, connect, request, Identity, StreamError, TransportError};
+use qls_protocol::quic::{client_config, client_endpoint, request, Identity, StreamError, TransportError, SERVER_NAME};
 use qls_protocol::*;
 use qls_signer_core::schnorr::verify_bip340;
 
@@ -30,8 +32,11 @@ pub enum ClientError {
 }
 
 pub struct NodeClient {
-    _endpoint: Endpoint,
-    conn: Connection,
+    endpoint: Endpoint,
+    /// Pinned to the coordinator's certificate; kept to redial.
+    config: ClientConfig,
+    addr: SocketAddr,
+    conn: std::sync::Mutex<Connection>,
     timeout: Duration,
     /// Requests sent so far (for simulators' counts).
     calls: std::sync::atomic::AtomicU64,
@@ -66,8 +71,28 @@ impl NodeClient {
         timeout: Duration,
     ) -> Result<Self, ClientError> {
         let endpoint = client_endpoint("0.0.0.0:0".parse().expect("literal address"))?;
-        let conn = connect(&endpoint, identity, addr, coordinator_pin).await?;
-        Ok(Self { _endpoint: endpoint, conn, timeout, calls: Default::default(), observer: None })
+        let config = client_config(identity, coordinator_pin)?;
+        let conn = Self::dial(&endpoint, &config, addr).await?;
+        Ok(Self {
+            endpoint,
+            config,
+            addr,
+            conn: std::sync::Mutex::new(conn),
+            timeout,
+            calls: Default::default(),
+            observer: None,
+        })
+    }
+
+    async fn dial(endpoint: &Endpoint, config: &ClientConfig, addr: SocketAddr) -> Result<Connection, ClientError> {
+        let connecting = endpoint
+            .connect_with(config.clone(), addr, SERVER_NAME)
+            .map_err(|source| TransportError::Connect { addr, source })?;
+        Ok(connecting.await.map_err(|source| TransportError::Handshake { addr, source })?)
+    }
+
+    fn connection(&self) -> Connection {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Calls `observer` with the signing report of every reply from now on.
@@ -78,7 +103,17 @@ impl NodeClient {
 
     pub async fn call(&self, req: &NodeRequest) -> Result<NodeResponse, ClientError> {
         self.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let reply = request(&self.conn, req, self.timeout).await?;
+        let reply = match request(&self.connection(), req, self.timeout).await {
+            // The connection died (e.g. the coordinator restarted) before the stream
+            // opened: nothing reached the coordinator, so one redial is safe.
+            Err(StreamError::Connection(e)) => {
+                tracing::info!(error = %e, "connection to the coordinator lost; redialling");
+                let conn = Self::dial(&self.endpoint, &self.config, self.addr).await?;
+                *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = conn.clone();
+                request(&conn, req, self.timeout).await?
+            }
+            other => other?,
+        };
         if let (Some(observe), Some(report)) = (&self.observer, reply_report(&reply)) {
             observe(report);
         }

@@ -24,7 +24,14 @@ pub struct NodeApi {
 
 impl NodeApi {
     pub fn bind(quorum: Arc<Quorum>, identity: &Identity) -> Result<Self, TransportError> {
-        let endpoint = server_endpoint(identity, quorum.config.listen, quorum.config.clients.iter().copied())?;
+        let listen = quorum.config.listen;
+        Self::bind_to(quorum, identity, listen)
+    }
+
+    /// As [`Self::bind`], on `listen` instead of the configured address (a restart on
+    /// the address a first bind to port 0 got).
+    pub fn bind_to(quorum: Arc<Quorum>, identity: &Identity, listen: SocketAddr) -> Result<Self, TransportError> {
+        let endpoint = server_endpoint(identity, listen, quorum.config.clients.iter().copied())?;
         Ok(Self { endpoint, quorum })
     }
 

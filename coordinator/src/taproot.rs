@@ -147,6 +147,7 @@ pub async fn run(
         }
         TaprootRequest::CounterpartyRevocation { .. }
         | TaprootRequest::FundingConfirmed(_)
+        | TaprootRequest::FundingSpent(_)
         | TaprootRequest::ValidateHolderCommitment { .. }
         | TaprootRequest::RevokeHolderCommitment { .. } => {
             CosignerRequest::TaprootApply { channel, request: request.clone() }

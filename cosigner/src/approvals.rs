@@ -49,6 +49,8 @@ fn touched_hashes(subject: &ApprovalSubject, current: Option<&ChannelState>) -> 
             ChannelRequest::ValidateHolderCommitment { commitment, outbound_preimages, .. } => {
                 [from_info(commitment), previous(true), of_preimages(outbound_preimages)].concat()
             }
+            // A spend withdraws the incoming HTLCs of our latest commitment.
+            ChannelRequest::FundingSpent(_) => previous(true),
             _ => Vec::new(),
         },
         ApprovalSubject::Node(NodeKeyRequest::ApprovePayment { payment_hash, .. }) => vec![*payment_hash],
@@ -170,9 +172,10 @@ fn judge_subject(
         ApprovalSubject::Node(_) | ApprovalSubject::TaprootSecret { .. } => None,
     };
     let chain = match subject {
-        ApprovalSubject::Channel { request: ChannelRequest::FundingConfirmed(proof), .. } => {
-            Some(chain_with(state, &proof.headers, persist)?)
-        }
+        ApprovalSubject::Channel {
+            request: ChannelRequest::FundingConfirmed(proof) | ChannelRequest::FundingSpent(proof),
+            ..
+        } => Some(chain_with(state, &proof.headers, persist)?),
         _ => None,
     };
     let outcome = state

@@ -137,6 +137,7 @@ impl KeyHolder {
         match request {
             ChannelRequest::Setup(_)
             | ChannelRequest::FundingConfirmed(_)
+            | ChannelRequest::FundingSpent(_)
             | ChannelRequest::ValidateHolderCommitment { .. }
             | ChannelRequest::ValidateCounterpartyRevocation { .. } => Ok(KeyHolderOutput::Done),
             ChannelRequest::SignCounterpartyCommitment { commitment, outbound_preimages } => {

@@ -178,6 +178,8 @@ fn touched_hashes(current: Option<&TaprootChannelState>, request: &TaprootReques
         TaprootRequest::ValidateHolderCommitment { commitment, outbound_preimages, .. } => {
             routing::touched_hashes([commitment].into_iter().chain(prev_holder), outbound_preimages)
         }
+        // A spend withdraws the incoming HTLCs of our latest commitment.
+        TaprootRequest::FundingSpent(_) => routing::touched_hashes(prev_holder.into_iter(), &[]),
         _ => Vec::new(),
     }
 }
@@ -259,7 +261,9 @@ fn judge_and_apply(
         _ => None,
     };
     let chain = match request {
-        TaprootRequest::FundingConfirmed(proof) => Some(crate::approvals::chain_with(state, &proof.headers, true)?),
+        TaprootRequest::FundingConfirmed(proof) | TaprootRequest::FundingSpent(proof) => {
+            Some(crate::approvals::chain_with(state, &proof.headers, true)?)
+        }
         _ => None,
     };
     let stored_channels = match request {

@@ -141,6 +141,10 @@ pub enum ChannelRequest {
     FundingConfirmed(FundingProof),
     /// Sign the second-stage HTLC transaction of our force-closed holder commitment.
     SignHolderHtlc { tx: Vec<u8>, input: u32, commitment_number: u64, htlc: HtlcInfo, preimage: Option<[u8; 32]> },
+    /// The channel's funding output was spent on chain: an SPV proof (as for
+    /// [`ChannelRequest::FundingConfirmed`]) of a transaction spending it. From then on
+    /// the channel's incoming HTLCs cover nothing and no commitment is signed; sweeps are.
+    FundingSpent(FundingProof),
 }
 
 /// A request about the node's own key (not one channel).

@@ -84,6 +84,9 @@ pub enum TaprootRequest {
     },
     /// The channel's funding transaction is confirmed (see [`crate::FundingProof`]).
     FundingConfirmed(crate::FundingProof),
+    /// The channel's funding output was spent on chain (the proof is of the spending
+    /// transaction): its incoming HTLCs cover nothing any more, no commitment is signed.
+    FundingSpent(crate::FundingProof),
     /// Revoke holder commitment `commitment_number` (the next one is validated): its
     /// verification nonce is dropped by every cosigner, and the key holders may release
     /// its per-commitment secret.

@@ -249,7 +249,7 @@ fn taproot_request(r: &TaprootRequest) -> Result<(), ValidationError> {
         TaprootRequest::CounterpartyRevocation { .. }
         | TaprootRequest::RevokeHolderCommitment { .. }
         | TaprootRequest::SignHolderCommitment { .. } => Ok(()),
-        TaprootRequest::FundingConfirmed(p) => funding_proof(p),
+        TaprootRequest::FundingConfirmed(p) | TaprootRequest::FundingSpent(p) => funding_proof(p),
         TaprootRequest::SignClosing { holder_script, counterparty_script, .. } => {
             at_most("holder_script", holder_script.len(), MAX_SCRIPT_BYTES)?;
             at_most("counterparty_script", counterparty_script.len(), MAX_SCRIPT_BYTES)
@@ -415,7 +415,7 @@ fn channel_request(r: &ChannelRequest) -> Result<(), ValidationError> {
         | ChannelRequest::SignRemoteSweep { tx, .. }
         | ChannelRequest::SignHolderAnchor { tx, .. }
         | ChannelRequest::SignHolderHtlc { tx, .. } => at_most("tx", tx.len(), MAX_TX_BYTES),
-        ChannelRequest::FundingConfirmed(p) => funding_proof(p),
+        ChannelRequest::FundingConfirmed(p) | ChannelRequest::FundingSpent(p) => funding_proof(p),
     }
 }
 

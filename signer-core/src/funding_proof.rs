@@ -5,7 +5,9 @@
 //! script and value.
 //!
 //! Until a channel's funding is proven, its incoming HTLCs cover nothing node-wide (a
-//! channel the node merely claims to have cannot "explain" a forward).
+//! channel the node merely claims to have cannot "explain" a forward). The spend of the
+//! funding output is proven the same way (`check_spend`): from then on the channel covers
+//! nothing and signs no commitment. (A node can withhold a spend proof; see ARCHITECTURE.)
 //!
 //! Must never: take the txid, value or script from anywhere but the proof's own
 //! transaction and the stored setup, accept a block that is not in this cosigner's chain,
@@ -112,12 +114,13 @@ pub fn check(
 }
 
 fn prove(chain: &ChainTip, proof: &FundingProof, expected: &ExpectedFunding<'_>) -> Result<u32, ProofRefusal> {
-    prove_inner(chain, proof, expected).map_err(ProofRefusal::Invalid)
+    let tx = decode_tx(proof).map_err(ProofRefusal::Invalid)?;
+    pays_the_funding_output(&tx, expected).map_err(ProofRefusal::Invalid)?;
+    included(chain, proof, &tx).map_err(ProofRefusal::Invalid)
 }
 
-fn prove_inner(chain: &ChainTip, proof: &FundingProof, expected: &ExpectedFunding<'_>) -> Result<u32, String> {
-    let tx: Transaction =
-        deserialize(&proof.tx).map_err(|e| format!("the funding transaction does not decode: {e}"))?;
+fn decode_tx(proof: &FundingProof) -> Result<Transaction, String> {
+    let tx: Transaction = deserialize(&proof.tx).map_err(|e| format!("the proven transaction does not decode: {e}"))?;
     let mut stripped = tx.clone();
     for i in &mut stripped.input {
         i.witness.clear();
@@ -125,6 +128,10 @@ fn prove_inner(chain: &ChainTip, proof: &FundingProof, expected: &ExpectedFundin
     if serialize(&stripped).len() == 64 {
         return Err("a 64-byte transaction cannot be told from an inner merkle node".into());
     }
+    Ok(tx)
+}
+
+fn pays_the_funding_output(tx: &Transaction, expected: &ExpectedFunding<'_>) -> Result<(), String> {
     let txid = tx.compute_txid();
     if txid != expected.outpoint.txid {
         return Err(format!("transaction {txid} is not the funding transaction {}", expected.outpoint.txid));
@@ -141,6 +148,12 @@ fn prove_inner(chain: &ChainTip, proof: &FundingProof, expected: &ExpectedFundin
             expected.value_sat
         ));
     }
+    Ok(())
+}
+
+/// `tx` sits, by the proof's merkle branch, in a block of `chain`: that block's height.
+fn included(chain: &ChainTip, proof: &FundingProof, tx: &Transaction) -> Result<u32, String> {
+    let txid = tx.compute_txid();
     let header: Header =
         deserialize(&proof.block_header).map_err(|e| format!("the block header does not decode: {e}"))?;
     let hash = header.block_hash().to_byte_array();
@@ -161,6 +174,48 @@ fn prove_inner(chain: &ChainTip, proof: &FundingProof, expected: &ExpectedFundin
         return Err(format!("the merkle branch does not lead to block {}'s merkle root", header.block_hash()));
     }
     Ok(known.height)
+}
+
+/// Checks a proof that the funding output `outpoint` was spent: `proof.tx` has an input
+/// spending it and sits in a block of `chain`. Any depth counts (a spend is a reason to
+/// stop, never to sign). Returns the block's height.
+pub fn check_spend(chain: &ChainTip, proof: &FundingProof, outpoint: &OutPoint) -> Result<u32, ProofRefusal> {
+    let tx = decode_tx(proof).map_err(ProofRefusal::Invalid)?;
+    if !tx.input.iter().any(|i| i.previous_output == *outpoint) {
+        return Err(ProofRefusal::Invalid(format!(
+            "transaction {} does not spend the funding output {outpoint}",
+            tx.compute_txid()
+        )));
+    }
+    included(chain, proof, &tx).map_err(ProofRefusal::Invalid)
+}
+
+/// The spend rule, for either flavor: a proof sets `spent_at` (a later one changes
+/// nothing) or is refused with `policy-funding-proof`. Returns whether it was newly set
+/// (the caller then withdraws the channel's incoming HTLCs from the payment index).
+pub fn judge_spend(
+    violations: &mut alloc::vec::Vec<crate::policy::Violation>,
+    spent_at: &mut Option<u32>,
+    chain: Option<&ChainTip>,
+    proof: &FundingProof,
+    outpoint: &OutPoint,
+) -> bool {
+    use crate::policy::{PolicyTag, Violation};
+    let outcome = match chain {
+        Some(chain) => check_spend(chain, proof, outpoint),
+        None => Err(ProofRefusal::Invalid("this cosigner has no header chain to check the proof against".into())),
+    };
+    match outcome {
+        Ok(height) if spent_at.is_none() => {
+            *spent_at = Some(height);
+            true
+        }
+        Ok(_) => false,
+        Err(refusal) => {
+            violations.push(Violation { tag: PolicyTag::FundingProof, detail: refusal.to_string() });
+            false
+        }
+    }
 }
 
 /// The rule, for either flavor: a proof sets `confirmed_at` (the height; a later proof

@@ -541,6 +541,35 @@ async fn routing_and_payments(c: &mut Corpus<'_>) -> Result<(), CorpusError> {
         Corpus::sign(from_nowhere),
     )
     .await;
+
+    // A real inbound channel receives an HTLC, then its funding output is spent on chain
+    // (its commitment confirmed): the HTLC's hash going out covers nothing any more. A
+    // "spend" proof of a transaction that spends something else changes nothing.
+    let mut closing = c.open(A, 38, 1_000_000, false).await?;
+    let gone = [0x38; 32];
+    closing.book.receive(200_000_000, gone, 800);
+    c.update(A, &mut closing).await?;
+    let (spend, _) =
+        closing.force_close(&c.client).await.map_err(|source| CorpusError::Driver { attack: A, source })?;
+    let unrelated = funding_tx([0x6d; 32], &ScriptBuf::new(), 1_000, 0);
+    let mut proofs = lock_chain(&c.h.chain).confirm(&[spend.tx, unrelated]);
+    let (spent_proof, unrelated_proof) = (proofs.remove(0), proofs.remove(0));
+    c.channel("funding-spend-proof-of-another-transaction", "policy-funding-proof", closing.channel, {
+        ChannelRequest::FundingSpent(unrelated_proof)
+    })
+    .await;
+    c.client
+        .channel(closing.channel, ChannelRequest::FundingSpent(spent_proof))
+        .await
+        .map_err(|source| CorpusError::Client { attack: A, source })?;
+    let after_close = Corpus::with_offer(A, &mut outbound, 200_000_000, gone, 700)?;
+    c.channel(
+        "forward-covered-by-a-channel-closed-on-chain",
+        "policy-routing-unbalanced",
+        outbound.channel,
+        Corpus::sign(after_close),
+    )
+    .await;
     Ok(())
 }
 

@@ -293,6 +293,32 @@ impl Harness {
         self.quorum.key.message_key
     }
 
+    /// Restarts the coordinator's node API on the same address and identity, as a
+    /// coordinator process restart would look to the node (the quorum is kept).
+    pub async fn restart_node_api(&mut self) -> Result<(), HarnessError> {
+        self.api_endpoint.close(0u32.into(), b"restart");
+        self.api_endpoint.wait_idle().await;
+        let old = std::mem::replace(
+            &mut self.api_endpoint,
+            quinn::Endpoint::client("127.0.0.1:0".parse().expect("literal")).map_err(setup("placeholder endpoint"))?,
+        );
+        drop(old);
+        let mut last = None;
+        for _ in 0..50 {
+            match NodeApi::bind_to(self.quorum.clone(), &self.coordinator_identity, self.api_addr) {
+                Ok(api) => {
+                    self.api_endpoint = api.endpoint();
+                    tokio::spawn(api.serve());
+                    return Ok(());
+                }
+                // The old socket is released once the old serve task has seen the close.
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err(HarnessError::Setup(format!("node API rebind: {last:?}")))
+    }
+
     /// A node client pinned to this coordinator.
     pub async fn client(&self) -> Result<NodeClient, HarnessError> {
         NodeClient::connect(&self.client_identity, self.api_addr, self.coordinator_fingerprint, Duration::from_secs(30))

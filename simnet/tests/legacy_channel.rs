@@ -476,3 +476,38 @@ async fn dropped_key_holder_replies_never_cost_the_force_close() {
     }
     h.shutdown().await;
 }
+
+/// Two key holders (c1, c2): with c1 cut off (its link partitioned, so the coordinator
+/// sees no closed connection), the first request after times out on it once (in the
+/// approval round, which marks it down) and c2 signs at once — c1 is not tried again as
+/// key holder in that request (a second timeout), nor asked at all in the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_first_key_holder_down_the_next_signs_at_once() {
+    let mut spec = QuorumSpec::new(3, 2);
+    spec.key_holders = vec![0, 1];
+    spec.request_timeout = std::time::Duration::from_millis(500);
+    let h = Harness::start(spec).await.unwrap();
+    let client = h.client().await.unwrap();
+    let (mut d, _) =
+        qls_simnet::legacy_driver::LegacyChannelDriver::open(&client, &h.chain, [0xe1; 32], 1_000_000, true)
+            .await
+            .unwrap();
+    let hash = sha256::Hash::hash(&[0xe1; 32]).to_byte_array();
+    client.node_key(approve_payment_request(hash, 100_000_000)).await.unwrap();
+    d.book.offer(100_000_000, [0xe1; 32], 700);
+    let cut = qls_simnet::faulty_socket::LinkFaults { partitioned: true, ..Default::default() };
+    h.impair_link(0, cut);
+    let info = d.next_counterparty_info().unwrap();
+    let request = ChannelRequest::SignCounterpartyCommitment { commitment: info, outbound_preimages: vec![] };
+    let (out, report) = client.channel([0xe1; 32], request).await.expect("c2 signs as key holder");
+    assert!(matches!(out, KeyHolderOutput::Signatures { .. }));
+    let c1_blamed = report.blamed.iter().filter(|b| b.cosigner == "c1").count();
+    assert_eq!(c1_blamed, 1, "c1 tried once, not again as key holder: {report:?}");
+    assert!(h.quorum.members[0].is_down());
+    // Our commitment for broadcast: c1 is not asked, c2 signs.
+    let latest = d.holder_latest.clone().unwrap();
+    let (_, report) =
+        client.channel([0xe1; 32], ChannelRequest::SignHolderCommitment { commitment: latest }).await.unwrap();
+    assert!(report.signers.contains(&"c2".to_string()) && !report.signers.contains(&"c1".to_string()), "{report:?}");
+    h.shutdown().await;
+}

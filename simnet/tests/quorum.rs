@@ -290,3 +290,18 @@ async fn cosigners_refuse_a_dkg_with_a_subset_or_a_low_threshold() {
     assert_eq!(ok.threshold, 3);
     h.shutdown().await;
 }
+
+/// The node's client survives a coordinator restart: the first request after finds the
+/// old connection closed before its stream opened and redials once, transparently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_client_redials_a_restarted_coordinator() {
+    let mut h = Harness::start(QuorumSpec::new(3, 2)).await.unwrap();
+    let client = h.client().await.unwrap();
+    let before = client.group_info().await.unwrap();
+    h.restart_node_api().await.unwrap();
+    let after = client.group_info().await.expect("the client redials the restarted coordinator");
+    assert_eq!(before.key_id, after.key_id);
+    let (sig, _) = client.sign_message(&h.message_key(), [7; 32]).await.expect("and signs through it");
+    assert_eq!(sig.len(), 64);
+    h.shutdown().await;
+}

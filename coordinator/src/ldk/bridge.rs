@@ -92,7 +92,8 @@ pub struct QuorumBridge {
     counts: Arc<Mutex<RoundCounts>>,
     /// Funding txid → channel, for the channels whose setup this node sent: what
     /// [`super::QuorumChainWatch`] looks for in blocks.
-    fundings: Mutex<HashMap<[u8; 32], ChannelKeysId>>,
+    /// Funding txid → (output index, channel).
+    fundings: Mutex<HashMap<[u8; 32], (u32, ChannelKeysId)>>,
 }
 
 impl QuorumBridge {
@@ -120,13 +121,14 @@ impl QuorumBridge {
         }))
     }
 
-    /// Watches for `channel`'s funding transaction `txid` (its proof goes to the quorum).
-    pub fn watch_funding(&self, txid: [u8; 32], channel: ChannelKeysId) {
-        self.fundings.lock().unwrap_or_else(|e| e.into_inner()).insert(txid, channel);
+    /// Watches for `channel`'s funding output `txid:vout` (the proofs of its
+    /// confirmation and of its spend go to the quorum).
+    pub fn watch_funding(&self, txid: [u8; 32], vout: u32, channel: ChannelKeysId) {
+        self.fundings.lock().unwrap_or_else(|e| e.into_inner()).insert(txid, (vout, channel));
     }
 
-    /// The funding transactions watched for.
-    pub fn watched_fundings(&self) -> HashMap<[u8; 32], ChannelKeysId> {
+    /// The funding outputs watched for: txid → (output index, channel).
+    pub fn watched_fundings(&self) -> HashMap<[u8; 32], (u32, ChannelKeysId)> {
         self.fundings.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 

@@ -4,7 +4,8 @@
 //! an SPV proof (the transaction, the block's header, its merkle branch) and, once the
 //! block is `min_depth` deep, sends it with the recent headers as
 //! `ChannelRequest::FundingConfirmed`: only then do the channel's incoming HTLCs cover
-//! forwards at the cosigners.
+//! forwards at the cosigners. A transaction spending a watched funding output is proven
+//! the same way (`ChannelRequest::FundingSpent`): from then on the channel covers nothing.
 //!
 //! Must never: block LDK's chain notifications on a quorum that is down for longer than a
 //! round's timeout (a failed proof is sent again on the next block), or keep more than the
@@ -24,11 +25,12 @@ use qls_signer_core::funding_proof::merkle_branch;
 
 use super::bridge::QuorumBridge;
 
-/// A funding transaction found in a block, waiting for depth.
+/// A funding transaction (or a spend of its output) found in a block, waiting for depth.
 struct Found {
     channel: ChannelKeysId,
     height: u32,
     proof: FundingProof,
+    spend: bool,
 }
 
 #[derive(Default)]
@@ -75,9 +77,14 @@ impl QuorumChainWatch {
                 .collect()
         };
         for f in due {
-            match self.bridge.channel_blocking(f.channel, ChannelRequest::FundingConfirmed(f.proof.clone())) {
+            let request = if f.spend {
+                ChannelRequest::FundingSpent(f.proof.clone())
+            } else {
+                ChannelRequest::FundingConfirmed(f.proof.clone())
+            };
+            match self.bridge.channel_blocking(f.channel, request) {
                 Ok(_) => {
-                    tracing::info!(channel = %hex::encode(&f.channel[..8]), height = f.height, "funding proof taken by the quorum")
+                    tracing::info!(channel = %hex::encode(&f.channel[..8]), height = f.height, spend = f.spend, "funding proof taken by the quorum")
                 }
                 Err(e) => {
                     tracing::warn!(channel = %hex::encode(&f.channel[..8]), error = %e, "funding proof not taken; sent again on the next block");
@@ -111,19 +118,25 @@ impl Listen for QuorumChainWatch {
             Self::push_header(&mut state, &block.header, height);
             let txids: Vec<[u8; 32]> = block.txdata.iter().map(|t| t.compute_txid().to_byte_array()).collect();
             for (i, tx) in block.txdata.iter().enumerate() {
-                let Some(channel) = watched.get(&txids[i]) else { continue };
-                state.found.retain(|f| f.channel != *channel);
-                state.found.push(Found {
-                    channel: *channel,
-                    height,
-                    proof: FundingProof {
-                        headers: Vec::new(),
-                        tx: serialize(tx),
-                        block_header: serialize(&block.header),
-                        merkle_branch: merkle_branch(&txids, i),
-                        position: i as u32,
-                    },
+                let proof = || FundingProof {
+                    headers: Vec::new(),
+                    tx: serialize(tx),
+                    block_header: serialize(&block.header),
+                    merkle_branch: merkle_branch(&txids, i),
+                    position: i as u32,
+                };
+                if let Some((_, channel)) = watched.get(&txids[i]) {
+                    state.found.retain(|f| f.channel != *channel || f.spend);
+                    state.found.push(Found { channel: *channel, height, proof: proof(), spend: false });
+                }
+                let spent = tx.input.iter().find_map(|input| {
+                    let prev = input.previous_output;
+                    watched.get(&prev.txid.to_byte_array()).filter(|(vout, _)| *vout == prev.vout).map(|(_, c)| *c)
                 });
+                if let Some(channel) = spent {
+                    state.found.retain(|f| f.channel != channel || !f.spend);
+                    state.found.push(Found { channel, height, proof: proof(), spend: true });
+                }
             }
         }
         self.send_due(height);

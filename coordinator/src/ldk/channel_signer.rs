@@ -99,7 +99,8 @@ impl QuorumChannelSigner {
     /// Sends the setup (once) and any held-back validations, in order.
     fn ensure_setup(&self, params: &ChannelTransactionParameters) -> Result<(), ()> {
         if let Some(funding) = params.funding_outpoint {
-            self.bridge.watch_funding(bitcoin::hashes::Hash::to_byte_array(funding.txid), self.id);
+            let txid = bitcoin::hashes::Hash::to_byte_array(funding.txid);
+            self.bridge.watch_funding(txid, u32::from(funding.index), self.id);
         }
         let mut s = self.setup.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(reason) = &s.poisoned {

@@ -10,6 +10,8 @@ pub mod identity;
 pub mod pinning;
 pub mod stream;
 
-pub use endpoint::{client_endpoint, client_endpoint_on, connect, server_endpoint, TransportError, SERVER_NAME};
+pub use endpoint::{
+    client_config, client_endpoint, client_endpoint_on, connect, server_endpoint, TransportError, SERVER_NAME,
+};
 pub use identity::{fingerprint, fingerprint_hex, parse_fingerprint, verify_identity_sig, Identity, IdentityError};
 pub use stream::{peer_certificate, read_frame, request, serve_connection, write_frame, ErrorReply, StreamError};

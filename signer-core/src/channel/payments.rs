@@ -122,6 +122,14 @@ impl PaymentIndex {
         }
     }
 
+    /// The channel holding `incoming` (HTLCs offered to us) closed on chain: they cover
+    /// nothing any more.
+    pub fn withdraw<'a>(&mut self, incoming: impl IntoIterator<Item = &'a HtlcInfo>) {
+        for h in incoming {
+            self.unreceive(&h.payment_hash, h.amount_msat);
+        }
+    }
+
     /// We offer `h`: it must be covered by incoming HTLCs (a forward, when `policy.routing`)
     /// or an approved payment plus at most the routing fee cap, and a forward must expire
     /// at least `forward_cltv_delta_min` blocks before what it forwards.

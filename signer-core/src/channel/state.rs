@@ -34,6 +34,10 @@ pub struct ChannelState {
     /// at depth (`ChannelRequest::FundingConfirmed`); until then incoming HTLCs of this
     /// channel cover nothing.
     pub funding_confirmed_at: Option<u32>,
+    /// Height of the block holding a transaction that spent the funding output, once an
+    /// SPV proof showed it (`ChannelRequest::FundingSpent`): no commitment is signed after
+    /// it, and the channel's incoming HTLCs no longer cover anything.
+    pub funding_spent_at: Option<u32>,
     /// When this cosigner stored the setup (its clock): a channel we fund is funded only
     /// within the velocity window it was counted in.
     pub set_up_at: Option<u64>,
@@ -103,6 +107,7 @@ impl ChannelState {
             close: CloseState::Open,
             closed_at: None,
             funding_confirmed_at: None,
+            funding_spent_at: None,
             set_up_at: None,
         }
     }

@@ -355,6 +355,50 @@ fn forward_with_matching_incoming_htlc_is_allowed() {
     assert_eq!(entry.incoming_msat, 200_000_000);
 }
 
+#[test]
+fn a_spent_funding_output_withdraws_the_channels_cover_and_ends_its_updates() {
+    use crate::funding_proof::tests::mine;
+    use bitcoin::consensus::encode::serialize;
+    let mut fx = Fx::new(false);
+    let theirs = fx.ours_sat(0, 0, 0);
+    assert_eq!(fx.run(ChannelRequest::Setup(fx.setup.clone())), vec![]);
+    assert_eq!(fx.sign_cp(fx.cp_info(N0, theirs, 0, vec![]), vec![]), vec![]);
+    let req = fx.validate_req(fx.holder_info(N0, 0, theirs, vec![]), vec![]);
+    assert_eq!(fx.run(req), vec![]);
+    assert_eq!(fx.confirm_funding(), vec![]);
+    let theirs2 = fx.ours_sat(1, 200_000, 0);
+    let req = fx.validate_req(fx.holder_info(N0 - 1, 0, theirs2, vec![htlc(false, 200_000, 3)]), vec![]);
+    assert_eq!(fx.run(req), vec![]);
+    let hash = sha256::Hash::hash(&[3; 32]).to_byte_array();
+    assert_eq!(fx.payments.get(&hash).unwrap().incoming_msat, 200_000_000);
+    // A block with a transaction spending the funding output (the peer's commitment),
+    // and one with a transaction that spends something else.
+    let funding = bitcoin::OutPoint { txid: fx.funding_tx.compute_txid(), vout: 0 };
+    let mut spend = crate::funding_proof::tests::paying(0x99, &script(b"them"), 900_000);
+    let unrelated = spend.clone();
+    spend.input[0].previous_output = funding;
+    let mut chain = fx.chain.clone().unwrap();
+    let block = mine(chain.tip_hash(), spend.compute_txid().to_byte_array(), 1_700_001_200);
+    let other = mine(block.block_hash(), unrelated.compute_txid().to_byte_array(), 1_700_001_800);
+    chain.extend(bitcoin::Network::Regtest, &[serialize(&block), serialize(&other)]).unwrap();
+    fx.chain = Some(chain);
+    let proof = |tx: &bitcoin::Transaction, header: &bitcoin::block::Header| qls_protocol::FundingProof {
+        headers: vec![],
+        tx: serialize(tx),
+        block_header: serialize(header),
+        merkle_branch: vec![],
+        position: 0,
+    };
+    assert_eq!(fx.run(ChannelRequest::FundingSpent(proof(&unrelated, &other))), vec![PolicyTag::FundingProof]);
+    assert_eq!(fx.payments.get(&hash).unwrap().incoming_msat, 200_000_000);
+    assert_eq!(fx.run(ChannelRequest::FundingSpent(proof(&spend, &block))), vec![]);
+    assert_eq!(fx.state.as_ref().unwrap().funding_spent_at, Some(3));
+    // The incoming HTLC covers nothing any more; the channel signs no commitment.
+    assert_eq!(fx.payments.get(&hash).unwrap().incoming_msat, 0);
+    let info = fx.cp_info(N0 - 1, theirs2, 0, vec![htlc(true, 200_000, 3)]);
+    assert_eq!(fx.sign_cp(info, vec![]), vec![PolicyTag::ChannelClosed]);
+}
+
 // ---------------------------------------------------------------- one test per tag
 
 #[test]

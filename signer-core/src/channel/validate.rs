@@ -197,6 +197,24 @@ fn update(
                 min_depth,
             );
         }
+        ChannelRequest::FundingSpent(proof) => {
+            let outpoint = bitcoin::OutPoint {
+                txid: bitcoin::Txid::from_byte_array(next.setup.funding_txid),
+                vout: u32::from(next.setup.funding_vout),
+            };
+            let newly = crate::funding_proof::judge_spend(
+                &mut j.violations,
+                &mut next.funding_spent_at,
+                ctx.chain,
+                proof,
+                &outpoint,
+            );
+            // Its incoming HTLCs entered the index only once the funding was proven.
+            if newly && next.funding_confirmed_at.is_some() {
+                let incoming = next.holder.latest.iter().flat_map(|h| h.info.htlcs.iter().filter(|h| !h.offered));
+                payments.withdraw(incoming);
+            }
+        }
         ChannelRequest::SignHolderHtlc { tx, input, commitment_number, htlc, preimage } => {
             holder_htlc(j, next, &params, tx, *input, *commitment_number, htlc, preimage, ctx)?
         }
@@ -382,6 +400,9 @@ pub(crate) fn contest_delay_violations(
 fn open_or_flag(j: &mut Judge<'_>, state: &ChannelState, what: &str) {
     if state.close != CloseState::Open {
         j.flag(PolicyTag::ChannelClosed, format!("{what} after the channel was closed ({:?})", state.close));
+    }
+    if let Some(height) = state.funding_spent_at {
+        j.flag(PolicyTag::ChannelClosed, format!("{what} after the funding output was spent (block {height})"));
     }
 }
 

@@ -37,6 +37,9 @@ pub struct TaprootChannelState {
     /// Height of the block holding the funding transaction, once an SPV proof showed it
     /// at depth; until then incoming HTLCs of this channel cover nothing.
     pub funding_confirmed_at: Option<u32>,
+    /// Height of the block holding a transaction that spent the funding output, once a
+    /// proof showed it: no commitment is signed after, incoming HTLCs cover nothing.
+    pub funding_spent_at: Option<u32>,
 }
 
 /// A holder commitment with what completing it needs: the counterparty's partial
@@ -68,6 +71,7 @@ impl TaprootChannelState {
             holder_revoked: None,
             close: CloseState::Open,
             funding_confirmed_at: None,
+            funding_spent_at: None,
         }
     }
 

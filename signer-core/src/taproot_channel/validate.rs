@@ -97,6 +97,9 @@ fn open_or_flag(j: &mut Judge<'_>, state: &TaprootChannelState, what: &str) {
     if state.close != CloseState::Open {
         j.flag(PolicyTag::ChannelClosed, format!("{what} after the channel was closed ({:?})", state.close));
     }
+    if let Some(height) = state.funding_spent_at {
+        j.flag(PolicyTag::ChannelClosed, format!("{what} after the funding output was spent (block {height})"));
+    }
 }
 
 /// Judges `request` for `channel` against `current` (None if never set up) and the
@@ -190,6 +193,26 @@ pub fn apply(
             );
             (next, None)
         }
+        (TaprootRequest::FundingSpent(proof), Some(cur)) => {
+            let mut next = cur.clone();
+            let outpoint = bitcoin::OutPoint {
+                txid: bitcoin::hashes::Hash::from_byte_array(cur.setup.funding_txid),
+                vout: u32::from(cur.setup.funding_vout),
+            };
+            let newly = crate::funding_proof::judge_spend(
+                &mut j.violations,
+                &mut next.funding_spent_at,
+                ctx.chain,
+                proof,
+                &outpoint,
+            );
+            // Its incoming HTLCs entered the index only once the funding was proven.
+            if newly && next.funding_confirmed_at.is_some() {
+                let incoming = next.holder_latest.iter().flat_map(|h| h.info.htlcs.iter().filter(|h| !h.offered));
+                payments.withdraw(incoming);
+            }
+            (next, None)
+        }
         (TaprootRequest::CounterpartyRevocation { commitment_number, secret }, Some(cur)) => {
             let mut next = cur.clone();
             counterparty_revocation(&mut j, &mut next, *commitment_number, secret, ctx.secp)?;
@@ -274,6 +297,7 @@ fn setup_channel(
         holder_revoked: None,
         close: CloseState::Open,
         funding_confirmed_at: None,
+        funding_spent_at: None,
     };
     state.funding_script = funding_txout(&state)?.script_pubkey.into_bytes();
     Ok(state)
