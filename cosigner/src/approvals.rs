@@ -258,7 +258,11 @@ fn node_key_violations(state: &CosignerState, request: &NodeKeyRequest) -> Vec<q
         NodeKeyRequest::SignGossip { kind, message } => {
             node_key::gossip_digest(&mut v, *kind, message, ChainHash::using_genesis_block(state.config.network));
         }
-        NodeKeyRequest::Ecdh { .. } | NodeKeyRequest::ApprovePayment { .. } | NodeKeyRequest::Heartbeat { .. } => {}
+        // The cosigners add signmessage's prefix themselves: nothing to judge.
+        NodeKeyRequest::Ecdh { .. }
+        | NodeKeyRequest::SignMessage { .. }
+        | NodeKeyRequest::ApprovePayment { .. }
+        | NodeKeyRequest::Heartbeat { .. } => {}
     }
     v
 }

@@ -318,6 +318,13 @@ impl KeyHolder {
                 let sig = self.secp.sign_ecdsa(&Message::from_digest(hash), &self.keys.get_node_secret_key());
                 Ok(sig_output(sig, &[]))
             }
+            NodeKeyRequest::SignMessage { message } => {
+                let hash = node_key::message_digest(message);
+                let sig =
+                    self.secp.sign_ecdsa_recoverable(&Message::from_digest(hash), &self.keys.get_node_secret_key());
+                let (recid, bytes) = sig.serialize_compact();
+                Ok(KeyHolderOutput::Recoverable { sig: bytes.to_vec(), recid: recid.to_i32() as u8 })
+            }
             NodeKeyRequest::ApprovePayment { .. } => Ok(KeyHolderOutput::Done),
             NodeKeyRequest::Heartbeat { .. } => Err(KeyHolderError::Signer("heartbeats are signed with the chain tip")),
         }

@@ -160,6 +160,10 @@ pub enum NodeKeyRequest {
     /// Sign a gossip message of `kind`: the unsigned message as LDK's
     /// `UnsignedGossipMessage` encodes it (signed as its double SHA-256).
     SignGossip { kind: GossipKind, message: Vec<u8> },
+    /// Sign `message` as LN `signmessage` does: cosigners sign SHA-256d of
+    /// "Lightning Signed Message:" ‖ `message` (the prefix is theirs, never the node's),
+    /// with a recoverable signature.
+    SignMessage { message: Vec<u8> },
     /// Allow paying `payment_hash` up to `amount_msat` until `expires_at` (unix seconds).
     /// Cosigners accept it either with `invoice` (BOLT 11, signed by the payee, of this
     /// hash) from an allowlisted payee, or with `approval` by an operator key. The node

@@ -434,7 +434,9 @@ fn node_key(r: &NodeKeyRequest) -> Result<(), ValidationError> {
             at_most("hrp", hrp.len(), MAX_NODE_MESSAGE_BYTES)?;
             at_most("data", data.len(), MAX_NODE_MESSAGE_BYTES)
         }
-        NodeKeyRequest::SignGossip { message, .. } => at_most("message", message.len(), MAX_NODE_MESSAGE_BYTES),
+        NodeKeyRequest::SignGossip { message, .. } | NodeKeyRequest::SignMessage { message } => {
+            at_most("message", message.len(), MAX_NODE_MESSAGE_BYTES)
+        }
         NodeKeyRequest::ApprovePayment { invoice, approval, .. } => {
             if let Some(i) = invoice {
                 at_most("invoice", i.len(), MAX_INVOICE_CHARS)?;

@@ -13,8 +13,11 @@
 //!   (`policy-node-gossip-shape`). The inner SHA-256 makes the signed preimage 32 bytes.
 //! - Heartbeat: a tagged hash (`chain::heartbeat_message`), a 132-byte preimage starting
 //!   with the tag's hash, never `ln`.
+//! - LN `signmessage`: SHA-256d("Lightning Signed Message:" ‖ message), the prefix added
+//!   here: its inner preimage starts with the prefix, which gossip never does, and its
+//!   outer preimage is 32 bytes, which an invoice's (≥ 43) and a heartbeat's (132) never are.
 //!
-//! Three preimage lengths/prefixes that cannot meet, so one digest has one meaning.
+//! Preimage lengths/prefixes that cannot meet, so one digest has one meaning.
 //!
 //! Must never: hand back a digest for a preimage it did not parse, or take a digest from
 //! the request.
@@ -34,6 +37,11 @@ use crate::policy::{PolicyTag, Violation};
 
 /// LN `signmessage`'s prefix: a gossip message starting with it would sign as a message.
 pub const SIGNMESSAGE_PREFIX: &[u8] = b"Lightning Signed Message:";
+
+/// The digest an LN `signmessage` signature of `message` signs (the prefix added here).
+pub fn message_digest(message: &[u8]) -> [u8; 32] {
+    sha256d::Hash::hash(&[SIGNMESSAGE_PREFIX, message].concat()).to_byte_array()
+}
 
 /// The digest a BOLT 11 invoice signature signs, if `hrp` and `data` (5-bit values, one
 /// per byte, signature excluded) parse as an invoice for `payment_hash` of `amount_msat`.

@@ -597,6 +597,10 @@ fn ldk_node_b_signed_by_the_quorum() {
     .unwrap();
     let b_keys = Arc::new(QuorumKeysManager::new(bridge.clone(), &[0xb1; 32]).unwrap());
     let wallet_script = b_keys.wallet_script().clone();
+    // LN signmessage through the quorum, checked by LDK's own verifier against B's node id.
+    let signed = b_keys.sign_message(b"B is signed by a QLS quorum").unwrap();
+    let b_id = b_keys.get_node_id(lightning::sign::Recipient::Node).unwrap();
+    assert!(lightning::util::message_signing::verify(b"B is signed by a QLS quorum", &signed, &b_id));
 
     let mempool = Arc::new(Mempool::default());
     let km = |s: u8| Arc::new(KeysManager::new(&[s; 32], 1, 0, true));

@@ -172,8 +172,16 @@ impl NodeSigner for QuorumKeysManager {
         }
     }
 
-    fn sign_message(&self, _msg: &[u8]) -> Result<String, ()> {
-        refused("message", "signing arbitrary messages with the node key is not supported")
+    /// LN `signmessage`: the cosigners add the prefix and sign SHA-256d of it and `msg`;
+    /// the result is zbase32(recovery id + 31 ‖ compact signature), as LDK's
+    /// `message_signing::sign` makes it.
+    fn sign_message(&self, msg: &[u8]) -> Result<String, ()> {
+        match self.node_key("message", NodeKeyRequest::SignMessage { message: msg.to_vec() })? {
+            KeyHolderOutput::Recoverable { sig, recid } if sig.len() == 64 && recid < 4 => {
+                Ok(zbase32(&[&[recid + 31], &sig[..]].concat()))
+            }
+            other => refused("message", &format!("unexpected output {other:?}")),
+        }
     }
 }
 
@@ -243,5 +251,42 @@ impl OutputSpender for QuorumKeysManager {
             Ok(other) => refused("sweep", &format!("unexpected output {other:?}")),
             Err(e) => refused("sweep", &e.to_string()),
         }
+    }
+}
+
+/// zbase32 (Zimmermann's human-oriented base 32, as LN `signmessage` uses it): 5 bits a
+/// character, most significant first, the last group zero-padded, no padding characters.
+fn zbase32(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 32] = b"ybndrfg8ejkmcpqxot1uwisza345h769";
+    let mut out = String::with_capacity(data.len() * 8 / 5 + 1);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for b in data {
+        acc = (acc << 8) | u32::from(*b);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(char::from(ALPHABET[((acc >> bits) & 31) as usize]));
+        }
+    }
+    if bits > 0 {
+        out.push(char::from(ALPHABET[((acc << (5 - bits)) & 31) as usize]));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    /// The vector of LDK's `message_signing` tests (secret key one, message "test message").
+    #[test]
+    fn zbase32_matches_ldks_signmessage_encoding() {
+        use bitcoin::secp256k1::{Message, Secp256k1, SecretKey};
+        let sk = SecretKey::from_slice(&[1; 32]).unwrap();
+        let digest = qls_signer_core::node_key::message_digest(b"test message");
+        let sig = Secp256k1::new().sign_ecdsa_recoverable(&Message::from_digest(digest), &sk);
+        let (recid, bytes) = sig.serialize_compact();
+        let ours = super::zbase32(&[&[recid.to_i32() as u8 + 31], &bytes[..]].concat());
+        assert_eq!(ours, lightning::util::message_signing::sign(b"test message", &sk));
+        let pk = bitcoin::secp256k1::PublicKey::from_secret_key(&Secp256k1::new(), &sk);
+        assert!(lightning::util::message_signing::verify(b"test message", &ours, &pk));
     }
 }
