@@ -15,13 +15,14 @@ use bitcoin::constants::ChainHash;
 use bitcoin::secp256k1::{ecdh::SharedSecret, All, Message, PublicKey, Scalar, Secp256k1};
 use lightning::chain::transaction::OutPoint;
 use lightning::ln::chan_utils::{
-    get_revokeable_redeemscript, ClosingTransaction, HolderCommitmentTransaction, TxCreationKeys,
+    get_countersigner_payment_script, get_revokeable_redeemscript, ClosingTransaction, HolderCommitmentTransaction,
+    TxCreationKeys,
 };
 use lightning::ln::channel_keys::RevocationKey;
 use lightning::sign::ecdsa::EcdsaChannelSigner;
 use lightning::sign::{
     ChannelDerivationParameters, ChannelSigner, DelayedPaymentOutputDescriptor, HTLCDescriptor, InMemorySigner,
-    KeysManager, NodeSigner, Recipient,
+    KeysManager, NodeSigner, Recipient, StaticPaymentOutputDescriptor,
 };
 use lightning::types::payment::PaymentPreimage;
 use qls_protocol::{ChannelKeysId, ChannelRequest, KeyHolderOutput, NodeKeyRequest};
@@ -283,8 +284,30 @@ impl KeyHolder {
                     .map_err(|_| KeyHolderError::Signer("holder HTLC"))?;
                 Ok(sig_output(sig, &[]))
             }
-            ChannelRequest::SignRemoteSweep { .. } => {
-                Err(KeyHolderError::Signer("remote sweeps are not supported yet"))
+            // Our to_remote output of a counterparty commitment: locked by our payment key
+            // alone (static remote key), which locks nothing else, so any spend of it the
+            // policy let through (to our wallet, fee capped) is ours.
+            ChannelRequest::SignRemoteSweep { tx, input, amount_sat } => {
+                let spend =
+                    parse::transaction(tx, "transaction").map_err(|e| KeyHolderError::Rebuild(e.to_string()))?;
+                let spent = spend.input.get(*input as usize).ok_or(KeyHolderError::Signer("input out of range"))?;
+                let index = u16::try_from(spent.previous_output.vout)
+                    .map_err(|_| KeyHolderError::Signer("output index above 65535"))?;
+                let payment_point = signer.pubkeys(secp).payment_point;
+                let descriptor = StaticPaymentOutputDescriptor {
+                    outpoint: OutPoint { txid: spent.previous_output.txid, index },
+                    output: bitcoin::TxOut {
+                        value: bitcoin::Amount::from_sat(*amount_sat),
+                        script_pubkey: get_countersigner_payment_script(&params.channel_type_features, &payment_point),
+                    },
+                    channel_keys_id: *channel,
+                    channel_value_satoshis: state.setup.channel_value_sat,
+                    channel_transaction_parameters: Some(params.clone()),
+                };
+                let w = signer
+                    .sign_counterparty_payment_input(&spend, *input as usize, &descriptor, secp)
+                    .map_err(|_| KeyHolderError::Signer("to_remote sweep"))?;
+                Ok(KeyHolderOutput::Witness(w.to_vec()))
             }
         }
     }

@@ -718,6 +718,16 @@ async fn after_force_close(c: &mut Corpus<'_>) -> Result<(), CorpusError> {
     .await;
     let next = Corpus::next_commitment(A, &d)?;
     c.channel("update-after-force-close", "policy-channel-closed", d.channel, Corpus::sign(next)).await;
+    // Our to_remote on a counterparty commitment, swept to the attacker.
+    let their_commitment = bitcoin::OutPoint { txid: bitcoin::Txid::from_byte_array([0x56; 32]), vout: 1 };
+    c.channel("to-remote-sweep-to-a-foreign-script", "policy-sweep-destination", d.channel, {
+        ChannelRequest::SignRemoteSweep {
+            tx: sweep(2, 1, &foreign_script(), 90_000, their_commitment),
+            input: 0,
+            amount_sat: 100_000,
+        }
+    })
+    .await;
     Ok(())
 }
 

@@ -714,6 +714,41 @@ fn ldk_node_b_signed_by_the_quorum() {
     w.pump();
     assert!(b.cm.list_channels().iter().all(|ch| ch.channel_id != chan_ab));
 
+    // A opens another channel to B pushing B 200,000 sat, then force-closes it: B's
+    // balance sits in the to_remote output of A's commitment (a StaticPaymentOutput),
+    // swept by the quorum (B's payment key) to the QLS wallet.
+    a.cm.create_channel(b.id(), 500_000, 200_000_000, 3, None, None).unwrap();
+    w.pump();
+    w.mine();
+    w.pump();
+    let chan_ab2 =
+        a.cm.list_channels()
+            .into_iter()
+            .find(|ch| ch.counterparty.node_id == b.id() && ch.is_channel_ready)
+            .expect("the pushed channel is ready")
+            .channel_id;
+    a.cm.force_close_broadcasting_latest_txn(&chan_ab2, &b.id(), "A closes".into()).unwrap();
+    w.pump();
+    let a_commitment = w.mine();
+    assert_eq!(a_commitment.len(), 1, "A's commitment is mined");
+    let to_remote = |d: &&SpendableOutputDescriptor| matches!(d, SpendableOutputDescriptor::StaticPaymentOutput(_));
+    for _ in 0..20 {
+        if b.spendable.borrow().iter().any(|d| to_remote(&d)) {
+            break;
+        }
+        w.mine();
+    }
+    let spendable = b.spendable.borrow().clone();
+    let remote = spendable.iter().find(to_remote).expect("B's to_remote on A's commitment is spendable");
+    let sweep =
+        b_keys.spend_spendable_outputs(&[remote], vec![], wallet_script.clone(), 253, None, &Secp256k1::new()).unwrap();
+    assert_eq!(sweep.output.len(), 1);
+    assert_eq!(sweep.output[0].script_pubkey, wallet_script);
+    assert!(sweep.output[0].value.to_sat() > 199_000, "B's pushed balance, less a small fee: {sweep:?}");
+    mempool.broadcast_transactions(&[&sweep]);
+    let mined = w.mine();
+    assert!(mined.iter().any(|t| t.compute_txid() == sweep.compute_txid()), "the to_remote sweep is mined");
+
     // B pays C once more and C holds the HTLC; B force-closes B–C with it in flight.
     let held: Invoice = c.cm.create_bolt11_invoice(invoice_params(7_000_000)).unwrap();
     HOLD.with(|h| h.borrow_mut().insert(held.payment_hash().to_byte_array()));
@@ -759,6 +794,7 @@ fn ldk_node_b_signed_by_the_quorum() {
     }
     let sweeps = w.mine();
     assert_eq!(sweeps.len(), 2, "both sweeps mined");
+
     let (inputs, txs) = w.verified;
     eprintln!("bitcoinconsensus checked {inputs} inputs of {txs} mined transactions");
     assert!(inputs >= 6, "closing, commitment, HTLC-timeout and sweeps were all checked");

@@ -218,8 +218,9 @@ impl SignerProvider for QuorumKeysManager {
 
 impl OutputSpender for QuorumKeysManager {
     /// Spends delayed outputs of force-closed channels (to_local and second-stage HTLC
-    /// outputs), one descriptor per call: cosigners check the fee of a sweep only when
-    /// they know every input's value. Other descriptor kinds are refused for now.
+    /// outputs) and our to_remote outputs of counterparty commitments
+    /// (`StaticPaymentOutput`), one descriptor per call: cosigners check the fee of a sweep
+    /// only when they know every input's value. Other descriptor kinds are refused for now.
     fn spend_spendable_outputs(
         &self,
         descriptors: &[&SpendableOutputDescriptor],
@@ -229,8 +230,15 @@ impl OutputSpender for QuorumKeysManager {
         locktime: Option<LockTime>,
         secp_ctx: &Secp256k1<All>,
     ) -> Result<Transaction, ()> {
-        let [SpendableOutputDescriptor::DelayedPaymentOutput(d)] = descriptors else {
-            return refused("sweep", "only one delayed-payment output per sweep is supported");
+        let (channel, make_request): (ChannelKeysId, SweepRequest) = match descriptors {
+            [SpendableOutputDescriptor::DelayedPaymentOutput(d)] => {
+                (d.channel_keys_id, Box::new(|tx| ChannelRequest::SignDelayedSweep { tx, input: 0 }))
+            }
+            [SpendableOutputDescriptor::StaticPaymentOutput(d)] => {
+                let amount_sat = d.output.value.to_sat();
+                (d.channel_keys_id, Box::new(move |tx| ChannelRequest::SignRemoteSweep { tx, input: 0, amount_sat }))
+            }
+            _ => return refused("sweep", "one delayed-payment or to_remote output per sweep is supported"),
         };
         let (psbt, _) = SpendableOutputDescriptor::create_spendable_outputs_psbt(
             secp_ctx,
@@ -241,8 +249,7 @@ impl OutputSpender for QuorumKeysManager {
             locktime,
         )?;
         let mut tx = psbt.unsigned_tx;
-        let request = ChannelRequest::SignDelayedSweep { tx: bitcoin::consensus::serialize(&tx), input: 0 };
-        let channel: ChannelKeysId = d.channel_keys_id;
+        let request = make_request(bitcoin::consensus::serialize(&tx));
         match self.bridge.channel_blocking(channel, request) {
             Ok(KeyHolderOutput::Witness(w)) => {
                 tx.input[0].witness = Witness::from_slice(&w);
@@ -253,6 +260,9 @@ impl OutputSpender for QuorumKeysManager {
         }
     }
 }
+
+/// Makes the sweep request for an unsigned sweep transaction (consensus-encoded).
+type SweepRequest = Box<dyn Fn(Vec<u8>) -> ChannelRequest>;
 
 /// zbase32 (Zimmermann's human-oriented base 32, as LN `signmessage` uses it): 5 bits a
 /// character, most significant first, the last group zero-padded, no padding characters.

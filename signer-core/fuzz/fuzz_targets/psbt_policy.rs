@@ -25,6 +25,7 @@ fuzz_target!(|data: &[u8]| {
         value_sat: 50_000,
         countersigned: data.len() % 2 == 0,
         within_velocity_window: data.len() % 3 == 0,
+        inbound: data.len() % 5 == 0,
     }];
     let _ = check_psbt(&psbt, &wallet, &OnchainPolicy::default(), Some(&funding));
     let _ = check_psbt(&psbt, &wallet, &OnchainPolicy::default(), None);

@@ -165,11 +165,21 @@ fn update(
         }
         ChannelRequest::SignDelayedSweep { tx, input } => delayed_sweep(j, next, &params, tx, *input, ctx)?,
         ChannelRequest::SignRemoteSweep { tx, input, amount_sat } => {
+            // Our payment key locks only our to_remote outputs (static remote key), so the
+            // source is ours by the key; the output, fee and the 1-block delay of anchor
+            // channels are checked.
             let tx = parse::transaction(tx, "sweep")?;
             check_input(&tx, *input)?;
             j.violations.extend(sweep_format_violations(&tx, None));
             outputs_are_ours(j, &tx, None, ctx);
             sweep_fee(j, &tx, Some(*amount_sat));
+            let sequence = tx.input[*input as usize].sequence;
+            if !sequence.is_relative_lock_time() || sequence.0 & 0xffff < 1 {
+                j.flag(
+                    PolicyTag::SweepSequence,
+                    format!("to_remote sweep input sequence {:#x} does not wait the 1-block delay", sequence.0),
+                );
+            }
         }
         ChannelRequest::SignHolderAnchor { tx, input } => {
             let tx = parse::transaction(tx, "anchor spend")?;
