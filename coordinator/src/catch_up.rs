@@ -44,6 +44,21 @@ pub fn must_catch_up(subject: &ApprovalSubject) -> bool {
     }
 }
 
+/// What catching one member up has done so far (for reports and operators).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CatchUpStats {
+    /// Catch-ups that replayed at least one request.
+    pub catch_ups: u64,
+    /// Requests replayed in all.
+    pub replayed: u64,
+    /// Replayed requests the member refused or failed (it stays behind on that channel).
+    pub refused: u64,
+    /// Requests not kept because the log was full (the member stays behind).
+    pub dropped: u64,
+    /// The longest catch-up, ms.
+    pub longest_ms: u64,
+}
+
 /// One member's missed requests.
 #[derive(Default)]
 pub struct MissedLog {
@@ -51,6 +66,7 @@ pub struct MissedLog {
     queue: Mutex<VecDeque<(CosignerRequest, usize)>>,
     /// Held by whoever sends this member a request: while it replays, nobody else sends.
     turn: tokio::sync::Mutex<()>,
+    stats: Mutex<CatchUpStats>,
 }
 
 impl MissedLog {
@@ -65,6 +81,7 @@ impl MissedLog {
         let bytes = q.iter().fold(0usize, |a, (_, n)| a.saturating_add(*n));
         if q.len() >= MISSED_MAX || bytes.saturating_add(size) > MISSED_BYTES_MAX {
             tracing::warn!("missed-request log full: the cosigner stays behind");
+            self.stats.lock().unwrap_or_else(|e| e.into_inner()).dropped += 1;
             return;
         }
         q.push_back((request, size));
@@ -75,13 +92,20 @@ impl MissedLog {
         self.queue().len()
     }
 
+    /// What catching this member up has done so far.
+    pub fn stats(&self) -> CatchUpStats {
+        *self.stats.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Replays every missed request, in order, over `link`, holding the member's turn so
     /// that two rounds never replay at once. Stops at the first request that does not get
     /// through (it and the rest stay queued). Once it returns `Ok`, everything missed so
     /// far has reached the cosigner: the caller's own request may follow.
     pub async fn catch_up(&self, link: &CosignerLink, timeout: Duration) -> Result<usize, LinkError> {
         let _turn = self.turn.lock().await;
+        let started = tokio::time::Instant::now();
         let mut done = 0usize;
+        let mut refused = 0u64;
         loop {
             let next = self.queue().front().map(|(r, _)| r.clone());
             let Some(req) = next else { break };
@@ -93,15 +117,22 @@ impl MissedLog {
                     // Its policy or its state says no: it stays behind on that channel.
                     let tags: Vec<&str> = violations.iter().map(|v| v.tag.as_str()).collect();
                     tracing::warn!(cosigner = %link.name(), ?tags, "a replayed request was refused");
+                    refused += 1;
                 }
                 CosignerResponse::Error { kind, detail } => {
                     tracing::warn!(cosigner = %link.name(), ?kind, %detail, "a replayed request failed");
+                    refused += 1;
                 }
                 _ => {}
             }
         }
         if done > 0 {
             tracing::info!(cosigner = %link.name(), done, "missed requests replayed");
+            let mut s = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+            s.catch_ups += 1;
+            s.replayed += done as u64;
+            s.refused += refused;
+            s.longest_ms = s.longest_ms.max(started.elapsed().as_millis() as u64);
         }
         Ok(done)
     }

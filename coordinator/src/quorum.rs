@@ -103,8 +103,15 @@ impl Member {
         self.health().is_some()
     }
 
+    /// Marks the member down; one already down keeps its probe time (every request that
+    /// skips a down member reports it unreachable again: re-arming the probe on each
+    /// would postpone it for as long as requests keep coming, and the member would never
+    /// be found up).
     pub fn mark_down(&self) {
-        *self.health() = Some(Instant::now() + PROBE_INTERVAL);
+        let mut h = self.health();
+        if h.is_none() {
+            *h = Some(Instant::now() + PROBE_INTERVAL);
+        }
     }
 
     pub fn mark_up(&self) {

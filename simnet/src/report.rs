@@ -96,6 +96,68 @@ pub struct Report {
     pub peak_rss_kib: u64,
     /// The attack corpus's attempts, when the scenario plays it.
     pub attacks: Vec<crate::attack_corpus::AttackResult>,
+    /// Per cosigner: what catching it up did, and what was still waiting at the end.
+    pub catch_up: BTreeMap<String, CatchUpReport>,
+    /// Throughput and latency before, during and after the first cosigner stop.
+    pub outage: Option<OutageReport>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct CatchUpReport {
+    pub catch_ups: u64,
+    pub replayed: u64,
+    pub refused: u64,
+    pub dropped: u64,
+    pub longest_ms: u64,
+    pub pending_at_end: usize,
+    pub running_at_end: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct OutageReport {
+    pub cosigner: String,
+    pub down_from_ms: u64,
+    pub down_until_ms: u64,
+    /// Requests completed per second, by when they started.
+    pub before_per_s: f64,
+    pub during_per_s: f64,
+    pub after_per_s: f64,
+    pub p99_before_ms: f64,
+    pub p99_during_ms: f64,
+    pub p99_after_ms: f64,
+}
+
+/// Throughput and p99 in the three windows the first `stop` and the `start` after it
+/// cut the timeline into; `None` without such a pair.
+pub fn outage_report(timeline: &[RequestPoint], faults: &[FaultEvent], duration_ms: f64) -> Option<OutageReport> {
+    let (stop, start) = faults.iter().filter(|f| f.action == "stop").find_map(|stop| {
+        let start =
+            faults.iter().find(|f| f.action == "start" && f.cosigner == stop.cosigner && f.at_ms >= stop.at_ms)?;
+        Some((stop, start))
+    })?;
+    let (from, until) = (stop.at_ms as f64, start.at_ms as f64);
+    let window = |lo: f64, hi: f64| {
+        let mut lat: Vec<f64> =
+            timeline.iter().filter(|p| p.started_ms >= lo && p.started_ms < hi).map(|p| p.latency_ms).collect();
+        let rate = if hi > lo { lat.len() as f64 / ((hi - lo) / 1000.0) } else { 0.0 };
+        lat.sort_by(f64::total_cmp);
+        let p99 = lat.get(((lat.len() as f64 * 0.99).ceil() as usize).saturating_sub(1)).copied().unwrap_or(0.0);
+        (rate, p99)
+    };
+    let (before_per_s, p99_before_ms) = window(0.0, from);
+    let (during_per_s, p99_during_ms) = window(from, until);
+    let (after_per_s, p99_after_ms) = window(until, duration_ms.max(until));
+    Some(OutageReport {
+        cosigner: stop.cosigner.clone(),
+        down_from_ms: stop.at_ms,
+        down_until_ms: start.at_ms,
+        before_per_s,
+        during_per_s,
+        after_per_s,
+        p99_before_ms,
+        p99_during_ms,
+        p99_after_ms,
+    })
 }
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]

@@ -502,6 +502,24 @@ pub async fn run(scenario: &Scenario, progress: bool) -> Result<(Report, Vec<Sig
     }
     drop(ctx);
     drop(client);
+    let catch_up: BTreeMap<String, crate::report::CatchUpReport> = harness
+        .cosigners
+        .iter()
+        .zip(harness.quorum.members.iter())
+        .map(|(slot, m)| {
+            let s = m.missed.stats();
+            let r = crate::report::CatchUpReport {
+                catch_ups: s.catch_ups,
+                replayed: s.replayed,
+                refused: s.refused,
+                dropped: s.dropped,
+                longest_ms: s.longest_ms,
+                pending_at_end: m.missed.pending(),
+                running_at_end: slot.is_running(),
+            };
+            (slot.name.clone(), r)
+        })
+        .collect();
     let attacks = if scenario.attacks.corpus {
         Some(
             crate::attack_corpus::run(&harness)
@@ -515,6 +533,52 @@ pub async fn run(scenario: &Scenario, progress: bool) -> Result<(Report, Vec<Sig
     let finished_count = finished.len();
     let seen = std::mem::take(&mut *seen.lock().unwrap_or_else(|e| e.into_inner()));
     let (mut report, sigs) = build_report(scenario, finished, opened, fault_events, duration_s, &seen.nonces);
+    report.outage = crate::report::outage_report(&report.timeline, &report.fault_events, report.duration_s * 1000.0);
+    let expect = &scenario.expect;
+    if expect.caught_up {
+        let behind: Vec<String> = catch_up
+            .iter()
+            .filter(|(_, c)| c.running_at_end && (c.pending_at_end > 0 || c.refused > 0 || c.dropped > 0))
+            .map(|(name, c)| format!("{name}: {c:?}"))
+            .collect();
+        let replayed: u64 = catch_up.values().map(|c| c.replayed).sum();
+        report.invariants.push(Invariant {
+            name: "caught-up-at-end",
+            holds: behind.is_empty(),
+            detail: format!(
+                "{replayed} missed requests replayed; every running cosigner caught up with none refused{}",
+                if behind.is_empty() { String::new() } else { format!("; behind: {}", behind.join(", ")) }
+            ),
+        });
+    }
+    if expect.outage_throughput_min > 0.0 || expect.outage_p99_max_ratio > 0.0 {
+        let (holds, detail) = match &report.outage {
+            Some(o) => {
+                let share = if o.before_per_s > 0.0 { o.during_per_s / o.before_per_s } else { 0.0 };
+                let ratio = if o.p99_before_ms > 0.0 { o.p99_during_ms / o.p99_before_ms } else { f64::INFINITY };
+                let ok_rate = expect.outage_throughput_min <= 0.0 || share >= expect.outage_throughput_min;
+                let ok_p99 = expect.outage_p99_max_ratio <= 0.0 || ratio <= expect.outage_p99_max_ratio;
+                (
+                    ok_rate && ok_p99,
+                    format!(
+                        "{} down: {:.1}/s during vs {:.1}/s before ({:.0} %, min {:.0} %), p99 {:.0} ms vs {:.0} ms ({ratio:.2}x, max {:.1}x); after {:.1}/s",
+                        o.cosigner,
+                        o.during_per_s,
+                        o.before_per_s,
+                        share * 100.0,
+                        expect.outage_throughput_min * 100.0,
+                        o.p99_during_ms,
+                        o.p99_before_ms,
+                        expect.outage_p99_max_ratio,
+                        o.after_per_s
+                    ),
+                )
+            }
+            None => (false, "no stop and start of a cosigner in the run".into()),
+        };
+        report.invariants.push(Invariant { name: "outage-throughput", holds, detail });
+    }
+    report.catch_up = catch_up;
     if let Some(results) = attacks {
         // Honest: neither permissive nor byzantine nor misbehaving. n − t + 1 refusals
         // leave no t to sign.
@@ -809,6 +873,8 @@ fn build_report(
         cosigner_nonce_uses: nonces.uses(),
         peak_rss_kib: crate::report::peak_rss_kib(),
         attacks: Vec::new(),
+        catch_up: BTreeMap::new(),
+        outage: None,
     };
     (report, t.sigs)
 }

@@ -34,6 +34,25 @@ pub struct Scenario {
     pub faults: Vec<FaultSection>,
     #[serde(default)]
     pub attacks: AttacksSection,
+    #[serde(default)]
+    pub expect: ExpectSection,
+}
+
+/// What a run must show beyond the invariants every run checks.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectSection {
+    /// Every cosigner running at the end has replayed everything it missed and none of
+    /// its replays was refused (invariant `caught-up-at-end`).
+    #[serde(default)]
+    pub caught_up: bool,
+    /// While the first stopped cosigner is down, events per second at least this share
+    /// of the rate before (invariant `outage-throughput`; 0 = not checked).
+    #[serde(default)]
+    pub outage_throughput_min: f64,
+    /// And p99 latency during the outage at most this many times the p99 before.
+    #[serde(default)]
+    pub outage_p99_max_ratio: f64,
 }
 
 /// Attacks played after the workload, against the same quorum.
@@ -385,6 +404,18 @@ impl Scenario {
         if !["lognormal", "uniform", "fixed"].contains(&w.payment_dist.as_str()) {
             return bad("workload.payment_dist", format!("{:?} is not lognormal, uniform or fixed", w.payment_dist));
         }
+        if !(0.0..=1.0).contains(&self.expect.outage_throughput_min) {
+            return bad(
+                "expect.outage_throughput_min",
+                format!("{} is not a share in 0..=1", self.expect.outage_throughput_min),
+            );
+        }
+        if !(0.0..=1_000.0).contains(&self.expect.outage_p99_max_ratio) {
+            return bad(
+                "expect.outage_p99_max_ratio",
+                format!("{} is not a ratio in 0..=1000", self.expect.outage_p99_max_ratio),
+            );
+        }
         if w.payment_min_sat < 1_000 || w.payment_max_sat < w.payment_min_sat {
             return bad(
                 "workload.payment_min_sat",
@@ -458,6 +489,7 @@ mod tests {
         let want = [
             "byzantine-cosigner",
             "coordinator-replay",
+            "cosigner-outage",
             "drain-attack",
             "partition-heal",
             "quickstart",
