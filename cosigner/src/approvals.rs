@@ -49,8 +49,8 @@ fn touched_hashes(subject: &ApprovalSubject, current: Option<&ChannelState>) -> 
             ChannelRequest::ValidateHolderCommitment { commitment, outbound_preimages, .. } => {
                 [from_info(commitment), previous(true), of_preimages(outbound_preimages)].concat()
             }
-            // A spend withdraws the incoming HTLCs of our latest commitment.
-            ChannelRequest::FundingSpent(_) => previous(true),
+            // A proof or a spend adds or withdraws the incoming HTLCs of our latest commitment.
+            ChannelRequest::FundingConfirmed(_) | ChannelRequest::FundingSpent(_) => previous(true),
             _ => Vec::new(),
         },
         ApprovalSubject::Node(NodeKeyRequest::ApprovePayment { payment_hash, .. }) => vec![*payment_hash],

@@ -179,7 +179,10 @@ fn touched_hashes(current: Option<&TaprootChannelState>, request: &TaprootReques
             routing::touched_hashes([commitment].into_iter().chain(prev_holder), outbound_preimages)
         }
         // A spend withdraws the incoming HTLCs of our latest commitment.
-        TaprootRequest::FundingSpent(_) => routing::touched_hashes(prev_holder.into_iter(), &[]),
+        // A proof or a spend adds or withdraws the incoming HTLCs of our latest commitment.
+        TaprootRequest::FundingConfirmed(_) | TaprootRequest::FundingSpent(_) => {
+            routing::touched_hashes(prev_holder.into_iter(), &[])
+        }
         _ => Vec::new(),
     }
 }

@@ -145,7 +145,9 @@ impl PaymentIndex {
             }),
             Some(a) => {
                 let fee_cap = payment_fee_cap_msat(policy, a);
-                let cover = e.incoming_msat.saturating_add(a).saturating_add(fee_cap);
+                // A node that does not route: incoming HTLCs of the hash cover nothing.
+                let incoming = if policy.routing { e.incoming_msat } else { 0 };
+                let cover = incoming.saturating_add(a).saturating_add(fee_cap);
                 if out > cover {
                     found.push(Violation {
                         tag: PolicyTag::PaymentFeeMax,
@@ -294,9 +296,17 @@ mod tests {
             // Our own approved payment still goes out.
             index.approve(&mut v, &[2; 32], 5_000_000, u64::MAX);
             index.offer(&mut v, &h(false, 2), policy);
+            // An incoming HTLC of an approved payment's hash does not stretch the approval
+            // when the node does not route.
+            index.receive(&mut v, &h(true, 3));
+            index.approve(&mut v, &[3; 32], 1_000_000, u64::MAX);
+            index.offer(&mut v, &h(false, 3), policy);
             v.iter().map(|v| v.tag).collect::<Vec<_>>()
         };
         assert_eq!(tags(&ChannelPolicy::default()), vec![]);
-        assert_eq!(tags(&ChannelPolicy { routing: false, ..Default::default() }), vec![PolicyTag::RoutingDisabled]);
+        assert_eq!(
+            tags(&ChannelPolicy { routing: false, ..Default::default() }),
+            vec![PolicyTag::RoutingDisabled, PolicyTag::PaymentFeeMax]
+        );
     }
 }

@@ -399,6 +399,48 @@ fn a_spent_funding_output_withdraws_the_channels_cover_and_ends_its_updates() {
     assert_eq!(fx.sign_cp(info, vec![]), vec![PolicyTag::ChannelClosed]);
 }
 
+#[test]
+fn incoming_htlcs_from_before_the_funding_proof_cover_once_it_is_proven() {
+    let mut fx = Fx::new(false);
+    let theirs = fx.ours_sat(0, 0, 0);
+    assert_eq!(fx.run(ChannelRequest::Setup(fx.setup.clone())), vec![]);
+    assert_eq!(fx.sign_cp(fx.cp_info(N0, theirs, 0, vec![]), vec![]), vec![]);
+    let req = fx.validate_req(fx.holder_info(N0, 0, theirs, vec![]), vec![]);
+    assert_eq!(fx.run(req), vec![]);
+    let theirs2 = fx.ours_sat(1, 200_000, 0);
+    let req = fx.validate_req(fx.holder_info(N0 - 1, 0, theirs2, vec![htlc(false, 200_000, 3)]), vec![]);
+    assert_eq!(fx.run(req), vec![]);
+    let hash = sha256::Hash::hash(&[3; 32]).to_byte_array();
+    assert!(fx.payments.get(&hash).is_none_or(|e| e.incoming_msat == 0), "unproven: covers nothing");
+    assert_eq!(fx.confirm_funding(), vec![]);
+    assert_eq!(fx.payments.get(&hash).unwrap().incoming_msat, 200_000_000, "proven: the HTLC on it covers");
+}
+
+#[test]
+fn to_remote_sweep_rules() {
+    let mut fx = Fx::new(true);
+    fx.open();
+    let sweep = |inputs: usize, sequence: u32, to: &[u8], out_sat: u64| {
+        let input = |i: u8| bitcoin::TxIn {
+            previous_output: bitcoin::OutPoint { txid: bitcoin::Txid::from_byte_array([i; 32]), vout: 1 },
+            sequence: bitcoin::Sequence(sequence),
+            ..Default::default()
+        };
+        let tx = Transaction {
+            version: bitcoin::transaction::Version::TWO,
+            lock_time: bitcoin::absolute::LockTime::ZERO,
+            input: (0..inputs as u8).map(input).collect(),
+            output: vec![bitcoin::TxOut { value: bitcoin::Amount::from_sat(out_sat), script_pubkey: script(to) }],
+        };
+        ChannelRequest::SignRemoteSweep { tx: bitcoin::consensus::serialize(&tx), input: 0, amount_sat: 100_000 }
+    };
+    assert_eq!(fx.run(sweep(1, 1, b"wallet", 99_000)), vec![]);
+    assert_eq!(fx.run(sweep(1, 1, b"attacker", 99_000)), vec![PolicyTag::SweepDestination]);
+    assert_eq!(fx.run(sweep(1, 0, b"wallet", 99_000)), vec![PolicyTag::SweepSequence]);
+    // A second input of unknown value: the fee could burn our output.
+    assert_eq!(fx.run(sweep(2, 1, b"wallet", 1)), vec![PolicyTag::SweepFeeRange]);
+}
+
 // ---------------------------------------------------------------- one test per tag
 
 #[test]

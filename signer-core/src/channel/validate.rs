@@ -172,6 +172,13 @@ fn update(
             check_input(&tx, *input)?;
             j.violations.extend(sweep_format_violations(&tx, None));
             outputs_are_ours(j, &tx, None, ctx);
+            if tx.input.len() != 1 {
+                // Other inputs' values are unknown: the fee could burn our output.
+                j.flag(
+                    PolicyTag::SweepFeeRange,
+                    format!("a to_remote sweep has exactly one input, not {}", tx.input.len()),
+                );
+            }
             sweep_fee(j, &tx, Some(*amount_sat));
             let sequence = tx.input[*input as usize].sequence;
             if !sequence.is_relative_lock_time() || sequence.0 & 0xffff < 1 {
@@ -198,6 +205,7 @@ fn update(
                 setup.channel_value_sat,
             );
             let min_depth = j.policy.funding_min_depth;
+            let unproven = next.funding_confirmed_at.is_none();
             crate::funding_proof::judge(
                 &mut j.violations,
                 &mut next.funding_confirmed_at,
@@ -206,6 +214,20 @@ fn update(
                 &expected,
                 min_depth,
             );
+            // Proven now: the incoming HTLCs already on our commitment start to cover (so
+            // the index holds exactly the incoming HTLCs of proven channels' latest
+            // commitments, and a later spend withdraws exactly those).
+            if unproven && next.funding_confirmed_at.is_some() && next.funding_spent_at.is_none() {
+                let incoming: Vec<HtlcInfo> = next
+                    .holder
+                    .latest
+                    .iter()
+                    .flat_map(|h| h.info.htlcs.iter().filter(|h| !h.offered).cloned())
+                    .collect();
+                for h in &incoming {
+                    payments.receive(&mut j.violations, h);
+                }
+            }
         }
         ChannelRequest::FundingSpent(proof) => {
             let outpoint = bitcoin::OutPoint {

@@ -191,6 +191,20 @@ pub fn apply(
                 &expected,
                 min_depth,
             );
+            // Proven now: the incoming HTLCs already on our commitment start to cover.
+            if cur.funding_confirmed_at.is_none()
+                && next.funding_confirmed_at.is_some()
+                && next.funding_spent_at.is_none()
+            {
+                let incoming: Vec<qls_protocol::HtlcInfo> = next
+                    .holder_latest
+                    .iter()
+                    .flat_map(|h| h.info.htlcs.iter().filter(|h| !h.offered).cloned())
+                    .collect();
+                for h in &incoming {
+                    payments.receive(&mut j.violations, h);
+                }
+            }
             (next, None)
         }
         (TaprootRequest::FundingSpent(proof), Some(cur)) => {
