@@ -502,6 +502,24 @@ pub async fn run(scenario: &Scenario, progress: bool) -> Result<(Report, Vec<Sig
     }
     drop(ctx);
     drop(client);
+    // The run's catch-up window: a cosigner back up near the end may not have been asked
+    // anything since; once the background probe finds it up (≤ 10 s), what it missed is
+    // replayed to it, as the next request would.
+    if scenario.expect.caught_up {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let timeout = harness.coordinator_config.request_timeout;
+        for (slot, m) in harness.cosigners.iter().zip(harness.quorum.members.iter()) {
+            if !slot.is_running() || m.missed.pending() == 0 {
+                continue;
+            }
+            while m.is_down() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            if let Err(e) = m.missed.catch_up(&m.link, timeout).await {
+                tracing::warn!(cosigner = %slot.name, error = %e, "catch-up window: replay failed");
+            }
+        }
+    }
     let catch_up: BTreeMap<String, crate::report::CatchUpReport> = harness
         .cosigners
         .iter()
