@@ -126,7 +126,9 @@ pub(crate) fn store_error(e: StoreError) -> CosignerResponse {
         | StoreError::DuplicateNonce(_)
         | StoreError::VerificationNonce { .. }
         | StoreError::NoVerificationNonce { .. }
-        | StoreError::TooManyVerificationNonces { .. } => ErrorKind::InvalidRequest,
+        | StoreError::TooManyVerificationNonces { .. }
+        | StoreError::ForceCloseMessage { .. } => ErrorKind::InvalidRequest,
+        StoreError::Sign(_) => ErrorKind::Internal,
         _ => ErrorKind::Storage,
     };
     error(kind, e)

@@ -49,6 +49,10 @@ pub enum StoreError {
         "verification nonce for holder commitment {commitment} refused: {held} are held, the most a channel may hold"
     )]
     TooManyVerificationNonces { commitment: u64, held: usize },
+    #[error("holder commitment {commitment}'s force close was signed over another message")]
+    ForceCloseMessage { commitment: u64 },
+    #[error("partial signature failed: {0}")]
+    Sign(String),
 }
 
 pub(crate) fn db_err<E: Into<redb::Error>>(e: E) -> StoreError {

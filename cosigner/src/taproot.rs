@@ -24,7 +24,7 @@ use qls_signer_core::policy::Verdict;
 use qls_signer_core::taproot_channel::{self as tc, routing, TaprootChannelError, TaprootChannelState};
 
 use crate::handler::{error, store_error, violations, CosignerState, Reply};
-use crate::taproot_store::{NonceUse, TaprootUpdate};
+use crate::taproot_store::{LeafSigner, NonceUse, TaprootUpdate};
 
 fn leaf_secret(state: &CosignerState) -> Result<SecretKey, CosignerResponse> {
     let bytes = state
@@ -236,15 +236,20 @@ pub fn setup(
         .map_err(|e| error(ErrorKind::InvalidRequest, e))?;
     let leaf_bytes: Vec<Vec<u8>> = base.iter().map(|l| l.to_vec()).collect();
     let request = TaprootRequest::Setup(setup);
-    judge_and_apply(state, channel, &request, &holder, &leaf_bytes, None).map(|(j, _)| match j {
+    judge_and_apply(state, channel, &request, &holder, &leaf_bytes, None, &no_signing).map(|(j, _)| match j {
         Judged::Refused(v) => CosignerResponse::Refused { violations: violations(&v.refused) },
         Judged::Approved { verdict, .. } => CosignerResponse::TaprootApplied { warnings: violations(&verdict.warned) },
     })
 }
 
+/// The signer of requests that sign nothing (a setup): never called.
+fn no_signing(_: qls_signer_core::musig2::SecNonce, _: &[u8; 32]) -> Result<[u8; 32], String> {
+    Err("this request signs nothing".into())
+}
+
 /// Judges `request` against the stored state and the payment index in one store
 /// transaction; if approved, persists it together with the consumption of `nonce` (for a
-/// signing request) and returns that nonce's secret.
+/// signing request) and returns `signer`'s partial signature with it.
 fn judge_and_apply(
     state: &CosignerState,
     channel: ChannelKeysId,
@@ -252,7 +257,8 @@ fn judge_and_apply(
     holder: &TaprootHolderKeys,
     leaves: &[Vec<u8>],
     nonce: Option<NonceUse>,
-) -> Result<(Judged, Option<qls_signer_core::musig2::SecNonce>), CosignerResponse> {
+    signer: LeafSigner<'_>,
+) -> Result<(Judged, Option<[u8; 32]>), CosignerResponse> {
     key_holder_checks(state, &channel, request)?;
     let own = own_scripts(state);
     let own_verification = match request {
@@ -301,7 +307,7 @@ fn judge_and_apply(
                     return Ok(TaprootUpdate {
                         state: None,
                         write_payments: false,
-                        consume: None,
+                        sign_with: None,
                         drop_verification_upto: None,
                         result: Judged::Refused(verdict),
                     });
@@ -310,15 +316,19 @@ fn judge_and_apply(
                     TaprootRequest::RevokeHolderCommitment { commitment_number } => Some(*commitment_number),
                     _ => None,
                 };
-                let consume = if applied.message.is_some() { nonce } else { None };
+                let sign_with = match (nonce, applied.message) {
+                    (Some(nonce), Some(msg)) => Some((nonce, msg)),
+                    _ => None,
+                };
                 Ok(TaprootUpdate {
                     state: applied.changed.then_some(applied.state),
                     write_payments: applied.changed,
-                    consume,
+                    sign_with,
                     drop_verification_upto: drop,
                     result: Judged::Approved { verdict, message: applied.message },
                 })
             },
+            signer,
         )
         .map_err(store_error)?;
     outcome
@@ -400,7 +410,17 @@ pub fn sign(
         ),
         None => None,
     };
-    let (judged, secnonce) = judge_and_apply(state, channel, &request, &current.holder, &current.leaves, nonce)?;
+    let signer = |secnonce: qls_signer_core::musig2::SecNonce, msg: &[u8; 32]| -> Result<[u8; 32], String> {
+        let leaf_session = leaf_session.as_ref().ok_or("a signing request needs a MuSig2 session")?;
+        let ctx = NestedSessionContext {
+            nonce_path: &leaf_session.nonce_path,
+            pk_tree: &leaf_session.pk_tree,
+            tweaks: &[leaf_session.tweak],
+            msg,
+        };
+        nested_sign(secnonce, &my_sk, &ctx).map_err(|e| e.to_string())
+    };
+    let (judged, psig) = judge_and_apply(state, channel, &request, &current.holder, &current.leaves, nonce, &signer)?;
     let (verdict, message) = match judged {
         Judged::Refused(verdict) => {
             tracing::info!(refused = ?verdict.refused.iter().map(|v| v.tag.name()).collect::<Vec<_>>(), "policy refused a taproot request");
@@ -408,19 +428,12 @@ pub fn sign(
         }
         Judged::Approved { verdict, message } => (verdict, message),
     };
-    let (Some(msg), Some(secnonce), Some(leaf_session)) = (message, secnonce, leaf_session) else {
+    let (Some(msg), Some(psig)) = (message, psig) else {
         // Nothing to sign (a revocation, a validation).
         return Ok(CosignerResponse::TaprootApplied { warnings: violations(&verdict.warned) });
     };
-    // The nonce is gone and the state moved on, durably; only now is the secret used.
+    // The nonce is gone and the state moved on, durably; only now does the signature leave.
     state.abort_if_failpoint();
-    let ctx = NestedSessionContext {
-        nonce_path: &leaf_session.nonce_path,
-        pk_tree: &leaf_session.pk_tree,
-        tweaks: &[leaf_session.tweak],
-        msg: &msg,
-    };
-    let psig = nested_sign(secnonce, &my_sk, &ctx).map_err(|e| error(ErrorKind::Internal, e))?;
     Ok(CosignerResponse::TaprootPartialSig {
         psig,
         msg,

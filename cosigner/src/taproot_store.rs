@@ -3,16 +3,21 @@
 //! signing nonces (at most [`MUSIG_NONCES_PER_CHANNEL`] unused, oldest dropped) and
 //! verification nonces, each pinned to one holder commitment (at most
 //! [`VERIFICATION_NONCES_PER_CHANNEL`], never dropped but by that commitment's revocation).
+//! A verification nonce that signed is replaced, in the same transaction, by the partial
+//! signature it made (the force close of that commitment), kept until the commitment is
+//! revoked so a lost reply can be answered again with the identical signature.
 //!
 //! MuSig2 nonce ids come from their own monotonic counter in the same transactions: an id
 //! below it that is no longer stored was consumed, at or above it was never handed out.
 //! A taproot request is judged inside one write transaction with the channel state and the
-//! payment entries it touches; if approved, the new state, the entries and the removal of
-//! the nonce it signs with commit together, before the nonce's secret is returned.
+//! payment entries it touches; if approved, the new state, the entries, the removal of
+//! the nonce it signs with and (for a force close) the partial signature commit together;
+//! the partial signature is returned only after that commit.
 //!
-//! Must never: return a secret nonce for signing before its removal committed, hand a
-//! nonce of one channel to another, let a nonce be consumed twice, or let a verification
-//! nonce sign anything but its own holder commitment.
+//! Must never: let a partial signature out before its nonce's removal committed, hand a
+//! nonce of one channel to another, let a nonce be consumed twice, let a verification
+//! nonce sign anything but its own holder commitment, or keep a force-close partial
+//! signature past that commitment's revocation.
 
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
 
@@ -30,6 +35,9 @@ const TAPROOT_CHANNELS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("ta
 /// commitment number (8 bytes, big-endian) for a verification nonce].
 const MUSIG_NONCES: TableDefinition<u64, &[u8]> = TableDefinition::new("musig_nonces");
 const MUSIG_META: TableDefinition<&str, &[u8]> = TableDefinition::new("musig_meta");
+/// channel id (32 bytes) ‖ holder commitment number (8 bytes, big-endian) → message
+/// (32 bytes) ‖ this leaf's partial signature (32 bytes) of that commitment's force close.
+const FORCE_CLOSE_PSIGS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("force_close_psigs");
 const NEXT_ID: &str = "next_nonce_id";
 const LEAF_SECRET: &str = "leaf_secret";
 /// Unused fresh MuSig2 nonces one channel may hold.
@@ -52,11 +60,27 @@ pub struct TaprootUpdate<R> {
     /// `Some` to write the channel state (approved and changed).
     pub state: Option<TaprootChannelState>,
     pub write_payments: bool,
-    /// The nonce to consume, in the same transaction (approved signing requests).
-    pub consume: Option<NonceUse>,
+    /// The nonce to sign with and the message (approved signing requests): the nonce is
+    /// consumed in the same transaction as the state.
+    pub sign_with: Option<(NonceUse, [u8; 32])>,
     /// Drop the verification nonces of holder commitments at or below this number.
     pub drop_verification_upto: Option<u64>,
     pub result: R,
+}
+
+/// A judged taproot request: the judge's result and the partial signature made, or the
+/// judge's error.
+pub type TaprootOutcome<R, E> = Result<(R, Option<[u8; 32]>), E>;
+
+/// Makes this leaf's partial signature on a message with a secret nonce (inside the
+/// store transaction that consumes the nonce; its result leaves only after the commit).
+pub type LeafSigner<'a> = &'a dyn Fn(SecNonce, &[u8; 32]) -> Result<[u8; 32], String>;
+
+fn force_close_key(channel: &ChannelKeysId, commitment: u64) -> [u8; 40] {
+    let mut key = [0u8; 40];
+    key[..32].copy_from_slice(channel);
+    key[32..].copy_from_slice(&commitment.to_be_bytes());
+    key
 }
 
 struct NonceRecord {
@@ -261,8 +285,11 @@ impl Store {
 
     /// Judges a taproot request inside one write transaction: `judge` gets the channel's
     /// stored state and the payment entries for `hashes`; what it returns is persisted
-    /// together with the consumption of the nonce it names, and that nonce's secret is
-    /// returned only after the commit. Nothing is written when `judge` fails.
+    /// together with the consumption of the nonce it names, and `signer`'s partial
+    /// signature with that nonce is returned only after the commit. A force close whose
+    /// verification nonce already signed gets the stored partial signature of that same
+    /// message again (no nonce is used twice). Nothing is written when `judge` or `signer`
+    /// fails.
     pub fn update_taproot<R, E>(
         &self,
         channel: &ChannelKeysId,
@@ -270,7 +297,8 @@ impl Store {
         limits: &ChannelPolicy,
         now: u64,
         judge: impl FnOnce(Option<TaprootChannelState>, &mut PaymentIndex) -> Result<TaprootUpdate<R>, E>,
-    ) -> Result<Result<(R, Option<SecNonce>), E>, StoreError> {
+        signer: LeafSigner<'_>,
+    ) -> Result<TaprootOutcome<R, E>, StoreError> {
         let txn = self.db().begin_write().map_err(db_err)?;
         let outcome;
         {
@@ -288,9 +316,10 @@ impl Store {
                 Ok(update) => {
                     let mut nonces = txn.open_table(MUSIG_NONCES).map_err(db_err)?;
                     let next = next_id(&txn.open_table(MUSIG_META).map_err(db_err)?)?;
-                    let sec = match update.consume {
+                    let mut psigs = txn.open_table(FORCE_CLOSE_PSIGS).map_err(db_err)?;
+                    let psig = match update.sign_with {
                         None => None,
-                        Some(NonceUse::Fresh(id)) => {
+                        Some((NonceUse::Fresh(id), msg)) => {
                             let record = match nonces.remove(id).map_err(db_err)? {
                                 Some(v) => decode(v.value())?,
                                 None if id < next => return Err(StoreError::ConsumedNonce(id)),
@@ -302,17 +331,34 @@ impl Store {
                             if let Some(commitment) = record.commitment {
                                 return Err(StoreError::VerificationNonce { id, commitment });
                             }
-                            Some(SecNonce::from_bytes(record.sec))
+                            Some(signer(SecNonce::from_bytes(record.sec), &msg).map_err(StoreError::Sign)?)
                         }
-                        Some(NonceUse::Verification { commitment }) => {
+                        Some((NonceUse::Verification { commitment }, msg)) => {
+                            let key = force_close_key(channel, commitment);
                             let found = channel_nonces(&nonces, channel)?
                                 .into_iter()
                                 .find(|(_, r)| r.commitment == Some(commitment));
-                            let Some((id, record)) = found else {
-                                return Err(StoreError::NoVerificationNonce { commitment });
-                            };
-                            nonces.remove(id).map_err(db_err)?;
-                            Some(SecNonce::from_bytes(record.sec))
+                            match found {
+                                Some((id, record)) => {
+                                    nonces.remove(id).map_err(db_err)?;
+                                    let psig =
+                                        signer(SecNonce::from_bytes(record.sec), &msg).map_err(StoreError::Sign)?;
+                                    let stored: Vec<u8> = [msg, psig].concat();
+                                    psigs.insert(key.as_slice(), stored.as_slice()).map_err(db_err)?;
+                                    Some(psig)
+                                }
+                                // Signed before (its reply lost): the same partial signature
+                                // of the same message, never a second one.
+                                None => match psigs.get(key.as_slice()).map_err(db_err)? {
+                                    Some(v) if v.value().get(..32) == Some(msg.as_slice()) => Some(
+                                        v.value()[32..]
+                                            .try_into()
+                                            .map_err(|_| StoreError::Corrupt("force-close partial signature"))?,
+                                    ),
+                                    Some(_) => return Err(StoreError::ForceCloseMessage { commitment }),
+                                    None => return Err(StoreError::NoVerificationNonce { commitment }),
+                                },
+                            }
                         }
                     };
                     if let Some(upto) = update.drop_verification_upto {
@@ -320,6 +366,15 @@ impl Store {
                             if r.commitment.is_some_and(|n| n <= upto) {
                                 nonces.remove(id).map_err(db_err)?;
                             }
+                        }
+                        let revoked: Vec<Vec<u8>> = psigs
+                            .range(force_close_key(channel, 0).as_slice()..=force_close_key(channel, upto).as_slice())
+                            .map_err(db_err)?
+                            .map(|row| row.map(|(k, _)| k.value().to_vec()))
+                            .collect::<Result<_, _>>()
+                            .map_err(db_err)?;
+                        for key in revoked {
+                            psigs.remove(key.as_slice()).map_err(db_err)?;
                         }
                     }
                     if let Some(state) = &update.state {
@@ -330,7 +385,7 @@ impl Store {
                     if update.write_payments {
                         save_index(&mut payments, &mut node, &index, &velocity)?;
                     }
-                    outcome = Ok((update.result, sec));
+                    outcome = Ok((update.result, psig));
                 }
             }
         }
@@ -391,8 +446,15 @@ impl Store {
 mod tests {
     use super::*;
 
-    /// Consumes nonce `use_` of `channel` through the request path (no state change).
-    fn consume(store: &Store, channel: &ChannelKeysId, use_: NonceUse) -> Result<SecNonce, StoreError> {
+    /// A stand-in leaf signer for the store's bookkeeping: the public nonce's first 32
+    /// bytes after its parity byte, xor the message (which nonce signed which message).
+    fn echo_signer(sec: SecNonce, msg: &[u8; 32]) -> Result<[u8; 32], String> {
+        let public = sec.public_nonce().0;
+        Ok(std::array::from_fn(|i| public[1 + i] ^ msg[i]))
+    }
+
+    /// Signs `msg` with nonce `use_` of `channel` through the request path (no state change).
+    fn sign_msg(store: &Store, channel: &ChannelKeysId, use_: NonceUse, msg: [u8; 32]) -> Result<[u8; 32], StoreError> {
         let policy = ChannelPolicy::default();
         let out = store.update_taproot(
             channel,
@@ -403,13 +465,23 @@ mod tests {
                 Ok::<_, ()>(TaprootUpdate {
                     state: None,
                     write_payments: false,
-                    consume: Some(use_),
+                    sign_with: Some((use_, msg)),
                     drop_verification_upto: None,
                     result: (),
                 })
             },
+            &echo_signer,
         )?;
-        Ok(out.expect("judge never fails here").1.expect("a nonce was consumed"))
+        Ok(out.expect("judge never fails here").1.expect("a nonce signed"))
+    }
+
+    /// The nonce that signed (by [`echo_signer`]).
+    fn consume(store: &Store, channel: &ChannelKeysId, use_: NonceUse) -> Result<[u8; 32], StoreError> {
+        sign_msg(store, channel, use_, [0; 32])
+    }
+
+    fn signed_with(psig: [u8; 32], public: &PubNonce) -> bool {
+        psig[..] == public.0[1..33]
     }
 
     #[test]
@@ -430,8 +502,8 @@ mod tests {
             let store = Store::open(&path).unwrap();
             let made = store.new_musig_nonces(&[1; 32], &leaf, 3, &mut rand).unwrap();
             assert_eq!(store.musig_pubnonce(&[1; 32], made[0].0).unwrap(), Some(made[0].1 .0));
-            let sec = consume(&store, &[1; 32], NonceUse::Fresh(made[0].0)).unwrap();
-            assert_eq!(sec.public_nonce(), made[0].1);
+            let psig = consume(&store, &[1; 32], NonceUse::Fresh(made[0].0)).unwrap();
+            assert!(signed_with(psig, &made[0].1));
             made
         };
         // After a restart: consumed stays consumed, another channel cannot take a nonce,
@@ -483,14 +555,23 @@ mod tests {
             store.verification_nonce(&c, 9, &leaf, || [9; 32]),
             Err(StoreError::TooManyVerificationNonces { .. })
         ));
-        // Used once for its commitment; then gone.
-        let sec = consume(&store, &c, NonceUse::Verification { commitment: 6 }).unwrap();
-        assert_eq!(sec.public_nonce(), v6.1);
+        // Used once for its commitment; then gone, its partial signature kept in its place:
+        // asked again (a lost reply, a restart), the same one, never another message's.
+        let psig = sign_msg(&store, &c, NonceUse::Verification { commitment: 6 }, [0x66; 32]).unwrap();
+        assert!(signed_with(std::array::from_fn(|i| psig[i] ^ 0x66), &v6.1));
+        assert_eq!(store.verification_pubnonce(&c, 6).unwrap(), None, "the nonce is gone");
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(sign_msg(&store, &c, NonceUse::Verification { commitment: 6 }, [0x66; 32]).unwrap(), psig);
         assert!(matches!(
-            consume(&store, &c, NonceUse::Verification { commitment: 6 }),
+            sign_msg(&store, &c, NonceUse::Verification { commitment: 6 }, [0x67; 32]),
+            Err(StoreError::ForceCloseMessage { commitment: 6 })
+        ));
+        assert!(matches!(
+            sign_msg(&store, &[2; 32], NonceUse::Verification { commitment: 6 }, [0x66; 32]),
             Err(StoreError::NoVerificationNonce { commitment: 6 })
         ));
-        // A revocation up to 7 drops 5 and 7, keeps 8.
+        // A revocation up to 7 drops the nonces of 5 and 7 and the signature of 6, keeps 8.
         let policy = ChannelPolicy::default();
         store
             .update_taproot(
@@ -502,16 +583,21 @@ mod tests {
                     Ok::<_, ()>(TaprootUpdate {
                         state: None,
                         write_payments: false,
-                        consume: None,
+                        sign_with: None,
                         drop_verification_upto: Some(7),
                         result: (),
                     })
                 },
+                &echo_signer,
             )
             .unwrap()
             .unwrap();
         assert_eq!(store.verification_pubnonce(&c, 5).unwrap(), None);
         assert_eq!(store.verification_pubnonce(&c, 7).unwrap(), None);
         assert!(store.verification_pubnonce(&c, 8).unwrap().is_some());
+        assert!(matches!(
+            sign_msg(&store, &c, NonceUse::Verification { commitment: 6 }, [0x66; 32]),
+            Err(StoreError::NoVerificationNonce { commitment: 6 })
+        ));
     }
 }

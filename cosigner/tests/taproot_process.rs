@@ -7,8 +7,10 @@
 //!
 //! Verification nonces: one handed out before a restart is forgotten unless its holder
 //! commitment was validated; a validated one survives `kill -9`, is bound to its holder
-//! commitment (it never signs a counterparty commitment), completes that commitment for
-//! force close once, and after another `kill -9` the retry gets nothing.
+//! commitment (it never signs a counterparty commitment) and completes that commitment for
+//! force close once: a reply lost to an abort right after the signing committed, or a
+//! retry after another `kill -9`, gets the identical partial signature again (stored in the
+//! nonce's place), never a second one; a retry in another session gets nothing.
 //!
 //! The process is a one-cosigner quorum (no peers): its leaf alone is the funding node.
 
@@ -230,18 +232,30 @@ async fn a_verification_nonce_survives_crashes_and_completes_one_force_close() {
     let req = CosignerRequest::TaprootApply { channel: CHANNEL, request: validate };
     assert!(matches!(call(&conn, &req).await.unwrap(), CosignerResponse::TaprootApplied { .. }));
     cosigner.kill_9();
-    let conn = cosigner.start(None).await;
 
-    // Force close: signed once with the stored verification nonce...
+    // Force close, and the process aborts after the signing committed, before the reply:
+    // the reply is lost.
+    let conn = cosigner.start(Some("abort-after-nonce-consume")).await;
     let force = CosignerRequest::TaprootSign {
         channel: CHANNEL,
         request: TaprootRequest::SignHolderCommitment { commitment_number: 0 },
         session: NestedSession { leaf_nonces: vec![v.clone()], counterparty_nonce: their_pub.0.to_vec() },
     };
+    assert!(call(&conn, &force).await.is_err(), "the reply was lost");
+    assert!(!cosigner.wait_exit().success());
+    // Asked again: the partial signature made with the verification nonce, verified...
+    let conn = cosigner.start(None).await;
     let psig = verified_psig(call(&conn, &force).await.unwrap(), &force, &leaf_key);
-    // ...and after a kill -9, the retry gets no second partial signature.
+    // ...and after a kill -9 the identical one, never a second signature with that nonce.
     cosigner.kill_9();
     let conn = cosigner.start(None).await;
-    assert_eq!(error_kind(call(&conn, &force).await.unwrap()), ErrorKind::InvalidRequest);
-    assert_ne!(psig, [0; 32]);
+    assert_eq!(verified_psig(call(&conn, &force).await.unwrap(), &force, &leaf_key), psig);
+    // Another session (another counterparty nonce) for the same commitment gets nothing.
+    let (_, other_pub) = nonce_gen(&[4; 32], Some(&[0x50; 32]), &theirs, None, None, None).unwrap();
+    let other = CosignerRequest::TaprootSign {
+        channel: CHANNEL,
+        request: TaprootRequest::SignHolderCommitment { commitment_number: 0 },
+        session: NestedSession { leaf_nonces: vec![v.clone()], counterparty_nonce: other_pub.0.to_vec() },
+    };
+    assert_eq!(error_kind(call(&conn, &other).await.unwrap()), ErrorKind::InvalidRequest);
 }

@@ -4,6 +4,9 @@
 //! secret nonce used twice — which the aggregate-R check cannot see when the co-signers
 //! or the message differ (FROST's binding factors then change R).
 //!
+//! A force close asked for twice is counted twice, although the cosigner sends the partial
+//! signature it stored, not a second one: the runs here never ask twice.
+//!
 //! Must never: count a pair as repeated because one report was observed twice (each
 //! reply's report is added once, by the client observer).
 

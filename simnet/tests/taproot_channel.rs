@@ -335,9 +335,10 @@ async fn force_close_with_htlc_transactions_and_sweeps() {
     // Force close with the latest, completed with its stored verification nonce.
     let commitment = d.force_close(&client).await.unwrap();
     consensus_ok(&commitment, 0);
-    // Its nonce is spent: the same force close cannot be signed again by any cosigner.
-    let again = d.force_close(&client).await;
-    assert!(matches!(again, Err(DriverError::Client(_))), "{again:?}");
+    // Its nonces are spent; asked again, every cosigner sends the partial signature it
+    // made with its verification nonce: the identical signature, no second one.
+    let again = d.force_close(&client).await.unwrap();
+    assert_eq!(again.tx, commitment.tx, "the same force close, signed once");
 
     let info = d.holder.clone().unwrap().info;
     let built = tc::commitment(&d.view, &info, Side::Holder).unwrap();
@@ -442,6 +443,45 @@ async fn force_close_with_htlc_transactions_and_sweeps() {
         outbound_preimages: vec![],
     };
     refused(client.taproot_sign(channel, after, [2; 66]).await, "policy-channel-closed", ALL);
+    h.shutdown().await;
+}
+
+/// A lost reply to the force-close signing (a coordinator that drops it, a link that
+/// breaks) does not cost that commitment's force close: its verification nonce is spent,
+/// but asked again the cosigner sends the partial signature it made with it, and the force
+/// close passes Bitcoin Core's interpreter. The channel then takes no new commitment, so
+/// the commitment whose signature is kept is never revoked (the store would delete it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_force_close_reply_is_answered_again_with_the_same_signature() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let dropping = Arc::new(AtomicBool::new(false));
+    let drop_now = dropping.clone();
+    let fault: qls_cosigner::ReplyFault = Arc::new(move |reply| match reply {
+        CosignerResponse::TaprootPartialSig { .. } if drop_now.load(Ordering::SeqCst) => {
+            CosignerResponse::Error { kind: ErrorKind::Internal, detail: "reply dropped".into() }
+        }
+        reply => reply,
+    });
+    let mut spec = spec();
+    spec.faults = vec![None, Some(fault), None];
+    let h = Harness::start(spec).await.unwrap();
+    let client = h.client().await.unwrap();
+    let channel = [0x73; 32];
+    let mut d = TaprootChannelDriver::open(&client, &h.chain, channel, setup([0x99; 32]), VALUE * 1000).await.unwrap();
+    approve(&client, &preimage(7), 100_000_000).await;
+    d.book.offer(100_000_000, preimage(7), 600);
+    d.update(&client).await.unwrap();
+
+    dropping.store(true, Ordering::SeqCst);
+    let lost = d.force_close(&client).await;
+    assert!(matches!(lost, Err(DriverError::Client(_))), "c2's reply was dropped: {lost:?}");
+    dropping.store(false, Ordering::SeqCst);
+    let first = d.force_close(&client).await.expect("the force close is answered again");
+    consensus_ok(&first, 0);
+    assert_eq!(d.force_close(&client).await.unwrap().tx, first.tx, "one signature per commitment");
+    d.book.offer(1_000_000, preimage(8), 600);
+    refused(d.update(&client).await, "policy-channel-closed", ALL);
     h.shutdown().await;
 }
 
