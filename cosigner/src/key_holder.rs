@@ -15,8 +15,8 @@ use bitcoin::constants::ChainHash;
 use bitcoin::secp256k1::{ecdh::SharedSecret, All, Message, PublicKey, Scalar, Secp256k1};
 use lightning::chain::transaction::OutPoint;
 use lightning::ln::chan_utils::{
-    get_countersigner_payment_script, get_revokeable_redeemscript, ClosingTransaction, HolderCommitmentTransaction,
-    TxCreationKeys,
+    get_countersigner_payment_script, get_revokeable_redeemscript, ClosingTransaction, HTLCOutputInCommitment,
+    HolderCommitmentTransaction, TxCreationKeys,
 };
 use lightning::ln::channel_keys::RevocationKey;
 use lightning::sign::ecdsa::EcdsaChannelSigner;
@@ -24,8 +24,9 @@ use lightning::sign::{
     ChannelDerivationParameters, ChannelSigner, DelayedPaymentOutputDescriptor, HTLCDescriptor, InMemorySigner,
     KeysManager, NodeSigner, Recipient, StaticPaymentOutputDescriptor,
 };
-use lightning::types::payment::PaymentPreimage;
+use lightning::types::payment::{PaymentHash, PaymentPreimage};
 use qls_protocol::{ChannelKeysId, ChannelRequest, KeyHolderOutput, NodeKeyRequest};
+use qls_signer_core::channel::justice::revoked_secret;
 use qls_signer_core::channel::parse::{self, Broadcaster};
 use qls_signer_core::channel::{delayed_outputs, ChannelState};
 use qls_signer_core::node_key;
@@ -308,6 +309,48 @@ impl KeyHolder {
                     .sign_counterparty_payment_input(&spend, *input as usize, &descriptor, secp)
                     .map_err(|_| KeyHolderError::Signer("to_remote sweep"))?;
                 Ok(KeyHolderOutput::Witness(w.to_vec()))
+            }
+            // Justice: the revocation key of the proven, revoked counterparty commitment,
+            // from the secret in this cosigner's store (never one from the request).
+            ChannelRequest::SignJustice { tx, input, amount_sat, htlc } => {
+                let spend =
+                    parse::transaction(tx, "transaction").map_err(|e| KeyHolderError::Rebuild(e.to_string()))?;
+                let spent = spend.input.get(*input as usize).ok_or(KeyHolderError::Signer("input out of range"))?;
+                let n = state
+                    .funding_spend
+                    .as_ref()
+                    .and_then(|s| s.commitment_number)
+                    .ok_or(KeyHolderError::Signer("no proven commitment spend"))?;
+                let secret = revoked_secret(state, n)
+                    .map_err(|e| KeyHolderError::Rebuild(e.to_string()))?
+                    .ok_or(KeyHolderError::Signer("that commitment is not revoked"))?;
+                let key = bitcoin::secp256k1::SecretKey::from_slice(&secret)
+                    .map_err(|_| KeyHolderError::Signer("stored secret is not a key"))?;
+                let sig = match htlc {
+                    None => {
+                        signer.sign_justice_revoked_output(&params, &spend, *input as usize, *amount_sat, &key, secp)
+                    }
+                    Some(h) => {
+                        let htlc = HTLCOutputInCommitment {
+                            offered: h.offered,
+                            amount_msat: h.amount_msat,
+                            cltv_expiry: h.cltv_expiry,
+                            payment_hash: PaymentHash(h.payment_hash),
+                            transaction_output_index: Some(spent.previous_output.vout),
+                        };
+                        signer.sign_justice_revoked_htlc(
+                            &params,
+                            &spend,
+                            *input as usize,
+                            *amount_sat,
+                            &key,
+                            &htlc,
+                            secp,
+                        )
+                    }
+                }
+                .map_err(|_| KeyHolderError::Signer("justice"))?;
+                Ok(sig_output(sig, &[]))
             }
         }
     }

@@ -145,6 +145,13 @@ pub enum ChannelRequest {
     /// [`ChannelRequest::FundingConfirmed`]) of a transaction spending it. From then on
     /// the channel's incoming HTLCs cover nothing and no commitment is signed; sweeps are.
     FundingSpent(FundingProof),
+    /// Sign input `input` of justice transaction `tx` (consensus encoding), which takes an
+    /// output of the counterparty's revoked commitment through our revocation key: its
+    /// to_local or the output of one of its second-level HTLC transactions (`htlc` is
+    /// `None`), or its HTLC output `htlc` (from the counterparty's point of view). The input
+    /// spends `amount_sat`. Which commitment was broadcast is the cosigner's own fact (the
+    /// proven funding spend, `FundingSpent`), and its secret must be in the cosigner's store.
+    SignJustice { tx: Vec<u8>, input: u32, amount_sat: u64, htlc: Option<HtlcInfo> },
 }
 
 /// A request about the node's own key (not one channel).

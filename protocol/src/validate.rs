@@ -414,7 +414,8 @@ fn channel_request(r: &ChannelRequest) -> Result<(), ValidationError> {
         ChannelRequest::SignDelayedSweep { tx, .. }
         | ChannelRequest::SignRemoteSweep { tx, .. }
         | ChannelRequest::SignHolderAnchor { tx, .. }
-        | ChannelRequest::SignHolderHtlc { tx, .. } => at_most("tx", tx.len(), MAX_TX_BYTES),
+        | ChannelRequest::SignHolderHtlc { tx, .. }
+        | ChannelRequest::SignJustice { tx, .. } => at_most("tx", tx.len(), MAX_TX_BYTES),
         ChannelRequest::FundingConfirmed(p) | ChannelRequest::FundingSpent(p) => funding_proof(p),
     }
 }

@@ -552,6 +552,7 @@ async fn routing_and_payments(c: &mut Corpus<'_>) -> Result<(), CorpusError> {
     let (spend, _) =
         closing.force_close(&c.client).await.map_err(|source| CorpusError::Driver { attack: A, source })?;
     let unrelated = funding_tx([0x6d; 32], &ScriptBuf::new(), 1_000, 0);
+    let on_chain = spend.tx.clone();
     let mut proofs = lock_chain(&c.h.chain).confirm(&[spend.tx, unrelated]);
     let (spent_proof, unrelated_proof) = (proofs.remove(0), proofs.remove(0));
     c.channel("funding-spend-proof-of-another-transaction", "policy-funding-proof", closing.channel, {
@@ -562,6 +563,31 @@ async fn routing_and_payments(c: &mut Corpus<'_>) -> Result<(), CorpusError> {
         .channel(closing.channel, ChannelRequest::FundingSpent(spent_proof))
         .await
         .map_err(|source| CorpusError::Client { attack: A, source })?;
+    // Justice on the commitment now on chain (ours, whose number the counterparty never
+    // revoked): the revocation key of a commitment not revoked is never used; nor does
+    // justice pay anyone but us.
+    let justice = |to: ScriptBuf| {
+        let (vout, out) = on_chain.output.iter().enumerate().max_by_key(|(_, o)| o.value).expect("outputs");
+        let tx = bitcoin::Transaction {
+            version: bitcoin::transaction::Version::TWO,
+            lock_time: bitcoin::absolute::LockTime::ZERO,
+            input: vec![bitcoin::TxIn {
+                previous_output: bitcoin::OutPoint { txid: on_chain.compute_txid(), vout: vout as u32 },
+                ..Default::default()
+            }],
+            output: vec![TxOut { value: out.value - Amount::from_sat(1_000), script_pubkey: to }],
+        };
+        let amount_sat = out.value.to_sat();
+        ChannelRequest::SignJustice { tx: bitcoin::consensus::serialize(&tx), input: 0, amount_sat, htlc: None }
+    };
+    let key = c.h.key_id();
+    let wallet = wallet_script(&key).map_err(|e| CorpusError::Setup { attack: A, detail: e.to_string() })?;
+    c.channel("justice-on-a-commitment-never-revoked", "policy-justice-revoked", closing.channel, justice(wallet))
+        .await;
+    c.channel("justice-paying-a-foreign-script", "policy-sweep-destination", closing.channel, {
+        justice(foreign_script())
+    })
+    .await;
     let after_close = Corpus::with_offer(A, &mut outbound, 200_000_000, gone, 700)?;
     c.channel(
         "forward-covered-by-a-channel-closed-on-chain",

@@ -749,6 +749,76 @@ fn ldk_node_b_signed_by_the_quorum() {
     let mined = w.mine();
     assert!(mined.iter().any(|t| t.compute_txid() == sweep.compute_txid()), "the to_remote sweep is mined");
 
+    // A cheats: it opens a channel to B, keeps a copy of its channel monitor (a stale
+    // backup), pays B 100,000 sat, then broadcasts the revoked commitment the copy holds.
+    // B's monitor punishes it: the justice transaction, signed by the quorum (the revoked
+    // commitment proven spent by B's chain watch, its secret in every cosigner's store),
+    // takes A's whole to_local to the QLS wallet.
+    a.cm.create_channel(b.id(), 400_000, 0, 4, None, None).unwrap();
+    w.pump();
+    w.mine();
+    w.pump();
+    let chan_ab3 =
+        a.cm.list_channels()
+            .into_iter()
+            .find(|ch| ch.counterparty.node_id == b.id() && ch.is_channel_ready && ch.channel_value_satoshis == 400_000)
+            .expect("the third A–B channel is ready")
+            .channel_id;
+    let stale_backup = {
+        use lightning::util::ser::Writeable;
+        a.chain_monitor.get_monitor(chan_ab3).expect("A's monitor").encode()
+    };
+    let inv = b.cm.create_bolt11_invoice(invoice_params(100_000_000)).unwrap();
+    a.cm.pay_for_bolt11_invoice(&inv, PaymentId([0xab; 32]), None, cfg(), Retry::Attempts(0)).unwrap();
+    w.pump();
+    assert_eq!(sent(&a.log), 51, "A paid B over the new channel");
+    let stale = {
+        use lightning::util::ser::ReadableArgs;
+        let (_, monitor) = <(lightning::bitcoin::BlockHash, ChannelMonitor<lightning::sign::InMemorySigner>)>::read(
+            &mut &stale_backup[..],
+            (&*a.keys, &*a.keys),
+        )
+        .expect("the stale backup reads");
+        monitor
+    };
+    let stale_logger = Arc::new(TestLogger("A-stale"));
+    stale.broadcast_latest_holder_commitment_txn(&mempool, &Arc::new(FixedFee), &stale_logger);
+    // An anchor commitment comes as a bump event (the commitment, signed, and its anchor);
+    // it pays enough fee here to be broadcast alone.
+    let handler = |event: Event| {
+        if let Event::BumpTransaction(lightning::events::bump_transaction::BumpTransactionEvent::ChannelClose {
+            commitment_tx,
+            ..
+        }) = event
+        {
+            mempool.broadcast_transactions(&[&commitment_tx]);
+        }
+        Ok(())
+    };
+    stale.process_pending_events(&&handler, &stale_logger).unwrap();
+    let revoked = w.mine();
+    assert_eq!(revoked.len(), 1, "A's revoked commitment is mined");
+    let revoked_txid = revoked[0].compute_txid();
+    let a_balance = revoked[0].output.iter().map(|o| o.value.to_sat()).max().unwrap();
+    let mut justice = None;
+    for _ in 0..10 {
+        justice = w.mined.iter().find(|t| t.input.iter().any(|i| i.previous_output.txid == revoked_txid)).cloned();
+        if justice.is_some() {
+            break;
+        }
+        w.mine();
+    }
+    let justice = justice.expect("B's justice transaction is mined");
+    assert_eq!(justice.output.len(), 1);
+    assert_eq!(justice.output[0].script_pubkey, wallet_script, "A's balance goes to the QLS wallet");
+    let fee = a_balance - justice.output[0].value.to_sat();
+    assert!(a_balance > 390_000 && fee < 2_000, "A's whole to_local ({a_balance} sat) less a fee of {fee} sat");
+    assert!(b
+        .log
+        .borrow()
+        .iter()
+        .any(|e| matches!(e, Event::ChannelClosed { channel_id, .. } if *channel_id == chan_ab3)));
+
     // B pays C once more and C holds the HTLC; B force-closes B–C with it in flight.
     let held: Invoice = c.cm.create_bolt11_invoice(invoice_params(7_000_000)).unwrap();
     HOLD.with(|h| h.borrow_mut().insert(held.payment_hash().to_byte_array()));

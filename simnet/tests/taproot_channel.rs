@@ -178,7 +178,7 @@ async fn two_sided_updates_with_htlcs_both_ways_attacks_refused_and_cooperative_
         consensus_ok(&taken.unwrap(), 0);
         let latest = d.counterparty_latest.clone().unwrap().commitment_number;
         let not_revoked = d.justice(&client, take(v, &out), latest, RevokedOutput::ToLocal, witness).await;
-        refused(not_revoked, "policy-sweep-source", ALL);
+        refused(not_revoked, "policy-justice-revoked", ALL);
         for (hinfo, vout) in revoked.htlcs.iter().zip(&cp.htlc_vouts) {
             let vout = vout.unwrap() as usize;
             let out = cp.tx.output[vout].clone();

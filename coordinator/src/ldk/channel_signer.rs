@@ -16,11 +16,14 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use bitcoin::secp256k1::{ecdsa::Signature, All, PublicKey, Secp256k1, SecretKey};
+use bitcoin::hashes::Hash;
+use bitcoin::secp256k1::{ecdsa::Signature, All, Message, PublicKey, Secp256k1, SecretKey};
+use bitcoin::sighash::{EcdsaSighashType, SighashCache};
 use bitcoin::Transaction;
 use lightning::ln::chan_utils::{
-    make_funding_redeemscript, ChannelPublicKeys, ChannelTransactionParameters, ClosingTransaction,
-    CommitmentTransaction, HTLCOutputInCommitment, HolderCommitmentTransaction,
+    get_htlc_redeemscript, get_revokeable_redeemscript, make_funding_redeemscript, ChannelPublicKeys,
+    ChannelTransactionParameters, ClosingTransaction, CommitmentTransaction, HTLCOutputInCommitment,
+    HolderCommitmentTransaction, TxCreationKeys,
 };
 use lightning::ln::msgs::UnsignedChannelAnnouncement;
 use lightning::sign::ecdsa::EcdsaChannelSigner;
@@ -167,6 +170,55 @@ impl QuorumChannelSigner {
         })
     }
 
+    /// A justice input (to_local or second-level output when `htlc` is `None`, else an HTLC
+    /// output of the revoked commitment). The cosigners take the commitment and its secret
+    /// from their own store; LDK's `per_commitment_key` only serves to check the signature.
+    #[allow(clippy::too_many_arguments)]
+    fn justice(
+        &self,
+        params: &ChannelTransactionParameters,
+        justice_tx: &Transaction,
+        input: usize,
+        amount: u64,
+        per_commitment_key: &SecretKey,
+        htlc: Option<&HTLCOutputInCommitment>,
+        secp: &Secp256k1<All>,
+    ) -> Result<Signature, ()> {
+        self.ensure_setup(params)?;
+        let request = ChannelRequest::SignJustice {
+            tx: bitcoin::consensus::serialize(justice_tx),
+            input: u32::try_from(input).map_err(|_| ())?,
+            amount_sat: amount,
+            htlc: htlc.map(htlc_info),
+        };
+        let sig = self.blocking_sig("justice transaction", request)?;
+        // The script LDK's own signer would sign for, under the revocation key of the
+        // commitment whose secret LDK holds: the quorum's signature must verify for it.
+        let directed = params.as_counterparty_broadcastable();
+        let point = PublicKey::from_secret_key(secp, per_commitment_key);
+        let keys = TxCreationKeys::from_channel_static_keys(
+            &point,
+            directed.broadcaster_pubkeys(),
+            directed.countersignatory_pubkeys(),
+            secp,
+        );
+        let script = match htlc {
+            None => get_revokeable_redeemscript(
+                &keys.revocation_key,
+                directed.contest_delay(),
+                &keys.broadcaster_delayed_payment_key,
+            ),
+            Some(h) => get_htlc_redeemscript(h, &params.channel_type_features, &keys),
+        };
+        let sighash = SighashCache::new(justice_tx)
+            .p2wsh_signature_hash(input, &script, bitcoin::Amount::from_sat(amount), EcdsaSighashType::All)
+            .map_err(|_| self.log_refusal("justice transaction", "input out of range"))?;
+        let msg = Message::from_digest(sighash.to_byte_array());
+        secp.verify_ecdsa(&msg, &sig, &keys.revocation_key.to_public_key())
+            .map_err(|_| self.log_refusal("justice transaction", "returned signature does not verify"))?;
+        Ok(sig)
+    }
+
     fn blocking_sig(&self, what: &str, request: ChannelRequest) -> Result<Signature, ()> {
         self.bridge
             .channel_blocking(self.id, request)
@@ -305,27 +357,27 @@ impl EcdsaChannelSigner for QuorumChannelSigner {
 
     fn sign_justice_revoked_output(
         &self,
-        _params: &ChannelTransactionParameters,
-        _justice_tx: &Transaction,
-        _input: usize,
-        _amount: u64,
-        _per_commitment_key: &SecretKey,
-        _secp: &Secp256k1<All>,
+        params: &ChannelTransactionParameters,
+        justice_tx: &Transaction,
+        input: usize,
+        amount: u64,
+        per_commitment_key: &SecretKey,
+        secp: &Secp256k1<All>,
     ) -> Result<Signature, ()> {
-        self.refused("justice transaction", "not supported yet")
+        self.justice(params, justice_tx, input, amount, per_commitment_key, None, secp)
     }
 
     fn sign_justice_revoked_htlc(
         &self,
-        _params: &ChannelTransactionParameters,
-        _justice_tx: &Transaction,
-        _input: usize,
-        _amount: u64,
-        _per_commitment_key: &SecretKey,
-        _htlc: &HTLCOutputInCommitment,
-        _secp: &Secp256k1<All>,
+        params: &ChannelTransactionParameters,
+        justice_tx: &Transaction,
+        input: usize,
+        amount: u64,
+        per_commitment_key: &SecretKey,
+        htlc: &HTLCOutputInCommitment,
+        secp: &Secp256k1<All>,
     ) -> Result<Signature, ()> {
-        self.refused("justice HTLC transaction", "not supported yet")
+        self.justice(params, justice_tx, input, amount, per_commitment_key, Some(htlc), secp)
     }
 
     fn sign_holder_htlc_transaction(

@@ -6,6 +6,7 @@
 //! anything but the request, the stored state and the policy.
 
 pub mod funding;
+pub mod justice;
 pub mod parse;
 pub mod payment_approval;
 pub mod payments;

@@ -38,9 +38,25 @@ pub struct ChannelState {
     /// SPV proof showed it (`ChannelRequest::FundingSpent`): no commitment is signed after
     /// it, and the channel's incoming HTLCs no longer cover anything.
     pub funding_spent_at: Option<u32>,
+    /// What that proven spend is (its txid, output values, commitment number): the
+    /// commitment a justice transaction or a claim on the counterparty's commitment
+    /// spends from, never taken from a request.
+    pub funding_spend: Option<FundingSpend>,
     /// When this cosigner stored the setup (its clock): a channel we fund is funded only
     /// within the velocity window it was counted in.
     pub set_up_at: Option<u64>,
+}
+
+/// The transaction an SPV proof showed spending the funding output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FundingSpend {
+    pub txid: [u8; 32],
+    /// Its outputs' values, in order (satoshis).
+    pub output_values: Vec<u64>,
+    /// When it has a commitment transaction's shape (BOLT 3 locktime and sequence
+    /// markers): the commitment number (LDK's, counting down) its obscured number
+    /// decodes to under this channel's obscuring factor. Either side's commitment.
+    pub commitment_number: Option<u64>,
 }
 
 /// Our own (holder) commitments: what the counterparty signed for us and what we revoked.
@@ -108,6 +124,7 @@ impl ChannelState {
             closed_at: None,
             funding_confirmed_at: None,
             funding_spent_at: None,
+            funding_spend: None,
             set_up_at: None,
         }
     }

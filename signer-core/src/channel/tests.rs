@@ -32,6 +32,7 @@ const DELAY: u16 = 144;
 /// The cosigner clock in these tests (unix seconds).
 const NOW: u64 = 1_800_000_000;
 
+#[derive(Clone)]
 struct Side {
     funding: SecretKey,
     revocation: SecretKey,
@@ -68,6 +69,7 @@ fn script(tag: &[u8]) -> ScriptBuf {
     ScriptBuf::new_p2wpkh(&bitcoin::WPubkeyHash::hash(tag))
 }
 
+#[derive(Clone)]
 struct Fx {
     secp: Secp256k1<All>,
     holder: Side,
@@ -414,6 +416,90 @@ fn incoming_htlcs_from_before_the_funding_proof_cover_once_it_is_proven() {
     assert!(fx.payments.get(&hash).is_none_or(|e| e.incoming_msat == 0), "unproven: covers nothing");
     assert_eq!(fx.confirm_funding(), vec![]);
     assert_eq!(fx.payments.get(&hash).unwrap().incoming_msat, 200_000_000, "proven: the HTLC on it covers");
+}
+
+/// Mines `tx` into the fixture's chain (alone in its block) and hands the cosigner the
+/// proof that it spent the funding output; returns its tags.
+fn prove_funding_spend(fx: &mut Fx, tx: &Transaction) -> Vec<PolicyTag> {
+    use crate::funding_proof::tests::mine;
+    use bitcoin::consensus::encode::serialize;
+    let mut chain = fx.chain.clone().unwrap();
+    let block = mine(chain.tip_hash(), tx.compute_txid().to_byte_array(), 1_700_001_200);
+    chain.extend(bitcoin::Network::Regtest, &[serialize(&block)]).unwrap();
+    fx.chain = Some(chain);
+    let proof = qls_protocol::FundingProof {
+        headers: vec![],
+        tx: serialize(tx),
+        block_header: serialize(&block),
+        merkle_branch: vec![],
+        position: 0,
+    };
+    fx.run(ChannelRequest::FundingSpent(proof))
+}
+
+#[test]
+fn justice_takes_only_a_proven_revoked_counterparty_commitment_to_our_wallet() {
+    // They fund: their balance is the to_local a revoked commitment of theirs carries.
+    let mut fx = Fx::new(false);
+    let theirs = fx.ours_sat(0, 0, 0);
+    assert_eq!(fx.run(ChannelRequest::Setup(fx.setup.clone())), vec![]);
+    assert_eq!(fx.sign_cp(fx.cp_info(N0, theirs, 0, vec![]), vec![]), vec![]);
+    let req = fx.validate_req(fx.holder_info(N0, 0, theirs, vec![]), vec![]);
+    assert_eq!(fx.run(req), vec![]);
+    assert_eq!(fx.confirm_funding(), vec![]);
+    // One more round: their commitment N0 is revoked, N0 - 1 is not.
+    assert_eq!(fx.round(N0 - 1, 0, theirs, vec![], vec![]), vec![]);
+    let params = parse::transaction_parameters(&fx.setup).unwrap();
+    let broadcast = |n: u64| {
+        let c = parse::commitment(&params, &fx.cp_info(n, theirs, 0, vec![]), Broadcaster::Counterparty, &fx.secp);
+        c.unwrap().trust().built_transaction().transaction.clone()
+    };
+    let (revoked, current) = (broadcast(N0), broadcast(N0 - 1));
+    let to_local = |tx: &Transaction| tx.output.iter().position(|o| o.value.to_sat() == theirs).unwrap() as u32;
+    let justice = |of: &Transaction, extra_input: bool, to: &[u8], out_sat: u64, amount_sat: u64| {
+        let mut input = vec![bitcoin::TxIn {
+            previous_output: bitcoin::OutPoint { txid: of.compute_txid(), vout: to_local(of) },
+            ..Default::default()
+        }];
+        if extra_input {
+            input.push(bitcoin::TxIn {
+                previous_output: bitcoin::OutPoint { txid: bitcoin::Txid::from_byte_array([0xee; 32]), vout: 0 },
+                ..Default::default()
+            });
+        }
+        let tx = Transaction {
+            version: bitcoin::transaction::Version::TWO,
+            lock_time: bitcoin::absolute::LockTime::ZERO,
+            input,
+            output: vec![bitcoin::TxOut { value: bitcoin::Amount::from_sat(out_sat), script_pubkey: script(to) }],
+        };
+        ChannelRequest::SignJustice { tx: bitcoin::consensus::serialize(&tx), input: 0, amount_sat, htlc: None }
+    };
+    // Nothing proven spent yet: no commitment to punish.
+    assert_eq!(fx.run(justice(&revoked, false, b"wallet", theirs - 1_000, theirs)), vec![PolicyTag::JusticeRevoked]);
+
+    // Their unrevoked commitment on chain: not a justice case.
+    let mut honest = fx.clone();
+    assert_eq!(prove_funding_spend(&mut honest, &current), vec![]);
+    assert_eq!(
+        honest.run(justice(&current, false, b"wallet", theirs - 1_000, theirs)),
+        vec![PolicyTag::JusticeRevoked]
+    );
+
+    // Their revoked commitment on chain: decoded from the transaction itself.
+    assert_eq!(prove_funding_spend(&mut fx, &revoked), vec![]);
+    let spend = fx.state.as_ref().unwrap().funding_spend.clone().unwrap();
+    assert_eq!(spend.commitment_number, Some(N0));
+    assert_eq!(spend.txid, revoked.compute_txid().to_byte_array());
+    assert_eq!(fx.run(justice(&revoked, false, b"wallet", theirs - 1_000, theirs)), vec![]);
+    assert_eq!(
+        fx.run(justice(&revoked, false, b"attacker", theirs - 1_000, theirs)),
+        vec![PolicyTag::SweepDestination]
+    );
+    // Another value than the proven output's, an input of unknown value, a fee over the cap.
+    assert_eq!(fx.run(justice(&revoked, false, b"wallet", 1_000, 2_000)), vec![PolicyTag::JusticeRevoked]);
+    assert_eq!(fx.run(justice(&revoked, true, b"wallet", theirs - 1_000, theirs)), vec![PolicyTag::SweepFeeRange]);
+    assert_eq!(fx.run(justice(&revoked, false, b"wallet", 1_000, theirs)), vec![PolicyTag::SweepFeeRange]);
 }
 
 #[test]

@@ -241,6 +241,10 @@ fn update(
                 proof,
                 &outpoint,
             );
+            if newly {
+                let tx = parse::transaction(&proof.tx, "funding spend")?;
+                next.funding_spend = Some(super::justice::funding_spend(&params, &tx));
+            }
             // Its incoming HTLCs entered the index only once the funding was proven.
             if newly && next.funding_confirmed_at.is_some() {
                 let incoming = next.holder.latest.iter().flat_map(|h| h.info.htlcs.iter().filter(|h| !h.offered));
@@ -249,6 +253,23 @@ fn update(
         }
         ChannelRequest::SignHolderHtlc { tx, input, commitment_number, htlc, preimage } => {
             holder_htlc(j, next, &params, tx, *input, *commitment_number, htlc, preimage, ctx)?
+        }
+        ChannelRequest::SignJustice { tx, input, amount_sat, htlc } => {
+            let tx = parse::transaction(tx, "justice")?;
+            check_input(&tx, *input)?;
+            j.violations.extend(sweep_format_violations(&tx, None));
+            outputs_are_ours(j, &tx, None, ctx);
+            let total = super::justice::judge_source(
+                &mut j.violations,
+                next,
+                &tx,
+                *input as usize,
+                *amount_sat,
+                htlc.is_some(),
+            )?;
+            if let Some(total) = total {
+                total_fee(j, &tx, total);
+            }
         }
     }
     Ok(())
@@ -958,6 +979,11 @@ fn outputs_are_ours(j: &mut Judge<'_>, tx: &Transaction, expected: Option<&Scrip
 
 fn sweep_fee(j: &mut Judge<'_>, tx: &Transaction, single_input_value: Option<u64>) {
     let Some(value) = single_input_value.filter(|_| tx.input.len() == 1) else { return };
+    total_fee(j, tx, value);
+}
+
+/// `policy-sweep-fee-range` for a spend of `value` sat in all.
+fn total_fee(j: &mut Judge<'_>, tx: &Transaction, value: u64) {
     let out = tx.output.iter().try_fold(0u64, |a, o| a.checked_add(o.value.to_sat()));
     match out.and_then(|o| value.checked_sub(o)) {
         Some(fee) if fee <= j.policy.sweep_fee_max_sat => {}

@@ -203,6 +203,9 @@ policy_tags! {
     SweepSource => "policy-sweep-source", Error,
         "channel::tests::sweep_of_unknown_output",
         "A sweep or anchor spend spends our output of the holder commitment we force-closed with.";
+    JusticeRevoked => "policy-justice-revoked", Error,
+        "channel::tests::justice_takes_only_a_proven_revoked_counterparty_commitment_to_our_wallet",
+        "A justice signature (our revocation key) is made only for a counterparty commitment the counterparty revoked (its secret in the store): for legacy channels the one an SPV proof showed spending the funding output, and only for its outputs (at their proven value) or its second-level outputs.";
     SweepSequence => "policy-sweep-sequence", Error,
         "channel::tests::sweep_before_delay",
         "A to_local sweep waits the contest delay (input sequence).";

@@ -413,7 +413,7 @@ fn justice(
     let secrets: CounterpartyCommitmentSecrets =
         Readable::read(&mut &state.secrets[..]).map_err(|_| TaprootChannelError::CorruptState("secret store"))?;
     let Some(secret) = ((1u64 << 48) - 1).checked_sub(n).and_then(|index| secrets.get_secret(index)) else {
-        j.flag(PolicyTag::SweepSource, format!("counterparty commitment {n} is not revoked"));
+        j.flag(PolicyTag::JusticeRevoked, format!("counterparty commitment {n} is not revoked"));
         return Ok(Vec::new());
     };
     let sk = SecretKey::from_slice(&secret).map_err(|_| TaprootChannelError::CorruptState("revocation secret"))?;
