@@ -26,6 +26,7 @@ use lightning::sign::{
 };
 use lightning::types::payment::{PaymentHash, PaymentPreimage};
 use qls_protocol::{ChannelKeysId, ChannelRequest, KeyHolderOutput, NodeKeyRequest};
+use qls_signer_core::channel::counterparty_claims::claimed_htlc;
 use qls_signer_core::channel::justice::revoked_secret;
 use qls_signer_core::channel::parse::{self, Broadcaster};
 use qls_signer_core::channel::{delayed_outputs, ChannelState};
@@ -309,6 +310,31 @@ impl KeyHolder {
                     .sign_counterparty_payment_input(&spend, *input as usize, &descriptor, secp)
                     .map_err(|_| KeyHolderError::Signer("to_remote sweep"))?;
                 Ok(KeyHolderOutput::Witness(w.to_vec()))
+            }
+            // A claim on the counterparty's commitment on chain: the HTLC and the
+            // per-commitment point come from the stored commitment it rebuilds to.
+            ChannelRequest::SignCounterpartyHtlcClaim { tx, input, amount_sat, htlc } => {
+                let spend =
+                    parse::transaction(tx, "transaction").map_err(|e| KeyHolderError::Rebuild(e.to_string()))?;
+                let (info, found) = claimed_htlc(state, &params, &spend, *input as usize, htlc, secp)
+                    .map_err(|e| KeyHolderError::Rebuild(e.to_string()))?
+                    .map_err(|_| {
+                        KeyHolderError::Signer("not an HTLC output of the counterparty commitment on chain")
+                    })?;
+                let point = PublicKey::from_slice(&info.per_commitment_point)
+                    .map_err(|_| KeyHolderError::Signer("stored per-commitment point"))?;
+                let sig = signer
+                    .sign_counterparty_htlc_transaction(
+                        &params,
+                        &spend,
+                        *input as usize,
+                        *amount_sat,
+                        &point,
+                        &found,
+                        secp,
+                    )
+                    .map_err(|_| KeyHolderError::Signer("counterparty HTLC claim"))?;
+                Ok(sig_output(sig, &[]))
             }
             // Justice: the revocation key of the proven, revoked counterparty commitment,
             // from the secret in this cosigner's store (never one from the request).

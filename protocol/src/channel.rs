@@ -152,6 +152,12 @@ pub enum ChannelRequest {
     /// spends `amount_sat`. Which commitment was broadcast is the cosigner's own fact (the
     /// proven funding spend, `FundingSpent`), and its secret must be in the cosigner's store.
     SignJustice { tx: Vec<u8>, input: u32, amount_sat: u64, htlc: Option<HtlcInfo> },
+    /// Sign input `input` of `tx` (consensus encoding), which claims HTLC output `htlc`
+    /// (from the counterparty's point of view) of the counterparty's commitment on chain:
+    /// ours after its expiry, theirs with the preimage. The commitment is the cosigner's own
+    /// fact (the proven funding spend) and must be one it signed; the input spends
+    /// `amount_sat`.
+    SignCounterpartyHtlcClaim { tx: Vec<u8>, input: u32, amount_sat: u64, htlc: HtlcInfo },
 }
 
 /// A request about the node's own key (not one channel).

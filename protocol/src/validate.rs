@@ -415,7 +415,8 @@ fn channel_request(r: &ChannelRequest) -> Result<(), ValidationError> {
         | ChannelRequest::SignRemoteSweep { tx, .. }
         | ChannelRequest::SignHolderAnchor { tx, .. }
         | ChannelRequest::SignHolderHtlc { tx, .. }
-        | ChannelRequest::SignJustice { tx, .. } => at_most("tx", tx.len(), MAX_TX_BYTES),
+        | ChannelRequest::SignJustice { tx, .. }
+        | ChannelRequest::SignCounterpartyHtlcClaim { tx, .. } => at_most("tx", tx.len(), MAX_TX_BYTES),
         ChannelRequest::FundingConfirmed(p) | ChannelRequest::FundingSpent(p) => funding_proof(p),
     }
 }

@@ -210,13 +210,28 @@ impl QuorumChannelSigner {
             ),
             Some(h) => get_htlc_redeemscript(h, &params.channel_type_features, &keys),
         };
-        let sighash = SighashCache::new(justice_tx)
-            .p2wsh_signature_hash(input, &script, bitcoin::Amount::from_sat(amount), EcdsaSighashType::All)
-            .map_err(|_| self.log_refusal("justice transaction", "input out of range"))?;
-        let msg = Message::from_digest(sighash.to_byte_array());
-        secp.verify_ecdsa(&msg, &sig, &keys.revocation_key.to_public_key())
+        self.verify_p2wsh(justice_tx, input, &script, amount, &sig, &keys.revocation_key.to_public_key(), secp)
             .map_err(|_| self.log_refusal("justice transaction", "returned signature does not verify"))?;
         Ok(sig)
+    }
+
+    /// Whether `sig` signs input `input` of `tx` (SIGHASH_ALL, P2WSH `script`, `amount` sat)
+    /// under `key`.
+    #[allow(clippy::too_many_arguments)]
+    fn verify_p2wsh(
+        &self,
+        tx: &Transaction,
+        input: usize,
+        script: &bitcoin::Script,
+        amount: u64,
+        sig: &Signature,
+        key: &PublicKey,
+        secp: &Secp256k1<All>,
+    ) -> Result<(), ()> {
+        let sighash = SighashCache::new(tx)
+            .p2wsh_signature_hash(input, script, bitcoin::Amount::from_sat(amount), EcdsaSighashType::All)
+            .map_err(|_| ())?;
+        secp.verify_ecdsa(&Message::from_digest(sighash.to_byte_array()), sig, key).map_err(|_| ())
     }
 
     fn blocking_sig(&self, what: &str, request: ChannelRequest) -> Result<Signature, ()> {
@@ -400,15 +415,36 @@ impl EcdsaChannelSigner for QuorumChannelSigner {
 
     fn sign_counterparty_htlc_transaction(
         &self,
-        _params: &ChannelTransactionParameters,
-        _htlc_tx: &Transaction,
-        _input: usize,
-        _amount: u64,
-        _per_commitment_point: &PublicKey,
-        _htlc: &HTLCOutputInCommitment,
-        _secp: &Secp256k1<All>,
+        params: &ChannelTransactionParameters,
+        htlc_tx: &Transaction,
+        input: usize,
+        amount: u64,
+        per_commitment_point: &PublicKey,
+        htlc: &HTLCOutputInCommitment,
+        secp: &Secp256k1<All>,
     ) -> Result<Signature, ()> {
-        self.refused("claim on the counterparty's commitment", "not supported yet")
+        self.ensure_setup(params)?;
+        let request = ChannelRequest::SignCounterpartyHtlcClaim {
+            tx: bitcoin::consensus::serialize(htlc_tx),
+            input: u32::try_from(input).map_err(|_| ())?,
+            amount_sat: amount,
+            htlc: htlc_info(htlc),
+        };
+        let sig = self.blocking_sig("claim on the counterparty's commitment", request)?;
+        // Our HTLC key on their commitment, for the script LDK's own signer would sign.
+        let directed = params.as_counterparty_broadcastable();
+        let keys = TxCreationKeys::from_channel_static_keys(
+            per_commitment_point,
+            directed.broadcaster_pubkeys(),
+            directed.countersignatory_pubkeys(),
+            secp,
+        );
+        let script = get_htlc_redeemscript(htlc, &params.channel_type_features, &keys);
+        self.verify_p2wsh(htlc_tx, input, &script, amount, &sig, &keys.countersignatory_htlc_key.to_public_key(), secp)
+            .map_err(|_| {
+                self.log_refusal("claim on the counterparty's commitment", "returned signature does not verify")
+            })?;
+        Ok(sig)
     }
 
     fn sign_closing_transaction(

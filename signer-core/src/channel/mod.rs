@@ -5,7 +5,9 @@
 //! Must never: sign (signing happens in the key holder shell, after approvals), or read
 //! anything but the request, the stored state and the policy.
 
+pub mod counterparty_claims;
 pub mod funding;
+pub mod funding_spend;
 pub mod justice;
 pub mod parse;
 pub mod payment_approval;

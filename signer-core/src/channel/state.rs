@@ -92,6 +92,9 @@ pub struct HolderCommitment {
 pub struct CounterpartySide {
     /// The last counterparty commitment we signed.
     pub latest: Option<CommitmentInfo>,
+    /// The one before it, until the counterparty revokes it: either may be broadcast, and
+    /// our HTLCs on it are claimed from these facts.
+    pub previous: Option<CommitmentInfo>,
     /// Per-commitment points of signed, not yet revoked counterparty commitments (≤ 2).
     pub unrevoked_points: Vec<(u64, Vec<u8>)>,
     /// Every counterparty commitment numbered at or above this one has been revoked.

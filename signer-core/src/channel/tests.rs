@@ -503,6 +503,73 @@ fn justice_takes_only_a_proven_revoked_counterparty_commitment_to_our_wallet() {
 }
 
 #[test]
+fn claims_on_the_counterpartys_commitment_spend_only_our_htlcs_of_the_one_we_signed() {
+    let mut fx = Fx::new(true);
+    fx.open();
+    assert_eq!(fx.confirm_funding(), vec![]);
+    approve(&mut fx, 6, 100_000);
+    let ours = fx.ours_sat(1, 100_000, 0);
+    // Our HTLC, as their commitment carries it (offered by us: received by them).
+    let our_htlc = htlc(false, 100_000, 6);
+    assert_eq!(fx.round(N0 - 1, ours, 0, vec![our_htlc.clone()], vec![]), vec![]);
+    let params = parse::transaction_parameters(&fx.setup).unwrap();
+    let info = fx.cp_info(N0 - 1, 0, ours, vec![our_htlc.clone()]);
+    let built = parse::commitment(&params, &info, Broadcaster::Counterparty, &fx.secp).unwrap();
+    let theirs_on_chain = built.trust().built_transaction().transaction.clone();
+    let vout = built.nondust_htlcs()[0].transaction_output_index.unwrap();
+    let claim = |lock: u32, to: &[u8], out_sat: u64, amount_sat: u64, h: &HtlcInfo| {
+        let tx = Transaction {
+            version: bitcoin::transaction::Version::TWO,
+            lock_time: bitcoin::absolute::LockTime::from_consensus(lock),
+            input: vec![bitcoin::TxIn {
+                previous_output: bitcoin::OutPoint { txid: theirs_on_chain.compute_txid(), vout },
+                sequence: bitcoin::Sequence(1),
+                ..Default::default()
+            }],
+            output: vec![bitcoin::TxOut { value: bitcoin::Amount::from_sat(out_sat), script_pubkey: script(to) }],
+        };
+        let tx = bitcoin::consensus::serialize(&tx);
+        ChannelRequest::SignCounterpartyHtlcClaim { tx, input: 0, amount_sat, htlc: h.clone() }
+    };
+    let expiry = our_htlc.cltv_expiry;
+    // Nothing proven on chain yet.
+    let honest = claim(expiry, b"wallet", 99_000, 100_000, &our_htlc);
+    assert_eq!(fx.run(honest.clone()), vec![PolicyTag::CounterpartyClaimSource]);
+
+    // Our own commitment on chain (same number): not the counterparty's we signed.
+    let mut ours_on_chain = fx.clone();
+    let holder = fx.latest_holder();
+    let ours_tx = parse::commitment(&params, &holder, Broadcaster::Holder, &fx.secp).unwrap();
+    let ours_tx = ours_tx.trust().built_transaction().transaction.clone();
+    assert_eq!(prove_funding_spend(&mut ours_on_chain, &ours_tx), vec![]);
+    assert_eq!(ours_on_chain.run(honest.clone()), vec![PolicyTag::CounterpartyClaimSource]);
+
+    assert_eq!(prove_funding_spend(&mut fx, &theirs_on_chain), vec![]);
+    assert_eq!(fx.run(honest), vec![]);
+    // Before its expiry, to someone else, another HTLC, another value, a fee over the cap.
+    assert_eq!(fx.run(claim(expiry - 1, b"wallet", 99_000, 100_000, &our_htlc)), vec![PolicyTag::SweepLocktime]);
+    assert_eq!(fx.run(claim(expiry, b"attacker", 99_000, 100_000, &our_htlc)), vec![PolicyTag::SweepDestination]);
+    let invented = htlc(false, 100_000, 7);
+    assert_eq!(fx.run(claim(expiry, b"wallet", 99_000, 100_000, &invented)), vec![PolicyTag::CounterpartyClaimSource]);
+    assert_eq!(fx.run(claim(expiry, b"wallet", 80_000, 90_000, &our_htlc)), vec![PolicyTag::CounterpartyClaimSource]);
+    fx.policy.channel.sweep_fee_max_sat = 10_000;
+    assert_eq!(fx.run(claim(expiry, b"wallet", 89_999, 100_000, &our_htlc)), vec![PolicyTag::SweepFeeRange]);
+}
+
+#[test]
+fn the_previous_counterparty_commitment_is_kept_until_revoked() {
+    let mut fx = Fx::new(true);
+    fx.open();
+    let ours = fx.ours_sat(0, 0, 0);
+    assert_eq!(fx.sign_cp(fx.cp_info(N0 - 1, 0, ours, vec![]), vec![]), vec![]);
+    let cp = &fx.state.as_ref().unwrap().counterparty;
+    assert_eq!(cp.previous.as_ref().map(|c| c.commitment_number), Some(N0), "either may be broadcast");
+    let secret = fx.cp.secret(N0);
+    assert_eq!(fx.run(ChannelRequest::ValidateCounterpartyRevocation { commitment_number: N0, secret }), vec![]);
+    assert_eq!(fx.state.as_ref().unwrap().counterparty.previous, None, "revoked: only justice applies");
+}
+
+#[test]
 fn to_remote_sweep_rules() {
     let mut fx = Fx::new(true);
     fx.open();

@@ -243,7 +243,7 @@ fn update(
             );
             if newly {
                 let tx = parse::transaction(&proof.tx, "funding spend")?;
-                next.funding_spend = Some(super::justice::funding_spend(&params, &tx));
+                next.funding_spend = Some(super::funding_spend::funding_spend(&params, &tx));
             }
             // Its incoming HTLCs entered the index only once the funding was proven.
             if newly && next.funding_confirmed_at.is_some() {
@@ -253,6 +253,24 @@ fn update(
         }
         ChannelRequest::SignHolderHtlc { tx, input, commitment_number, htlc, preimage } => {
             holder_htlc(j, next, &params, tx, *input, *commitment_number, htlc, preimage, ctx)?
+        }
+        ChannelRequest::SignCounterpartyHtlcClaim { tx, input, amount_sat, htlc } => {
+            let tx = parse::transaction(tx, "claim")?;
+            check_input(&tx, *input)?;
+            outputs_are_ours(j, &tx, None, ctx);
+            let total = super::counterparty_claims::judge_claim(
+                &mut j.violations,
+                next,
+                &params,
+                &tx,
+                *input as usize,
+                *amount_sat,
+                htlc,
+                ctx.secp,
+            )?;
+            if let Some(total) = total {
+                total_fee(j, &tx, total);
+            }
         }
         ChannelRequest::SignJustice { tx, input, amount_sat, htlc } => {
             let tx = parse::transaction(tx, "justice")?;
@@ -673,7 +691,7 @@ fn sign_counterparty(
         payments.settle(&hash);
     }
     state.counterparty.unrevoked_points.push((info.commitment_number, info.per_commitment_point.clone()));
-    state.counterparty.latest = Some(info.clone());
+    state.counterparty.previous = state.counterparty.latest.replace(info.clone());
     Ok(())
 }
 
@@ -853,6 +871,9 @@ fn counterparty_revocation(
     secrets.write(&mut bytes).map_err(|_| ChannelError::CorruptState("secret store"))?;
     state.counterparty.secrets = bytes;
     state.counterparty.unrevoked_points.retain(|(m, _)| *m != n);
+    if state.counterparty.previous.as_ref().is_some_and(|p| p.commitment_number >= n) {
+        state.counterparty.previous = None;
+    }
     state.counterparty.revoked_from = Some(state.counterparty.revoked_from.map_or(n, |r| r.min(n)));
     Ok(())
 }

@@ -206,6 +206,9 @@ policy_tags! {
     JusticeRevoked => "policy-justice-revoked", Error,
         "channel::tests::justice_takes_only_a_proven_revoked_counterparty_commitment_to_our_wallet",
         "A justice signature (our revocation key) is made only for a counterparty commitment the counterparty revoked (its secret in the store): for legacy channels the one an SPV proof showed spending the funding output, and only for its outputs (at their proven value) or its second-level outputs.";
+    CounterpartyClaimSource => "policy-counterparty-claim-source", Error,
+        "channel::tests::claims_on_the_counterpartys_commitment_spend_only_our_htlcs_of_the_one_we_signed",
+        "A claim on the counterparty's commitment spends an HTLC output of the commitment an SPV proof showed spending the funding output, which is one we signed and hold (latest or previous unrevoked, rebuilt to the same txid), at that HTLC's output index and value.";
     SweepSequence => "policy-sweep-sequence", Error,
         "channel::tests::sweep_before_delay",
         "A to_local sweep waits the contest delay (input sequence).";
