@@ -122,7 +122,9 @@ fn judge_heartbeat(
             qls_signer_core::chain::judge_heartbeat(&mut v, chain, state.config.network, headers, tip, now, max_age);
             let verdict = judge(v, policy);
             let changed = *chain != before;
-            let write = persist && verdict.approves() && changed;
+            // The headers carry their own proof of work: kept even when the heartbeat is
+            // refused (a stale tip is still a longer chain).
+            let write = persist && changed;
             (Judged { verdict, state: NODE_STATE, changed, channel_state: None }, write)
         })
         .map_err(store_error)
@@ -298,7 +300,7 @@ fn key_holder_checks(
 pub fn approve(state: &CosignerState, subject: ApprovalSubject, holder_keys: Option<KeysAttestation>) -> Reply {
     let judged = judge_subject(state, &subject, holder_keys.as_ref(), true)?;
     if !judged.verdict.approves() {
-        tracing::info!(refused = ?judged.verdict.refused.iter().map(|v| v.tag.name()).collect::<Vec<_>>(), "policy refused a channel request");
+        tracing::info!(refused = ?judged.verdict.refused.iter().map(|v| format!("{}: {}", v.tag.name(), v.detail)).collect::<Vec<_>>(), "policy refused a channel request");
         return Ok(CosignerResponse::Refused { violations: violations(&judged.verdict.refused) });
     }
     let request = request_digest(&subject);

@@ -565,8 +565,9 @@ async fn routing_and_payments(c: &mut Corpus<'_>) -> Result<(), CorpusError> {
         .map_err(|source| CorpusError::Client { attack: A, source })?;
     // Justice on the commitment now on chain (ours, whose number the counterparty never
     // revoked): the revocation key of a commitment not revoked is never used; nor does
-    // justice pay anyone but us.
-    let justice = |to: ScriptBuf| {
+    // justice pay anyone but us. (`take_largest`: a spend of its largest output, paying
+    // 1,000 sat of fee, and that output's value.)
+    let take_largest = |to: ScriptBuf| {
         let (vout, out) = on_chain.output.iter().enumerate().max_by_key(|(_, o)| o.value).expect("outputs");
         let tx = bitcoin::Transaction {
             version: bitcoin::transaction::Version::TWO,
@@ -577,17 +578,33 @@ async fn routing_and_payments(c: &mut Corpus<'_>) -> Result<(), CorpusError> {
             }],
             output: vec![TxOut { value: out.value - Amount::from_sat(1_000), script_pubkey: to }],
         };
-        let amount_sat = out.value.to_sat();
-        ChannelRequest::SignJustice { tx: bitcoin::consensus::serialize(&tx), input: 0, amount_sat, htlc: None }
+        (bitcoin::consensus::serialize(&tx), out.value.to_sat())
+    };
+    let justice = |to: ScriptBuf| {
+        let (tx, amount_sat) = take_largest(to);
+        ChannelRequest::SignJustice { tx, input: 0, amount_sat, htlc: None }
     };
     let key = c.h.key_id();
     let wallet = wallet_script(&key).map_err(|e| CorpusError::Setup { attack: A, detail: e.to_string() })?;
-    c.channel("justice-on-a-commitment-never-revoked", "policy-justice-revoked", closing.channel, justice(wallet))
-        .await;
+    c.channel(
+        "justice-on-a-commitment-never-revoked",
+        "policy-justice-revoked",
+        closing.channel,
+        justice(wallet.clone()),
+    )
+    .await;
     c.channel("justice-paying-a-foreign-script", "policy-sweep-destination", closing.channel, {
         justice(foreign_script())
     })
     .await;
+    // A "claim on the counterparty's commitment" of an HTLC output of our own commitment:
+    // the commitment on chain is not one of theirs we signed.
+    let (tx, amount_sat) = take_largest(wallet);
+    let htlc =
+        qls_protocol::HtlcInfo { offered: false, amount_msat: amount_sat * 1000, cltv_expiry: 0, payment_hash: gone };
+    let claim = ChannelRequest::SignCounterpartyHtlcClaim { tx, input: 0, amount_sat, htlc };
+    c.channel("claim-on-a-commitment-that-is-not-theirs", "policy-counterparty-claim-source", closing.channel, claim)
+        .await;
     let after_close = Corpus::with_offer(A, &mut outbound, 200_000_000, gone, 700)?;
     c.channel(
         "forward-covered-by-a-channel-closed-on-chain",

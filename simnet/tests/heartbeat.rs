@@ -69,6 +69,9 @@ async fn heartbeat_attests_the_cosigners_own_fresh_tip() {
     // Headers whose tip is four hours old: the node withholds newer blocks.
     let stale = mine(genesis, 3, 4 * 3_600, 1);
     refused(&h, &heartbeat(&stale, stale[2].block_hash()), "policy-heartbeat-tip-age").await;
+    // Its headers were kept all the same (they carry their proof of work): the stale tip is
+    // now each cosigner's own tip, refused for its age alone, not as unseen.
+    refused(&h, &heartbeat(&[], stale[2].block_hash()), "policy-heartbeat-tip-age").await;
     // A header without its proof of work.
     let mut lazy = mine(genesis, 1, 0, 2);
     while lazy[0].validate_pow(lazy[0].target()).is_ok() {

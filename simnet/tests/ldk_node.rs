@@ -6,9 +6,13 @@
 //!
 //! Scenario: anchor channels A–B (A funds) and B–C (B funds), confirmed; 100 payments
 //! (A→C and C→A through B, A→B, and B→C approved by the operator); cooperative close of
-//! A–B; B force-closes B–C with one HTLC in flight, its HTLC-timeout transaction is signed
-//! by the quorum, and both delayed outputs (to_local and the second-stage HTLC output)
-//! are swept to the QLS wallet after the delay. Every transaction mined in the run has
+//! A–B; A force-closes a second A–B channel and B sweeps its to_remote; A broadcasts a
+//! revoked commitment from a stale copy of its channel monitor and B's justice takes A's
+//! balance; B force-closes B–C with one HTLC in flight, its HTLC-timeout transaction is
+//! signed by the quorum, and both delayed outputs (to_local and the second-stage HTLC
+//! output) are swept to the QLS wallet after the delay; C force-closes a C–B channel with
+//! B's HTLC in flight and B claims it back from C's commitment after its expiry and sweeps
+//! its to_remote. Every transaction mined in the run has
 //! each input whose spent output is known checked by Bitcoin Core's script interpreter
 //! (`bitcoinconsensus`), B's included.
 
@@ -248,7 +252,7 @@ macro_rules! node_type {
                     keys.clone(),
                     config(),
                     params,
-                    1_600_000_000,
+                    chain_epoch(),
                 ));
                 let secp = Secp256k1::new();
                 let wallet = Arc::new(FeeWallet {
@@ -397,6 +401,17 @@ fn funding_tx(random: [u8; 32], value_sat: u64, script: &ScriptBuf) -> Transacti
     }
 }
 
+/// The time of this test chain's first block: two hours ago by the clock the cosigners
+/// judge heartbeats with (a block a second after it), so the watch's heartbeats attest a
+/// fresh tip.
+fn chain_epoch() -> u32 {
+    static EPOCH: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(|| {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        u32::try_from(now - 7_200).unwrap()
+    })
+}
+
 struct World<'a> {
     nodes: Vec<&'a dyn Peer>,
     mempool: Arc<Mempool>,
@@ -520,7 +535,7 @@ impl<'a> World<'a> {
                 version: BlockVersion::NO_SOFT_FORK_SIGNALLING,
                 prev_blockhash: self.tip,
                 merkle_root: TxMerkleNode::all_zeros(),
-                time: 1_600_000_000 + self.height,
+                time: chain_epoch() + self.height,
                 bits: CompactTarget::from_consensus(0x207fffff),
                 nonce: 0,
             },
@@ -864,6 +879,63 @@ fn ldk_node_b_signed_by_the_quorum() {
     }
     let sweeps = w.mine();
     assert_eq!(sweeps.len(), 2, "both sweeps mined");
+
+    // C force-closes on B with B's HTLC in flight: C opens a channel to B pushing B
+    // 200,000 sat, B pays C over it and C holds the HTLC, then C broadcasts its commitment.
+    // B's chain watch proves it; after the HTLC's expiry B's timeout claim on C's
+    // commitment (quorum-signed: the commitment rebuilt from what the cosigners signed) and
+    // the sweep of B's to_remote both pay the QLS wallet.
+    c.cm.create_channel(b.id(), 500_000, 200_000_000, 5, None, None).unwrap();
+    w.pump();
+    w.mine();
+    w.pump();
+    let chan_cb =
+        c.cm.list_channels()
+            .into_iter()
+            .find(|ch| ch.counterparty.node_id == b.id() && ch.is_channel_ready)
+            .expect("C's channel to B is ready")
+            .channel_id;
+    let held_on_chain: Invoice = c.cm.create_bolt11_invoice(invoice_params(9_000_000)).unwrap();
+    HOLD.with(|h| h.borrow_mut().insert(held_on_chain.payment_hash().to_byte_array()));
+    b_pay(&held_on_chain, PaymentId([0xef; 32]));
+    w.pump();
+    c.cm.force_close_broadcasting_latest_txn(&chan_cb, &b.id(), "C closes".into()).unwrap();
+    w.pump();
+    let c_commitment = w.mine();
+    assert_eq!(c_commitment.len(), 1, "C's commitment is mined");
+    let c_txid = c_commitment[0].compute_txid();
+    assert!(
+        c_commitment[0].output.iter().any(|o| o.value.to_sat() == 9_000),
+        "B's HTLC is on C's commitment: {c_commitment:?}"
+    );
+    let claim_of_ours = |w: &World| {
+        w.mined
+            .iter()
+            .find(|t| {
+                t.input.iter().any(|i| {
+                    i.previous_output.txid == c_txid
+                        && c_commitment[0].output[i.previous_output.vout as usize].value.to_sat() == 9_000
+                })
+            })
+            .cloned()
+    };
+    for _ in 0..400 {
+        if claim_of_ours(&w).is_some() {
+            break;
+        }
+        w.mine();
+    }
+    let timeout_claim = claim_of_ours(&w).expect("B's HTLC timeout on C's commitment is mined");
+    assert!(timeout_claim.output.iter().all(|o| o.script_pubkey == wallet_script), "{timeout_claim:?}");
+    let spendable = b.spendable.borrow().clone();
+    let remote = spendable
+        .iter()
+        .find(|d| matches!(d, SpendableOutputDescriptor::StaticPaymentOutput(o) if o.outpoint.txid == c_txid))
+        .expect("B's to_remote on C's commitment is spendable");
+    let sweep = b_keys.spend_spendable_outputs(&[remote], vec![], wallet_script.clone(), 253, None, &secp).unwrap();
+    mempool.broadcast_transactions(&[&sweep]);
+    let mined = w.mine();
+    assert!(mined.iter().any(|t| t.compute_txid() == sweep.compute_txid()), "the to_remote sweep is mined");
 
     let (inputs, txs) = w.verified;
     eprintln!("bitcoinconsensus checked {inputs} inputs of {txs} mined transactions");

@@ -7,6 +7,10 @@
 //! forwards at the cosigners. A transaction spending a watched funding output is proven
 //! the same way (`ChannelRequest::FundingSpent`): from then on the channel covers nothing.
 //!
+//! The cosigners' chain moves only with the headers a request carries: when no proof was
+//! taken for [`HEARTBEAT_EVERY`] blocks, the watch sends a heartbeat (the kept headers and
+//! the tip), so a later proof still connects to every cosigner's chain.
+//!
 //! Must never: block LDK's chain notifications on a quorum that is down for longer than a
 //! round's timeout (a failed proof is sent again on the next block), or keep more than the
 //! last [`KEPT_HEADERS`] headers.
@@ -19,11 +23,15 @@ use bitcoin::consensus::encode::serialize;
 use bitcoin::hashes::Hash;
 use bitcoin::Block;
 use lightning::chain::{BestBlock, Listen};
-use qls_protocol::{ChannelKeysId, ChannelRequest, FundingProof};
+use qls_protocol::{ChannelKeysId, ChannelRequest, FundingProof, NodeKeyRequest};
 use qls_signer_core::chain::KEPT_HEADERS;
 use qls_signer_core::funding_proof::merkle_branch;
 
 use super::bridge::QuorumBridge;
+
+/// Blocks without a proof taken after which the watch sends a heartbeat: half of what the
+/// cosigners keep, so the headers it sends always connect.
+pub const HEARTBEAT_EVERY: u32 = KEPT_HEADERS as u32 / 2;
 
 /// A funding transaction (or a spend of its output) found in a block, waiting for depth.
 struct Found {
@@ -38,6 +46,8 @@ struct WatchState {
     /// The last headers (serialized) and the height of the last one.
     headers: VecDeque<(u32, Vec<u8>)>,
     found: Vec<Found>,
+    /// Height of the last block whose headers the quorum took (with a proof or heartbeat).
+    synced: u32,
 }
 
 /// Sends the quorum SPV proofs of our channels' funding transactions.
@@ -84,6 +94,7 @@ impl QuorumChainWatch {
             };
             match self.bridge.channel_blocking(f.channel, request) {
                 Ok(_) => {
+                    self.state.lock().unwrap_or_else(|e| e.into_inner()).synced = tip;
                     tracing::info!(channel = %hex::encode(&f.channel[..8]), height = f.height, spend = f.spend, "funding proof taken by the quorum")
                 }
                 Err(e) => {
@@ -94,6 +105,24 @@ impl QuorumChainWatch {
                     }
                 }
             }
+        }
+    }
+}
+
+impl QuorumChainWatch {
+    /// A heartbeat for tip `tip` (at `height`) when the quorum took no headers for
+    /// [`HEARTBEAT_EVERY`] blocks.
+    fn heartbeat_if_due(&self, tip: [u8; 32], height: u32) {
+        let headers: Vec<Vec<u8>> = {
+            let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if height < state.synced.saturating_add(HEARTBEAT_EVERY) {
+                return;
+            }
+            state.headers.iter().map(|(_, h)| h.clone()).collect()
+        };
+        match self.bridge.node_key_blocking(NodeKeyRequest::Heartbeat { headers, tip }) {
+            Ok(_) => self.state.lock().unwrap_or_else(|e| e.into_inner()).synced = height,
+            Err(e) => tracing::warn!(height, error = %e, "heartbeat not taken; sent again on the next block"),
         }
     }
 }
@@ -109,6 +138,7 @@ impl Listen for QuorumChainWatch {
     ) {
         Self::push_header(&mut self.state.lock().unwrap_or_else(|e| e.into_inner()), header, height);
         self.send_due(height);
+        self.heartbeat_if_due(header.block_hash().to_byte_array(), height);
     }
 
     fn block_connected(&self, block: &Block, height: u32) {
@@ -140,6 +170,7 @@ impl Listen for QuorumChainWatch {
             }
         }
         self.send_due(height);
+        self.heartbeat_if_due(block.block_hash().to_byte_array(), height);
     }
 
     fn blocks_disconnected(&self, fork_point: BestBlock) {
