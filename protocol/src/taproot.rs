@@ -135,7 +135,7 @@ pub enum TaprootFrostItem {
     /// Our signature (SIGHASH_DEFAULT) on input `input` of `tx` (consensus encoding), which
     /// spends one of our outputs: to_local or our anchor of the force-closed holder
     /// commitment, the output of one of its second-level HTLC transactions, to_remote of a
-    /// counterparty commitment, or an HTLC output of the latest counterparty commitment (ours
+    /// counterparty commitment, or an HTLC output of the latest or previous unrevoked counterparty commitment (ours
     /// after its expiry, theirs with its `preimage`). `prevouts` are every input's spent
     /// output, in input order; cosigners check the one spent here against their own state.
     Sweep {

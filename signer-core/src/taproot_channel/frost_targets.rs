@@ -188,7 +188,9 @@ fn our_outputs(channel: &ChannelKeysId, state: &TaprootChannelState) -> Result<V
         what: "to_remote",
         claim: HtlcClaim::None,
     });
-    if let Some(info) = state.counterparty_latest.as_ref() {
+    // Either unrevoked counterparty commitment may be the one on chain: each output is
+    // found by its outpoint (the rebuilt commitment's txid).
+    for info in [state.counterparty_latest.as_ref(), state.counterparty_previous.as_ref()].into_iter().flatten() {
         out.extend(counterparty_htlc_outputs(channel, state, info)?);
     }
     let (CloseState::ForceClosed { commitment_number }, Some(h)) = (state.close, state.holder_latest.as_ref()) else {

@@ -420,3 +420,43 @@ fn a_verification_nonce_signs_only_its_own_holder_commitment() {
     let c2 = counterparty_signs(&fx, &h2, &v2, 6);
     assert_eq!(validate_as_first(&mut fx, &h2, &v2, &c2, sigs), vec![]);
 }
+
+#[test]
+fn our_htlc_on_the_previous_unrevoked_counterparty_commitment_is_claimed_until_it_is_revoked() {
+    let mut fx = Fx::new();
+    let all = VALUE * 1000;
+    fx.run(TaprootRequest::Setup(fx.setup()));
+    fx.approve(5_000_000);
+    assert_eq!(fx.run(fx.commitment(0, 0, all, vec![])).0, vec![]);
+    assert_eq!(fx.run(fx.commitment(1, 0, all - 5_000_000, vec![htlc(false, 5_000_000)])).0, vec![]);
+    assert_eq!(fx.revoke(0), vec![]);
+    // The HTLC fails back on commitment 2; commitment 1, with it, is not revoked yet and
+    // may be the one the counterparty broadcasts.
+    assert_eq!(fx.run(fx.commitment(2, 0, all, vec![])).0, vec![]);
+    let state = fx.state.clone().unwrap();
+    let previous = state.counterparty_previous.clone().expect("commitment 1 is kept");
+    assert_eq!(previous.commitment_number, 1);
+    let built = commitment(&state, &previous, Side::Counterparty).unwrap();
+    let vout = built.htlc_vouts[0].unwrap();
+    let out = built.tx.output[vout as usize].clone();
+    let tx = Transaction {
+        version: bitcoin::transaction::Version::TWO,
+        lock_time: bitcoin::absolute::LockTime::from_consensus(500),
+        input: vec![TxIn {
+            previous_output: OutPoint { txid: built.tx.compute_txid(), vout },
+            sequence: Sequence(1),
+            ..Default::default()
+        }],
+        output: vec![TxOut { value: out.value - Amount::from_sat(500), script_pubkey: wallet() }],
+    };
+    let prevouts = vec![SpentOutput { value_sat: out.value.to_sat(), script_pubkey: out.script_pubkey.to_bytes() }];
+    let claim = TaprootFrostItem::Sweep { tx: serialize(&tx), input: 0, prevouts, preimage: None };
+    let (targets, tags) = fx.frost(&claim);
+    assert_eq!(tags, vec![]);
+    let (sig, _) = sign_with(&fx.shares, &targets[0].tweaks, &targets[0].msg);
+    verify(&fx, &sig, &targets[0].msg, &built.keys.remote_htlc);
+    // Revoked, it is a justice case, no longer a claim.
+    assert_eq!(fx.revoke(1), vec![]);
+    assert_eq!(fx.state.as_ref().unwrap().counterparty_previous, None);
+    assert_eq!(fx.frost(&claim).1, vec![PolicyTag::SweepSource]);
+}

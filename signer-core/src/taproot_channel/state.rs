@@ -25,6 +25,9 @@ pub struct TaprootChannelState {
     pub digest: StateDigest,
     /// The last counterparty commitment we signed.
     pub counterparty_latest: Option<TaprootCommitmentInfo>,
+    /// The one before it, until the counterparty revokes it: either may be broadcast, and
+    /// our HTLCs on it are claimed from these facts.
+    pub counterparty_previous: Option<TaprootCommitmentInfo>,
     /// Per-commitment points of signed, not yet revoked counterparty commitments (≤ 2).
     pub unrevoked_points: Vec<(u64, Vec<u8>)>,
     /// LDK's `CounterpartyCommitmentSecrets` (BOLT 3 compact storage), serialized.
@@ -65,6 +68,7 @@ impl TaprootChannelState {
             funding_script: Vec::new(),
             digest: StateDigest { version: 0, digest: [0; 32] },
             counterparty_latest: None,
+            counterparty_previous: None,
             unrevoked_points: Vec::new(),
             secrets: Vec::new(),
             holder_latest: None,

@@ -305,6 +305,7 @@ fn setup_channel(
         funding_script: Vec::new(),
         digest: qls_protocol::StateDigest { version: 0, digest: [0; 32] },
         counterparty_latest: None,
+        counterparty_previous: None,
         unrevoked_points: Vec::new(),
         secrets,
         holder_latest: None,
@@ -382,7 +383,7 @@ fn sign_counterparty(
     holder_balance(&mut j.violations, state.setup.is_outbound, prev, info, Side::Counterparty, preimages, payments);
     route_offered(&mut j.violations, payments, prev, info, Side::Counterparty, preimages, j.policy);
     state.unrevoked_points.push((info.commitment_number, info.per_commitment_point.clone()));
-    state.counterparty_latest = Some(info.clone());
+    state.counterparty_previous = state.counterparty_latest.replace(info.clone());
     Ok(msg)
 }
 
@@ -700,5 +701,8 @@ fn counterparty_revocation(
     secrets.write(&mut bytes).map_err(|_| TaprootChannelError::CorruptState("secret store"))?;
     state.secrets = bytes;
     state.unrevoked_points.retain(|(m, _)| *m != n);
+    if state.counterparty_previous.as_ref().is_some_and(|p| p.commitment_number <= n) {
+        state.counterparty_previous = None;
+    }
     Ok(())
 }
