@@ -202,6 +202,7 @@ fn judge_subject(
                     stored_channels,
                     holder_keys: keys_check,
                     chain: chain.as_ref(),
+                    network: state.config.network,
                 };
                 let (violations, next, changed) = match subject {
                     ApprovalSubject::Channel { channel, request } => {

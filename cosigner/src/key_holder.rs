@@ -26,6 +26,7 @@ use lightning::sign::{
 };
 use lightning::types::payment::{PaymentHash, PaymentPreimage};
 use qls_protocol::{ChannelKeysId, ChannelRequest, KeyHolderOutput, NodeKeyRequest};
+use qls_signer_core::channel::announcement::parse_announcement;
 use qls_signer_core::channel::counterparty_claims::claimed_htlc;
 use qls_signer_core::channel::justice::revoked_secret;
 use qls_signer_core::channel::parse::{self, Broadcaster};
@@ -310,6 +311,15 @@ impl KeyHolder {
                     .sign_counterparty_payment_input(&spend, *input as usize, &descriptor, secp)
                     .map_err(|_| KeyHolderError::Signer("to_remote sweep"))?;
                 Ok(KeyHolderOutput::Witness(w.to_vec()))
+            }
+            // The announcement as the policy parsed it (nothing after it), signed as LDK's
+            // signer does: double SHA-256 of the encoding, with our funding key.
+            ChannelRequest::SignChannelAnnouncement { message } => {
+                let msg = parse_announcement(message).ok_or(KeyHolderError::Signer("not a channel announcement"))?;
+                let sig = signer
+                    .sign_channel_announcement_with_funding_key(&params, &msg, secp)
+                    .map_err(|_| KeyHolderError::Signer("channel announcement"))?;
+                Ok(sig_output(sig, &[]))
             }
             // A claim on the counterparty's commitment on chain: the HTLC and the
             // per-commitment point come from the stored commitment it rebuilds to.

@@ -158,6 +158,11 @@ pub enum ChannelRequest {
     /// fact (the proven funding spend) and must be one it signed; the input spends
     /// `amount_sat`.
     SignCounterpartyHtlcClaim { tx: Vec<u8>, input: u32, amount_sat: u64, htlc: HtlcInfo },
+    /// Sign the channel announcement `message` (LDK's `UnsignedChannelAnnouncement`
+    /// encoding) with our funding key: the channel must be proven on chain, the message
+    /// name its short channel id and our and the counterparty's funding keys, and parse
+    /// with nothing after it.
+    SignChannelAnnouncement { message: Vec<u8> },
 }
 
 /// A request about the node's own key (not one channel).

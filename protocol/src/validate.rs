@@ -417,6 +417,9 @@ fn channel_request(r: &ChannelRequest) -> Result<(), ValidationError> {
         | ChannelRequest::SignHolderHtlc { tx, .. }
         | ChannelRequest::SignJustice { tx, .. }
         | ChannelRequest::SignCounterpartyHtlcClaim { tx, .. } => at_most("tx", tx.len(), MAX_TX_BYTES),
+        ChannelRequest::SignChannelAnnouncement { message } => {
+            at_most("message", message.len(), MAX_NODE_MESSAGE_BYTES)
+        }
         ChannelRequest::FundingConfirmed(p) | ChannelRequest::FundingSpent(p) => funding_proof(p),
     }
 }

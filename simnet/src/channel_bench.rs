@@ -237,6 +237,7 @@ fn memory_per_channel(n: usize) -> Result<MemoryRow, HarnessError> {
         secp: &secp,
         now: 1_800_000_000,
         stored_channels: 0,
+        network: bitcoin::Network::Regtest,
         holder_keys: Some(qls_signer_core::channel::HolderKeysCheck::Ours),
         chain: None,
     };

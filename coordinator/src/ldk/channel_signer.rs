@@ -485,11 +485,18 @@ impl EcdsaChannelSigner for QuorumChannelSigner {
 
     fn sign_channel_announcement_with_funding_key(
         &self,
-        _params: &ChannelTransactionParameters,
-        _msg: &UnsignedChannelAnnouncement,
-        _secp: &Secp256k1<All>,
+        params: &ChannelTransactionParameters,
+        msg: &UnsignedChannelAnnouncement,
+        secp: &Secp256k1<All>,
     ) -> Result<Signature, ()> {
-        self.refused("channel announcement", "announced channels are not supported yet")
+        use lightning::util::ser::Writeable;
+        self.ensure_setup(params)?;
+        let request = ChannelRequest::SignChannelAnnouncement { message: msg.encode() };
+        let sig = self.blocking_sig("channel announcement", request)?;
+        let digest = bitcoin::hashes::sha256d::Hash::hash(&msg.encode()[..]);
+        secp.verify_ecdsa(&Message::from_digest(digest.to_byte_array()), &sig, &self.pubkeys.funding_pubkey)
+            .map_err(|_| self.log_refusal("channel announcement", "returned signature does not verify"))?;
+        Ok(sig)
     }
 
     fn sign_splice_shared_input(

@@ -19,6 +19,7 @@ fuzz_target!(|data: &[u8]| {
         secp: &secp,
         now: 1_700_000_000,
         stored_channels: 0,
+            network: bitcoin::Network::Regtest,
         holder_keys: Some(HolderKeysCheck::Ours),
         chain: None,
     };

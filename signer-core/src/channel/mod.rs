@@ -5,6 +5,7 @@
 //! Must never: sign (signing happens in the key holder shell, after approvals), or read
 //! anything but the request, the stored state and the policy.
 
+pub mod announcement;
 pub mod counterparty_claims;
 pub mod funding;
 pub mod funding_spend;

@@ -34,6 +34,9 @@ pub struct ChannelState {
     /// at depth (`ChannelRequest::FundingConfirmed`); until then incoming HTLCs of this
     /// channel cover nothing.
     pub funding_confirmed_at: Option<u32>,
+    /// The funding transaction's index in that block (bound by the proof's merkle branch):
+    /// with the height and output, the channel's short channel id.
+    pub funding_tx_index: Option<u32>,
     /// Height of the block holding a transaction that spent the funding output, once an
     /// SPV proof showed it (`ChannelRequest::FundingSpent`): no commitment is signed after
     /// it, and the channel's incoming HTLCs no longer cover anything.
@@ -126,6 +129,7 @@ impl ChannelState {
             close: CloseState::Open,
             closed_at: None,
             funding_confirmed_at: None,
+            funding_tx_index: None,
             funding_spent_at: None,
             funding_spend: None,
             set_up_at: None,

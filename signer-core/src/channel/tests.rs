@@ -174,6 +174,7 @@ impl Fx {
             secp: &self.secp,
             now: NOW,
             stored_channels: 0,
+            network: bitcoin::Network::Regtest,
             holder_keys: self.holder_keys.clone(),
             chain: self.chain.as_ref(),
         };
@@ -567,6 +568,54 @@ fn the_previous_counterparty_commitment_is_kept_until_revoked() {
     let secret = fx.cp.secret(N0);
     assert_eq!(fx.run(ChannelRequest::ValidateCounterpartyRevocation { commitment_number: N0, secret }), vec![]);
     assert_eq!(fx.state.as_ref().unwrap().counterparty.previous, None, "revoked: only justice applies");
+}
+
+#[test]
+fn a_channel_announcement_is_signed_only_for_this_proven_channel_and_its_keys() {
+    use bitcoin::constants::ChainHash;
+    use lightning::ln::msgs::UnsignedChannelAnnouncement;
+    use lightning::routing::gossip::NodeId;
+    use lightning::types::features::ChannelFeatures;
+    use lightning::util::ser::Writeable;
+    let mut fx = Fx::new(true);
+    fx.open();
+    let ours = PublicKey::from_secret_key(&fx.secp, &fx.holder.funding);
+    let theirs = PublicKey::from_secret_key(&fx.secp, &fx.cp.funding);
+    let secp = fx.secp.clone();
+    let node =
+        |b: u8| NodeId::from_pubkey(&PublicKey::from_secret_key(&secp, &SecretKey::from_slice(&[b; 32]).unwrap()));
+    let scid = lightning::util::scid_utils::scid_from_parts(1, 0, 0).unwrap();
+    let announcement = |scid: u64, k1: PublicKey, k2: PublicKey, chain: ChainHash, excess: Vec<u8>| {
+        let msg = UnsignedChannelAnnouncement {
+            features: ChannelFeatures::empty(),
+            chain_hash: chain,
+            short_channel_id: scid,
+            node_id_1: node(0x31),
+            node_id_2: node(0x32),
+            bitcoin_key_1: NodeId::from_pubkey(&k1),
+            bitcoin_key_2: NodeId::from_pubkey(&k2),
+            excess_data: excess,
+        };
+        ChannelRequest::SignChannelAnnouncement { message: msg.encode() }
+    };
+    let regtest = ChainHash::using_genesis_block(bitcoin::Network::Regtest);
+    let honest = announcement(scid, theirs, ours, regtest, vec![]);
+    // Not proven on chain yet: no short channel id to announce.
+    assert_eq!(fx.run(honest.clone()), vec![PolicyTag::ChannelAnnouncement]);
+    assert_eq!(fx.confirm_funding(), vec![]);
+    assert_eq!(fx.run(honest), vec![]);
+    assert_eq!(fx.run(announcement(scid, ours, theirs, regtest, vec![])), vec![], "either key order");
+    let refused = [
+        announcement(scid + 1, theirs, ours, regtest, vec![]),
+        announcement(scid, node(0x33).as_pubkey().unwrap(), ours, regtest, vec![]),
+        announcement(scid, theirs, ours, ChainHash::BITCOIN, vec![]),
+        announcement(scid, theirs, ours, regtest, vec![1, 2, 3]),
+        // A transaction's signature preimage instead of an announcement.
+        ChannelRequest::SignChannelAnnouncement { message: bitcoin::consensus::serialize(&fx.funding_tx.clone()) },
+    ];
+    for r in refused {
+        assert_eq!(fx.run(r), vec![PolicyTag::ChannelAnnouncement]);
+    }
 }
 
 #[test]
@@ -1315,6 +1364,7 @@ fn payment_index_and_channel_store_bounded() {
         stored_channels,
         holder_keys: Some(HolderKeysCheck::Ours),
         chain: None,
+        network: bitcoin::Network::Regtest,
     };
     let mut index = PaymentIndex::default();
     let tags = |a: super::Applied| a.violations.iter().map(|v| v.tag).collect::<Vec<_>>();
@@ -1346,6 +1396,7 @@ fn unknown_channel_and_garbage_are_typed_errors() {
         secp: &fx.secp,
         now: NOW,
         stored_channels: 0,
+        network: bitcoin::Network::Regtest,
         holder_keys: Some(HolderKeysCheck::Ours),
         chain: None,
     };
@@ -1393,6 +1444,7 @@ fn commitment_number_above_2_pow_48_is_a_typed_error() {
         secp: &fx.secp,
         now: NOW,
         stored_channels: 0,
+        network: bitcoin::Network::Regtest,
         holder_keys: Some(HolderKeysCheck::Ours),
         chain: None,
     };

@@ -56,6 +56,8 @@ pub struct Context<'a> {
     /// For a funding proof: this cosigner's header chain, extended with the proof's
     /// headers (`None`: no chain, the proof is refused).
     pub chain: Option<&'a crate::chain::ChainTip>,
+    /// The network this cosigner serves (gossip names its chain).
+    pub network: bitcoin::Network,
 }
 
 /// The outcome of judging one request.
@@ -214,6 +216,9 @@ fn update(
                 &expected,
                 min_depth,
             );
+            if unproven && next.funding_confirmed_at.is_some() {
+                next.funding_tx_index = Some(proof.position);
+            }
             // Proven now: the incoming HTLCs already on our commitment start to cover (so
             // the index holds exactly the incoming HTLCs of proven channels' latest
             // commitments, and a later spend withdraws exactly those).
@@ -271,6 +276,9 @@ fn update(
             if let Some(total) = total {
                 total_fee(j, &tx, total);
             }
+        }
+        ChannelRequest::SignChannelAnnouncement { message } => {
+            super::announcement::judge_announcement(&mut j.violations, next, &params, message, ctx.network);
         }
         ChannelRequest::SignJustice { tx, input, amount_sat, htlc } => {
             let tx = parse::transaction(tx, "justice")?;

@@ -206,6 +206,9 @@ policy_tags! {
     JusticeRevoked => "policy-justice-revoked", Error,
         "channel::tests::justice_takes_only_a_proven_revoked_counterparty_commitment_to_our_wallet",
         "A justice signature (our revocation key) is made only for a counterparty commitment the counterparty revoked (its secret in the store): for legacy channels the one an SPV proof showed spending the funding output, and only for its outputs (at their proven value) or its second-level outputs.";
+    ChannelAnnouncement => "policy-channel-announcement", Error,
+        "channel::tests::a_channel_announcement_is_signed_only_for_this_proven_channel_and_its_keys",
+        "The funding key signs a channel announcement only as exactly one announcement (nothing after it) of our chain, for this channel's short channel id from the cosigner's own funding proof, with our and the counterparty's funding keys, while the channel is open: no transaction preimage or other channel's announcement can be signed that way.";
     CounterpartyClaimSource => "policy-counterparty-claim-source", Error,
         "channel::tests::claims_on_the_counterpartys_commitment_spend_only_our_htlcs_of_the_one_we_signed",
         "A claim on the counterparty's commitment spends an HTLC output of the commitment an SPV proof showed spending the funding output, which is one we signed and hold (latest or previous unrevoked, rebuilt to the same txid), at that HTLC's output index and value.";
