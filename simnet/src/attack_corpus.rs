@@ -620,6 +620,30 @@ async fn routing_and_payments(c: &mut Corpus<'_>) -> Result<(), CorpusError> {
 async fn holder_side_and_close(c: &mut Corpus<'_>) -> Result<(), CorpusError> {
     const A: &str = "holder";
     let mut d = c.open(A, 40, 1_000_000, true).await?;
+    // A channel announcement with our funding key for a channel we do not hold (another
+    // short channel id, a stranger's key beside ours): the funding key signs nothing but
+    // this channel's own announcement.
+    let stranger = bitcoin::secp256k1::PublicKey::from_secret_key(
+        &d.cp.secp,
+        &bitcoin::secp256k1::SecretKey::from_slice(&[0x44; 32]).expect("a valid key"),
+    );
+    let ours = bitcoin::secp256k1::PublicKey::from_slice(&d.setup.holder.funding)
+        .map_err(|e| CorpusError::Setup { attack: A, detail: e.to_string() })?;
+    let foreign = lightning::ln::msgs::UnsignedChannelAnnouncement {
+        features: lightning::types::features::ChannelFeatures::empty(),
+        chain_hash: bitcoin::constants::ChainHash::using_genesis_block(bitcoin::Network::Regtest),
+        short_channel_id: 700_000u64 << 40,
+        node_id_1: lightning::routing::gossip::NodeId::from_pubkey(&stranger),
+        node_id_2: lightning::routing::gossip::NodeId::from_pubkey(&ours),
+        bitcoin_key_1: lightning::routing::gossip::NodeId::from_pubkey(&stranger),
+        bitcoin_key_2: lightning::routing::gossip::NodeId::from_pubkey(&ours),
+        excess_data: Vec::new(),
+    };
+    let message = lightning::util::ser::Writeable::encode(&foreign);
+    c.channel("announcement-of-a-channel-we-do-not-hold", "policy-channel-announcement", d.channel, {
+        ChannelRequest::SignChannelAnnouncement { message }
+    })
+    .await;
     let first = d.holder_latest.clone();
     c.update(A, &mut d).await?;
     let latest = d.holder_latest.clone().ok_or_else(|| CorpusError::Setup { attack: A, detail: "no holder".into() })?;

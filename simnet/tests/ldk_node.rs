@@ -12,7 +12,8 @@
 //! signed by the quorum, and both delayed outputs (to_local and the second-stage HTLC
 //! output) are swept to the QLS wallet after the delay; C force-closes a C–B channel with
 //! B's HTLC in flight and B claims it back from C's commitment after its expiry and sweeps
-//! its to_remote. Every transaction mined in the run has
+//! its to_remote; an announced A–B channel's announcement (B's funding-key and node-key
+//! signatures from the quorum) is accepted by A's and C's network graphs. Every transaction mined in the run has
 //! each input whose spent output is known checked by Bitcoin Core's script interpreter
 //! (`bitcoinconsensus`), B's included.
 
@@ -212,6 +213,8 @@ macro_rules! node_type {
             spendable: RefCell<Vec<SpendableOutputDescriptor>>,
             log: RefCell<Vec<Event>>,
             bridge: Option<Arc<QuorumBridge>>,
+            /// The node's view of the public network (channel announcements it accepted).
+            graph: Arc<Graph>,
         }
 
         impl $node {
@@ -235,7 +238,7 @@ macro_rules! node_type {
                 ));
                 let graph = Arc::new(NetworkGraph::new(Network::Regtest, logger.clone()));
                 let scorer = Arc::new(Mutex::new(FixedPenaltyScorer::with_penalty(0)));
-                let router = Arc::new(DefaultRouter::new(graph, logger.clone(), keys.clone(), scorer, ()));
+                let router = Arc::new(DefaultRouter::new(graph.clone(), logger.clone(), keys.clone(), scorer, ()));
                 let params = ChainParameters {
                     network: Network::Regtest,
                     best_block: BestBlock::from_network(Network::Regtest),
@@ -276,6 +279,7 @@ macro_rules! node_type {
                     spendable: RefCell::new(Vec::new()),
                     log: RefCell::new(Vec::new()),
                     bridge,
+                    graph,
                 }
             }
         }
@@ -384,6 +388,8 @@ fn config() -> UserConfig {
     cfg.channel_handshake_config.max_inbound_htlc_value_in_flight_percent_of_channel = 100;
     cfg.accept_forwards_to_priv_channels = true;
     cfg.channel_handshake_config.announce_for_forwarding = false;
+    // One channel below is announced (its opener's choice); the acceptor takes either.
+    cfg.channel_handshake_limits.force_announced_channel_preference = false;
     cfg
 }
 
@@ -428,6 +434,8 @@ struct World<'a> {
     deliver_errors: bool,
     /// B's chain watch: SPV proofs of B's channels' funding transactions to the quorum.
     watch: Option<&'a QuorumChainWatch>,
+    /// Channel announcements the nodes broadcast (complete: all four signatures).
+    announcements: RefCell<Vec<lightning::ln::msgs::ChannelAnnouncement>>,
 }
 
 impl<'a> World<'a> {
@@ -474,6 +482,10 @@ impl<'a> World<'a> {
             SendRevokeAndACK { node_id, msg } => self.peer(&node_id).handler().handle_revoke_and_ack(src, &msg),
             SendShutdown { node_id, msg } => self.peer(&node_id).handler().handle_shutdown(src, &msg),
             SendClosingSigned { node_id, msg } => self.peer(&node_id).handler().handle_closing_signed(src, &msg),
+            SendAnnouncementSignatures { node_id, msg } => {
+                self.peer(&node_id).handler().handle_announcement_signatures(src, &msg)
+            }
+            BroadcastChannelAnnouncement { msg, .. } => self.announcements.borrow_mut().push(msg),
             HandleError {
                 node_id,
                 action:
@@ -636,6 +648,7 @@ fn ldk_node_b_signed_by_the_quorum() {
         verified: (0, 0),
         mined: Vec::new(),
         deliver_errors: true,
+        announcements: RefCell::new(Vec::new()),
         watch: Some(&b_watch),
     };
     // B's fee wallet gets one confirmed coin (a transaction with a placeholder input).
@@ -936,6 +949,38 @@ fn ldk_node_b_signed_by_the_quorum() {
     mempool.broadcast_transactions(&[&sweep]);
     let mined = w.mine();
     assert!(mined.iter().any(|t| t.compute_txid() == sweep.compute_txid()), "the to_remote sweep is mined");
+
+    // An announced channel: A opens it to B asking for announcement; after six blocks
+    // both sign the announcement (B's funding-key signature from the quorum, checked
+    // against B's own funding proof; its node-key signature too) and A's and C's network
+    // graphs accept it, all four signatures verified.
+    let mut announced = config();
+    announced.channel_handshake_config.announce_for_forwarding = true;
+    a.cm.create_channel(b.id(), 300_000, 0, 6, None, Some(announced)).unwrap();
+    w.pump();
+    for _ in 0..7 {
+        w.mine();
+        w.pump();
+    }
+    let scid =
+        a.cm.list_channels()
+            .into_iter()
+            .find(|ch| ch.counterparty.node_id == b.id() && ch.is_announced)
+            .and_then(|ch| ch.short_channel_id)
+            .expect("the announced A–B channel is confirmed");
+    let announcement = w
+        .announcements
+        .borrow()
+        .iter()
+        .find(|m| m.contents.short_channel_id == scid)
+        .cloned()
+        .expect("the channel announcement was broadcast");
+    for (node, graph) in [("A", &a.graph), ("C", &c.graph)] {
+        graph
+            .update_channel_from_announcement_no_lookup(&announcement)
+            .unwrap_or_else(|e| panic!("{node}'s graph refuses the announcement: {e:?}"));
+        assert!(graph.read_only().channel(scid).is_some(), "{node}'s graph holds the channel");
+    }
 
     let (inputs, txs) = w.verified;
     eprintln!("bitcoinconsensus checked {inputs} inputs of {txs} mined transactions");
