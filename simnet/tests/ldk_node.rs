@@ -11,8 +11,8 @@
 //! balance; B force-closes B–C with one HTLC in flight, its HTLC-timeout transaction is
 //! signed by the quorum, and both delayed outputs (to_local and the second-stage HTLC
 //! output) are swept to the QLS wallet after the delay; C force-closes a C–B channel with
-//! B's HTLC in flight and B claims it back from C's commitment after its expiry and sweeps
-//! its to_remote; an announced A–B channel's announcement (B's funding-key and node-key
+//! HTLCs both ways in flight and B claims C's with the preimage and its own after expiry,
+//! both from C's commitment, and sweeps its to_remote; an announced A–B channel's announcement (B's funding-key and node-key
 //! signatures from the quorum) is accepted by A's and C's network graphs. Every transaction mined in the run has
 //! each input whose spent output is known checked by Bitcoin Core's script interpreter
 //! (`bitcoinconsensus`), B's included.
@@ -894,11 +894,12 @@ fn ldk_node_b_signed_by_the_quorum() {
     let sweeps = w.mine();
     assert_eq!(sweeps.len(), 2, "both sweeps mined");
 
-    // C force-closes on B with B's HTLC in flight: C opens a channel to B pushing B
-    // 200,000 sat, B pays C over it and C holds the HTLC, then C broadcasts its commitment.
-    // B's chain watch proves it; after the HTLC's expiry B's timeout claim on C's
-    // commitment (quorum-signed: the commitment rebuilt from what the cosigners signed) and
-    // the sweep of B's to_remote both pay the QLS wallet.
+    // C force-closes on B with HTLCs both ways in flight: C opens a channel to B pushing
+    // B 200,000 sat, B pays C over it and C holds the HTLC, C pays B and B holds it, then C
+    // broadcasts its commitment. B's chain watch proves it; B claims C's HTLC with the
+    // preimage at once, and after its own HTLC's expiry times it out, both from C's
+    // commitment (quorum-signed: the commitment rebuilt from what the cosigners signed);
+    // those claims and the sweep of B's to_remote all pay the QLS wallet.
     c.cm.create_channel(b.id(), 500_000, 200_000_000, 5, None, None).unwrap();
     w.pump();
     w.mine();
@@ -913,6 +914,11 @@ fn ldk_node_b_signed_by_the_quorum() {
     HOLD.with(|h| h.borrow_mut().insert(held_on_chain.payment_hash().to_byte_array()));
     b_pay(&held_on_chain, PaymentId([0xef; 32]));
     w.pump();
+    // And C's HTLC to B, which B holds (claimed only once C's commitment is on chain).
+    let to_b: Invoice = b.cm.create_bolt11_invoice(invoice_params(8_000_000)).unwrap();
+    HOLD.with(|h| h.borrow_mut().insert(to_b.payment_hash().to_byte_array()));
+    c.cm.pay_for_bolt11_invoice(&to_b, PaymentId([0xc8; 32]), None, cfg(), Retry::Attempts(0)).unwrap();
+    w.pump();
     c.cm.force_close_broadcasting_latest_txn(&chan_cb, &b.id(), "C closes".into()).unwrap();
     w.pump();
     let c_commitment = w.mine();
@@ -922,24 +928,50 @@ fn ldk_node_b_signed_by_the_quorum() {
         c_commitment[0].output.iter().any(|o| o.value.to_sat() == 9_000),
         "B's HTLC is on C's commitment: {c_commitment:?}"
     );
-    let claim_of_ours = |w: &World| {
+    assert!(c_commitment[0].output.iter().any(|o| o.value.to_sat() == 8_000), "C's HTLC to B is on it too");
+    // B claims C's HTLC with the preimage from C's commitment (quorum-signed, its own
+    // record of that commitment), to the QLS wallet.
+    let preimage = b
+        .log
+        .borrow()
+        .iter()
+        .find_map(|e| match e {
+            Event::PaymentClaimable { purpose, payment_hash, .. }
+                if payment_hash.0 == to_b.payment_hash().to_byte_array() =>
+            {
+                purpose.preimage()
+            }
+            _ => None,
+        })
+        .expect("B was offered C's HTLC");
+    b.cm.claim_funds(preimage);
+    w.pump();
+    let claim_of = |w: &World, value: u64| {
         w.mined
             .iter()
             .find(|t| {
                 t.input.iter().any(|i| {
                     i.previous_output.txid == c_txid
-                        && c_commitment[0].output[i.previous_output.vout as usize].value.to_sat() == 9_000
+                        && c_commitment[0].output[i.previous_output.vout as usize].value.to_sat() == value
                 })
             })
             .cloned()
     };
-    for _ in 0..400 {
-        if claim_of_ours(&w).is_some() {
+    for _ in 0..6 {
+        if claim_of(&w, 8_000).is_some() {
             break;
         }
         w.mine();
     }
-    let timeout_claim = claim_of_ours(&w).expect("B's HTLC timeout on C's commitment is mined");
+    let preimage_claim = claim_of(&w, 8_000).expect("B's preimage claim on C's commitment is mined");
+    assert!(preimage_claim.output.iter().all(|o| o.script_pubkey == wallet_script), "{preimage_claim:?}");
+    for _ in 0..400 {
+        if claim_of(&w, 9_000).is_some() {
+            break;
+        }
+        w.mine();
+    }
+    let timeout_claim = claim_of(&w, 9_000).expect("B's HTLC timeout on C's commitment is mined");
     assert!(timeout_claim.output.iter().all(|o| o.script_pubkey == wallet_script), "{timeout_claim:?}");
     let spendable = b.spendable.borrow().clone();
     let remote = spendable
