@@ -127,7 +127,8 @@ pub(crate) fn store_error(e: StoreError) -> CosignerResponse {
         | StoreError::VerificationNonce { .. }
         | StoreError::NoVerificationNonce { .. }
         | StoreError::TooManyVerificationNonces { .. }
-        | StoreError::ForceCloseMessage { .. } => ErrorKind::InvalidRequest,
+        | StoreError::ForceCloseMessage { .. }
+        | StoreError::ForceCloseSigned { .. } => ErrorKind::InvalidRequest,
         StoreError::Sign(_) => ErrorKind::Internal,
         _ => ErrorKind::Storage,
     };

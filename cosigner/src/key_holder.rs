@@ -19,6 +19,7 @@ use lightning::ln::chan_utils::{
     HolderCommitmentTransaction, TxCreationKeys,
 };
 use lightning::ln::channel_keys::RevocationKey;
+use lightning::routing::gossip::NodeId;
 use lightning::sign::ecdsa::EcdsaChannelSigner;
 use lightning::sign::{
     ChannelDerivationParameters, ChannelSigner, DelayedPaymentOutputDescriptor, HTLCDescriptor, InMemorySigner,
@@ -316,6 +317,15 @@ impl KeyHolder {
             // signer does: double SHA-256 of the encoding, with our funding key.
             ChannelRequest::SignChannelAnnouncement { message } => {
                 let msg = parse_announcement(message).ok_or(KeyHolderError::Signer("not a channel announcement"))?;
+                // The node beside our funding key is ours (the policy checked the keys and
+                // the short channel id; only the key holder knows the node id).
+                let ours = NodeId::from_pubkey(&params.holder_pubkeys.funding_pubkey);
+                let me = NodeId::from_pubkey(&self.node_id());
+                let paired = (msg.bitcoin_key_1 == ours && msg.node_id_1 == me)
+                    || (msg.bitcoin_key_2 == ours && msg.node_id_2 == me);
+                if !paired {
+                    return Err(KeyHolderError::Signer("the announcement pairs our funding key with another node"));
+                }
                 let sig = signer
                     .sign_channel_announcement_with_funding_key(&params, &msg, secp)
                     .map_err(|_| KeyHolderError::Signer("channel announcement"))?;

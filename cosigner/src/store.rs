@@ -51,6 +51,8 @@ pub enum StoreError {
     TooManyVerificationNonces { commitment: u64, held: usize },
     #[error("holder commitment {commitment}'s force close was signed over another message")]
     ForceCloseMessage { commitment: u64 },
+    #[error("holder commitment {commitment}'s force close is signed: it gets no other verification nonce")]
+    ForceCloseSigned { commitment: u64 },
     #[error("partial signature failed: {0}")]
     Sign(String),
 }

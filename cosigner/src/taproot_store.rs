@@ -268,6 +268,11 @@ impl Store {
             if let Some((id, r)) = pinned.iter().find(|(_, r)| r.commitment == Some(commitment)) {
                 return Ok((*id, SecNonce::from_bytes(r.sec).public_nonce()));
             }
+            // Its force close is signed: that commitment gets no other nonce.
+            let psigs = txn.open_table(FORCE_CLOSE_PSIGS).map_err(db_err)?;
+            if psigs.get(force_close_key(channel, commitment).as_slice()).map_err(db_err)?.is_some() {
+                return Err(StoreError::ForceCloseSigned { commitment });
+            }
             if pinned.len() >= VERIFICATION_NONCES_PER_CHANNEL {
                 return Err(StoreError::TooManyVerificationNonces { commitment, held: pinned.len() });
             }
@@ -335,29 +340,31 @@ impl Store {
                         }
                         Some((NonceUse::Verification { commitment }, msg)) => {
                             let key = force_close_key(channel, commitment);
-                            let found = channel_nonces(&nonces, channel)?
-                                .into_iter()
-                                .find(|(_, r)| r.commitment == Some(commitment));
-                            match found {
-                                Some((id, record)) => {
+                            // Signed before (its reply lost): the same partial signature of
+                            // the same message, never a second one — whatever nonce was
+                            // made for that commitment since.
+                            let stored = psigs.get(key.as_slice()).map_err(db_err)?.map(|v| v.value().to_vec());
+                            match stored {
+                                Some(v) if v.get(..32) == Some(msg.as_slice()) => Some(
+                                    v[32..]
+                                        .try_into()
+                                        .map_err(|_| StoreError::Corrupt("force-close partial signature"))?,
+                                ),
+                                Some(_) => return Err(StoreError::ForceCloseMessage { commitment }),
+                                None => {
+                                    let found = channel_nonces(&nonces, channel)?
+                                        .into_iter()
+                                        .find(|(_, r)| r.commitment == Some(commitment));
+                                    let Some((id, record)) = found else {
+                                        return Err(StoreError::NoVerificationNonce { commitment });
+                                    };
                                     nonces.remove(id).map_err(db_err)?;
                                     let psig =
                                         signer(SecNonce::from_bytes(record.sec), &msg).map_err(StoreError::Sign)?;
-                                    let stored: Vec<u8> = [msg, psig].concat();
-                                    psigs.insert(key.as_slice(), stored.as_slice()).map_err(db_err)?;
+                                    let row: Vec<u8> = [msg, psig].concat();
+                                    psigs.insert(key.as_slice(), row.as_slice()).map_err(db_err)?;
                                     Some(psig)
                                 }
-                                // Signed before (its reply lost): the same partial signature
-                                // of the same message, never a second one.
-                                None => match psigs.get(key.as_slice()).map_err(db_err)? {
-                                    Some(v) if v.value().get(..32) == Some(msg.as_slice()) => Some(
-                                        v.value()[32..]
-                                            .try_into()
-                                            .map_err(|_| StoreError::Corrupt("force-close partial signature"))?,
-                                    ),
-                                    Some(_) => return Err(StoreError::ForceCloseMessage { commitment }),
-                                    None => return Err(StoreError::NoVerificationNonce { commitment }),
-                                },
                             }
                         }
                     };
@@ -560,6 +567,11 @@ mod tests {
         let psig = sign_msg(&store, &c, NonceUse::Verification { commitment: 6 }, [0x66; 32]).unwrap();
         assert!(signed_with(std::array::from_fn(|i| psig[i] ^ 0x66), &v6.1));
         assert_eq!(store.verification_pubnonce(&c, 6).unwrap(), None, "the nonce is gone");
+        // No other nonce for that commitment: a second signature can never be made.
+        assert!(matches!(
+            store.verification_nonce(&c, 6, &leaf, || [0x16; 32]),
+            Err(StoreError::ForceCloseSigned { commitment: 6 })
+        ));
         drop(store);
         let store = Store::open(&path).unwrap();
         assert_eq!(sign_msg(&store, &c, NonceUse::Verification { commitment: 6 }, [0x66; 32]).unwrap(), psig);

@@ -21,6 +21,7 @@ pub mod keys;
 pub mod musig2;
 pub mod node_key;
 pub mod policy;
+pub mod revocation_secrets;
 pub mod schnorr;
 pub mod share_signer;
 pub mod sighash;

@@ -32,6 +32,8 @@ use super::bridge::QuorumBridge;
 /// Blocks without a proof taken after which the watch sends a heartbeat: half of what the
 /// cosigners keep, so the headers it sends always connect.
 pub const HEARTBEAT_EVERY: u32 = KEPT_HEADERS as u32 / 2;
+/// Blocks between heartbeats the quorum did not take (each may wait out a round timeout).
+pub const HEARTBEAT_RETRY_BLOCKS: u32 = 6;
 
 /// A funding transaction (or a spend of its output) found in a block, waiting for depth.
 struct Found {
@@ -48,6 +50,8 @@ struct WatchState {
     found: Vec<Found>,
     /// Height of the last block whose headers the quorum took (with a proof or heartbeat).
     synced: u32,
+    /// After a heartbeat the quorum did not take, none before this height.
+    heartbeat_retry_at: u32,
 }
 
 /// Sends the quorum SPV proofs of our channels' funding transactions.
@@ -115,14 +119,18 @@ impl QuorumChainWatch {
     fn heartbeat_if_due(&self, tip: [u8; 32], height: u32) {
         let headers: Vec<Vec<u8>> = {
             let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            if height < state.synced.saturating_add(HEARTBEAT_EVERY) {
+            if height < state.synced.saturating_add(HEARTBEAT_EVERY) || height < state.heartbeat_retry_at {
                 return;
             }
             state.headers.iter().map(|(_, h)| h.clone()).collect()
         };
         match self.bridge.node_key_blocking(NodeKeyRequest::Heartbeat { headers, tip }) {
             Ok(_) => self.state.lock().unwrap_or_else(|e| e.into_inner()).synced = height,
-            Err(e) => tracing::warn!(height, error = %e, "heartbeat not taken; sent again on the next block"),
+            Err(e) => {
+                self.state.lock().unwrap_or_else(|e| e.into_inner()).heartbeat_retry_at =
+                    height.saturating_add(HEARTBEAT_RETRY_BLOCKS);
+                tracing::warn!(height, error = %e, "heartbeat not taken; sent again in {HEARTBEAT_RETRY_BLOCKS} blocks")
+            }
         }
     }
 }

@@ -14,8 +14,6 @@ use alloc::format;
 use alloc::vec::Vec;
 
 use bitcoin::Transaction;
-use lightning::ln::chan_utils::CounterpartyCommitmentSecrets;
-use lightning::util::ser::Readable;
 
 use super::funding_spend::{output_value, total_input_value};
 use super::parse::ChannelError;
@@ -25,9 +23,8 @@ use crate::policy::{PolicyTag, Violation};
 /// The per-commitment secret of counterparty commitment `n` (LDK numbering), if the
 /// counterparty revoked it.
 pub fn revoked_secret(state: &ChannelState, n: u64) -> Result<Option<[u8; 32]>, ChannelError> {
-    let secrets: CounterpartyCommitmentSecrets =
-        Readable::read(&mut &state.counterparty.secrets[..]).map_err(|_| ChannelError::CorruptState("secret store"))?;
-    Ok(secrets.get_secret(n))
+    crate::revocation_secrets::revealed_secret(&state.counterparty.secrets, n)
+        .map_err(|_| ChannelError::CorruptState("secret store"))
 }
 
 /// The source rules of a justice input (`policy-justice-revoked`) and the total value of

@@ -565,6 +565,10 @@ fn the_previous_counterparty_commitment_is_kept_until_revoked() {
     assert_eq!(fx.sign_cp(fx.cp_info(N0 - 1, 0, ours, vec![]), vec![]), vec![]);
     let cp = &fx.state.as_ref().unwrap().counterparty;
     assert_eq!(cp.previous.as_ref().map(|c| c.commitment_number), Some(N0), "either may be broadcast");
+    // Oldest first: revoking the latest before it would leave a gap in the secret store.
+    let skip =
+        ChannelRequest::ValidateCounterpartyRevocation { commitment_number: N0 - 1, secret: fx.cp.secret(N0 - 1) };
+    assert_eq!(fx.run(skip), vec![PolicyTag::CommitmentSequence]);
     let secret = fx.cp.secret(N0);
     assert_eq!(fx.run(ChannelRequest::ValidateCounterpartyRevocation { commitment_number: N0, secret }), vec![]);
     assert_eq!(fx.state.as_ref().unwrap().counterparty.previous, None, "revoked: only justice applies");

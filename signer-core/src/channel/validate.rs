@@ -216,7 +216,7 @@ fn update(
                 &expected,
                 min_depth,
             );
-            if unproven && next.funding_confirmed_at.is_some() {
+            if next.funding_confirmed_at.is_some() && next.funding_tx_index.is_none() && j.violations.is_empty() {
                 next.funding_tx_index = Some(proof.position);
             }
             // Proven now: the incoming HTLCs already on our commitment start to cover (so
@@ -246,7 +246,9 @@ fn update(
                 proof,
                 &outpoint,
             );
-            if newly {
+            // Recorded with the first proof (or a later valid one, for a state from before
+            // the field existed).
+            if next.funding_spent_at.is_some() && next.funding_spend.is_none() && j.violations.is_empty() {
                 let tx = parse::transaction(&proof.tx, "funding spend")?;
                 next.funding_spend = Some(super::funding_spend::funding_spend(&params, &tx));
             }
@@ -867,6 +869,13 @@ fn counterparty_revocation(
             j.flag(PolicyTag::RevocationSecretMismatch, format!("secret for commitment {n} does not match its point"));
             return Ok(());
         }
+    }
+    // Oldest first (numbers count down): the compact store derives every revoked secret
+    // only when none is skipped.
+    let oldest = state.counterparty.unrevoked_points.iter().map(|(m, _)| *m).max();
+    if oldest != Some(n) {
+        j.flag(PolicyTag::CommitmentSequence, format!("counterparty commitment {n} revoked before {oldest:?}"));
+        return Ok(());
     }
     let mut secrets: CounterpartyCommitmentSecrets =
         Readable::read(&mut &state.counterparty.secrets[..]).map_err(|_| ChannelError::CorruptState("secret store"))?;

@@ -30,8 +30,6 @@ use bitcoin::secp256k1::{PublicKey, SecretKey};
 use bitcoin::sighash::{Prevouts, SighashCache, TapSighashType};
 use bitcoin::taproot::TapLeafHash;
 use bitcoin::{Amount, OutPoint, ScriptBuf, Transaction, TxOut};
-use lightning::ln::chan_utils::CounterpartyCommitmentSecrets;
-use lightning::util::ser::Readable;
 use qls_protocol::{ChannelKeysId, FrostTarget, KeyTweak, RevokedOutput, SpentOutput, TaprootFrostItem};
 
 use super::build::{commitment, keys_at, point, BuiltCommitment, Side};
@@ -412,9 +410,12 @@ fn justice(
     ctx: &TaprootContext<'_>,
 ) -> Result<Vec<FrostTarget>, TaprootChannelError> {
     let (tx, i, prevouts) = parse_spend(tx_bytes, input, prevouts)?;
-    let secrets: CounterpartyCommitmentSecrets =
-        Readable::read(&mut &state.secrets[..]).map_err(|_| TaprootChannelError::CorruptState("secret store"))?;
-    let Some(secret) = ((1u64 << 48) - 1).checked_sub(n).and_then(|index| secrets.get_secret(index)) else {
+    let revealed = match ((1u64 << 48) - 1).checked_sub(n) {
+        Some(index) => crate::revocation_secrets::revealed_secret(&state.secrets, index)
+            .map_err(|_| TaprootChannelError::CorruptState("secret store"))?,
+        None => None,
+    };
+    let Some(secret) = revealed else {
         j.flag(PolicyTag::JusticeRevoked, format!("counterparty commitment {n} is not revoked"));
         return Ok(Vec::new());
     };

@@ -673,9 +673,12 @@ fn counterparty_revocation(
         (Ok(p), Some(s)) if p == s => {}
         (_, None) => {
             // Already revoked: a retry with the same secret changes nothing; any other is wrong.
-            let secrets: CounterpartyCommitmentSecrets = Readable::read(&mut &state.secrets[..])
-                .map_err(|_| TaprootChannelError::CorruptState("secret store"))?;
-            if secrets.get_secret(INITIAL - n) != Some(*secret) {
+            let revealed = match INITIAL.checked_sub(n) {
+                Some(index) => crate::revocation_secrets::revealed_secret(&state.secrets, index)
+                    .map_err(|_| TaprootChannelError::CorruptState("secret store"))?,
+                None => None,
+            };
+            if revealed != Some(*secret) {
                 j.flag(
                     PolicyTag::RevocationSecretMismatch,
                     format!("secret for commitment {n} is not the one revealed"),
@@ -690,6 +693,12 @@ fn counterparty_revocation(
             );
             return Ok(());
         }
+    }
+    // Oldest first: the compact store derives every revoked secret only when none is skipped.
+    let oldest = state.unrevoked_points.iter().map(|(m, _)| *m).min();
+    if oldest != Some(n) {
+        j.flag(PolicyTag::CommitmentSequence, format!("counterparty commitment {n} revoked before {oldest:?}"));
+        return Ok(());
     }
     let mut secrets: CounterpartyCommitmentSecrets =
         Readable::read(&mut &state.secrets[..]).map_err(|_| TaprootChannelError::CorruptState("secret store"))?;
