@@ -8,6 +8,7 @@
 pub mod announcement;
 pub mod counterparty_claims;
 pub mod funding;
+pub mod funding_facts;
 pub mod funding_spend;
 pub mod justice;
 pub mod parse;

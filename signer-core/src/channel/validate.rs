@@ -23,6 +23,7 @@ use lightning::ln::chan_utils::{
 use lightning::util::ser::{Readable, Writeable};
 use qls_protocol::{ChannelKeysId, ChannelRequest, ChannelSetup, CommitmentInfo, HtlcInfo};
 
+use super::funding_facts::{self, FundingHeights};
 use super::parse::{self, Broadcaster, ChannelError};
 use super::payments::PaymentIndex;
 use super::state::{
@@ -206,32 +207,25 @@ fn update(
                 &script,
                 setup.channel_value_sat,
             );
+            let before = j.violations.len();
+            let heights =
+                FundingHeights { confirmed_at: &mut next.funding_confirmed_at, spent_at: &mut next.funding_spent_at };
+            let incoming = next.holder.latest.iter().flat_map(|h| h.info.htlcs.iter().filter(|h| !h.offered));
             let min_depth = j.policy.funding_min_depth;
-            let unproven = next.funding_confirmed_at.is_none();
-            crate::funding_proof::judge(
+            funding_facts::confirm(
                 &mut j.violations,
-                &mut next.funding_confirmed_at,
+                heights,
                 ctx.chain,
                 proof,
                 &expected,
                 min_depth,
+                incoming,
+                payments,
             );
-            if next.funding_confirmed_at.is_some() && next.funding_tx_index.is_none() && j.violations.is_empty() {
+            // The proof's position gives the short channel id (kept from the first valid
+            // proof, or a later one for a state from before the field existed).
+            if next.funding_confirmed_at.is_some() && next.funding_tx_index.is_none() && proof_held(j, before) {
                 next.funding_tx_index = Some(proof.position);
-            }
-            // Proven now: the incoming HTLCs already on our commitment start to cover (so
-            // the index holds exactly the incoming HTLCs of proven channels' latest
-            // commitments, and a later spend withdraws exactly those).
-            if unproven && next.funding_confirmed_at.is_some() && next.funding_spent_at.is_none() {
-                let incoming: Vec<HtlcInfo> = next
-                    .holder
-                    .latest
-                    .iter()
-                    .flat_map(|h| h.info.htlcs.iter().filter(|h| !h.offered).cloned())
-                    .collect();
-                for h in &incoming {
-                    payments.receive(&mut j.violations, h);
-                }
             }
         }
         ChannelRequest::FundingSpent(proof) => {
@@ -239,23 +233,15 @@ fn update(
                 txid: bitcoin::Txid::from_byte_array(next.setup.funding_txid),
                 vout: u32::from(next.setup.funding_vout),
             };
-            let newly = crate::funding_proof::judge_spend(
-                &mut j.violations,
-                &mut next.funding_spent_at,
-                ctx.chain,
-                proof,
-                &outpoint,
-            );
-            // Recorded with the first proof (or a later valid one, for a state from before
-            // the field existed).
-            if next.funding_spent_at.is_some() && next.funding_spend.is_none() && j.violations.is_empty() {
+            let before = j.violations.len();
+            let heights =
+                FundingHeights { confirmed_at: &mut next.funding_confirmed_at, spent_at: &mut next.funding_spent_at };
+            let incoming = next.holder.latest.iter().flat_map(|h| h.info.htlcs.iter().filter(|h| !h.offered));
+            funding_facts::spend(&mut j.violations, heights, ctx.chain, proof, &outpoint, incoming, payments);
+            // What the spend is (same provenance rule as the position above).
+            if next.funding_spent_at.is_some() && next.funding_spend.is_none() && proof_held(j, before) {
                 let tx = parse::transaction(&proof.tx, "funding spend")?;
                 next.funding_spend = Some(super::funding_spend::funding_spend(&params, &tx));
-            }
-            // Its incoming HTLCs entered the index only once the funding was proven.
-            if newly && next.funding_confirmed_at.is_some() {
-                let incoming = next.holder.latest.iter().flat_map(|h| h.info.htlcs.iter().filter(|h| !h.offered));
-                payments.withdraw(incoming);
             }
         }
         ChannelRequest::SignHolderHtlc { tx, input, commitment_number, htlc, preimage } => {
@@ -996,6 +982,11 @@ fn sign_closing(
     if state.close == CloseState::Open {
         state.close = CloseState::MutualClose { to_holder_sat };
     }
+}
+
+/// Whether the funding proof judged since `before` violations held (no proof tag).
+fn proof_held(j: &Judge<'_>, before: usize) -> bool {
+    !j.violations[before..].iter().any(|v| matches!(v.tag, PolicyTag::FundingProof | PolicyTag::FundingProofDepth))
 }
 
 fn check_input(tx: &Transaction, input: u32) -> Result<(), ChannelError> {

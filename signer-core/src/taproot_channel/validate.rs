@@ -14,6 +14,7 @@
 use alloc::format;
 use alloc::vec::Vec;
 
+use crate::channel::funding_facts::{self, FundingHeights};
 use bitcoin::secp256k1::{schnorr, All, Message, PublicKey, Secp256k1, SecretKey, XOnlyPublicKey};
 use bitcoin::sighash::TapSighashType;
 use lightning::ln::chan_utils::CounterpartyCommitmentSecrets;
@@ -182,29 +183,20 @@ pub fn apply(
                 &out.script_pubkey,
                 setup.channel_value_sat,
             );
+            let heights =
+                FundingHeights { confirmed_at: &mut next.funding_confirmed_at, spent_at: &mut next.funding_spent_at };
+            let incoming = next.holder_latest.iter().flat_map(|h| h.info.htlcs.iter().filter(|h| !h.offered));
             let min_depth = j.policy.funding_min_depth;
-            crate::funding_proof::judge(
+            funding_facts::confirm(
                 &mut j.violations,
-                &mut next.funding_confirmed_at,
+                heights,
                 ctx.chain,
                 proof,
                 &expected,
                 min_depth,
+                incoming,
+                payments,
             );
-            // Proven now: the incoming HTLCs already on our commitment start to cover.
-            if cur.funding_confirmed_at.is_none()
-                && next.funding_confirmed_at.is_some()
-                && next.funding_spent_at.is_none()
-            {
-                let incoming: Vec<qls_protocol::HtlcInfo> = next
-                    .holder_latest
-                    .iter()
-                    .flat_map(|h| h.info.htlcs.iter().filter(|h| !h.offered).cloned())
-                    .collect();
-                for h in &incoming {
-                    payments.receive(&mut j.violations, h);
-                }
-            }
             (next, None)
         }
         (TaprootRequest::FundingSpent(proof), Some(cur)) => {
@@ -213,18 +205,10 @@ pub fn apply(
                 txid: bitcoin::hashes::Hash::from_byte_array(cur.setup.funding_txid),
                 vout: u32::from(cur.setup.funding_vout),
             };
-            let newly = crate::funding_proof::judge_spend(
-                &mut j.violations,
-                &mut next.funding_spent_at,
-                ctx.chain,
-                proof,
-                &outpoint,
-            );
-            // Its incoming HTLCs entered the index only once the funding was proven.
-            if newly && next.funding_confirmed_at.is_some() {
-                let incoming = next.holder_latest.iter().flat_map(|h| h.info.htlcs.iter().filter(|h| !h.offered));
-                payments.withdraw(incoming);
-            }
+            let heights =
+                FundingHeights { confirmed_at: &mut next.funding_confirmed_at, spent_at: &mut next.funding_spent_at };
+            let incoming = next.holder_latest.iter().flat_map(|h| h.info.htlcs.iter().filter(|h| !h.offered));
+            funding_facts::spend(&mut j.violations, heights, ctx.chain, proof, &outpoint, incoming, payments);
             (next, None)
         }
         (TaprootRequest::CounterpartyRevocation { commitment_number, secret }, Some(cur)) => {
