@@ -40,7 +40,7 @@ pub fn must_catch_up(subject: &ApprovalSubject) -> bool {
     match subject {
         ApprovalSubject::Channel { .. } => true,
         ApprovalSubject::Node(NodeKeyRequest::ApprovePayment { .. }) => true,
-        ApprovalSubject::Node(_) | ApprovalSubject::TaprootSecret { .. } => false,
+        ApprovalSubject::Node(_) | ApprovalSubject::TaprootSecret { .. } | ApprovalSubject::Sweep(_) => false,
     }
 }
 

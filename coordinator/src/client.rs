@@ -193,6 +193,15 @@ impl NodeClient {
         }
     }
 
+    /// A batched sweep of outputs of ours from legacy channels: one witness per input,
+    /// in the order of `sweep.inputs`.
+    pub async fn sweep(&self, sweep: SweepRequest) -> Result<(KeyHolderOutput, SignReport), ClientError> {
+        match self.call(&NodeRequest::Sweep(sweep)).await? {
+            NodeResponse::KeyHolder { output, report } => Ok((output, report)),
+            other => Err(Self::fail(other)),
+        }
+    }
+
     /// Our keys of a taproot channel (funding node key and basepoints).
     pub async fn taproot_channel_keys(&self, channel: ChannelKeysId) -> Result<TaprootHolderKeys, ClientError> {
         match self.call(&NodeRequest::TaprootChannelKeys { channel }).await? {

@@ -68,7 +68,8 @@ async fn approved(quorum: &Quorum, subject: ApprovalSubject) -> NodeResponse {
     let _turn = match &subject {
         ApprovalSubject::Channel { channel, .. } => Some(quorum.lock_channel(channel).await),
         ApprovalSubject::TaprootSecret { channel, .. } => Some(quorum.lock_channel(channel).await),
-        ApprovalSubject::Node(_) => None,
+        // A sweep changes no channel state: each cosigner judges it on its state as it is.
+        ApprovalSubject::Node(_) | ApprovalSubject::Sweep(_) => None,
     };
     match crate::approval::approve_and_sign(quorum, subject).await {
         Ok((output, report)) => NodeResponse::KeyHolder { output, report },
@@ -151,6 +152,7 @@ pub async fn handle(quorum: &Quorum, req: NodeRequest) -> NodeResponse {
             approved(quorum, ApprovalSubject::Channel { channel, request }).await
         }
         NodeRequest::NodeKey(request) => approved(quorum, ApprovalSubject::Node(request)).await,
+        NodeRequest::Sweep(sweep) => approved(quorum, ApprovalSubject::Sweep(sweep)).await,
         NodeRequest::ChannelKeys { channel } => {
             match crate::approval::ask_key_holder(quorum, CosignerRequest::ChannelKeys { channel }).await {
                 Ok(CosignerResponse::ChannelKeys { info, node_id }) => NodeResponse::ChannelKeys { info, node_id },

@@ -11,7 +11,7 @@
 // Replies are built once per request; the error variant is the reply itself.
 #![allow(clippy::result_large_err)]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use bitcoin::constants::ChainHash;
 use bitcoin::hashes::{sha256, Hash};
@@ -54,7 +54,7 @@ fn touched_hashes(subject: &ApprovalSubject, current: Option<&ChannelState>) -> 
             _ => Vec::new(),
         },
         ApprovalSubject::Node(NodeKeyRequest::ApprovePayment { payment_hash, .. }) => vec![*payment_hash],
-        ApprovalSubject::Node(_) | ApprovalSubject::TaprootSecret { .. } => Vec::new(),
+        ApprovalSubject::Node(_) | ApprovalSubject::TaprootSecret { .. } | ApprovalSubject::Sweep(_) => Vec::new(),
     };
     out.sort();
     out.dedup();
@@ -151,6 +151,40 @@ pub(crate) fn chain_with(
         .map_err(store_error)
 }
 
+/// The stored states of the channels a batched sweep names.
+type SweepStates = BTreeMap<ChannelKeysId, ChannelState>;
+
+/// Judges a batched sweep against this cosigner's state of every channel it names; it
+/// changes nothing. Returns the states judged, which the key holder signs from.
+fn judge_sweep(state: &CosignerState, sweep: &SweepRequest) -> Result<(Judged, SweepStates), CosignerResponse> {
+    let mut states = SweepStates::new();
+    for i in &sweep.inputs {
+        if let std::collections::btree_map::Entry::Vacant(e) = states.entry(i.channel) {
+            if let Some(s) = state.store.channel(&i.channel).map_err(store_error)? {
+                e.insert(s);
+            }
+        }
+    }
+    let policy = &state.config.policy;
+    let scripts = own_scripts(state);
+    let ctx = channel::Context {
+        policy,
+        own_scripts: &scripts,
+        secp: &state.secp,
+        now: state.now_unix(),
+        stored_channels: 0,
+        holder_keys: None,
+        chain: None,
+        network: state.config.network,
+    };
+    let mut v = Vec::new();
+    let state_of =
+        |c: &ChannelKeysId| states.get(c).ok_or_else(|| ChannelError::UnknownChannel { channel: hex::encode(&c[..8]) });
+    channel::judge_sweep(&mut v, sweep, state_of, &ctx).map_err(channel_error)?;
+    let judged = Judged { verdict: judge(v, policy), state: NODE_STATE, changed: false, channel_state: None };
+    Ok((judged, states))
+}
+
 /// Judges `subject` and, when `persist` and the policy approves, applies it durably.
 /// `holder_keys` is a key holder's attestation, for a legacy setup.
 fn judge_subject(
@@ -165,13 +199,16 @@ fn judge_subject(
     if let ApprovalSubject::TaprootSecret { channel, commitment_number } = subject {
         return judge_taproot_secret(state, channel, *commitment_number);
     }
+    if let ApprovalSubject::Sweep(sweep) = subject {
+        return judge_sweep(state, sweep).map(|(judged, _)| judged);
+    }
     let digest = request_digest(subject);
     let policy = &state.config.policy;
     let scripts = own_scripts(state);
     let now = state.now_unix();
     let channel = match subject {
         ApprovalSubject::Channel { channel, .. } => Some(channel),
-        ApprovalSubject::Node(_) | ApprovalSubject::TaprootSecret { .. } => None,
+        ApprovalSubject::Node(_) | ApprovalSubject::TaprootSecret { .. } | ApprovalSubject::Sweep(_) => None,
     };
     let chain = match subject {
         ApprovalSubject::Channel {
@@ -234,7 +271,7 @@ fn judge_subject(
                         (v, None, changed)
                     }
                     ApprovalSubject::Node(request) => (node_key_violations(state, request), None, false),
-                    ApprovalSubject::TaprootSecret { .. } => (Vec::new(), None, false),
+                    ApprovalSubject::TaprootSecret { .. } | ApprovalSubject::Sweep(_) => (Vec::new(), None, false),
                 };
                 let verdict = judge(violations, policy);
                 let write = persist && verdict.approves() && changed;
@@ -347,7 +384,10 @@ pub fn key_holder_sign(state: &CosignerState, subject: ApprovalSubject, approval
     let Some(kh) = state.key_holder.as_ref() else {
         return Err(error(ErrorKind::Forbidden, "this cosigner is not a key holder"));
     };
-    let judged = judge_subject(state, &subject, None, false)?;
+    let (judged, sweep_states) = match &subject {
+        ApprovalSubject::Sweep(sweep) => judge_sweep(state, sweep)?,
+        _ => (judge_subject(state, &subject, None, false)?, SweepStates::new()),
+    };
     if !judged.verdict.approves() {
         return Ok(CosignerResponse::Refused { violations: violations(&judged.verdict.refused) });
     }
@@ -381,6 +421,7 @@ pub fn key_holder_sign(state: &CosignerState, subject: ApprovalSubject, approval
         ApprovalSubject::TaprootSecret { channel, commitment_number } => {
             kh.release_taproot_secret(channel, *commitment_number)
         }
+        ApprovalSubject::Sweep(sweep) => kh.sign_sweep(sweep, |c| sweep_states.get(c)),
     }
     .map_err(|e| error(ErrorKind::Internal, e))?;
     Ok(CosignerResponse::KeyHolderSigned(output))

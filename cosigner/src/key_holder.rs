@@ -401,7 +401,33 @@ impl KeyHolder {
         }
     }
 
-    /// Signs an approved node-key request.
+    /// Signs every input of an approved batched sweep, each with its channel's key, from
+    /// the states `state_of` gives (the ones the policy judged). The witnesses come in
+    /// the transaction's input order (the policy had every input named exactly once).
+    pub fn sign_sweep<'s>(
+        &self,
+        sweep: &qls_protocol::SweepRequest,
+        state_of: impl Fn(&ChannelKeysId) -> Option<&'s ChannelState>,
+    ) -> Result<KeyHolderOutput, KeyHolderError> {
+        let mut inputs: Vec<&qls_protocol::SweepInput> = sweep.inputs.iter().collect();
+        inputs.sort_by_key(|i| i.input);
+        let mut witnesses = Vec::with_capacity(inputs.len());
+        for i in inputs {
+            let tx = sweep.tx.clone();
+            let request = match i.source {
+                qls_protocol::SweepSource::Delayed => ChannelRequest::SignDelayedSweep { tx, input: i.input },
+                qls_protocol::SweepSource::ToRemote { amount_sat } => {
+                    ChannelRequest::SignRemoteSweep { tx, input: i.input, amount_sat }
+                }
+            };
+            match self.sign_channel(&i.channel, state_of(&i.channel), &request)? {
+                KeyHolderOutput::Witness(w) => witnesses.push(w),
+                _ => return Err(KeyHolderError::Signer("sweep input")),
+            }
+        }
+        Ok(KeyHolderOutput::Witnesses(witnesses))
+    }
+
     /// Signs a node-key request; signatures are over the digest `node_key` rebuilds from a
     /// preimage that parses as the request's kind (`chain`: the cosigner's chain).
     pub fn sign_node(&self, request: &NodeKeyRequest, chain: ChainHash) -> Result<KeyHolderOutput, KeyHolderError> {

@@ -231,6 +231,39 @@ pub enum ApprovalSubject {
         channel: ChannelKeysId,
         commitment_number: u64,
     },
+    /// Sign a batched sweep: every input of `tx` (consensus encoding) is one output of ours
+    /// of a legacy channel, named in `inputs` (one entry per input, in any order). Each
+    /// cosigner checks every input's source and value from its own state of the channel
+    /// named, and the fee over the whole transaction. Signs nothing else; changes no state.
+    Sweep(SweepRequest),
+}
+
+/// A sweep of outputs of ours from one or several legacy channels in one transaction (as
+/// LDK's `OutputSweeper` batches them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SweepRequest {
+    pub tx: Vec<u8>,
+    pub inputs: Vec<SweepInput>,
+}
+
+/// One input of a batched sweep: which channel's output it spends, and what kind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SweepInput {
+    pub input: u32,
+    pub channel: ChannelKeysId,
+    pub source: SweepSource,
+}
+
+/// What an input of a batched sweep spends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SweepSource {
+    /// A delayed output of ours (as [`ChannelRequest::SignDelayedSweep`]): the value is
+    /// the cosigner's own fact.
+    Delayed,
+    /// Our to_remote output of a counterparty commitment (as
+    /// [`ChannelRequest::SignRemoteSweep`]), worth `amount_sat`: the signature commits to
+    /// that value (BIP 143), so it is invalid for an output worth anything else.
+    ToRemote { amount_sat: u64 },
 }
 
 /// A cosigner's signed statement: "I validated request `request` against my state, and my
@@ -285,6 +318,8 @@ pub enum KeyHolderOutput {
     Recoverable { sig: Vec<u8>, recid: u8 },
     /// A complete input witness (sweeps of P2WSH / P2WPKH outputs).
     Witness(Vec<Vec<u8>>),
+    /// One complete witness per input of a batched sweep, in the transaction's input order.
+    Witnesses(Vec<Vec<Vec<u8>>>),
     /// A heartbeat: the node key's ECDSA signature (64-byte compact) over `signer-core`'s
     /// `heartbeat_message(height, tip, unix_time)`; `unix_time` is the key holder's clock.
     Heartbeat { height: u32, tip: [u8; 32], unix_time: u64, sig: Vec<u8> },

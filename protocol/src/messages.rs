@@ -273,6 +273,9 @@ pub enum NodeRequest {
     },
     /// A node-key request (ECDH, invoices, gossip, payment approval).
     NodeKey(NodeKeyRequest),
+    /// A batched sweep of outputs of ours from legacy channels: approved by the quorum,
+    /// then every input signed by a key holder.
+    Sweep(SweepRequest),
     ChannelKeys {
         channel: ChannelKeysId,
     },

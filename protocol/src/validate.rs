@@ -197,6 +197,7 @@ impl Validate for NodeRequest {
             }
             NodeRequest::Channel { request, .. } => channel_request(request),
             NodeRequest::NodeKey(r) => node_key(r),
+            NodeRequest::Sweep(s) => sweep(s),
             NodeRequest::ChannelKeys { .. } | NodeRequest::PerCommitmentPoint { .. } => Ok(()),
             NodeRequest::TaprootChannelKeys { .. } => Ok(()),
             NodeRequest::Taproot { request, counterparty_nonce, reserved, .. } => {
@@ -464,7 +465,13 @@ fn subject(s: &ApprovalSubject) -> Result<(), ValidationError> {
         ApprovalSubject::Channel { request, .. } => channel_request(request),
         ApprovalSubject::Node(r) => node_key(r),
         ApprovalSubject::TaprootSecret { .. } => Ok(()),
+        ApprovalSubject::Sweep(s) => sweep(s),
     }
+}
+
+fn sweep(s: &SweepRequest) -> Result<(), ValidationError> {
+    at_most("tx", s.tx.len(), MAX_TX_BYTES)?;
+    at_most("inputs", s.inputs.len(), MAX_SWEEP_INPUTS)
 }
 
 fn approval(a: &Approval) -> Result<(), ValidationError> {
@@ -488,6 +495,10 @@ fn output(o: &KeyHolderOutput) -> Result<(), ValidationError> {
             exactly("sig", sig.len(), 64)
         }
         KeyHolderOutput::Witness(w) => blobs("witness", w, 16, MAX_SCRIPT_BYTES),
+        KeyHolderOutput::Witnesses(ws) => {
+            at_most("witnesses", ws.len(), MAX_SWEEP_INPUTS)?;
+            ws.iter().try_for_each(|w| blobs("witness", w, 16, MAX_SCRIPT_BYTES))
+        }
     }
 }
 

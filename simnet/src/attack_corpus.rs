@@ -795,7 +795,87 @@ async fn after_force_close(c: &mut Corpus<'_>) -> Result<(), CorpusError> {
         }
     })
     .await;
+    batched_sweeps(c, &d, to_local, value, their_commitment, &wallet).await;
     Ok(())
+}
+
+/// Batched sweeps (as LDK's `OutputSweeper` builds them) that slip something in among
+/// honest inputs: an input of unknown value, someone else's output named as ours, a
+/// to_remote paying a foreign script, a fee that is small per input but not in all.
+async fn batched_sweeps(
+    c: &mut Corpus<'_>,
+    d: &LegacyChannelDriver,
+    to_local: bitcoin::OutPoint,
+    value: u64,
+    their_commitment: bitcoin::OutPoint,
+    wallet: &ScriptBuf,
+) {
+    use qls_protocol::{SweepInput, SweepRequest, SweepSource};
+    let delay = u32::from(d.setup.counterparty_selected_contest_delay);
+    let tx = |inputs: &[(bitcoin::OutPoint, u32)], outputs: Vec<(&ScriptBuf, u64)>| {
+        let tx = bitcoin::Transaction {
+            version: bitcoin::transaction::Version::TWO,
+            lock_time: bitcoin::absolute::LockTime::ZERO,
+            input: inputs
+                .iter()
+                .map(|(o, sequence)| bitcoin::TxIn {
+                    previous_output: *o,
+                    sequence: bitcoin::Sequence(*sequence),
+                    ..Default::default()
+                })
+                .collect(),
+            output: outputs
+                .into_iter()
+                .map(|(to, sat)| TxOut { value: Amount::from_sat(sat), script_pubkey: to.clone() })
+                .collect(),
+        };
+        bitcoin::consensus::serialize(&tx)
+    };
+    let delayed = |input| SweepInput { input, channel: d.channel, source: SweepSource::Delayed };
+    let to_remote =
+        |input| SweepInput { input, channel: d.channel, source: SweepSource::ToRemote { amount_sat: 100_000 } };
+    let someone_else = bitcoin::OutPoint { txid: bitcoin::Txid::from_byte_array([0x57; 32]), vout: 0 };
+    let ours = value + 100_000;
+    let attempts = [
+        (
+            "batched-sweep-with-an-unnamed-input",
+            "policy-sweep-source",
+            SweepRequest {
+                tx: tx(&[(to_local, delay), (someone_else, 0)], vec![(wallet, value - 1_000)]),
+                inputs: vec![delayed(0)],
+            },
+        ),
+        (
+            "batched-sweep-naming-someone-elses-output-as-ours",
+            "policy-sweep-source",
+            SweepRequest {
+                tx: tx(&[(to_local, delay), (someone_else, delay)], vec![(wallet, value - 1_000)]),
+                inputs: vec![delayed(0), delayed(1)],
+            },
+        ),
+        (
+            "batched-sweep-with-an-output-to-a-foreign-script",
+            "policy-sweep-destination",
+            SweepRequest {
+                tx: tx(
+                    &[(to_local, delay), (their_commitment, 1)],
+                    vec![(wallet, value - 1_000), (&foreign_script(), 99_000)],
+                ),
+                inputs: vec![delayed(0), to_remote(1)],
+            },
+        ),
+        (
+            "batched-sweep-burning-the-sum-as-fee",
+            "policy-sweep-fee-range",
+            SweepRequest {
+                tx: tx(&[(to_local, delay), (their_commitment, 1)], vec![(wallet, ours / 2)]),
+                inputs: vec![delayed(0), to_remote(1)],
+            },
+        ),
+    ];
+    for (attack, tag, request) in attempts {
+        c.attempt(attack, tag, NodeRequest::Sweep(request)).await;
+    }
 }
 
 /// Node-key requests shaped as something else.

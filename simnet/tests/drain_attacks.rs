@@ -103,6 +103,7 @@ async fn the_attack_corpus_is_refused_with_its_tags_by_every_honest_cosigner() {
         let honest: Vec<String> = honest.iter().map(|s| s.to_string()).collect();
         let results = qls_simnet::attack_corpus::run(&h).await.unwrap();
         let kinds = qls_simnet::attack_corpus::kinds(&results);
+        eprintln!("{kinds} kinds of attack, {} attempts", results.len());
         assert!(kinds >= 30, "only {kinds} kinds of attack");
         // n − t + 1 = 2 refusals block a 2-of-3 quorum.
         let failed: Vec<_> = results.iter().filter(|r| !r.held(&honest, 2)).collect();

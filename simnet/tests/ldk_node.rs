@@ -48,10 +48,13 @@ use lightning::routing::gossip::NetworkGraph;
 use lightning::routing::router::{DefaultRouter, RouteParametersConfig};
 use lightning::routing::scoring::FixedPenaltyScorer;
 use lightning::sign::ecdsa::EcdsaChannelSigner;
-use lightning::sign::{EntropySource, KeysManager, NodeSigner, OutputSpender, SpendableOutputDescriptor};
+use lightning::sign::{
+    ChangeDestinationSourceSync, EntropySource, KeysManager, NodeSigner, OutputSpender, SpendableOutputDescriptor,
+};
 use lightning::util::config::UserConfig;
 use lightning::util::logger::{Level, Logger, Record};
-use lightning::util::persist::MonitorName;
+use lightning::util::persist::{KVStoreSync, MonitorName};
+use lightning::util::sweep::{OutputSpendStatus, OutputSweeperSync};
 use qls_coordinator::ldk::{QuorumBridge, QuorumChainWatch, QuorumKeysManager};
 use qls_simnet::harness::{approve_payment_request, test_policy, Harness, QuorumSpec};
 
@@ -116,6 +119,47 @@ impl<S: EcdsaChannelSigner> Persist<S> for MemPersister {
     }
     fn archive_persisted_channel(&self, _: MonitorName) {}
 }
+
+/// The store of LDK's `OutputSweeper` state, in memory.
+#[derive(Default)]
+struct MemStore(Mutex<HashMap<(String, String, String), Vec<u8>>>);
+impl KVStoreSync for MemStore {
+    fn read(&self, primary: &str, secondary: &str, key: &str) -> Result<Vec<u8>, lightning::io::Error> {
+        let k = (primary.to_owned(), secondary.to_owned(), key.to_owned());
+        self.0.lock().unwrap().get(&k).cloned().ok_or_else(|| lightning::io::ErrorKind::NotFound.into())
+    }
+    fn write(&self, primary: &str, secondary: &str, key: &str, buf: Vec<u8>) -> Result<(), lightning::io::Error> {
+        self.0.lock().unwrap().insert((primary.to_owned(), secondary.to_owned(), key.to_owned()), buf);
+        Ok(())
+    }
+    fn remove(&self, primary: &str, secondary: &str, key: &str, _lazy: bool) -> Result<(), lightning::io::Error> {
+        self.0.lock().unwrap().remove(&(primary.to_owned(), secondary.to_owned(), key.to_owned()));
+        Ok(())
+    }
+    fn list(&self, primary: &str, secondary: &str) -> Result<Vec<String>, lightning::io::Error> {
+        let m = self.0.lock().unwrap();
+        Ok(m.keys().filter(|(p, s, _)| p == primary && s == secondary).map(|(_, _, k)| k.clone()).collect())
+    }
+}
+
+/// Where LDK's `OutputSweeper` sends B's swept outputs: the QLS wallet.
+struct SweepTo(ScriptBuf);
+impl ChangeDestinationSourceSync for SweepTo {
+    fn get_change_destination_script(&self) -> Result<ScriptBuf, ()> {
+        Ok(self.0.clone())
+    }
+}
+
+/// B's sweeper: LDK's own `OutputSweeper`, unmodified, spending through the quorum.
+type Sweeper = OutputSweeperSync<
+    Arc<Mempool>,
+    Arc<SweepTo>,
+    Arc<FixedFee>,
+    Arc<NoFilter>,
+    Arc<MemStore>,
+    Arc<TestLogger>,
+    Arc<QuorumKeysManager>,
+>;
 
 /// The fee wallet LDK's bump handler spends for HTLC transactions (anchor channels pay
 /// second-stage fees from the wallet). A single P2WPKH key: it is the node operator's
@@ -437,6 +481,8 @@ struct World<'a> {
     watch: Option<&'a QuorumChainWatch>,
     /// Channel announcements the nodes broadcast (complete: all four signatures).
     announcements: RefCell<Vec<lightning::ln::msgs::ChannelAnnouncement>>,
+    /// B's output sweeper, once it runs: fed every block, then asked to (re)broadcast.
+    sweeper: Option<Arc<Sweeper>>,
 }
 
 impl<'a> World<'a> {
@@ -566,6 +612,10 @@ impl<'a> World<'a> {
         for n in &self.nodes {
             n.connect_block(&block, self.height);
         }
+        if let Some(sweeper) = &self.sweeper {
+            sweeper.block_connected(&block, self.height);
+            sweeper.regenerate_and_broadcast_spend_if_necessary().expect("the sweeper spends through the quorum");
+        }
         self.tip = block.block_hash();
         self.verified.1 += block.txdata.len();
         self.pump();
@@ -651,6 +701,7 @@ fn ldk_node_b_signed_by_the_quorum() {
         deliver_errors: true,
         announcements: RefCell::new(Vec::new()),
         watch: Some(&b_watch),
+        sweeper: None,
     };
     // B's fee wallet gets one confirmed coin (a transaction with a placeholder input).
     let coin = funding_tx([0xfe; 32], 200_000, &b.wallet.script());
@@ -884,15 +935,8 @@ fn ldk_node_b_signed_by_the_quorum() {
     let delayed: Vec<_> =
         spendable.iter().filter(|d| matches!(d, SpendableOutputDescriptor::DelayedPaymentOutput(_))).collect();
     assert_eq!(delayed.len(), 2, "to_local and the HTLC-timeout output: {spendable:?}");
-    let secp = Secp256k1::new();
-    for d in delayed {
-        let sweep = b_keys.spend_spendable_outputs(&[d], vec![], wallet_script.clone(), 253, None, &secp).unwrap();
-        assert_eq!(sweep.output.len(), 1);
-        assert_eq!(sweep.output[0].script_pubkey, wallet_script);
-        mempool.broadcast_transactions(&[&sweep]);
-    }
-    let sweeps = w.mine();
-    assert_eq!(sweeps.len(), 2, "both sweeps mined");
+    // Both are swept below, in one transaction with the to_remote of C's commitment.
+    let delayed: Vec<SpendableOutputDescriptor> = delayed.into_iter().cloned().collect();
 
     // C force-closes on B with HTLCs both ways in flight: C opens a channel to B pushing
     // B 200,000 sat, B pays C over it and C holds the HTLC, C pays B and B holds it, then C
@@ -978,10 +1022,58 @@ fn ldk_node_b_signed_by_the_quorum() {
         .iter()
         .find(|d| matches!(d, SpendableOutputDescriptor::StaticPaymentOutput(o) if o.outpoint.txid == c_txid))
         .expect("B's to_remote on C's commitment is spendable");
-    let sweep = b_keys.spend_spendable_outputs(&[remote], vec![], wallet_script.clone(), 253, None, &secp).unwrap();
-    mempool.broadcast_transactions(&[&sweep]);
-    let mined = w.mine();
-    assert!(mined.iter().any(|t| t.compute_txid() == sweep.compute_txid()), "the to_remote sweep is mined");
+    // LDK's OutputSweeper, unmodified, sweeps B's two delayed outputs (of its own force
+    // close) and the to_remote of C's commitment in one transaction: three inputs of two
+    // channels, each valued by the cosigners from their own state (the to_remote by the
+    // amount its signature commits to), the fee judged over the whole transaction.
+    let sweeper = Arc::new(Sweeper::new(
+        BestBlock::new(w.tip, w.height),
+        mempool.clone(),
+        Arc::new(FixedFee),
+        None,
+        b_keys.clone(),
+        Arc::new(SweepTo(wallet_script.clone())),
+        Arc::new(MemStore::default()),
+        Arc::new(TestLogger("B-sweeper")),
+    ));
+    let mut batch = delayed.clone();
+    batch.push(remote.clone());
+    let swept_sat: u64 = batch
+        .iter()
+        .map(|d| match d {
+            SpendableOutputDescriptor::DelayedPaymentOutput(o) => o.output.value.to_sat(),
+            SpendableOutputDescriptor::StaticPaymentOutput(o) => o.output.value.to_sat(),
+            SpendableOutputDescriptor::StaticOutput { output, .. } => output.value.to_sat(),
+        })
+        .sum();
+    sweeper.track_spendable_outputs(batch.clone(), None, true, None).unwrap();
+    w.sweeper = Some(sweeper.clone());
+    let batched = |t: &Transaction| t.input.len() == batch.len();
+    for _ in 0..3 {
+        if w.mine().iter().any(batched) {
+            break;
+        }
+    }
+    let sweep = w.mined.iter().find(|t| batched(t)).cloned().expect("one sweep of all three outputs is mined");
+    let tracked = sweeper.tracked_spendable_outputs();
+    assert_eq!(tracked.len(), 3);
+    assert!(
+        tracked.iter().all(|o| matches!(o.status, OutputSpendStatus::PendingThresholdConfirmations { .. })),
+        "the sweeper sees its sweep confirmed: {tracked:?}"
+    );
+    let outpoint = |d: &SpendableOutputDescriptor| d.spendable_outpoint().into_bitcoin_outpoint();
+    for d in &batch {
+        assert!(sweep.input.iter().any(|i| i.previous_output == outpoint(d)), "{:?} is swept", outpoint(d));
+    }
+    assert_eq!(sweep.output.len(), 1);
+    assert_eq!(sweep.output[0].script_pubkey, wallet_script);
+    // To the satoshi: the wallet gets everything swept less the fee at the sweeper's feerate.
+    let fee = swept_sat - sweep.output[0].value.to_sat();
+    let weight = sweep.weight().to_wu();
+    assert!(
+        fee >= weight * 253 / 1000 && fee <= weight * 253 / 1000 + 10,
+        "fee {fee} sat for {weight} WU at 253 sat/kWU"
+    );
 
     // An announced channel: A opens it to B asking for announcement; after six blocks
     // both sign the announcement (B's funding-key signature from the quorum, checked

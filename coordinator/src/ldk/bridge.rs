@@ -21,7 +21,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use qls_protocol::quic::Identity;
-use qls_protocol::{ApprovalSubject, ChannelKeysId, ChannelRequest, Fingerprint, KeyHolderOutput, NodeKeyRequest};
+use qls_protocol::{
+    ApprovalSubject, ChannelKeysId, ChannelRequest, Fingerprint, KeyHolderOutput, NodeKeyRequest, SweepRequest,
+};
 use qls_signer_core::channel::request_digest;
 
 use crate::client::{ClientError, NodeClient};
@@ -202,6 +204,13 @@ impl QuorumBridge {
     /// A node-key request, waiting for the round.
     pub fn node_key_blocking(&self, request: NodeKeyRequest) -> Result<KeyHolderOutput, String> {
         self.wait(move |c| async move { c.node_key(request).await.map(|(o, _)| o) })
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
+    }
+
+    /// A batched sweep, waiting for the round.
+    pub fn sweep_blocking(&self, sweep: SweepRequest) -> Result<KeyHolderOutput, String> {
+        self.wait(move |c| async move { c.sweep(sweep).await.map(|(o, _)| o) })
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())
     }

@@ -1,7 +1,7 @@
 //! LDK's node-level signer interfaces backed by the quorum: `NodeSigner` (node id, ECDH,
 //! invoices, gossip), `SignerProvider` (one [`QuorumChannelSigner`] per channel, the QLS
 //! wallet as destination and shutdown script), `OutputSpender` (sweeps of delayed
-//! outputs, each input approved by the quorum) and `EntropySource`.
+//! and to_remote outputs, batched, every input judged by the quorum) and `EntropySource`.
 //!
 //! Three keys LDK wants synchronously and that guard no funds come from a node-local
 //! seed (an LDK `KeysManager` that never signs anything else): the inbound-payment key
@@ -29,7 +29,7 @@ use lightning::sign::{
     SpendableOutputDescriptor,
 };
 use lightning::util::ser::Writeable;
-use qls_protocol::{ChannelKeysId, ChannelRequest, GossipKind, KeyHolderOutput, NodeKeyRequest};
+use qls_protocol::{GossipKind, KeyHolderOutput, NodeKeyRequest, SweepInput, SweepRequest, SweepSource};
 use qls_signer_core::wallet::wallet_script;
 
 use super::bridge::{BridgeError, QuorumBridge};
@@ -219,8 +219,10 @@ impl SignerProvider for QuorumKeysManager {
 impl OutputSpender for QuorumKeysManager {
     /// Spends delayed outputs of force-closed channels (to_local and second-stage HTLC
     /// outputs) and our to_remote outputs of counterparty commitments
-    /// (`StaticPaymentOutput`), one descriptor per call: cosigners check the fee of a sweep
-    /// only when they know every input's value. Other descriptor kinds are refused for now.
+    /// (`StaticPaymentOutput`), any number of them from any of our legacy channels in one
+    /// transaction, as LDK's `OutputSweeper` batches them: one quorum round judges every
+    /// input and the fee over the whole transaction. `StaticOutput`s (outputs already paying
+    /// the QLS wallet) are refused here: track them with `exclude_static_outputs = true`.
     fn spend_spendable_outputs(
         &self,
         descriptors: &[&SpendableOutputDescriptor],
@@ -230,16 +232,6 @@ impl OutputSpender for QuorumKeysManager {
         locktime: Option<LockTime>,
         secp_ctx: &Secp256k1<All>,
     ) -> Result<Transaction, ()> {
-        let (channel, make_request): (ChannelKeysId, SweepRequest) = match descriptors {
-            [SpendableOutputDescriptor::DelayedPaymentOutput(d)] => {
-                (d.channel_keys_id, Box::new(|tx| ChannelRequest::SignDelayedSweep { tx, input: 0 }))
-            }
-            [SpendableOutputDescriptor::StaticPaymentOutput(d)] => {
-                let amount_sat = d.output.value.to_sat();
-                (d.channel_keys_id, Box::new(move |tx| ChannelRequest::SignRemoteSweep { tx, input: 0, amount_sat }))
-            }
-            _ => return refused("sweep", "one delayed-payment or to_remote output per sweep is supported"),
-        };
         let (psbt, _) = SpendableOutputDescriptor::create_spendable_outputs_psbt(
             secp_ctx,
             descriptors,
@@ -249,20 +241,47 @@ impl OutputSpender for QuorumKeysManager {
             locktime,
         )?;
         let mut tx = psbt.unsigned_tx;
-        let request = make_request(bitcoin::consensus::serialize(&tx));
-        match self.bridge.channel_blocking(channel, request) {
-            Ok(KeyHolderOutput::Witness(w)) => {
-                tx.input[0].witness = Witness::from_slice(&w);
-                Ok(tx)
-            }
-            Ok(other) => refused("sweep", &format!("unexpected output {other:?}")),
-            Err(e) => refused("sweep", &e.to_string()),
+        let mut inputs = Vec::with_capacity(tx.input.len());
+        let mut spent = Vec::with_capacity(tx.input.len());
+        for (index, txin) in tx.input.iter().enumerate() {
+            let found = descriptors.iter().find_map(|d| match d {
+                SpendableOutputDescriptor::DelayedPaymentOutput(o)
+                    if o.outpoint.into_bitcoin_outpoint() == txin.previous_output =>
+                {
+                    Some((o.channel_keys_id, SweepSource::Delayed, o.output.clone()))
+                }
+                SpendableOutputDescriptor::StaticPaymentOutput(o)
+                    if o.outpoint.into_bitcoin_outpoint() == txin.previous_output =>
+                {
+                    let amount_sat = o.output.value.to_sat();
+                    Some((o.channel_keys_id, SweepSource::ToRemote { amount_sat }, o.output.clone()))
+                }
+                _ => None,
+            });
+            let Some((channel, source, output)) = found else {
+                return refused("sweep", &format!("input {index} is not a delayed or to_remote output of ours"));
+            };
+            inputs.push(SweepInput { input: index as u32, channel, source });
+            spent.push(output);
         }
+        let request = SweepRequest { tx: bitcoin::consensus::serialize(&tx), inputs };
+        let witnesses = match self.bridge.sweep_blocking(request) {
+            Ok(KeyHolderOutput::Witnesses(w)) if w.len() == tx.input.len() => w,
+            Ok(other) => return refused("sweep", &format!("unexpected output {other:?}")),
+            Err(e) => return refused("sweep", &e),
+        };
+        for (index, w) in witnesses.into_iter().enumerate() {
+            tx.input[index].witness = Witness::from_slice(&w);
+        }
+        // The key holder's output is checked before LDK broadcasts it.
+        for (index, output) in spent.iter().enumerate() {
+            if let Err(e) = super::witness_check::p2wsh_witness_signs(&tx, index, output, secp_ctx) {
+                return refused("sweep", &format!("the quorum's witness of input {index} does not verify: {e}"));
+            }
+        }
+        Ok(tx)
     }
 }
-
-/// Makes the sweep request for an unsigned sweep transaction (consensus-encoded).
-type SweepRequest = Box<dyn Fn(Vec<u8>) -> ChannelRequest>;
 
 /// zbase32 (Zimmermann's human-oriented base 32, as LN `signmessage` uses it): 5 bits a
 /// character, most significant first, the last group zero-padded, no padding characters.

@@ -11,6 +11,7 @@ pub mod bridge;
 pub mod chain_watch;
 pub mod channel_signer;
 pub mod keys;
+pub mod witness_check;
 
 pub use bridge::{BridgeError, QuorumBridge, RoundCounts, RoundError};
 pub use chain_watch::QuorumChainWatch;

@@ -16,6 +16,7 @@ pub mod payment_approval;
 pub mod payments;
 pub mod provenance;
 pub mod state;
+pub mod sweep;
 pub mod validate;
 pub mod velocity;
 
@@ -28,5 +29,6 @@ pub use payment_approval::{approve_payment, payment_approval_message, PaymentReq
 pub use payments::{PaymentEntry, PaymentIndex};
 pub use provenance::{holder_keys_statement, HolderKeysCheck};
 pub use state::{approval_statement, chain_digest, request_digest, ChannelState, CloseState, NODE_STATE};
-pub use validate::{apply, delayed_outputs, Applied, Context};
+pub use sweep::{delayed_outputs, judge_sweep};
+pub use validate::{apply, Applied, Context};
 pub use velocity::Velocity;

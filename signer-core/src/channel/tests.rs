@@ -104,8 +104,13 @@ fn htlc(offered: bool, sat: u64, hash_of: u8) -> HtlcInfo {
 
 impl Fx {
     fn new(outbound: bool) -> Self {
+        Self::with_counterparty(outbound, 2)
+    }
+
+    /// A channel with the counterparty whose keys come from `cp_tag` (another channel).
+    fn with_counterparty(outbound: bool, cp_tag: u8) -> Self {
         let secp = Secp256k1::new();
-        let (holder, cp) = (Side::new(1), Side::new(2));
+        let (holder, cp) = (Side::new(1), Side::new(cp_tag));
         let mut setup = ChannelSetup {
             channel_value_sat: VALUE,
             funding_txid: [7; 32],
@@ -1490,4 +1495,160 @@ fn identical_htlcs_are_told_apart_by_output() {
         assert_eq!(fx.run(req), vec![], "HTLC transaction spending {}", htlc_tx.input[0].previous_output);
     }
     assert_eq!(fx.state.as_ref().unwrap().holder.second_stage.len(), 2, "both second-stage outputs recorded");
+}
+
+// ---------------------------------------------------------------- batched sweeps
+
+/// Force-closes `fx` with its latest holder commitment; the to_local outpoint and value.
+fn force_close_to_local(fx: &mut Fx) -> (OutPoint, u64) {
+    let latest = fx.latest_holder();
+    assert_eq!(fx.run(ChannelRequest::SignHolderCommitment { commitment: latest.clone() }), vec![]);
+    let params = parse::transaction_parameters(&fx.setup).unwrap();
+    let tx = parse::commitment(&params, &latest, Broadcaster::Holder, &fx.secp).unwrap();
+    let trusted = tx.trust();
+    let vout = trusted.revokeable_output_index().unwrap();
+    (
+        OutPoint { txid: trusted.txid(), vout: vout as u32 },
+        trusted.built_transaction().transaction.output[vout].value.to_sat(),
+    )
+}
+
+/// Two channels force-closed by us (a: [0xa; 32], b: [0xb; 32]) and a to_remote output of 50k sat.
+struct Batch {
+    a: Fx,
+    b: Fx,
+    spent: Vec<(OutPoint, u64)>,
+}
+
+const A: [u8; 32] = [0xa; 32];
+const B: [u8; 32] = [0xb; 32];
+const TO_REMOTE_SAT: u64 = 50_000;
+
+impl Batch {
+    fn new() -> Self {
+        let (mut a, mut b) = (Fx::new(true), Fx::with_counterparty(true, 3));
+        a.open();
+        b.open();
+        let to_remote = (OutPoint { txid: bitcoin::Txid::from_byte_array([0x55; 32]), vout: 1 }, TO_REMOTE_SAT);
+        let spent = vec![force_close_to_local(&mut a), force_close_to_local(&mut b), to_remote];
+        assert_ne!(spent[0].0, spent[1].0, "two channels, two commitments");
+        Self { a, b, spent }
+    }
+
+    /// A sweep of every spent output (after the delays) paying `to` all but `fee`.
+    fn tx(&self, to: &[u8], fee: u64) -> Transaction {
+        let input = |(o, _): &(OutPoint, u64), sequence: u16| TxIn {
+            previous_output: *o,
+            sequence: Sequence::from_height(sequence),
+            ..Default::default()
+        };
+        let total: u64 = self.spent.iter().map(|(_, v)| v).sum();
+        Transaction {
+            version: Version::TWO,
+            lock_time: LockTime::ZERO,
+            input: vec![input(&self.spent[0], DELAY), input(&self.spent[1], DELAY), input(&self.spent[2], 1)],
+            output: vec![TxOut { value: Amount::from_sat(total - fee), script_pubkey: script(to) }],
+        }
+    }
+
+    fn honest_inputs() -> Vec<qls_protocol::SweepInput> {
+        use qls_protocol::{SweepInput, SweepSource};
+        vec![
+            SweepInput { input: 0, channel: A, source: SweepSource::Delayed },
+            SweepInput { input: 1, channel: B, source: SweepSource::Delayed },
+            SweepInput { input: 2, channel: A, source: SweepSource::ToRemote { amount_sat: TO_REMOTE_SAT } },
+        ]
+    }
+
+    /// The tags this cosigner's policy gives the sweep (refused and warned).
+    fn judge(
+        &self,
+        tx: &Transaction,
+        inputs: Vec<qls_protocol::SweepInput>,
+    ) -> Result<Vec<PolicyTag>, super::ChannelError> {
+        let fx = &self.a;
+        let ctx = Context {
+            policy: &fx.policy,
+            own_scripts: &fx.own,
+            secp: &fx.secp,
+            now: NOW,
+            stored_channels: 2,
+            network: bitcoin::Network::Regtest,
+            holder_keys: Some(HolderKeysCheck::Ours),
+            chain: None,
+        };
+        let request = qls_protocol::SweepRequest { tx: bitcoin::consensus::serialize(tx), inputs };
+        let mut v = Vec::new();
+        super::judge_sweep(
+            &mut v,
+            &request,
+            |c| match *c {
+                A => Ok(self.a.state.as_ref().unwrap()),
+                B => Ok(self.b.state.as_ref().unwrap()),
+                _ => Err(super::ChannelError::UnknownChannel { channel: "c".into() }),
+            },
+            &ctx,
+        )?;
+        let verdict = crate::policy::judge(v, &fx.policy);
+        Ok(verdict.refused.iter().chain(&verdict.warned).map(|v| v.tag).collect())
+    }
+}
+
+#[test]
+fn a_batched_sweep_of_several_channels_and_a_to_remote_is_allowed() {
+    let batch = Batch::new();
+    assert_eq!(batch.judge(&batch.tx(b"wallet", 1_000), Batch::honest_inputs()).unwrap(), vec![]);
+}
+
+#[test]
+fn a_batched_sweeps_fee_is_checked_over_all_its_inputs() {
+    let batch = Batch::new();
+    let max = batch.a.policy.channel.sweep_fee_max_sat;
+    assert_eq!(batch.judge(&batch.tx(b"wallet", max), Batch::honest_inputs()).unwrap(), vec![]);
+    // Each input alone could carry this fee; the three together pay max + 1.
+    let tags = batch.judge(&batch.tx(b"wallet", max + 1), Batch::honest_inputs()).unwrap();
+    assert_eq!(tags, vec![PolicyTag::SweepFeeRange]);
+}
+
+#[test]
+fn a_batched_sweep_to_a_foreign_script_is_refused() {
+    let batch = Batch::new();
+    let mut tx = batch.tx(b"wallet", 1_000);
+    tx.output.push(TxOut { value: Amount::from_sat(1), script_pubkey: script(b"attacker") });
+    tx.output[0].value -= Amount::from_sat(1);
+    assert_eq!(batch.judge(&tx, Batch::honest_inputs()).unwrap(), vec![PolicyTag::SweepDestination]);
+}
+
+#[test]
+fn every_input_of_a_batched_sweep_is_named_once_with_its_own_source() {
+    let batch = Batch::new();
+    let tx = batch.tx(b"wallet", 1_000);
+    // An input left unnamed has no known value.
+    let mut inputs = Batch::honest_inputs();
+    inputs.pop();
+    assert_eq!(batch.judge(&tx, inputs).unwrap(), vec![PolicyTag::SweepSource]);
+    // One input named twice (counted twice, the other left out).
+    let mut inputs = Batch::honest_inputs();
+    inputs[1].input = 0;
+    inputs[1].channel = A;
+    assert!(batch.judge(&tx, inputs).unwrap().contains(&PolicyTag::SweepSource));
+    // b's to_local claimed as a delayed output of channel a.
+    let mut inputs = Batch::honest_inputs();
+    inputs[1].channel = A;
+    assert_eq!(batch.judge(&tx, inputs).unwrap(), vec![PolicyTag::SweepSource]);
+    // A to_remote input without its 1-block delay.
+    let mut tx_no_wait = tx.clone();
+    tx_no_wait.input[2].sequence = Sequence::ZERO;
+    assert_eq!(batch.judge(&tx_no_wait, Batch::honest_inputs()).unwrap(), vec![PolicyTag::SweepSequence]);
+    // A delayed input before the contest delay.
+    let mut early = tx.clone();
+    early.input[0].sequence = Sequence::from_height(DELAY - 1);
+    assert_eq!(batch.judge(&early, Batch::honest_inputs()).unwrap(), vec![PolicyTag::SweepSequence]);
+    // A channel this cosigner does not hold, and an input index past the transaction: errors, nothing signed.
+    let mut inputs = Batch::honest_inputs();
+    inputs[2].channel = [0xc; 32];
+    assert!(matches!(batch.judge(&tx, inputs), Err(super::ChannelError::UnknownChannel { .. })));
+    let mut inputs = Batch::honest_inputs();
+    inputs[2].input = 3;
+    assert!(matches!(batch.judge(&tx, inputs), Err(super::ChannelError::InputOutOfRange { input: 3, inputs: 3 })));
 }

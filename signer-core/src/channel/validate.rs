@@ -29,6 +29,7 @@ use super::payments::PaymentIndex;
 use super::state::{
     chain_digest, ChannelState, CloseState, HolderCommitment, SecondStageOutput, INITIAL_COMMITMENT_NUMBER,
 };
+use super::sweep;
 
 /// Second-stage outputs remembered per HTLC of the force-closed commitment (the latest
 /// re-bumps of its HTLC transaction; any of them may be the one that confirms).
@@ -168,28 +169,13 @@ fn update(
         }
         ChannelRequest::SignDelayedSweep { tx, input } => delayed_sweep(j, next, &params, tx, *input, ctx)?,
         ChannelRequest::SignRemoteSweep { tx, input, amount_sat } => {
-            // Our payment key locks only our to_remote outputs (static remote key), so the
-            // source is ours by the key; the output, fee and the 1-block delay of anchor
-            // channels are checked.
             let tx = parse::transaction(tx, "sweep")?;
             check_input(&tx, *input)?;
             j.violations.extend(sweep_format_violations(&tx, None));
             outputs_are_ours(j, &tx, None, ctx);
-            if tx.input.len() != 1 {
-                // Other inputs' values are unknown: the fee could burn our output.
-                j.flag(
-                    PolicyTag::SweepFeeRange,
-                    format!("a to_remote sweep has exactly one input, not {}", tx.input.len()),
-                );
-            }
-            sweep_fee(j, &tx, Some(*amount_sat));
-            let sequence = tx.input[*input as usize].sequence;
-            if !sequence.is_relative_lock_time() || sequence.0 & 0xffff < 1 {
-                j.flag(
-                    PolicyTag::SweepSequence,
-                    format!("to_remote sweep input sequence {:#x} does not wait the 1-block delay", sequence.0),
-                );
-            }
+            one_input(j, &tx, "to_remote");
+            sweep::to_remote_input(&mut j.violations, &tx, *input as usize);
+            sweep_fee(j, &tx, Some(*amount_sat), ctx);
         }
         ChannelRequest::SignHolderAnchor { tx, input } => {
             let tx = parse::transaction(tx, "anchor spend")?;
@@ -262,7 +248,7 @@ fn update(
                 ctx.secp,
             )?;
             if let Some(total) = total {
-                total_fee(j, &tx, total);
+                sweep::total_fee(&mut j.violations, &tx, total, ctx);
             }
         }
         ChannelRequest::SignChannelAnnouncement { message } => {
@@ -282,7 +268,7 @@ fn update(
                 htlc.is_some(),
             )?;
             if let Some(total) = total {
-                total_fee(j, &tx, total);
+                sweep::total_fee(&mut j.violations, &tx, total, ctx);
             }
         }
     }
@@ -897,7 +883,7 @@ fn sign_holder(j: &mut Judge<'_>, state: &mut ChannelState, info: &CommitmentInf
     state.close = CloseState::ForceClosed { commitment_number: n };
 }
 
-fn is_ours(script: &bitcoin::Script, ctx: &Context<'_>) -> bool {
+pub(crate) fn is_ours(script: &bitcoin::Script, ctx: &Context<'_>) -> bool {
     ctx.own_scripts.iter().any(|s| s.as_script() == script) || ctx.policy.onchain.allows(script)
 }
 
@@ -1006,38 +992,16 @@ fn outputs_are_ours(j: &mut Judge<'_>, tx: &Transaction, expected: Option<&Scrip
     }
 }
 
-fn sweep_fee(j: &mut Judge<'_>, tx: &Transaction, single_input_value: Option<u64>) {
+fn sweep_fee(j: &mut Judge<'_>, tx: &Transaction, single_input_value: Option<u64>, ctx: &Context<'_>) {
     let Some(value) = single_input_value.filter(|_| tx.input.len() == 1) else { return };
-    total_fee(j, tx, value);
+    sweep::total_fee(&mut j.violations, tx, value, ctx);
 }
 
-/// `policy-sweep-fee-range` for a spend of `value` sat in all.
-fn total_fee(j: &mut Judge<'_>, tx: &Transaction, value: u64) {
-    let out = tx.output.iter().try_fold(0u64, |a, o| a.checked_add(o.value.to_sat()));
-    match out.and_then(|o| value.checked_sub(o)) {
-        Some(fee) if fee <= j.policy.sweep_fee_max_sat => {}
-        fee => {
-            j.flag(PolicyTag::SweepFeeRange, format!("sweep fee {fee:?} sat, at most {}", j.policy.sweep_fee_max_sat))
-        }
-    }
-}
-
-fn force_closed_commitment(
-    j: &mut Judge<'_>,
-    state: &ChannelState,
-    params: &ChannelTransactionParameters,
-    n: Option<u64>,
-    ctx: &Context<'_>,
-) -> Result<Option<CommitmentTransaction>, ChannelError> {
-    match (state.close, state.holder.latest.as_ref()) {
-        (CloseState::ForceClosed { commitment_number }, Some(h)) if n.is_none_or(|n| n == commitment_number) => {
-            Ok(Some(parse::commitment(params, &h.info, Broadcaster::Holder, ctx.secp)?))
-        }
-        _ => {
-            let which = n.map_or("a".into(), |n| alloc::format!("holder commitment {n} is not the"));
-            j.flag(PolicyTag::SweepSource, format!("{which} holder commitment we force-closed with"));
-            Ok(None)
-        }
+/// A single-channel sweep has one input: other inputs' values are unknown, and the fee
+/// could burn our output (batched sweeps name every input: [`sweep::judge_sweep`]).
+fn one_input(j: &mut Judge<'_>, tx: &Transaction, what: &str) {
+    if tx.input.len() != 1 {
+        j.flag(PolicyTag::SweepFeeRange, format!("a {what} sweep has exactly one input, not {}", tx.input.len()));
     }
 }
 
@@ -1051,7 +1015,9 @@ fn anchor_source(
     input: u32,
     ctx: &Context<'_>,
 ) -> Result<(), ChannelError> {
-    let Some(commitment) = force_closed_commitment(j, state, params, None, ctx)? else { return Ok(()) };
+    let Some(commitment) = sweep::force_closed_commitment(&mut j.violations, state, params, None, ctx)? else {
+        return Ok(());
+    };
     let built = commitment.trust().built_transaction().clone();
     let anchor = get_keyed_anchor_redeemscript(&params.holder_pubkeys.funding_pubkey).to_p2wsh();
     let ours = built.transaction.output.iter().position(|o| o.script_pubkey == anchor);
@@ -1063,22 +1029,6 @@ fn anchor_source(
         );
     }
     Ok(())
-}
-
-/// The delayed outputs of ours a sweep may spend: to_local of the force-closed holder
-/// commitment and the second-stage HTLC outputs we signed, with their values.
-pub fn delayed_outputs(state: &ChannelState, commitment: &CommitmentTransaction) -> Vec<(bitcoin::OutPoint, u64)> {
-    let trusted = commitment.trust();
-    let built = trusted.built_transaction();
-    let to_local = trusted
-        .revokeable_output_index()
-        .map(|v| (bitcoin::OutPoint { txid: built.txid, vout: v as u32 }, built.transaction.output[v].value.to_sat()));
-    let second = state
-        .holder
-        .second_stage
-        .iter()
-        .map(|o| (bitcoin::OutPoint { txid: bitcoin::Txid::from_byte_array(o.txid), vout: o.vout }, o.value_sat));
-    to_local.into_iter().chain(second).collect()
 }
 
 fn delayed_sweep(
@@ -1093,28 +1043,9 @@ fn delayed_sweep(
     check_input(&tx, input)?;
     j.violations.extend(sweep_format_violations(&tx, None));
     outputs_are_ours(j, &tx, None, ctx);
-    if tx.input.len() != 1 {
-        // With inputs of unknown value the fee cannot be checked: our output could be burnt.
-        j.flag(PolicyTag::SweepFeeRange, format!("a delayed sweep has exactly one input, not {}", tx.input.len()));
-    }
-    let Some(commitment) = force_closed_commitment(j, state, params, None, ctx)? else { return Ok(()) };
-    let spent = &tx.input[input as usize];
-    let Some((_, value)) = delayed_outputs(state, &commitment).into_iter().find(|(o, _)| *o == spent.previous_output)
-    else {
-        j.flag(
-            PolicyTag::SweepSource,
-            format!("input {input} spends {}, not a delayed output of ours", spent.previous_output),
-        );
-        return Ok(());
-    };
-    let delay = params.as_holder_broadcastable().contest_delay();
-    if !spent.sequence.is_relative_lock_time() || spent.sequence.0 & 0xffff < u32::from(delay) {
-        j.flag(
-            PolicyTag::SweepSequence,
-            format!("input sequence {:#x} does not wait {delay} blocks", spent.sequence.0),
-        );
-    }
-    sweep_fee(j, &tx, Some(value));
+    one_input(j, &tx, "delayed");
+    let value = sweep::delayed_input(&mut j.violations, state, params, &tx, input as usize, ctx)?;
+    sweep_fee(j, &tx, value, ctx);
     Ok(())
 }
 
@@ -1134,7 +1065,7 @@ fn holder_htlc(
     check_input(&tx, input)?;
     // An HTLC we offered is timed out: its transaction waits for the expiry.
     j.violations.extend(sweep_format_violations(&tx, htlc.offered.then_some(htlc.cltv_expiry)));
-    let Some(commitment) = force_closed_commitment(j, state, params, Some(n), ctx)? else {
+    let Some(commitment) = sweep::force_closed_commitment(&mut j.violations, state, params, Some(n), ctx)? else {
         outputs_are_ours(j, &tx, None, ctx);
         return Ok(());
     };
