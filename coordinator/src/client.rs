@@ -29,6 +29,8 @@ pub enum ClientError {
     Unexpected(String),
     #[error("returned signature does not verify under the group key")]
     BadSignature,
+    #[error("no QUIC handshake with the coordinator at {addr} within {after:?}")]
+    DialTimeout { addr: SocketAddr, after: Duration },
 }
 
 pub struct NodeClient {
@@ -72,7 +74,7 @@ impl NodeClient {
     ) -> Result<Self, ClientError> {
         let endpoint = client_endpoint("0.0.0.0:0".parse().expect("literal address"))?;
         let config = client_config(identity, coordinator_pin)?;
-        let conn = Self::dial(&endpoint, &config, addr).await?;
+        let conn = Self::dial(&endpoint, &config, addr, timeout).await?;
         Ok(Self {
             endpoint,
             config,
@@ -84,11 +86,21 @@ impl NodeClient {
         })
     }
 
-    async fn dial(endpoint: &Endpoint, config: &ClientConfig, addr: SocketAddr) -> Result<Connection, ClientError> {
+    /// A connection to the coordinator, or an error within `timeout` (a coordinator that is
+    /// down would otherwise hold the caller until QUIC's idle timeout).
+    async fn dial(
+        endpoint: &Endpoint,
+        config: &ClientConfig,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> Result<Connection, ClientError> {
         let connecting = endpoint
             .connect_with(config.clone(), addr, SERVER_NAME)
             .map_err(|source| TransportError::Connect { addr, source })?;
-        Ok(connecting.await.map_err(|source| TransportError::Handshake { addr, source })?)
+        match tokio::time::timeout(timeout, connecting).await {
+            Ok(conn) => Ok(conn.map_err(|source| TransportError::Handshake { addr, source })?),
+            Err(_) => Err(ClientError::DialTimeout { addr, after: timeout }),
+        }
     }
 
     fn connection(&self) -> Connection {
@@ -108,7 +120,7 @@ impl NodeClient {
             // opened: nothing reached the coordinator, so one redial is safe.
             Err(StreamError::Connection(e)) => {
                 tracing::info!(error = %e, "connection to the coordinator lost; redialling");
-                let conn = Self::dial(&self.endpoint, &self.config, self.addr).await?;
+                let conn = Self::dial(&self.endpoint, &self.config, self.addr, self.timeout).await?;
                 *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = conn.clone();
                 request(&conn, req, self.timeout).await?
             }

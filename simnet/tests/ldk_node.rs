@@ -673,7 +673,14 @@ fn ldk_node_b_signed_by_the_quorum() {
         Duration::from_secs(30),
     )
     .unwrap();
-    let b_keys = Arc::new(QuorumKeysManager::new(bridge.clone(), &[0xb1; 32]).unwrap());
+    // B keeps its channels' public keys in a file, as a node restarted in an outage needs.
+    let keys_dir = tempfile::tempdir().unwrap();
+    let b_keys = Arc::new(
+        QuorumKeysManager::new(bridge.clone(), &[0xb1; 32])
+            .unwrap()
+            .with_channel_keys_file(&keys_dir.path().join("channel-keys"))
+            .unwrap(),
+    );
     let wallet_script = b_keys.wallet_script().clone();
     // LN signmessage through the quorum, checked by LDK's own verifier against B's node id.
     let signed = b_keys.sign_message(b"B is signed by a QLS quorum").unwrap();

@@ -37,6 +37,9 @@ use super::bridge::{QuorumBridge, RoundError};
 #[derive(Default)]
 struct SetupState {
     sent: bool,
+    /// The keys came from the node's cache, not the quorum: whether the quorum stores the
+    /// setup (and whether it agrees on the keys) is asked before the first request.
+    unconfirmed: bool,
     /// Validations that came before the setup could be sent (in LDK's order).
     deferred: Vec<ChannelRequest>,
     /// A deferred validation was refused: sign nothing more for this channel.
@@ -90,6 +93,70 @@ impl QuorumChannelSigner {
         Ok(Self { bridge, id, pubkeys, points: Default::default(), setup: Arc::new(Mutex::new(setup)) })
     }
 
+    /// The channel's public keys (as the quorum gave them).
+    pub fn public_keys(&self) -> &ChannelPublicKeys {
+        &self.pubkeys
+    }
+
+    /// A signer from keys the quorum gave earlier (the node's cache), built without asking
+    /// it: the quorum is asked for the channel's keys and setup before the first request.
+    pub fn from_cache(bridge: Arc<QuorumBridge>, id: ChannelKeysId, pubkeys: ChannelPublicKeys) -> Self {
+        let setup = SetupState { unconfirmed: true, ..Default::default() };
+        Self { bridge, id, pubkeys, points: Default::default(), setup: Arc::new(Mutex::new(setup)) }
+    }
+
+    /// A signer for a channel whose keys the quorum could not give: it refuses everything,
+    /// and its keys (a fixed placeholder) are never ours. `SignerProvider` refuses this
+    /// channel's destination script, so LDK drops a new channel before sending any key.
+    pub fn unavailable(bridge: Arc<QuorumBridge>, id: ChannelKeysId, reason: String) -> Self {
+        let secp = Secp256k1::signing_only();
+        let placeholder = PublicKey::from_secret_key(&secp, &SecretKey::from_slice(&[1; 32]).expect("valid scalar"));
+        let pubkeys = ChannelPublicKeys {
+            funding_pubkey: placeholder,
+            revocation_basepoint: placeholder.into(),
+            payment_point: placeholder,
+            delayed_payment_basepoint: placeholder.into(),
+            htlc_basepoint: placeholder.into(),
+        };
+        let setup = SetupState { poisoned: Some(format!("channel keys unavailable: {reason}")), ..Default::default() };
+        Self { bridge, id, pubkeys, points: Default::default(), setup: Arc::new(Mutex::new(setup)) }
+    }
+
+    /// For a signer built from the cache: asks the quorum whether it stores the setup and
+    /// checks it gives the same keys (else the channel is stopped: nothing is signed).
+    fn confirm_cached(&self, s: &mut SetupState) -> Result<(), ()> {
+        if !s.unconfirmed {
+            return Ok(());
+        }
+        let id = self.id;
+        let info = match self.bridge.wait(move |c| async move { c.channel_keys(id).await }) {
+            Ok(Ok((info, _))) => info,
+            Ok(Err(e)) => return self.refused("request", &format!("channel keys unavailable: {e}")),
+            Err(e) => return self.refused("request", &format!("channel keys unavailable: {e}")),
+        };
+        match parse::channel_public_keys(&info.points) {
+            Ok(keys) if keys == self.pubkeys => {
+                s.sent = info.set_up;
+                s.unconfirmed = false;
+                Ok(())
+            }
+            _ => {
+                let reason = "the cached channel keys are not the quorum's".to_string();
+                self.log_refusal("request", &reason);
+                s.poisoned = Some(reason);
+                Err(())
+            }
+        }
+    }
+
+    /// `Err` once the channel is stopped (keys unavailable, or a refused held-back validation).
+    fn not_stopped(&self, what: &str) -> Result<(), ()> {
+        match &self.setup.lock().unwrap_or_else(|e| e.into_inner()).poisoned {
+            Some(reason) => self.refused(what, reason),
+            None => Ok(()),
+        }
+    }
+
     fn refused<T>(&self, what: &str, reason: &str) -> Result<T, ()> {
         self.log_refusal(what, reason);
         Err(())
@@ -110,6 +177,7 @@ impl QuorumChannelSigner {
             self.log_refusal("request", reason);
             return Err(());
         }
+        self.confirm_cached(&mut s)?;
         if s.sent {
             let pending = !s.deferred.is_empty();
             drop(s);
@@ -154,6 +222,7 @@ impl QuorumChannelSigner {
         if s.poisoned.is_some() {
             return Err(());
         }
+        self.confirm_cached(&mut s)?;
         if !s.sent || !s.deferred.is_empty() {
             s.deferred.push(request);
             return Ok(());
@@ -245,6 +314,7 @@ impl QuorumChannelSigner {
 
 impl ChannelSigner for QuorumChannelSigner {
     fn get_per_commitment_point(&self, idx: u64, _secp: &Secp256k1<All>) -> Result<PublicKey, ()> {
+        self.not_stopped("per-commitment point")?;
         let mut points = self.points.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(p) = points.get(&idx) {
             return Ok(*p);
@@ -264,6 +334,7 @@ impl ChannelSigner for QuorumChannelSigner {
     }
 
     fn release_commitment_secret(&self, idx: u64) -> Result<[u8; 32], ()> {
+        self.not_stopped("commitment secret")?;
         // Revoking needs the next holder commitment validated first (cosigner policy).
         if self.setup.lock().unwrap_or_else(|e| e.into_inner()).sent {
             self.flush_deferred()?;

@@ -11,9 +11,11 @@ pub mod bridge;
 pub mod chain_watch;
 pub mod channel_signer;
 pub mod keys;
+pub mod keys_cache;
 pub mod witness_check;
 
 pub use bridge::{BridgeError, QuorumBridge, RoundCounts, RoundError};
 pub use chain_watch::QuorumChainWatch;
 pub use channel_signer::QuorumChannelSigner;
 pub use keys::{KeysError, QuorumKeysManager};
+pub use keys_cache::{ChannelKeysCache, KeysCacheError};
