@@ -9,18 +9,14 @@
 
 pub mod approval;
 pub mod catch_up;
-pub mod client;
 pub mod config;
 pub mod cosigner_link;
 pub mod dkg;
-pub mod example;
-pub mod ldk;
 pub mod node_api;
 pub mod quorum;
 pub mod signing;
 pub mod taproot;
 
-pub use client::{ClientError, NodeClient};
 pub use config::{ConfigError, CoordinatorConfig};
 pub use quorum::{Quorum, QuorumError};
 pub use signing::{SignFailure, SignOutcome};

@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 
 use bitcoin::hashes::{sha256, Hash};
 use bitcoin::{Amount, ScriptBuf, TxOut};
-use qls_coordinator::client::{ClientError, NodeClient};
+use qls_node::client::{ClientError, NodeClient};
 use qls_protocol::{
     ApprovalSubject, ChannelKeysId, ChannelRequest, GossipKind, NodeKeyRequest, NodeRequest, NodeResponse,
     PaymentApproval,

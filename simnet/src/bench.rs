@@ -38,7 +38,7 @@ async fn bench_one(n: usize, t: u16, p: &BenchParams) -> Result<BenchRow, Harnes
     let key_id = harness.message_key();
     let client = Arc::new(harness.client().await?);
     let mut rng = rand::rngs::OsRng;
-    let fail = |e: qls_coordinator::ClientError| HarnessError::Setup(format!("bench signature failed: {e}"));
+    let fail = |e: qls_node::ClientError| HarnessError::Setup(format!("bench signature failed: {e}"));
 
     for _ in 0..50 {
         let mut msg = [0u8; 32];

@@ -14,9 +14,9 @@
 
 use std::time::Instant;
 
-use qls_coordinator::client::NodeClient;
 use qls_cosigner::channel_store::ChannelUpdate;
 use qls_cosigner::store::Store;
+use qls_node::client::NodeClient;
 use qls_protocol::{ChannelKeysId, ChannelRequest, ChannelSetup, KeyHolderOutput};
 use qls_signer_core::channel::state::{HolderCommitment, INITIAL_COMMITMENT_NUMBER as N0};
 use qls_signer_core::channel::{apply, ChannelState, Context, PaymentIndex};

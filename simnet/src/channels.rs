@@ -17,7 +17,7 @@ use bitcoin::hashes::{sha256, Hash};
 use bitcoin::{ScriptBuf, Transaction, TxOut};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use qls_coordinator::client::{ClientError, NodeClient};
+use qls_node::client::{ClientError, NodeClient};
 use qls_protocol::{ApprovalSubject, ChannelKeysId, ChannelRequest};
 
 use crate::harness::approve_payment_request;

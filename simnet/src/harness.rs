@@ -15,8 +15,9 @@ use tokio::task::JoinHandle;
 
 use qls_coordinator::config::{CoordinatorConfig, CosignerSpec};
 use qls_coordinator::node_api::NodeApi;
-use qls_coordinator::{dkg, quorum, NodeClient, Quorum};
+use qls_coordinator::{dkg, quorum, Quorum};
 use qls_cosigner::{Cosigner, CosignerConfig, ReplyFault};
+use qls_node::NodeClient;
 use qls_protocol::quic::Identity;
 use qls_protocol::{CosignerRequest, CosignerResponse, Fingerprint, KeyId};
 use qls_signer_core::dealer;

@@ -15,7 +15,7 @@ use bitcoin::secp256k1::{ecdsa, Message, PublicKey, SecretKey};
 use bitcoin::sighash::{EcdsaSighashType, SighashCache};
 use bitcoin::{ScriptBuf, Transaction, TxOut, Witness};
 use lightning::ln::chan_utils::{build_htlc_transaction, get_htlc_redeemscript, ClosingTransaction};
-use qls_coordinator::client::{ClientError, NodeClient};
+use qls_node::client::{ClientError, NodeClient};
 use qls_protocol::{ChannelKeysId, ChannelRequest, ChannelSetup, CommitmentInfo, HtlcInfo, KeyHolderOutput};
 use qls_signer_core::channel::parse::{self, Broadcaster};
 use qls_signer_core::channel::state::INITIAL_COMMITMENT_NUMBER as N0;

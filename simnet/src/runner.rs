@@ -17,7 +17,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::{Rng, SeedableRng};
 use tokio::sync::Mutex;
 
-use qls_coordinator::NodeClient;
+use qls_node::NodeClient;
 use qls_protocol::{BlameReason, NodeRequest, NodeResponse, SignReport};
 use qls_signer_core::schnorr::verify_bip340;
 use qls_signer_core::sighash::{group_key_spend_sighashes, parse_psbt};

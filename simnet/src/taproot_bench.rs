@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use bitcoin::secp256k1::{PublicKey, Secp256k1, SecretKey};
 use lightning::ln::chan_utils::build_commitment_secret;
-use qls_coordinator::client::NodeClient;
+use qls_node::client::NodeClient;
 use qls_protocol::*;
 use qls_signer_core::channel::PaymentIndex;
 use qls_signer_core::musig2::nested::{nested_partial_sig_verify, nested_sign, psig_sum, NestedSessionContext};
@@ -107,7 +107,7 @@ struct Timings {
 }
 
 async fn drive(client: &NodeClient, channel: ChannelKeysId, h: usize, updates: usize) -> Result<Timings, String> {
-    let e = |e: qls_coordinator::client::ClientError| e.to_string();
+    let e = |e: qls_node::client::ClientError| e.to_string();
     client.taproot_apply(channel, TaprootRequest::Setup(setup(&channel))).await.map_err(e)?;
     let mut out = Timings { update: Vec::new(), frost: Vec::new(), revoke: Vec::new() };
     for n in 0..(updates as u64 + 2) {

@@ -25,7 +25,7 @@ use bitcoin::sighash::TapSighashType;
 use bitcoin::{Transaction, Witness};
 use lightning::ln::chan_utils::build_commitment_secret;
 use musig2::BinaryEncoding;
-use qls_coordinator::client::{ClientError, NodeClient};
+use qls_node::client::{ClientError, NodeClient};
 use qls_protocol::*;
 use qls_signer_core::bolt3_keys::derive_privkey;
 use qls_signer_core::taproot_channel::{self as tc, Side, TaprootChannelState};

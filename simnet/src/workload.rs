@@ -8,7 +8,7 @@ use bitcoin::{Amount, ScriptBuf, TxOut};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
-use qls_coordinator::example::group_spend_psbt;
+use qls_node::example::group_spend_psbt;
 use qls_protocol::{KeyId, NodeRequest};
 use qls_signer_core::wallet::wallet_script;
 

@@ -33,7 +33,7 @@ async fn quorums() -> Vec<(Harness, Vec<&'static str>)> {
 }
 
 /// `request` is refused, and every cosigner in `honest` names `tag`.
-async fn refused(client: &qls_coordinator::client::NodeClient, request: NodeRequest, tag: &str, honest: &[&str]) {
+async fn refused(client: &qls_node::client::NodeClient, request: NodeRequest, tag: &str, honest: &[&str]) {
     match client.call(&request).await.unwrap() {
         NodeResponse::Refused { refusals, .. } => {
             for name in honest {

@@ -34,12 +34,7 @@ fn funding_psbt(key: &[u8; 32], funding: &ScriptBuf, value: u64) -> Psbt {
     )
 }
 
-async fn refused_with(
-    client: &qls_coordinator::client::NodeClient,
-    psbt: &Psbt,
-    channels: Vec<ChannelKeysId>,
-    tag: &str,
-) {
+async fn refused_with(client: &qls_node::client::NodeClient, psbt: &Psbt, channels: Vec<ChannelKeysId>, tag: &str) {
     match client.call(&NodeRequest::SignPsbt { psbt: psbt.serialize(), funding_channels: channels }).await.unwrap() {
         NodeResponse::Refused { refusals, .. } => {
             // FROST asks t = 2 at a time: once two refused, too few are left to ask.

@@ -1,6 +1,6 @@
 //! A real, unmodified LDK node signed by a QLS quorum: three `ChannelManager`s in one
 //! process (A — B — C), in-memory peer messages and a simulated chain. Node B's keys
-//! interface is `qls_coordinator::ldk::QuorumKeysManager` talking to a coordinator and 3
+//! interface is `qls_node::ldk::QuorumKeysManager` talking to a coordinator and 3
 //! cosigners (t = 2, c1 the key holder) over real QUIC on loopback; A and C use LDK's
 //! own `KeysManager`.
 //!
@@ -55,7 +55,7 @@ use lightning::util::config::UserConfig;
 use lightning::util::logger::{Level, Logger, Record};
 use lightning::util::persist::{KVStoreSync, MonitorName};
 use lightning::util::sweep::{OutputSpendStatus, OutputSweeperSync};
-use qls_coordinator::ldk::{QuorumBridge, QuorumChainWatch, QuorumKeysManager};
+use qls_node::ldk::{QuorumBridge, QuorumChainWatch, QuorumKeysManager};
 use qls_simnet::harness::{approve_payment_request, test_policy, Harness, QuorumSpec};
 
 // ---------------------------------------------------------------------------------------

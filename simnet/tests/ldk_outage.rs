@@ -10,7 +10,7 @@ use bitcoin::secp256k1::{Secp256k1, SecretKey};
 use lightning::ln::chan_utils::ChannelPublicKeys;
 use lightning::sign::{ChannelSigner, SignerProvider};
 use lightning::util::ser::Writeable;
-use qls_coordinator::ldk::{QuorumBridge, QuorumKeysManager};
+use qls_node::ldk::{QuorumBridge, QuorumKeysManager};
 use qls_simnet::harness::{Harness, QuorumSpec};
 
 #[test]

@@ -9,7 +9,7 @@
 use bitcoin::hashes::{sha256, Hash};
 use bitcoin::secp256k1::{PublicKey, SecretKey};
 use bitcoin::{Amount, ScriptBuf, Witness};
-use qls_coordinator::client::NodeClient;
+use qls_node::client::NodeClient;
 use qls_protocol::*;
 use qls_signer_core::channel::parse::{self, Broadcaster};
 use qls_signer_core::channel::state::INITIAL_COMMITMENT_NUMBER as N0;

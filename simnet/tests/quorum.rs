@@ -205,13 +205,8 @@ async fn unpinned_node_client_is_refused() {
     let h = Harness::start(QuorumSpec::new(3, 2)).await.unwrap();
     let stranger = Identity::generate("stranger").unwrap();
     let outcome = async {
-        let c = qls_coordinator::NodeClient::connect(
-            &stranger,
-            h.api_addr,
-            h.coordinator_fingerprint,
-            Duration::from_secs(2),
-        )
-        .await?;
+        let c = qls_node::NodeClient::connect(&stranger, h.api_addr, h.coordinator_fingerprint, Duration::from_secs(2))
+            .await?;
         c.group_info().await
     }
     .await;

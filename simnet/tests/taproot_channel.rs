@@ -15,7 +15,7 @@
 use bitcoin::hashes::{sha256, Hash};
 use bitcoin::taproot::LeafVersion;
 use bitcoin::{Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Witness};
-use qls_coordinator::client::{ClientError, NodeClient};
+use qls_node::client::{ClientError, NodeClient};
 use qls_protocol::*;
 use qls_signer_core::policy::PolicyConfig;
 use qls_signer_core::taproot_channel::{self as tc, Side};

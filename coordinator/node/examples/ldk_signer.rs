@@ -3,7 +3,7 @@
 //! and show what LDK will get from it. See README "Use QLS as the signer of an LDK node".
 //!
 //! ```sh
-//! cargo run --release -p qls-coordinator --example ldk_signer -- <client-data-dir>
+//! cargo run --release -p qls-node --example ldk_signer -- <client-data-dir>
 //! ```
 //!
 //! Must never: keep a channel secret; everything is signed by the quorum.
@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lightning::sign::{ChannelSigner, NodeSigner, Recipient, SignerProvider};
-use qls_coordinator::ldk::{QuorumBridge, QuorumKeysManager};
+use qls_node::ldk::{QuorumBridge, QuorumKeysManager};
 use qls_protocol::quic::Identity;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

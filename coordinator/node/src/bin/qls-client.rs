@@ -12,8 +12,8 @@ use bitcoin::{Amount, ScriptBuf, TxOut};
 use clap::{Parser, Subcommand};
 use serde::{Deserialize, Serialize};
 
-use qls_coordinator::example::group_spend_psbt;
-use qls_coordinator::NodeClient;
+use qls_node::example::group_spend_psbt;
+use qls_node::NodeClient;
 use qls_protocol::quic::{fingerprint_hex, parse_fingerprint, Identity};
 
 const CONFIG_FILE: &str = "client.toml";
