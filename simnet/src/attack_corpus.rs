@@ -795,22 +795,39 @@ async fn after_force_close(c: &mut Corpus<'_>) -> Result<(), CorpusError> {
         }
     })
     .await;
-    batched_sweeps(c, &d, to_local, value, their_commitment, &wallet).await;
-    Ok(())
+    batched_sweeps(c, &d, &commitment, to_local, value, &wallet).await
 }
 
 /// Batched sweeps (as LDK's `OutputSweeper` builds them) that slip something in among
-/// honest inputs: an input of unknown value, someone else's output named as ours, a
-/// to_remote paying a foreign script, a fee that is small per input but not in all.
+/// honest inputs: an input of unknown value, someone else's output named as ours (as a
+/// delayed output, or as a to_remote with the amount it claims), a to_remote paying a
+/// foreign script, a fee that is small per input but not in all. The channel's funding
+/// spend (our commitment) is proven first, so its outputs have known values.
 async fn batched_sweeps(
     c: &mut Corpus<'_>,
     d: &LegacyChannelDriver,
+    commitment: &bitcoin::Transaction,
     to_local: bitcoin::OutPoint,
     value: u64,
-    their_commitment: bitcoin::OutPoint,
     wallet: &ScriptBuf,
-) {
+) -> Result<(), CorpusError> {
     use qls_protocol::{SweepInput, SweepRequest, SweepSource};
+    const A: &str = "batched-sweep";
+    let proof = lock_chain(&c.h.chain).confirm(std::slice::from_ref(commitment)).remove(0);
+    c.client
+        .channel(d.channel, ChannelRequest::FundingSpent(proof))
+        .await
+        .map_err(|source| CorpusError::Client { attack: A, source })?;
+    // Another output of the proven commitment (the counterparty's), at its proven value.
+    let (other_vout, other) = commitment
+        .output
+        .iter()
+        .enumerate()
+        .filter(|(k, _)| *k as u32 != to_local.vout)
+        .max_by_key(|(_, o)| o.value)
+        .ok_or_else(|| CorpusError::Setup { attack: A, detail: "one output".into() })?;
+    let proven = bitcoin::OutPoint { txid: to_local.txid, vout: other_vout as u32 };
+    let proven_sat = other.value.to_sat();
     let delay = u32::from(d.setup.counterparty_selected_contest_delay);
     let tx = |inputs: &[(bitcoin::OutPoint, u32)], outputs: Vec<(&ScriptBuf, u64)>| {
         let tx = bitcoin::Transaction {
@@ -833,9 +850,8 @@ async fn batched_sweeps(
     };
     let delayed = |input| SweepInput { input, channel: d.channel, source: SweepSource::Delayed };
     let to_remote =
-        |input| SweepInput { input, channel: d.channel, source: SweepSource::ToRemote { amount_sat: 100_000 } };
+        |input, amount_sat| SweepInput { input, channel: d.channel, source: SweepSource::ToRemote { amount_sat } };
     let someone_else = bitcoin::OutPoint { txid: bitcoin::Txid::from_byte_array([0x57; 32]), vout: 0 };
-    let ours = value + 100_000;
     let attempts = [
         (
             "batched-sweep-with-an-unnamed-input",
@@ -854,28 +870,40 @@ async fn batched_sweeps(
             },
         ),
         (
+            // The node's own coin named as a to_remote with an inflated amount: it would
+            // drop our (invalid) signature for it and sign it itself, and the inflated
+            // amount would hide our to_local going to fee.
+            "batched-sweep-naming-its-own-coin-as-a-to-remote",
+            "policy-sweep-source",
+            SweepRequest {
+                tx: tx(&[(to_local, delay), (someone_else, 1)], vec![(wallet, 1_000)]),
+                inputs: vec![delayed(0), to_remote(1, u64::MAX - value)],
+            },
+        ),
+        (
             "batched-sweep-with-an-output-to-a-foreign-script",
             "policy-sweep-destination",
             SweepRequest {
                 tx: tx(
-                    &[(to_local, delay), (their_commitment, 1)],
-                    vec![(wallet, value - 1_000), (&foreign_script(), 99_000)],
+                    &[(to_local, delay), (proven, 1)],
+                    vec![(wallet, value - 1_000), (&foreign_script(), proven_sat)],
                 ),
-                inputs: vec![delayed(0), to_remote(1)],
+                inputs: vec![delayed(0), to_remote(1, proven_sat)],
             },
         ),
         (
             "batched-sweep-burning-the-sum-as-fee",
             "policy-sweep-fee-range",
             SweepRequest {
-                tx: tx(&[(to_local, delay), (their_commitment, 1)], vec![(wallet, ours / 2)]),
-                inputs: vec![delayed(0), to_remote(1)],
+                tx: tx(&[(to_local, delay), (proven, 1)], vec![(wallet, (value + proven_sat) / 2)]),
+                inputs: vec![delayed(0), to_remote(1, proven_sat)],
             },
         ),
     ];
     for (attack, tag, request) in attempts {
         c.attempt(attack, tag, NodeRequest::Sweep(request)).await;
     }
+    Ok(())
 }
 
 /// Node-key requests shaped as something else.

@@ -3,10 +3,15 @@
 //! commitment) and the batched sweep that spends outputs of several channels in one
 //! transaction, as LDK's `OutputSweeper` builds it.
 //!
-//! Every input's value is a fact the cosigner holds (delayed outputs: its own rebuild of
-//! the commitment and the second-stage outputs it signed) or one the signature commits to
-//! (to_remote: BIP 143 signs the spent amount, so a signature over a wrong value is invalid
-//! on chain). With every input known, the fee is checked over the whole transaction.
+//! Every input's value is a fact the cosigner holds: delayed outputs from its own rebuild
+//! of the commitment and the second-stage outputs it signed; in a batched sweep, a
+//! to_remote output from the SPV-proven transaction that spent the channel's funding
+//! output. (A single-input to_remote sweep may take the amount from the request: BIP 143
+//! signs the spent amount, so a signature over a wrong value is invalid on chain. In a
+//! batch that is not enough: the node can name an input of its own as "to_remote", drop
+//! our invalid signature for it and supply its own, so a claimed value would let it burn
+//! our other inputs as fee.) With every input known, the fee is checked over the whole
+//! transaction.
 //!
 //! Must never: sign a sweep with an input it cannot value (the fee could burn our outputs),
 //! pay anything but our wallet or an allowlisted script, or take an input's source from
@@ -114,6 +119,34 @@ pub(crate) fn outputs_ours(v: &mut Vec<Violation>, tx: &Transaction, ctx: &Conte
     }
 }
 
+/// The value of batched-sweep input `input` named as our to_remote: an output of the
+/// proven funding spend (a counterparty commitment on chain), at its proven value, which
+/// must be the amount the request has the key holder sign for (`policy-sweep-source`).
+pub(crate) fn proven_to_remote_input(
+    v: &mut Vec<Violation>,
+    state: &ChannelState,
+    tx: &Transaction,
+    input: usize,
+    amount_sat: u64,
+) -> Option<u64> {
+    let spent = tx.input[input].previous_output;
+    let proven = state.funding_spend.as_ref().and_then(|spend| super::funding_spend::output_value(spend, tx, input));
+    match proven.flatten() {
+        Some(value) if value == amount_sat => Some(value),
+        Some(value) => {
+            let detail = format!("to_remote input {input} spends {value} sat on chain, not {amount_sat}");
+            flag(v, PolicyTag::SweepSource, detail);
+            None
+        }
+        None => {
+            let detail =
+                format!("to_remote input {input} spends {spent}, not an output of this channel's proven funding spend");
+            flag(v, PolicyTag::SweepSource, detail);
+            None
+        }
+    }
+}
+
 /// `policy-sweep-fee-range` for a transaction spending `value` sat in all.
 pub(crate) fn total_fee(v: &mut Vec<Violation>, tx: &Transaction, value: u64, ctx: &Context<'_>) {
     let max = ctx.policy.channel.sweep_fee_max_sat;
@@ -152,6 +185,7 @@ pub fn judge_sweep<'s>(
         flag(v, PolicyTag::SweepSource, detail);
     }
     let mut total: Option<u64> = Some(0);
+    let mut valued = true;
     for i in &request.inputs {
         let state = state_of(&i.channel)?;
         let value = match i.source {
@@ -161,13 +195,19 @@ pub fn judge_sweep<'s>(
             }
             SweepSource::ToRemote { amount_sat } => {
                 to_remote_input(v, &tx, i.input as usize);
-                Some(amount_sat)
+                proven_to_remote_input(v, state, &tx, i.input as usize, amount_sat)
             }
         };
+        // An input without a value was flagged where it was valued.
+        valued &= value.is_some();
         total = total.zip(value).and_then(|(t, x)| t.checked_add(x));
     }
-    if let Some(total) = total.filter(|_| unnamed.is_empty()) {
-        total_fee(v, &tx, total, ctx);
+    if !unnamed.is_empty() || !valued {
+        return Ok(()); // refused above: the fee cannot be judged
+    }
+    match total {
+        Some(total) => total_fee(v, &tx, total, ctx),
+        None => flag(v, PolicyTag::SweepFeeRange, "the inputs' values overflow: the fee cannot be judged".into()),
     }
     Ok(())
 }

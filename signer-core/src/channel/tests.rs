@@ -1531,6 +1531,13 @@ impl Batch {
         b.open();
         let to_remote = (OutPoint { txid: bitcoin::Txid::from_byte_array([0x55; 32]), vout: 1 }, TO_REMOTE_SAT);
         let spent = vec![force_close_to_local(&mut a), force_close_to_local(&mut b), to_remote];
+        // Channel a's funding spend as a FundingSpent proof leaves it (a transaction whose
+        // output 1 is our to_remote; the proof rules are tested with `prove_funding_spend`).
+        a.state.as_mut().unwrap().funding_spend = Some(super::state::FundingSpend {
+            txid: [0x55; 32],
+            output_values: vec![330, TO_REMOTE_SAT],
+            commitment_number: None,
+        });
         assert_ne!(spent[0].0, spent[1].0, "two channels, two commitments");
         Self { a, b, spent }
     }
@@ -1621,6 +1628,7 @@ fn a_batched_sweep_to_a_foreign_script_is_refused() {
 
 #[test]
 fn every_input_of_a_batched_sweep_is_named_once_with_its_own_source() {
+    use qls_protocol::SweepSource;
     let batch = Batch::new();
     let tx = batch.tx(b"wallet", 1_000);
     // An input left unnamed has no known value.
@@ -1636,6 +1644,18 @@ fn every_input_of_a_batched_sweep_is_named_once_with_its_own_source() {
     let mut inputs = Batch::honest_inputs();
     inputs[1].channel = A;
     assert_eq!(batch.judge(&tx, inputs).unwrap(), vec![PolicyTag::SweepSource]);
+    // A to_remote named on a channel whose proven funding spend is not the transaction it
+    // spends (b has none), or with another amount than the proof's: the node could supply
+    // its own witness for such an input and burn ours as fee.
+    let mut inputs = Batch::honest_inputs();
+    inputs[2].channel = B;
+    assert_eq!(batch.judge(&tx, inputs).unwrap(), vec![PolicyTag::SweepSource]);
+    let mut inputs = Batch::honest_inputs();
+    inputs[2].source = SweepSource::ToRemote { amount_sat: TO_REMOTE_SAT + 1 };
+    assert_eq!(batch.judge(&tx, inputs).unwrap(), vec![PolicyTag::SweepSource]);
+    let mut elsewhere = tx.clone();
+    elsewhere.input[2].previous_output.vout = 2;
+    assert_eq!(batch.judge(&elsewhere, Batch::honest_inputs()).unwrap(), vec![PolicyTag::SweepSource]);
     // A to_remote input without its 1-block delay.
     let mut tx_no_wait = tx.clone();
     tx_no_wait.input[2].sequence = Sequence::ZERO;
@@ -1651,4 +1671,17 @@ fn every_input_of_a_batched_sweep_is_named_once_with_its_own_source() {
     let mut inputs = Batch::honest_inputs();
     inputs[2].input = 3;
     assert!(matches!(batch.judge(&tx, inputs), Err(super::ChannelError::InputOutOfRange { input: 3, inputs: 3 })));
+}
+
+/// Input values that sum past u64 (a node naming an input of its own with a huge amount,
+/// were it ever valued) leave the fee unjudged: refused, never skipped.
+#[test]
+fn a_batched_sweep_whose_input_values_overflow_is_refused() {
+    use qls_protocol::SweepSource;
+    let mut batch = Batch::new();
+    batch.a.state.as_mut().unwrap().funding_spend.as_mut().unwrap().output_values[1] = u64::MAX;
+    let tx = batch.tx(b"wallet", 1_000);
+    let mut inputs = Batch::honest_inputs();
+    inputs[2].source = SweepSource::ToRemote { amount_sat: u64::MAX };
+    assert_eq!(batch.judge(&tx, inputs).unwrap(), vec![PolicyTag::SweepFeeRange]);
 }

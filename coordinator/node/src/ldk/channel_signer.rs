@@ -33,13 +33,27 @@ use qls_protocol::{ChannelKeysId, ChannelRequest, HtlcInfo, KeyHolderOutput};
 use qls_signer_core::channel::parse;
 
 use super::bridge::{QuorumBridge, RoundError};
+use super::keys_cache::ChannelKeysCache;
+
+/// Where a signer's public keys came from.
+#[derive(Default, Clone, Copy, PartialEq, Eq, Debug)]
+enum KeysSource {
+    /// From the quorum, in this run.
+    #[default]
+    Quorum,
+    /// From the node's cache: the quorum confirms them (and tells whether it stores the
+    /// setup) before the first request; other keys stop the channel.
+    Cache,
+    /// The quorum was unreachable and nothing was cached: a placeholder, never ours. The
+    /// quorum's keys are taken once it answers (LDK dropped a new channel meanwhile: it got
+    /// no destination script; a channel LDK loaded from disk resumes).
+    Placeholder,
+}
 
 #[derive(Default)]
 struct SetupState {
     sent: bool,
-    /// The keys came from the node's cache, not the quorum: whether the quorum stores the
-    /// setup (and whether it agrees on the keys) is asked before the first request.
-    unconfirmed: bool,
+    keys: KeysSource,
     /// Validations that came before the setup could be sent (in LDK's order).
     deferred: Vec<ChannelRequest>,
     /// A deferred validation was refused: sign nothing more for this channel.
@@ -51,9 +65,11 @@ struct SetupState {
 pub struct QuorumChannelSigner {
     bridge: Arc<QuorumBridge>,
     id: ChannelKeysId,
-    pubkeys: ChannelPublicKeys,
+    pubkeys: Arc<Mutex<ChannelPublicKeys>>,
     points: Arc<Mutex<BTreeMap<u64, PublicKey>>>,
     setup: Arc<Mutex<SetupState>>,
+    /// Where the keys are remembered once the quorum stores the channel's setup.
+    cache: Arc<ChannelKeysCache>,
 }
 
 fn one_sig(out: KeyHolderOutput) -> Result<Signature, String> {
@@ -80,35 +96,45 @@ fn htlc_info(h: &HTLCOutputInCommitment) -> HtlcInfo {
 }
 
 impl QuorumChannelSigner {
-    /// Asks a key holder for the channel's public keys (LDK needs them synchronously).
-    pub fn fetch(bridge: Arc<QuorumBridge>, id: ChannelKeysId) -> Result<Self, String> {
-        let (info, _) = bridge
-            .wait(move |c| async move { c.channel_keys(id).await })
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
-        let pubkeys = parse::channel_public_keys(&info.points).map_err(|e| e.to_string())?;
-        // A channel the quorum already stores (node restart, LDK's second signer instance
-        // for the monitor) sends its validations at once; only a new one holds them back.
-        let setup = SetupState { sent: info.set_up, ..Default::default() };
-        Ok(Self { bridge, id, pubkeys, points: Default::default(), setup: Arc::new(Mutex::new(setup)) })
+    fn with(
+        bridge: Arc<QuorumBridge>,
+        id: ChannelKeysId,
+        pubkeys: ChannelPublicKeys,
+        setup: SetupState,
+        cache: Arc<ChannelKeysCache>,
+    ) -> Self {
+        let (pubkeys, setup) = (Arc::new(Mutex::new(pubkeys)), Arc::new(Mutex::new(setup)));
+        Self { bridge, id, pubkeys, points: Default::default(), setup, cache }
     }
 
-    /// The channel's public keys (as the quorum gave them).
-    pub fn public_keys(&self) -> &ChannelPublicKeys {
-        &self.pubkeys
+    /// Asks a key holder for the channel's public keys (LDK needs them synchronously);
+    /// they are cached (`cache`) once the quorum stores the channel's setup.
+    pub fn fetch(bridge: Arc<QuorumBridge>, id: ChannelKeysId, cache: Arc<ChannelKeysCache>) -> Result<Self, String> {
+        let (pubkeys, set_up) = Self::quorum_keys(&bridge, id)?;
+        // A channel the quorum already stores (node restart, LDK's second signer instance
+        // for the monitor) sends its validations at once; only a new one holds them back.
+        if set_up {
+            Self::remember(&cache, id, &pubkeys);
+        }
+        Ok(Self::with(bridge, id, pubkeys, SetupState { sent: set_up, ..Default::default() }, cache))
     }
 
     /// A signer from keys the quorum gave earlier (the node's cache), built without asking
     /// it: the quorum is asked for the channel's keys and setup before the first request.
-    pub fn from_cache(bridge: Arc<QuorumBridge>, id: ChannelKeysId, pubkeys: ChannelPublicKeys) -> Self {
-        let setup = SetupState { unconfirmed: true, ..Default::default() };
-        Self { bridge, id, pubkeys, points: Default::default(), setup: Arc::new(Mutex::new(setup)) }
+    pub fn from_cache(
+        bridge: Arc<QuorumBridge>,
+        id: ChannelKeysId,
+        pubkeys: ChannelPublicKeys,
+        cache: Arc<ChannelKeysCache>,
+    ) -> Self {
+        Self::with(bridge, id, pubkeys, SetupState { keys: KeysSource::Cache, ..Default::default() }, cache)
     }
 
-    /// A signer for a channel whose keys the quorum could not give: it refuses everything,
-    /// and its keys (a fixed placeholder) are never ours. `SignerProvider` refuses this
-    /// channel's destination script, so LDK drops a new channel before sending any key.
-    pub fn unavailable(bridge: Arc<QuorumBridge>, id: ChannelKeysId, reason: String) -> Self {
+    /// A signer for a channel whose keys the quorum could not give: its keys are a fixed
+    /// placeholder, never ours, and it signs nothing until the quorum gives the real ones.
+    /// `SignerProvider` refuses this channel's destination script, so LDK drops a new
+    /// channel before sending any key.
+    pub fn unavailable(bridge: Arc<QuorumBridge>, id: ChannelKeysId, cache: Arc<ChannelKeysCache>) -> Self {
         let secp = Secp256k1::signing_only();
         let placeholder = PublicKey::from_secret_key(&secp, &SecretKey::from_slice(&[1; 32]).expect("valid scalar"));
         let pubkeys = ChannelPublicKeys {
@@ -118,35 +144,56 @@ impl QuorumChannelSigner {
             delayed_payment_basepoint: placeholder.into(),
             htlc_basepoint: placeholder.into(),
         };
-        let setup = SetupState { poisoned: Some(format!("channel keys unavailable: {reason}")), ..Default::default() };
-        Self { bridge, id, pubkeys, points: Default::default(), setup: Arc::new(Mutex::new(setup)) }
+        Self::with(bridge, id, pubkeys, SetupState { keys: KeysSource::Placeholder, ..Default::default() }, cache)
     }
 
-    /// For a signer built from the cache: asks the quorum whether it stores the setup and
-    /// checks it gives the same keys (else the channel is stopped: nothing is signed).
-    fn confirm_cached(&self, s: &mut SetupState) -> Result<(), ()> {
-        if !s.unconfirmed {
+    /// The channel's public keys (the placeholder while the quorum could not give them).
+    pub fn public_keys(&self) -> ChannelPublicKeys {
+        self.pubkeys.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn funding_pubkey(&self) -> PublicKey {
+        self.public_keys().funding_pubkey
+    }
+
+    /// The channel's keys as a key holder gives them, and whether it stores the setup.
+    fn quorum_keys(bridge: &QuorumBridge, id: ChannelKeysId) -> Result<(ChannelPublicKeys, bool), String> {
+        let (info, _) = bridge
+            .wait(move |c| async move { c.channel_keys(id).await })
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        Ok((parse::channel_public_keys(&info.points).map_err(|e| e.to_string())?, info.set_up))
+    }
+
+    fn remember(cache: &ChannelKeysCache, id: ChannelKeysId, keys: &ChannelPublicKeys) {
+        if let Err(e) = cache.insert(id, keys) {
+            tracing::error!("{e}: a restart during a quorum outage would not load this channel");
+        }
+    }
+
+    /// For keys not from the quorum in this run: asks it for the channel's keys and setup.
+    /// Cached keys must be the quorum's (else the channel stops: nothing is signed); a
+    /// placeholder takes the quorum's keys.
+    fn confirm_keys(&self, s: &mut SetupState) -> Result<(), ()> {
+        if s.keys == KeysSource::Quorum {
             return Ok(());
         }
-        let id = self.id;
-        let info = match self.bridge.wait(move |c| async move { c.channel_keys(id).await }) {
-            Ok(Ok((info, _))) => info,
-            Ok(Err(e)) => return self.refused("request", &format!("channel keys unavailable: {e}")),
-            Err(e) => return self.refused("request", &format!("channel keys unavailable: {e}")),
-        };
-        match parse::channel_public_keys(&info.points) {
-            Ok(keys) if keys == self.pubkeys => {
-                s.sent = info.set_up;
-                s.unconfirmed = false;
-                Ok(())
-            }
-            _ => {
-                let reason = "the cached channel keys are not the quorum's".to_string();
-                self.log_refusal("request", &reason);
-                s.poisoned = Some(reason);
-                Err(())
-            }
+        let (keys, set_up) = Self::quorum_keys(&self.bridge, self.id)
+            .or_else(|e| self.refused("request", &format!("channel keys unavailable: {e}")))?;
+        let mut ours = self.pubkeys.lock().unwrap_or_else(|e| e.into_inner());
+        if s.keys == KeysSource::Cache && keys != *ours {
+            let reason = "the cached channel keys are not the quorum's".to_string();
+            self.log_refusal("request", &reason);
+            s.poisoned = Some(reason);
+            return Err(());
         }
+        *ours = keys;
+        s.keys = KeysSource::Quorum;
+        s.sent = set_up;
+        if set_up {
+            Self::remember(&self.cache, self.id, &ours);
+        }
+        Ok(())
     }
 
     /// `Err` once the channel is stopped (keys unavailable, or a refused held-back validation).
@@ -177,7 +224,7 @@ impl QuorumChannelSigner {
             self.log_refusal("request", reason);
             return Err(());
         }
-        self.confirm_cached(&mut s)?;
+        self.confirm_keys(&mut s)?;
         if s.sent {
             let pending = !s.deferred.is_empty();
             drop(s);
@@ -187,11 +234,16 @@ impl QuorumChannelSigner {
             self.log_refusal("request", "channel parameters incomplete (or spliced) before setup");
             return Err(());
         };
+        if params.holder_pubkeys != self.public_keys() {
+            self.log_refusal("setup", "LDK's holder keys for this channel are not the quorum's");
+            return Err(());
+        }
         if let Err(e) = self.bridge.channel_blocking(self.id, ChannelRequest::Setup(setup)) {
             self.log_refusal("setup", &e.to_string());
             return Err(());
         }
         s.sent = true;
+        Self::remember(&self.cache, self.id, &self.public_keys());
         drop(s);
         self.flush_deferred()
     }
@@ -222,7 +274,7 @@ impl QuorumChannelSigner {
         if s.poisoned.is_some() {
             return Err(());
         }
-        self.confirm_cached(&mut s)?;
+        self.confirm_keys(&mut s)?;
         if !s.sent || !s.deferred.is_empty() {
             s.deferred.push(request);
             return Ok(());
@@ -373,13 +425,13 @@ impl ChannelSigner for QuorumChannelSigner {
     }
 
     fn pubkeys(&self, _secp: &Secp256k1<All>) -> ChannelPublicKeys {
-        self.pubkeys.clone()
+        self.public_keys()
     }
 
     fn new_funding_pubkey(&self, _parent: bitcoin::Txid, _secp: &Secp256k1<All>) -> PublicKey {
         // Splicing is not supported: cosigners refuse spliced parameters at setup.
         self.log_refusal("splice funding key", "splicing is not supported");
-        self.pubkeys.funding_pubkey
+        self.funding_pubkey()
     }
 
     fn channel_keys_id(&self) -> [u8; 32] {
@@ -413,7 +465,7 @@ impl EcdsaChannelSigner for QuorumChannelSigner {
             .trust()
             .built_transaction()
             .get_sighash_all(&funding_script(params)?, params.channel_value_satoshis);
-        if secp.verify_ecdsa(&sighash, &sig, &self.pubkeys.funding_pubkey).is_err()
+        if secp.verify_ecdsa(&sighash, &sig, &self.funding_pubkey()).is_err()
             || htlc_sigs.len() != commitment_tx.nondust_htlcs().len()
         {
             return self.refused("counterparty commitment", "returned signatures do not match LDK's transaction");
@@ -436,7 +488,7 @@ impl EcdsaChannelSigner for QuorumChannelSigner {
             .trust()
             .built_transaction()
             .get_sighash_all(&funding_script(params)?, params.channel_value_satoshis);
-        secp.verify_ecdsa(&sighash, &sig, &self.pubkeys.funding_pubkey)
+        secp.verify_ecdsa(&sighash, &sig, &self.funding_pubkey())
             .map_err(|_| self.log_refusal("holder commitment", "returned signature does not verify"))?;
         Ok(sig)
     }
@@ -534,7 +586,7 @@ impl EcdsaChannelSigner for QuorumChannelSigner {
         let sig = one_sig(self.async_request("closing transaction", request)?)
             .map_err(|e| self.log_refusal("closing", &e))?;
         let sighash = closing_tx.trust().get_sighash_all(&funding_script(params)?, params.channel_value_satoshis);
-        secp.verify_ecdsa(&sighash, &sig, &self.pubkeys.funding_pubkey)
+        secp.verify_ecdsa(&sighash, &sig, &self.funding_pubkey())
             .map_err(|_| self.log_refusal("closing", "returned signature does not verify"))?;
         Ok(sig)
     }
@@ -565,7 +617,7 @@ impl EcdsaChannelSigner for QuorumChannelSigner {
         let request = ChannelRequest::SignChannelAnnouncement { message: msg.encode() };
         let sig = self.blocking_sig("channel announcement", request)?;
         let digest = bitcoin::hashes::sha256d::Hash::hash(&msg.encode()[..]);
-        secp.verify_ecdsa(&Message::from_digest(digest.to_byte_array()), &sig, &self.pubkeys.funding_pubkey)
+        secp.verify_ecdsa(&Message::from_digest(digest.to_byte_array()), &sig, &self.funding_pubkey())
             .map_err(|_| self.log_refusal("channel announcement", "returned signature does not verify"))?;
         Ok(sig)
     }

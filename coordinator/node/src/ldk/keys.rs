@@ -12,8 +12,7 @@
 //! Must never: sign with the local seed anything that moves funds or speaks for the node
 //! id, or return a transaction whose inputs the quorum did not sign.
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bitcoin::hashes::Hash;
 use bitcoin::secp256k1::ecdh::SharedSecret;
@@ -30,15 +29,16 @@ use lightning::sign::{
     SpendableOutputDescriptor,
 };
 use lightning::util::ser::Writeable;
-use qls_protocol::{ChannelKeysId, GossipKind, KeyHolderOutput, NodeKeyRequest, SweepInput, SweepRequest, SweepSource};
+use qls_protocol::{GossipKind, KeyHolderOutput, NodeKeyRequest, SweepInput, SweepRequest, SweepSource};
 use qls_signer_core::wallet::wallet_script;
 
 use super::bridge::{BridgeError, QuorumBridge};
 use super::channel_signer::QuorumChannelSigner;
 use super::keys_cache::{ChannelKeysCache, KeysCacheError};
 
-/// Tries at fetching a new channel's keys before its signer is given up (about 1.2 s of waits).
-const DERIVE_ATTEMPTS: u64 = 3;
+/// Tries at fetching a new channel's keys before its signer is given up (LDK's thread
+/// waits: each try is bounded by the bridge's request timeout, 200 ms between).
+const DERIVE_ATTEMPTS: u64 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeysError {
@@ -59,11 +59,10 @@ pub struct QuorumKeysManager {
     node_id: PublicKey,
     wallet_script: ScriptBuf,
     local: KeysManager,
-    /// Channel public keys the quorum gave, so a channel's signer never waits on it.
-    keys_cache: ChannelKeysCache,
-    /// Channels whose keys the quorum could not give when LDK asked: LDK gets no
-    /// destination script for them, so a new one is dropped before any key is sent.
-    unavailable: Mutex<HashSet<ChannelKeysId>>,
+    /// Channel public keys the quorum gave, so a channel's signer never waits on it; and
+    /// the channels whose keys it could not give when LDK asked (LDK gets no destination
+    /// script for them, so a new one is dropped before any key is sent).
+    keys_cache: Arc<ChannelKeysCache>,
 }
 
 fn refuse(what: &str, reason: &str) {
@@ -88,20 +87,13 @@ impl QuorumKeysManager {
         let wallet_script = wallet_script(&group.key_id).map_err(|_| KeysError::BadKey)?;
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         let local = KeysManager::new(local_seed, now.as_secs(), now.subsec_nanos(), true);
-        Ok(Self {
-            bridge,
-            node_id,
-            wallet_script,
-            local,
-            keys_cache: Default::default(),
-            unavailable: Default::default(),
-        })
+        Ok(Self { bridge, node_id, wallet_script, local, keys_cache: Default::default() })
     }
 
     /// Keeps the channels' public keys in `path` too, so a node restarted while the quorum
     /// is unreachable still gets a signer for every channel it had (see `keys_cache`).
     pub fn with_channel_keys_file(mut self, path: &std::path::Path) -> Result<Self, KeysError> {
-        self.keys_cache = ChannelKeysCache::open(path)?;
+        self.keys_cache = Arc::new(ChannelKeysCache::open(path)?);
         Ok(self)
     }
 
@@ -221,35 +213,33 @@ impl SignerProvider for QuorumKeysManager {
 
     fn derive_channel_signer(&self, channel_keys_id: [u8; 32]) -> Self::EcdsaSigner {
         // LDK gives this method no way to fail. Keys the quorum gave before come from the
-        // cache at once; a new channel's keys are asked for, briefly retried. If the quorum
-        // stays unreachable the signer refuses everything and the channel gets no
-        // destination script: LDK drops a new channel (no key reaches the peer) and the
-        // node keeps running.
-        if let Some(keys) = self.keys_cache.get(&channel_keys_id) {
-            return QuorumChannelSigner::from_cache(self.bridge.clone(), channel_keys_id, keys);
+        // cache at once; a new channel's keys are asked for, retried once. If the quorum
+        // stays unreachable the signer has placeholder keys and signs nothing, and the
+        // channel gets no destination script: LDK drops a new channel (no key reaches the
+        // peer) and the node keeps running; a channel loaded from disk resumes once the
+        // quorum answers.
+        let cache = self.keys_cache.clone();
+        if let Some(keys) = cache.get(&channel_keys_id) {
+            return QuorumChannelSigner::from_cache(self.bridge.clone(), channel_keys_id, keys, cache);
         }
         let mut last = String::new();
         for attempt in 0..DERIVE_ATTEMPTS {
-            match QuorumChannelSigner::fetch(self.bridge.clone(), channel_keys_id) {
-                Ok(s) => {
-                    if let Err(e) = self.keys_cache.insert(channel_keys_id, s.public_keys()) {
-                        tracing::error!("{e}: a restart during a quorum outage would not load this channel");
-                    }
-                    self.unavailable.lock().unwrap_or_else(|e| e.into_inner()).remove(&channel_keys_id);
-                    return s;
-                }
+            match QuorumChannelSigner::fetch(self.bridge.clone(), channel_keys_id, cache.clone()) {
+                Ok(s) => return s,
                 Err(e) => last = e,
             }
-            std::thread::sleep(std::time::Duration::from_millis(200 * (attempt + 1)));
+            if attempt + 1 < DERIVE_ATTEMPTS {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
         }
         let channel = hex::encode(&channel_keys_id[..8]);
-        tracing::error!(%channel, "channel keys unavailable from the quorum: {last}; the channel is refused");
-        self.unavailable.lock().unwrap_or_else(|e| e.into_inner()).insert(channel_keys_id);
-        QuorumChannelSigner::unavailable(self.bridge.clone(), channel_keys_id, last)
+        tracing::error!(%channel, "channel keys unavailable from the quorum: {last}; a new channel is refused");
+        cache.mark_unavailable(channel_keys_id);
+        QuorumChannelSigner::unavailable(self.bridge.clone(), channel_keys_id, cache)
     }
 
     fn get_destination_script(&self, channel_keys_id: [u8; 32]) -> Result<ScriptBuf, ()> {
-        if self.unavailable.lock().unwrap_or_else(|e| e.into_inner()).contains(&channel_keys_id) {
+        if self.keys_cache.is_unavailable(&channel_keys_id) {
             return refused("destination script", "the quorum could not give this channel's keys");
         }
         Ok(self.wallet_script.clone())

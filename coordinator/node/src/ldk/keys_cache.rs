@@ -11,6 +11,9 @@
 //! Public keys only: the file holds no secret. A tampered file gives LDK wrong keys for a
 //! channel, which the cosigners refuse at setup and whose signatures the adapter refuses.
 //!
+//! Keys are remembered once the quorum stores the channel's setup (a peer that opens and
+//! abandons channels does not grow the file).
+//!
 //! Must never: hand out keys the quorum did not give (no derivation here), or panic on a
 //! malformed file (a typed error names the line).
 
@@ -31,12 +34,20 @@ pub enum KeysCacheError {
     Malformed { path: PathBuf, line: usize, reason: &'static str },
 }
 
-/// Channel keys id → the channel's public keys, in memory and optionally in a file.
+/// Channel keys id → the channel's public keys, in memory and optionally in a file; and
+/// the channels whose keys the quorum could not give when LDK asked.
 #[derive(Default)]
 pub struct ChannelKeysCache {
     keys: Mutex<HashMap<ChannelKeysId, ChannelPublicKeys>>,
     file: Option<PathBuf>,
+    /// Bounded by [`MAX_UNAVAILABLE`]: the oldest are forgotten (LDK asks for a new
+    /// channel's destination script right after its signer, never much later).
+    unavailable: Mutex<std::collections::VecDeque<ChannelKeysId>>,
 }
+
+/// Channels remembered as unavailable at most (a peer opening channels during an outage
+/// cannot grow the set without bound).
+pub const MAX_UNAVAILABLE: usize = 1024;
 
 fn decode_line(line: &str) -> Result<(ChannelKeysId, ChannelPublicKeys), &'static str> {
     let (id, keys) = line.split_once(' ').ok_or("expected `<id> <keys>`")?;
@@ -69,16 +80,34 @@ impl ChannelKeysCache {
             })?;
             keys.insert(id, k);
         }
-        Ok(Self { keys: Mutex::new(keys), file: Some(path.to_owned()) })
+        Ok(Self { keys: Mutex::new(keys), file: Some(path.to_owned()), unavailable: Default::default() })
     }
 
     pub fn get(&self, id: &ChannelKeysId) -> Option<ChannelPublicKeys> {
         self.keys.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned()
     }
 
-    /// Remembers `keys` for `id` (and appends them to the file, synced). A failed write
-    /// leaves the keys in memory and is returned: the caller logs it.
+    /// The quorum could not give `id`'s keys when LDK asked.
+    pub fn mark_unavailable(&self, id: ChannelKeysId) {
+        let mut u = self.unavailable.lock().unwrap_or_else(|e| e.into_inner());
+        if !u.contains(&id) {
+            if u.len() == MAX_UNAVAILABLE {
+                u.pop_front();
+            }
+            u.push_back(id);
+        }
+    }
+
+    /// Whether the quorum could not give `id`'s keys (and has not since).
+    pub fn is_unavailable(&self, id: &ChannelKeysId) -> bool {
+        self.unavailable.lock().unwrap_or_else(|e| e.into_inner()).contains(id)
+    }
+
+    /// Remembers `keys` for `id` (and appends them to the file, synced); `id` is no longer
+    /// unavailable. A failed write leaves the keys in memory and is returned: the caller
+    /// logs it.
     pub fn insert(&self, id: ChannelKeysId, keys: &ChannelPublicKeys) -> Result<(), KeysCacheError> {
+        self.unavailable.lock().unwrap_or_else(|e| e.into_inner()).retain(|u| *u != id);
         let mut map = self.keys.lock().unwrap_or_else(|e| e.into_inner());
         if map.get(&id) == Some(keys) {
             return Ok(());

@@ -1,6 +1,7 @@
 //! Checks a P2WSH input witness the quorum returned before the node broadcasts it: the
-//! witness script is the one the spent output commits to, and the signature is valid, for
-//! this input, its value and its sighash type, under a key that script names.
+//! witness script is the one the spent output commits to, and the signature is a
+//! SIGHASH_ALL signature valid for this input and its value under a key that script names
+//! (any other sighash type would let the transaction be changed around our signature).
 //!
 //! Not a script interpreter: it catches a witness for another input, value, transaction or
 //! key (a key holder's bug or a coordinator's forgery), not a script that fails otherwise.
@@ -24,6 +25,8 @@ pub enum WitnessError {
     ScriptMismatch,
     #[error("the first witness element is not an ECDSA signature with a sighash type")]
     Signature,
+    #[error("the signature's sighash type is {0}, not SIGHASH_ALL")]
+    SighashType(String),
     #[error("sighash: {0}")]
     Sighash(String),
     #[error("the signature verifies under no key of the witness script")]
@@ -49,6 +52,9 @@ pub fn p2wsh_witness_signs(
         return Err(WitnessError::ScriptMismatch);
     }
     let sig = bitcoin::ecdsa::Signature::from_slice(first).map_err(|_| WitnessError::Signature)?;
+    if sig.sighash_type != bitcoin::sighash::EcdsaSighashType::All {
+        return Err(WitnessError::SighashType(sig.sighash_type.to_string()));
+    }
     let sighash = SighashCache::new(tx)
         .p2wsh_signature_hash(input, &script, spent.value, sig.sighash_type)
         .map_err(|e| WitnessError::Sighash(e.to_string()))?;
@@ -115,5 +121,23 @@ mod tests {
         spent.script_pubkey = ScriptBuf::new_p2wsh(&bitcoin::WScriptHash::all_zeros());
         assert_eq!(p2wsh_witness_signs(&tx, 0, &spent, &secp), Err(WitnessError::ScriptMismatch));
         assert_eq!(p2wsh_witness_signs(&tx, 1, &spent, &secp), Err(WitnessError::NoInput(1)));
+    }
+
+    #[test]
+    fn a_valid_signature_of_another_sighash_type_is_refused() {
+        let secp = Secp256k1::new();
+        let key = SecretKey::from_slice(&[7; 32]).unwrap();
+        let (mut tx, spent) = signed(10_000, 10_000, &key);
+        let script = ScriptBuf::from_bytes(tx.input[0].witness.last().unwrap().to_vec());
+        let sighash = SighashCache::new(&tx)
+            .p2wsh_signature_hash(0, &script, spent.value, EcdsaSighashType::SinglePlusAnyoneCanPay)
+            .unwrap();
+        let sig = secp.sign_ecdsa(&Message::from_digest(sighash.to_byte_array()), &key);
+        let sig = bitcoin::ecdsa::Signature { signature: sig, sighash_type: EcdsaSighashType::SinglePlusAnyoneCanPay };
+        tx.input[0].witness = Witness::from_slice(&[sig.to_vec(), script.to_bytes()]);
+        assert_eq!(
+            p2wsh_witness_signs(&tx, 0, &spent, &secp),
+            Err(WitnessError::SighashType("SIGHASH_SINGLE|SIGHASH_ANYONECANPAY".into()))
+        );
     }
 }
