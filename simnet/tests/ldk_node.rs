@@ -1114,6 +1114,26 @@ fn ldk_node_b_signed_by_the_quorum() {
         assert!(graph.read_only().channel(scid).is_some(), "{node}'s graph holds the channel");
     }
 
+    // The ledger, to the satoshi: every mined transaction that pays only the QLS wallet
+    // (B's justice, HTLC claims and sweeps) spends outputs mined here, and all it takes
+    // in reaches the wallet but a fee within the highest feerate LDK was given
+    // (1,000 sat/kWU).
+    let mut paid_to_wallet = 0u64;
+    let mut claims = 0;
+    for tx in w.mined.iter().filter(|t| t.output.iter().all(|o| o.script_pubkey == wallet_script)) {
+        let spent: u64 = tx
+            .input
+            .iter()
+            .map(|i| w.outputs.get(&i.previous_output).expect("spends an output mined here").value.to_sat())
+            .sum();
+        let paid: u64 = tx.output.iter().map(|o| o.value.to_sat()).sum();
+        let fee = spent.checked_sub(paid).expect("pays out no more than it spends");
+        assert!(fee <= tx.weight().to_wu(), "{} pays {fee} sat of fee for {} WU", tx.compute_txid(), tx.weight());
+        paid_to_wallet += paid;
+        claims += 1;
+    }
+    eprintln!("{claims} transactions paid the QLS wallet {paid_to_wallet} sat");
+    assert!(claims >= 5, "justice, two claims on C's commitment, a to_remote sweep and the batched sweep");
     let (inputs, txs) = w.verified;
     eprintln!("bitcoinconsensus checked {inputs} inputs of {txs} mined transactions");
     assert!(inputs >= 6, "closing, commitment, HTLC-timeout and sweeps were all checked");
