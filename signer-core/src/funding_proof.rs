@@ -177,8 +177,8 @@ fn included(chain: &ChainTip, proof: &FundingProof, tx: &Transaction) -> Result<
 }
 
 /// Checks a proof that the funding output `outpoint` was spent: `proof.tx` has an input
-/// spending it and sits in a block of `chain`. Any depth counts (a spend is a reason to
-/// stop, never to sign). Returns the block's height.
+/// spending it and sits in a block of `chain`. Any depth counts to stop signing (see
+/// [`spend_is_deep`] for the depth a spend needs to be signed on). Returns the block's height.
 pub fn check_spend(chain: &ChainTip, proof: &FundingProof, outpoint: &OutPoint) -> Result<u32, ProofRefusal> {
     let tx = decode_tx(proof).map_err(ProofRefusal::Invalid)?;
     if !tx.input.iter().any(|i| i.previous_output == *outpoint) {
@@ -188,6 +188,14 @@ pub fn check_spend(chain: &ChainTip, proof: &FundingProof, outpoint: &OutPoint) 
         )));
     }
     included(chain, proof, &tx).map_err(ProofRefusal::Invalid)
+}
+
+/// Whether `proof` of a spend of `outpoint` holds in `chain` at least `min_depth` deep:
+/// only then is the spending transaction a fact to sign on (justice, claims, sweeps); a
+/// shallower block can still be reorganised away for another spend.
+pub fn spend_is_deep(chain: &ChainTip, proof: &FundingProof, outpoint: &OutPoint, min_depth: u32) -> bool {
+    check_spend(chain, proof, outpoint)
+        .is_ok_and(|height| chain.tip().height.saturating_sub(height).saturating_add(1) >= min_depth)
 }
 
 /// The spend rule, for either flavor: a proof sets `spent_at` (a later one changes

@@ -427,11 +427,21 @@ fn incoming_htlcs_from_before_the_funding_proof_cover_once_it_is_proven() {
 /// Mines `tx` into the fixture's chain (alone in its block) and hands the cosigner the
 /// proof that it spent the funding output; returns its tags.
 fn prove_funding_spend(fx: &mut Fx, tx: &Transaction) -> Vec<PolicyTag> {
+    let depth = fx.policy.channel.funding_min_depth;
+    prove_funding_spend_at(fx, tx, depth)
+}
+
+/// `prove_funding_spend` with the spending block `depth` deep.
+fn prove_funding_spend_at(fx: &mut Fx, tx: &Transaction, depth: u32) -> Vec<PolicyTag> {
     use crate::funding_proof::tests::mine;
     use bitcoin::consensus::encode::serialize;
     let mut chain = fx.chain.clone().unwrap();
     let block = mine(chain.tip_hash(), tx.compute_txid().to_byte_array(), 1_700_001_200);
-    chain.extend(bitcoin::Network::Regtest, &[serialize(&block)]).unwrap();
+    let mut headers = vec![serialize(&block)];
+    for k in 1..depth {
+        headers.push(serialize(&mine(chain_tip_of(&headers), [0; 32], 1_700_001_200 + 600 * k)));
+    }
+    chain.extend(bitcoin::Network::Regtest, &headers).unwrap();
     fx.chain = Some(chain);
     let proof = qls_protocol::FundingProof {
         headers: vec![],
@@ -441,6 +451,31 @@ fn prove_funding_spend(fx: &mut Fx, tx: &Transaction) -> Vec<PolicyTag> {
         position: 0,
     };
     fx.run(ChannelRequest::FundingSpent(proof))
+}
+
+fn chain_tip_of(headers: &[Vec<u8>]) -> bitcoin::BlockHash {
+    let last: bitcoin::block::Header = bitcoin::consensus::deserialize(headers.last().unwrap()).unwrap();
+    last.block_hash()
+}
+
+/// A spend proof shallower than `funding_min_depth` stops the channel but is not a fact to
+/// sign on (a reorg could replace the spend); a proof of the spend at depth is.
+#[test]
+fn only_a_spend_at_depth_is_recorded_for_justice_claims_and_sweeps() {
+    let mut fx = Fx::new(true);
+    fx.open();
+    assert_eq!(fx.confirm_funding(), vec![]);
+    let latest = fx.latest_holder();
+    let params = parse::transaction_parameters(&fx.setup).unwrap();
+    let commitment = parse::commitment(&params, &latest, Broadcaster::Holder, &fx.secp).unwrap();
+    let tx = commitment.trust().built_transaction().transaction.clone();
+    assert_eq!(prove_funding_spend_at(&mut fx, &tx, 1), vec![]);
+    let state = fx.state.as_ref().unwrap();
+    assert!(state.funding_spent_at.is_some(), "a shallow spend stops the channel");
+    assert!(state.funding_spend.is_none(), "but is not signed on");
+    assert_eq!(prove_funding_spend_at(&mut fx, &tx, 2), vec![]);
+    let spend = fx.state.as_ref().unwrap().funding_spend.as_ref().expect("recorded at depth");
+    assert_eq!(spend.txid, tx.compute_txid().to_byte_array());
 }
 
 #[test]

@@ -224,8 +224,14 @@ fn update(
                 FundingHeights { confirmed_at: &mut next.funding_confirmed_at, spent_at: &mut next.funding_spent_at };
             let incoming = next.holder.latest.iter().flat_map(|h| h.info.htlcs.iter().filter(|h| !h.offered));
             funding_facts::spend(&mut j.violations, heights, ctx.chain, proof, &outpoint, incoming, payments);
-            // What the spend is (same provenance rule as the position above).
-            if next.funding_spent_at.is_some() && next.funding_spend.is_none() && proof_held(j, before) {
+            // What the spend is (same provenance rule as the position above), from a proof
+            // `funding_min_depth` deep: justice, claims and sweeps are signed on it, and a
+            // shallow block can be reorganised away for another spend (a shallow proof
+            // still stops the channel; a deeper one of the spend that stays records it).
+            let deep = ctx
+                .chain
+                .is_some_and(|c| crate::funding_proof::spend_is_deep(c, proof, &outpoint, j.policy.funding_min_depth));
+            if deep && next.funding_spent_at.is_some() && next.funding_spend.is_none() && proof_held(j, before) {
                 let tx = parse::transaction(&proof.tx, "funding spend")?;
                 next.funding_spend = Some(super::funding_spend::funding_spend(&params, &tx));
             }
