@@ -75,6 +75,23 @@ pub fn merkle_root(txid: [u8; 32], branch: &[[u8; 32]], position: u32) -> [u8; 3
     node
 }
 
+/// Whether `branch` is one a real block gives `position`: Bitcoin pairs the last node of
+/// an odd level with itself, so the last transaction's branch also hashes to the root at
+/// the position one past it (a transaction index that does not exist). A node on the right
+/// whose sibling is itself is that duplicate.
+pub fn merkle_position_is_real(txid: [u8; 32], branch: &[[u8; 32]], position: u32) -> bool {
+    let mut node = txid;
+    for (level, sibling) in branch.iter().enumerate() {
+        let right = (position >> level) & 1 == 1;
+        if right && *sibling == node {
+            return false;
+        }
+        let (left, right) = if right { (sibling, &node) } else { (&node, sibling) };
+        node = sha256d::Hash::hash(&[left.as_slice(), right.as_slice()].concat()).to_byte_array();
+    }
+    true
+}
+
 /// Why a funding proof does not hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProofRefusal {
@@ -172,6 +189,10 @@ fn included(chain: &ChainTip, proof: &FundingProof, tx: &Transaction) -> Result<
     let root = merkle_root(txid.to_byte_array(), &proof.merkle_branch, proof.position);
     if TxMerkleNode::from_byte_array(root) != header.merkle_root {
         return Err(format!("the merkle branch does not lead to block {}'s merkle root", header.block_hash()));
+    }
+    // The position gives the short channel id: it must be the transaction's real index.
+    if !merkle_position_is_real(txid.to_byte_array(), &proof.merkle_branch, proof.position) {
+        return Err(format!("position {} is past the block's last transaction (a duplicated node)", proof.position));
     }
     Ok(known.height)
 }
@@ -294,6 +315,24 @@ pub(crate) mod tests {
             h.nonce += 1;
         }
         h
+    }
+
+    /// The last of 5 transactions also hashes to the root at position 5 (Bitcoin
+    /// duplicates an odd level's last node): only its real position holds.
+    #[test]
+    fn the_last_transaction_proves_only_at_its_real_position() {
+        let txids: Vec<[u8; 32]> = (0..5u8).map(|i| [i; 32]).collect();
+        let root = bitcoin::merkle_tree::calculate_root(txids.iter().map(|t| bitcoin::Txid::from_byte_array(*t)))
+            .unwrap()
+            .to_byte_array();
+        let branch = merkle_branch(&txids, 4);
+        assert_eq!(merkle_root(txids[4], &branch, 4), root);
+        assert_eq!(merkle_root(txids[4], &branch, 5), root, "the duplicate reaches the root too");
+        assert!(merkle_position_is_real(txids[4], &branch, 4));
+        assert!(!merkle_position_is_real(txids[4], &branch, 5));
+        for pos in 0..txids.len() {
+            assert!(merkle_position_is_real(txids[pos], &merkle_branch(&txids, pos), pos as u32), "position {pos}");
+        }
     }
 
     #[test]

@@ -331,6 +331,23 @@ async fn funding(c: &mut Corpus<'_>) -> Result<(), CorpusError> {
 
     // A proof of another transaction, and one of a block the cosigners never saw.
     let d = c.open(A, 14, 1_000_000, false).await?;
+    // The funding transaction last of three in a block, proven at the position past it
+    // (Bitcoin duplicates an odd level's last node, so that branch reaches the root too):
+    // the position would fix a short channel id pointing at nothing.
+    let script = Counterparty::funding_script(&d.setup)
+        .ok_or_else(|| CorpusError::Setup { attack: A, detail: "funding keys".into() })?
+        .to_p2wsh();
+    let funding = funding_tx(d.channel, &script, d.setup.channel_value_sat, d.setup.funding_vout);
+    let filler = funding_tx([0x6e; 32], &ScriptBuf::new(), 1_000, 0);
+    let mut past = lock_chain(&c.h.chain).confirm(&[filler, funding]).remove(1);
+    past.position += 1;
+    c.channel(
+        "funding-proof-at-a-position-past-the-last-transaction",
+        "policy-funding-proof",
+        d.channel,
+        ChannelRequest::FundingConfirmed(past),
+    )
+    .await;
     let other = funding_tx([0x6c; 32], &ScriptBuf::new(), 1_000_000, 0);
     let mut proof = lock_chain(&c.h.chain).confirm(&[other]).remove(0);
     c.channel(
