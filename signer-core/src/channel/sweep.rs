@@ -110,10 +110,16 @@ pub(crate) fn to_remote_input(v: &mut Vec<Violation>, tx: &Transaction, input: u
     }
 }
 
-/// `policy-sweep-destination`: every output pays our wallet or an allowlisted script.
-pub(crate) fn outputs_ours(v: &mut Vec<Violation>, tx: &Transaction, ctx: &Context<'_>) {
+/// `policy-sweep-destination`: every output pays our wallet, an allowlisted script or
+/// `expected` (a second-stage HTLC output the transaction must create).
+pub(crate) fn outputs_ours(
+    v: &mut Vec<Violation>,
+    tx: &Transaction,
+    expected: Option<&bitcoin::ScriptBuf>,
+    ctx: &Context<'_>,
+) {
     for (i, o) in tx.output.iter().enumerate() {
-        if !is_ours(&o.script_pubkey, ctx) {
+        if !is_ours(&o.script_pubkey, ctx) && expected != Some(&o.script_pubkey) {
             flag(v, PolicyTag::SweepDestination, format!("output {i} pays foreign script {}", o.script_pubkey));
         }
     }
@@ -168,7 +174,7 @@ pub fn judge_sweep<'s>(
 ) -> Result<(), ChannelError> {
     let tx = parse::transaction(&request.tx, "sweep")?;
     v.extend(sweep_format_violations(&tx, None));
-    outputs_ours(v, &tx, ctx);
+    outputs_ours(v, &tx, None, ctx);
     let mut named = BTreeSet::new();
     for i in &request.inputs {
         if i.input as usize >= tx.input.len() {

@@ -991,11 +991,7 @@ fn check_input(tx: &Transaction, input: u32) -> Result<(), ChannelError> {
 
 /// Every output pays us (wallet or allowlist) or, for HTLC transactions, `expected`.
 fn outputs_are_ours(j: &mut Judge<'_>, tx: &Transaction, expected: Option<&ScriptBuf>, ctx: &Context<'_>) {
-    for (i, o) in tx.output.iter().enumerate() {
-        if !is_ours(&o.script_pubkey, ctx) && expected != Some(&o.script_pubkey) {
-            j.flag(PolicyTag::SweepDestination, format!("output {i} pays foreign script {}", o.script_pubkey));
-        }
-    }
+    sweep::outputs_ours(&mut j.violations, tx, expected, ctx);
 }
 
 fn sweep_fee(j: &mut Judge<'_>, tx: &Transaction, single_input_value: Option<u64>, ctx: &Context<'_>) {
