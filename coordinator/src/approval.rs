@@ -48,7 +48,12 @@ pub async fn approve_and_sign(
     subject: ApprovalSubject,
 ) -> Result<(KeyHolderOutput, SignReport), ApprovalFailure> {
     let timeout = quorum.config.request_timeout;
-    let need = quorum.threshold();
+    // A taproot holder commitment's secret needs every cosigner's record of its revocation
+    // (the key holders check the same): any t of them hold its force-close escrow until then.
+    let need = match subject {
+        ApprovalSubject::TaprootSecret { .. } => quorum.members.len(),
+        _ => quorum.threshold(),
+    };
     let holder_keys = setup_attestation(quorum, &subject).await;
     let req = CosignerRequest::Approve { subject: subject.clone(), holder_keys };
     let members = quorum.preference_order();

@@ -152,7 +152,8 @@ pub async fn run(
         | TaprootRequest::RevokeHolderCommitment { .. } => {
             CosignerRequest::TaprootApply { channel, request: request.clone() }
         }
-        TaprootRequest::SignHolderCommitment { .. } => {
+        TaprootRequest::SignHolderCommitment { commitment_number } => {
+            let commitment_number = *commitment_number;
             // Force close: the verification session the counterparty signed in (the node
             // hands back the leaf nonces and the counterparty's nonce; each cosigner
             // checks them against its stored holder commitment).
@@ -163,6 +164,17 @@ pub async fn run(
                 });
             };
             let leaf_nonces = check_reserved(quorum, reserved, &report).map_err(|f| *f)?;
+            // Any t cosigners complete it from their escrow shares; without an escrow
+            // (or fewer than t shares), every cosigner signs with its verification nonce.
+            match release(quorum, channel, commitment_number, &leaves, &leaf_nonces, &theirs, &mut report).await {
+                Ok(outcome) => return Ok(outcome),
+                Err(TaprootFailure::Refused { refusals, report }) => {
+                    return Err(TaprootFailure::Refused { refusals, report })
+                }
+                Err(TaprootFailure::Unavailable { detail, .. }) => {
+                    tracing::info!(%detail, "force-close escrow incomplete: every cosigner signs");
+                }
+            }
             return sign(quorum, channel, request, theirs, &leaves, leaf_nonces, report).await;
         }
         TaprootRequest::SignCounterpartyCommitment { .. } | TaprootRequest::SignClosing { .. } => {
@@ -185,6 +197,13 @@ pub async fn run(
             return outcome;
         }
     };
+    if let TaprootRequest::RevokeHolderCommitment { commitment_number } = request {
+        // Each cosigner revokes only once it keeps its escrow share of the next commitment;
+        // a validation whose escrow was cut short is completed here (deals are repeatable).
+        if let Err(e) = escrow(quorum, channel, commitment_number.saturating_add(1), &mut report).await {
+            tracing::info!(error = ?e, "escrow of the next holder commitment before a revocation");
+        }
+    }
     let mut refusals = Vec::new();
     let mut applied = 0;
     for (m, reply) in all(quorum, &first, &mut report).await {
@@ -204,8 +223,14 @@ pub async fn run(
     }
     match (applied == quorum.members.len(), refusals.is_empty()) {
         (true, _) => {
-            if let TaprootRequest::RevokeHolderCommitment { commitment_number } = request {
-                return release_secret(quorum, channel, commitment_number, report).await;
+            match request {
+                TaprootRequest::RevokeHolderCommitment { commitment_number } => {
+                    return release_secret(quorum, channel, commitment_number, report).await;
+                }
+                TaprootRequest::ValidateHolderCommitment { commitment, .. } => {
+                    escrow(quorum, channel, commitment.commitment_number, &mut report).await?;
+                }
+                _ => {}
             }
             Ok(TaprootOutcome::Applied(report))
         }
@@ -215,6 +240,181 @@ pub async fn run(
             report,
         }),
     }
+}
+
+/// Escrows holder commitment `n`'s force close: every cosigner deals its partial signature
+/// (shares sealed to each cosigner), then every cosigner opens, checks and keeps its shares.
+/// Needs all n; repeatable (a cosigner deals the same again).
+async fn escrow(
+    quorum: &Quorum,
+    channel: ChannelKeysId,
+    n: u64,
+    report: &mut SignReport,
+) -> Result<(), TaprootFailure> {
+    let count = quorum.members.len();
+    let mut refusals = Vec::new();
+    let mut deals = Vec::with_capacity(count);
+    let deal = CosignerRequest::TaprootEscrowDeal { channel, commitment_number: n };
+    for (m, reply) in all(quorum, &deal, report).await {
+        match reply {
+            Some(CosignerResponse::TaprootEscrowDealt(d))
+                if d.dealer == m.link.fingerprint() && d.commitment_number == n =>
+            {
+                deals.push(d)
+            }
+            Some(CosignerResponse::Refused { violations }) => {
+                refusals.push(CosignerRefusal { cosigner: m.name().into(), violations })
+            }
+            Some(other) => blame(report, &m, BlameReason::ErrorReply, format!("unexpected deal {other:?}")),
+            None => {}
+        }
+    }
+    let incomplete = |what: String, refusals: Vec<CosignerRefusal>, report: &SignReport| {
+        if refusals.is_empty() {
+            TaprootFailure::Unavailable {
+                detail: format!("force-close escrow of holder commitment {n}: {what}"),
+                report: report.clone(),
+            }
+        } else {
+            TaprootFailure::Refused { refusals, report: report.clone() }
+        }
+    };
+    if deals.len() != count {
+        return Err(incomplete(format!("{} of {count} cosigners dealt", deals.len()), refusals, report));
+    }
+    let keep = CosignerRequest::TaprootEscrowKeep { channel, deals };
+    let mut kept = 0;
+    for (m, reply) in all(quorum, &keep, report).await {
+        match reply {
+            Some(CosignerResponse::TaprootApplied { .. }) => kept += 1,
+            Some(CosignerResponse::Refused { violations }) => {
+                refusals.push(CosignerRefusal { cosigner: m.name().into(), violations })
+            }
+            Some(other) => blame(report, &m, BlameReason::ErrorReply, format!("unexpected reply {other:?}")),
+            None => {}
+        }
+    }
+    if kept != count {
+        return Err(incomplete(format!("{kept} of {count} cosigners kept their shares"), refusals, report));
+    }
+    Ok(())
+}
+
+/// What a cosigner derived for a force close: the message and the counterparty's funding key.
+type ForceCloseFacts = ([u8; 32], Vec<u8>);
+
+/// One cosigner's released escrow share.
+struct ReleasedShare {
+    name: String,
+    cosigner: Fingerprint,
+    share: [u8; 32],
+    facts: ForceCloseFacts,
+}
+
+/// Force close with t of n: every reachable cosigner judges the force close and returns
+/// its escrow share; any t shares that agree on the message and channel are combined,
+/// and the result is returned only once it verifies as the quorum's partial signature in
+/// the verification session (`leaf_nonces`, the counterparty's nonce `theirs`).
+#[allow(clippy::too_many_arguments)]
+async fn release(
+    quorum: &Quorum,
+    channel: ChannelKeysId,
+    n: u64,
+    leaves: &[MusigLeaf],
+    leaf_nonces: &[LeafNonce],
+    their_nonce: &[u8],
+    report: &mut SignReport,
+) -> Result<TaprootOutcome, TaprootFailure> {
+    let unavailable = |detail: String, report: &SignReport| TaprootFailure::Unavailable {
+        detail: format!("force close of holder commitment {n} from escrow: {detail}"),
+        report: report.clone(),
+    };
+    let req = CosignerRequest::TaprootEscrowRelease { channel, commitment_number: n };
+    let mut refusals = Vec::new();
+    let mut shares: Vec<ReleasedShare> = Vec::new();
+    for (m, reply) in all(quorum, &req, report).await {
+        match reply {
+            Some(CosignerResponse::TaprootEscrowShare { share, msg, counterparty_funding }) => {
+                shares.push(ReleasedShare {
+                    name: m.name().to_string(),
+                    cosigner: m.link.fingerprint(),
+                    share,
+                    facts: (msg, counterparty_funding),
+                })
+            }
+            Some(CosignerResponse::Refused { violations }) => {
+                refusals.push(CosignerRefusal { cosigner: m.name().into(), violations })
+            }
+            Some(other) => blame(report, &m, BlameReason::ErrorReply, format!("unexpected reply {other:?}")),
+            None => {}
+        }
+    }
+    let t = quorum.threshold();
+    // The facts most shares agree on; cosigners that derived others are named.
+    let mut facts: Vec<(ForceCloseFacts, usize)> = Vec::new();
+    for ReleasedShare { facts: f, .. } in &shares {
+        match facts.iter_mut().find(|(g, _)| g == f) {
+            Some((_, c)) => *c += 1,
+            None => facts.push((f.clone(), 1)),
+        }
+    }
+    let Some(((msg, theirs), _)) = facts.into_iter().filter(|(_, c)| *c >= t).max_by_key(|(_, c)| *c) else {
+        if !refusals.is_empty() && shares.len() < t {
+            return Err(TaprootFailure::Refused { refusals, report: report.clone() });
+        }
+        return Err(unavailable(format!("{} shares agree, {t} needed", shares.len()), report));
+    };
+    let agreeing: Vec<_> = shares.iter().filter(|r| r.facts.0 == msg && r.facts.1 == theirs).collect();
+    let secp = bitcoin::secp256k1::Secp256k1::verification_only();
+    let (node_key, _) = tc::funding_node_key(&secp, &base_keys(leaves), &channel)
+        .map_err(|e| unavailable(format!("funding key: {e}"), report))?;
+    let external = external_nonce(leaves, &channel, leaf_nonces).map_err(|e| unavailable(e, report))?;
+    let (Ok(theirs), Ok(their_nonce)) = (<[u8; 33]>::try_from(theirs.as_slice()), <[u8; 66]>::try_from(their_nonce))
+    else {
+        return Err(unavailable("malformed counterparty key or nonce".into(), report));
+    };
+    // Every t-subset in turn (a wrong share spoils only the subsets holding it).
+    for subset in subsets(agreeing.len(), t) {
+        let picked: Vec<(Fingerprint, [u8; 32])> =
+            subset.iter().map(|&i| (agreeing[i].cosigner, agreeing[i].share)).collect();
+        let Ok(psig) = tc::escrow::combine(&picked, t as u16, n) else { continue };
+        if tc::escrow::quorum_psig_valid(&psig, &node_key, &external, &theirs, &their_nonce, &msg) {
+            report.signers = subset.iter().map(|&i| agreeing[i].name.clone()).collect();
+            return Ok(TaprootOutcome::PartialSig { pubnonce: external, psig, report: report.clone() });
+        }
+    }
+    for r in &agreeing {
+        report.blamed.push(Blame {
+            cosigner: r.name.clone(),
+            reason: BlameReason::InvalidShare,
+            detail: "no t escrow shares including it combine to a valid partial signature".into(),
+        });
+    }
+    Err(unavailable("no t shares combine to a valid partial signature".into(), report))
+}
+
+/// Every `k`-element subset of `0..n`, in lexicographic order (n ≤ MAX_COSIGNERS, small k).
+fn subsets(n: usize, k: usize) -> Vec<Vec<usize>> {
+    fn go(start: usize, n: usize, k: usize, cur: &mut Vec<usize>, out: &mut Vec<Vec<usize>>) {
+        if cur.len() == k {
+            out.push(cur.clone());
+            return;
+        }
+        for i in start..n {
+            // Bounded: a quorum of at most 32 with a few mismatching shares.
+            if out.len() >= 1024 {
+                return;
+            }
+            cur.push(i);
+            go(i + 1, n, k, cur, out);
+            cur.pop();
+        }
+    }
+    let mut out = Vec::new();
+    if k > 0 && k <= n {
+        go(0, n, k, &mut Vec::new(), &mut out);
+    }
+    out
 }
 
 /// The secret of holder commitment `n`, now revoked by every cosigner, from a key holder.

@@ -396,7 +396,13 @@ pub fn key_holder_sign(state: &CosignerState, subject: ApprovalSubject, approval
     }
     let request = request_digest(&subject);
     let approvers = valid_approvers(state, &approvals, &request, &judged.state);
-    let need = approval_threshold(state);
+    // A taproot holder commitment's secret needs every cosigner's record of its revocation:
+    // any t of them can complete its force close from their escrow shares until each has
+    // deleted its share, and every set of t includes one that would refuse.
+    let need = match subject {
+        ApprovalSubject::TaprootSecret { .. } => state.config.peers.len() + 1,
+        _ => approval_threshold(state),
+    };
     if !approvers.contains(&state.identity.fingerprint) || approvers.len() < need {
         return Err(error(
             ErrorKind::Forbidden,

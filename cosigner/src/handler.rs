@@ -179,6 +179,13 @@ pub fn handle(state: &Arc<CosignerState>, req: CosignerRequest) -> CosignerRespo
             crate::taproot::verification_nonce(state, channel, commitment_number)
         }
         CosignerRequest::TaprootFrostTargets { channel, item } => crate::taproot::frost_targets(state, channel, item),
+        CosignerRequest::TaprootEscrowDeal { channel, commitment_number } => {
+            crate::taproot_escrow::deal(state, channel, commitment_number)
+        }
+        CosignerRequest::TaprootEscrowKeep { channel, deals } => crate::taproot_escrow::keep(state, channel, deals),
+        CosignerRequest::TaprootEscrowRelease { channel, commitment_number } => {
+            crate::taproot_escrow::release(state, channel, commitment_number)
+        }
     };
     result.unwrap_or_else(|e| e)
 }

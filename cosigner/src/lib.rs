@@ -16,6 +16,7 @@ pub mod key_holder;
 pub mod server;
 pub mod store;
 pub mod taproot;
+pub mod taproot_escrow;
 pub mod taproot_store;
 
 pub use config::{ConfigError, CosignerConfig};

@@ -91,7 +91,7 @@ fn checked_leaves(
     Ok(out)
 }
 
-fn group(state: &CosignerState) -> Result<qls_signer_core::frost::keys::PublicKeyPackage, CosignerResponse> {
+pub(crate) fn group(state: &CosignerState) -> Result<qls_signer_core::frost::keys::PublicKeyPackage, CosignerResponse> {
     let ids = state.store.key_ids().map_err(store_error)?;
     let id = ids.first().ok_or_else(|| error(ErrorKind::NoGroupKey, "no group key: run the DKG first"))?;
     Ok(state.key(id).map_err(store_error)?.public_key_package.clone())
@@ -120,13 +120,16 @@ fn digest_of(channel: &ChannelKeysId, request: &TaprootRequest) -> [u8; 32] {
 /// LDK counts holder commitments down from this; taproot requests count up from 0.
 const INITIAL_COMMITMENT_NUMBER: u64 = (1 << 48) - 1;
 
-fn stored(state: &CosignerState, channel: &ChannelKeysId) -> Result<TaprootChannelState, CosignerResponse> {
+pub(crate) fn stored(state: &CosignerState, channel: &ChannelKeysId) -> Result<TaprootChannelState, CosignerResponse> {
     state.store.taproot_channel(channel).map_err(store_error)?.ok_or_else(|| {
         error(ErrorKind::UnknownKey, format!("taproot channel {} is not set up", hex::encode(&channel[..8])))
     })
 }
 
-fn my_channel_leaf(state: &CosignerState, channel: &ChannelKeysId) -> Result<([u8; 33], [u8; 32]), CosignerResponse> {
+pub(crate) fn my_channel_leaf(
+    state: &CosignerState,
+    channel: &ChannelKeysId,
+) -> Result<([u8; 33], [u8; 32]), CosignerResponse> {
     let base = leaf_public(state)?;
     let pk = tc::channel_leaf_pubkey(&state.secp, &base, channel).map_err(|e| error(ErrorKind::Internal, e))?;
     let sk =
@@ -211,12 +214,12 @@ fn key_holder_checks(
 }
 
 /// The judged outcome the store transaction hands back.
-enum Judged {
+pub(crate) enum Judged {
     Refused(Verdict),
     Approved { verdict: Verdict, message: Option<[u8; 32]> },
 }
 
-fn leaves_of(current: &TaprootChannelState) -> Result<Vec<[u8; 33]>, CosignerResponse> {
+pub(crate) fn leaves_of(current: &TaprootChannelState) -> Result<Vec<[u8; 33]>, CosignerResponse> {
     current
         .leaves
         .iter()
@@ -243,14 +246,14 @@ pub fn setup(
 }
 
 /// The signer of requests that sign nothing (a setup): never called.
-fn no_signing(_: qls_signer_core::musig2::SecNonce, _: &[u8; 32]) -> Result<[u8; 32], String> {
+pub(crate) fn no_signing(_: qls_signer_core::musig2::SecNonce, _: &[u8; 32]) -> Result<[u8; 32], String> {
     Err("this request signs nothing".into())
 }
 
 /// Judges `request` against the stored state and the payment index in one store
 /// transaction; if approved, persists it together with the consumption of `nonce` (for a
 /// signing request) and returns `signer`'s partial signature with it.
-fn judge_and_apply(
+pub(crate) fn judge_and_apply(
     state: &CosignerState,
     channel: ChannelKeysId,
     request: &TaprootRequest,
@@ -279,6 +282,20 @@ fn judge_and_apply(
         TaprootRequest::Setup(_) => state.store.taproot_channel_count().map_err(store_error)?,
         _ => 0,
     };
+    let latest_escrowed = match request {
+        TaprootRequest::RevokeHolderCommitment { .. } => {
+            let latest = state
+                .store
+                .taproot_channel(&channel)
+                .map_err(store_error)?
+                .and_then(|c| c.holder_latest.map(|h| h.info.commitment_number));
+            match latest {
+                Some(n) => state.store.escrow_share(&channel, n).map_err(store_error)?.is_some(),
+                None => false,
+            }
+        }
+        _ => false,
+    };
     let ctx = tc::TaprootContext {
         policy: &state.config.policy,
         holder,
@@ -289,6 +306,7 @@ fn judge_and_apply(
         chain: chain.as_ref(),
         now: state.now_unix(),
         stored_channels,
+        latest_escrowed,
     };
     let digest = digest_of(&channel, request);
     let policy = &state.config.policy;
@@ -334,6 +352,51 @@ fn judge_and_apply(
     outcome
 }
 
+/// Every cosigner's fingerprint, sorted: the order of the stored leaves.
+pub(crate) fn cosigner_ids(state: &CosignerState) -> Vec<Fingerprint> {
+    let mut ids: Vec<Fingerprint> = state.config.peers.iter().copied().chain([state.identity.fingerprint]).collect();
+    ids.sort();
+    ids
+}
+
+/// This cosigner's channel leaf secret and the NestedMuSig2 session it signs in.
+pub(crate) fn session_of(
+    state: &CosignerState,
+    channel: &ChannelKeysId,
+    current: &TaprootChannelState,
+    session: &NestedSession,
+) -> Result<([u8; 32], tc::LeafSession), CosignerResponse> {
+    let channel_leaves = leaves_of(current)?
+        .iter()
+        .map(|l| tc::channel_leaf_pubkey(&state.secp, l, channel))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| error(ErrorKind::Internal, e))?;
+    let (my_leaf, my_sk) = my_channel_leaf(state, channel)?;
+    let node_key: [u8; 33] =
+        current.holder.funding.as_slice().try_into().map_err(|_| error(ErrorKind::Storage, "funding key"))?;
+    let theirs = tc::session::key33(&current.setup.counterparty.funding).map_err(|e| error(ErrorKind::Storage, e))?;
+    let leaf_session =
+        tc::leaf_session(session, &cosigner_ids(state), &channel_leaves, &my_leaf, &node_key, &theirs, channel)
+            .map_err(|e| error(ErrorKind::InvalidRequest, e))?;
+    Ok((my_sk, leaf_session))
+}
+
+/// This leaf's NestedMuSig2 partial signature of `msg` in `session`.
+pub(crate) fn leaf_sign(
+    secnonce: qls_signer_core::musig2::SecNonce,
+    sk: &[u8; 32],
+    session: &tc::LeafSession,
+    msg: &[u8; 32],
+) -> Result<[u8; 32], String> {
+    let ctx = NestedSessionContext {
+        nonce_path: &session.nonce_path,
+        pk_tree: &session.pk_tree,
+        tweaks: &[session.tweak],
+        msg,
+    };
+    nested_sign(secnonce, sk, &ctx).map_err(|e| e.to_string())
+}
+
 /// Judges `request`; applies it, and for a signing request (which needs `session`) signs.
 pub fn sign(
     state: &CosignerState,
@@ -345,7 +408,6 @@ pub fn sign(
         return Err(error(ErrorKind::InvalidRequest, "a taproot setup comes with the leaves (TaprootSetup)"));
     }
     let current = stored(state, &channel)?;
-    let leaves = leaves_of(&current)?;
     let me = state.identity.fingerprint;
     let signs = matches!(
         request,
@@ -390,36 +452,20 @@ pub fn sign(
             Some(NonceUse::Fresh(mine.nonce_id))
         }
     };
-    // Every cosigner's channel leaf, in stored (fingerprint) order, and the session this
-    // leaf signs in: built before anything is consumed, so a malformed session costs no nonce.
-    let mut ids: Vec<Fingerprint> = state.config.peers.iter().copied().chain([me]).collect();
-    ids.sort();
-    let channel_leaves = leaves
-        .iter()
-        .map(|l| tc::channel_leaf_pubkey(&state.secp, l, &channel))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| error(ErrorKind::Internal, e))?;
-    let (my_leaf, my_sk) = my_channel_leaf(state, &channel)?;
-    let node_key: [u8; 33] =
-        current.holder.funding.as_slice().try_into().map_err(|_| error(ErrorKind::Storage, "funding key"))?;
-    let theirs = tc::session::key33(&current.setup.counterparty.funding).map_err(|e| error(ErrorKind::Storage, e))?;
-    let leaf_session = match &session {
-        Some(s) => Some(
-            tc::leaf_session(s, &ids, &channel_leaves, &my_leaf, &node_key, &theirs, &channel)
-                .map_err(|e| error(ErrorKind::InvalidRequest, e))?,
-        ),
-        None => None,
+    // The session this leaf signs in: built before anything is consumed, so a malformed
+    // session costs no nonce.
+    let (my_sk, leaf_session) = match &session {
+        Some(s) => {
+            let (sk, ls) = session_of(state, &channel, &current, s)?;
+            (sk, Some(ls))
+        }
+        None => ([0; 32], None),
     };
     let signer = |secnonce: qls_signer_core::musig2::SecNonce, msg: &[u8; 32]| -> Result<[u8; 32], String> {
         let leaf_session = leaf_session.as_ref().ok_or("a signing request needs a MuSig2 session")?;
-        let ctx = NestedSessionContext {
-            nonce_path: &leaf_session.nonce_path,
-            pk_tree: &leaf_session.pk_tree,
-            tweaks: &[leaf_session.tweak],
-            msg,
-        };
-        nested_sign(secnonce, &my_sk, &ctx).map_err(|e| e.to_string())
+        leaf_sign(secnonce, &my_sk, leaf_session, msg)
     };
+    let theirs = tc::session::key33(&current.setup.counterparty.funding).map_err(|e| error(ErrorKind::Storage, e))?;
     let (judged, psig) = judge_and_apply(state, channel, &request, &current.holder, &current.leaves, nonce, &signer)?;
     let (verdict, message) = match judged {
         Judged::Refused(verdict) => {
@@ -460,6 +506,7 @@ pub fn frost_targets_of(
         chain: None,
         now: state.now_unix(),
         stored_channels: 0,
+        latest_escrowed: false,
     };
     tc::frost_targets(channel, &current, item, &ctx).map_err(channel_error)
 }

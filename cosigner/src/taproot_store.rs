@@ -38,6 +38,10 @@ const MUSIG_META: TableDefinition<&str, &[u8]> = TableDefinition::new("musig_met
 /// channel id (32 bytes) ‖ holder commitment number (8 bytes, big-endian) → message
 /// (32 bytes) ‖ this leaf's partial signature (32 bytes) of that commitment's force close.
 const FORCE_CLOSE_PSIGS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("force_close_psigs");
+/// channel id ‖ holder commitment number (as above) → this cosigner's kept share (32
+/// bytes) of the quorum's force-close partial signature of that commitment (the sum of the
+/// shares every cosigner dealt it); deleted with the commitment's revocation.
+const ESCROW_SHARES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("escrow_shares");
 const NEXT_ID: &str = "next_nonce_id";
 const LEAF_SECRET: &str = "leaf_secret";
 /// Unused fresh MuSig2 nonces one channel may hold.
@@ -383,6 +387,16 @@ impl Store {
                         for key in revoked {
                             psigs.remove(key.as_slice()).map_err(db_err)?;
                         }
+                        let mut shares = txn.open_table(ESCROW_SHARES).map_err(db_err)?;
+                        let revoked: Vec<Vec<u8>> = shares
+                            .range(force_close_key(channel, 0).as_slice()..=force_close_key(channel, upto).as_slice())
+                            .map_err(db_err)?
+                            .map(|row| row.map(|(k, _)| k.value().to_vec()))
+                            .collect::<Result<_, _>>()
+                            .map_err(db_err)?;
+                        for key in revoked {
+                            shares.remove(key.as_slice()).map_err(db_err)?;
+                        }
                     }
                     if let Some(state) = &update.state {
                         let bytes = postcard::to_allocvec(state)
@@ -405,6 +419,51 @@ impl Store {
     }
 
     /// The public verification nonce of holder commitment `commitment`, if stored.
+    /// This cosigner's kept escrow share of holder commitment `commitment`, if any.
+    pub fn escrow_share(&self, channel: &ChannelKeysId, commitment: u64) -> Result<Option<[u8; 32]>, StoreError> {
+        let txn = self.db().begin_read().map_err(db_err)?;
+        let shares = match txn.open_table(ESCROW_SHARES) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(db_err(e)),
+        };
+        let row = shares.get(force_close_key(channel, commitment).as_slice()).map_err(db_err)?;
+        row.map(|v| v.value().try_into().map_err(|_| StoreError::Corrupt("escrow share"))).transpose()
+    }
+
+    /// Keeps the escrow share `judge` returns for holder commitment `commitment`, judged
+    /// against the stored channel in the same write transaction (so a revocation cannot
+    /// slip in between); nothing is written when `judge` fails.
+    pub fn keep_escrow_share<E>(
+        &self,
+        channel: &ChannelKeysId,
+        commitment: u64,
+        judge: impl FnOnce(Option<TaprootChannelState>) -> Result<[u8; 32], E>,
+    ) -> Result<Result<(), E>, StoreError> {
+        let txn = self.db().begin_write().map_err(db_err)?;
+        let outcome = {
+            let channels = txn.open_table(TAPROOT_CHANNELS).map_err(db_err)?;
+            let current: Option<TaprootChannelState> = match channels.get(channel.as_slice()).map_err(db_err)? {
+                Some(v) => Some(postcard::from_bytes(v.value()).map_err(|_| StoreError::Corrupt("taproot channel"))?),
+                None => None,
+            };
+            match judge(current) {
+                Ok(share) => {
+                    let mut shares = txn.open_table(ESCROW_SHARES).map_err(db_err)?;
+                    shares.insert(force_close_key(channel, commitment).as_slice(), share.as_slice()).map_err(db_err)?;
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        };
+        if outcome.is_ok() {
+            txn.commit().map_err(db_err)?;
+        } else {
+            txn.abort().map_err(db_err)?;
+        }
+        Ok(outcome)
+    }
+
     pub fn verification_pubnonce(
         &self,
         channel: &ChannelKeysId,

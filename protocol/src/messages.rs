@@ -74,6 +74,17 @@ pub enum CosignerRequest {
     TaprootVerificationNonce { channel: ChannelKeysId, commitment_number: u64 },
     /// The messages and keys this cosigner would sign `item` with, or a refusal.
     TaprootFrostTargets { channel: ChannelKeysId, item: TaprootFrostItem },
+    /// Force-close escrow, step 1: make this cosigner's partial signature of our latest
+    /// holder commitment `commitment_number` (in its verification session) and deal it
+    /// t-of-n to every cosigner, each share sealed to its receiver.
+    TaprootEscrowDeal { channel: ChannelKeysId, commitment_number: u64 },
+    /// Force-close escrow, step 2: every cosigner's deal of one holder commitment; this
+    /// cosigner opens and checks the shares sealed to it and keeps their sum.
+    TaprootEscrowKeep { channel: ChannelKeysId, deals: Vec<EscrowDeal> },
+    /// Force close with t of n: judge the force close of holder commitment
+    /// `commitment_number` (recorded as for `SignHolderCommitment`) and return this
+    /// cosigner's kept share of the quorum's partial signature.
+    TaprootEscrowRelease { channel: ChannelKeysId, commitment_number: u64 },
 }
 
 /// One DKG participant, identified by its certificate; its FROST identifier is derived
@@ -195,6 +206,15 @@ pub enum CosignerResponse {
     },
     /// What a taproot FROST item signs, as this cosigner derived it.
     TaprootFrostTargets(Vec<FrostTarget>),
+    /// This cosigner's deal of its force-close partial signature.
+    TaprootEscrowDealt(EscrowDeal),
+    /// This cosigner's kept share of the quorum's partial signature of a holder commitment
+    /// whose force close it approved, and the message it derived (the commitment's sighash).
+    TaprootEscrowShare {
+        share: [u8; 32],
+        msg: [u8; 32],
+        counterparty_funding: Vec<u8>,
+    },
     Error {
         kind: ErrorKind,
         detail: String,

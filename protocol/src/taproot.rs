@@ -222,3 +222,18 @@ pub struct TaprootHolderKeys {
 
 /// For [`ChannelKeysId`] users: a taproot channel is named like a legacy one.
 pub type TaprootChannelId = ChannelKeysId;
+
+/// One cosigner's t-of-n deal of its NestedMuSig2 partial signature of one of our holder
+/// commitments (made in that commitment's verification session): the Feldman commitments
+/// of its polynomial (`commitments[0]` is the partial signature's point, which every
+/// receiver recomputes from public facts) and one share per cosigner, each sealed to its
+/// receiver (ChaCha20-Poly1305 under an ECDH key of the two channel leaf keys) so the
+/// coordinator that relays the deal cannot read it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EscrowDeal {
+    pub dealer: Fingerprint,
+    pub commitment_number: u64,
+    /// 33-byte compressed points, `t` of them.
+    pub commitments: Vec<Vec<u8>>,
+    pub sealed: Vec<crate::SealedPackage>,
+}

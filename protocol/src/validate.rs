@@ -135,6 +135,11 @@ impl Validate for CosignerRequest {
             CosignerRequest::TaprootApply { request, .. } => taproot_request(request),
             CosignerRequest::TaprootVerificationNonce { .. } => Ok(()),
             CosignerRequest::TaprootFrostTargets { item, .. } => frost_item(item),
+            CosignerRequest::TaprootEscrowDeal { .. } | CosignerRequest::TaprootEscrowRelease { .. } => Ok(()),
+            CosignerRequest::TaprootEscrowKeep { deals, .. } => {
+                at_most("deals", deals.len(), MAX_COSIGNERS)?;
+                deals.iter().try_for_each(escrow_deal)
+            }
         }
     }
 }
@@ -173,6 +178,10 @@ impl Validate for CosignerResponse {
             CosignerResponse::Point(p) => exactly("point", p.len(), 33),
             CosignerResponse::MusigLeaf(l) => musig_leaf(l),
             CosignerResponse::TaprootApplied { warnings } => violations(warnings),
+            CosignerResponse::TaprootEscrowDealt(deal) => escrow_deal(deal),
+            CosignerResponse::TaprootEscrowShare { counterparty_funding, .. } => {
+                exactly("counterparty_funding", counterparty_funding.len(), 33)
+            }
             CosignerResponse::TaprootPartialSig { counterparty_funding, warnings, .. } => {
                 exactly("counterparty_funding", counterparty_funding.len(), 33)?;
                 violations(warnings)
@@ -283,6 +292,16 @@ fn musig_leaf(l: &MusigLeaf) -> Result<(), ValidationError> {
     at_most("leaf.cert_der", l.cert_der.len(), MAX_CERT_BYTES)?;
     exactly("leaf.leaf", l.leaf.len(), 33)?;
     at_most("leaf.identity_sig", l.identity_sig.len(), MAX_IDENTITY_SIG_BYTES)
+}
+
+/// A sealed share is a 32-byte scalar plus the 16-byte Poly1305 tag.
+const ESCROW_SEALED_BYTES: usize = 48;
+
+fn escrow_deal(d: &EscrowDeal) -> Result<(), ValidationError> {
+    at_most("deal.commitments", d.commitments.len(), MAX_COSIGNERS)?;
+    d.commitments.iter().try_for_each(|c| exactly("deal.commitments", c.len(), 33))?;
+    at_most("deal.sealed", d.sealed.len(), MAX_COSIGNERS)?;
+    d.sealed.iter().try_for_each(|p| exactly("deal.sealed.ciphertext", p.ciphertext.len(), ESCROW_SEALED_BYTES))
 }
 
 fn nested_session(s: &NestedSession) -> Result<(), ValidationError> {

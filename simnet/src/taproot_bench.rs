@@ -165,6 +165,7 @@ fn in_process(h: usize, updates: usize) -> Result<Vec<f64>, String> {
         chain: None,
         now: 1_700_000_000,
         stored_channels: 0,
+        latest_escrowed: true,
     };
     let mut index = PaymentIndex::new(Default::default(), 0, policy.channel.max_payments);
     let mut state = tc::apply(&channel, None, &TaprootRequest::Setup(setup(&channel)), &[0; 32], &mut index, &ctx)

@@ -448,9 +448,11 @@ async fn force_close_with_htlc_transactions_and_sweeps() {
 
 /// A lost reply to the force-close signing (a coordinator that drops it, a link that
 /// breaks) does not cost that commitment's force close: its verification nonce is spent,
-/// but asked again the cosigner sends the partial signature it made with it, and the force
-/// close passes Bitcoin Core's interpreter. The channel then takes no new commitment, so
-/// the commitment whose signature is kept is never revoked (the store would delete it).
+/// but asked again the cosigner sends the partial signature it made with it (and its
+/// escrow share again), and the force close passes Bitcoin Core's interpreter. The channel
+/// then takes no new commitment, so the commitment whose signature is kept is never
+/// revoked (the store would delete it). c2's and c3's replies are dropped: one escrow
+/// share is fewer than the threshold, so the force close falls back to all three signing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_force_close_reply_is_answered_again_with_the_same_signature() {
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -458,13 +460,15 @@ async fn a_lost_force_close_reply_is_answered_again_with_the_same_signature() {
     let dropping = Arc::new(AtomicBool::new(false));
     let drop_now = dropping.clone();
     let fault: qls_cosigner::ReplyFault = Arc::new(move |reply| match reply {
-        CosignerResponse::TaprootPartialSig { .. } if drop_now.load(Ordering::SeqCst) => {
+        CosignerResponse::TaprootPartialSig { .. } | CosignerResponse::TaprootEscrowShare { .. }
+            if drop_now.load(Ordering::SeqCst) =>
+        {
             CosignerResponse::Error { kind: ErrorKind::Internal, detail: "reply dropped".into() }
         }
         reply => reply,
     });
     let mut spec = spec();
-    spec.faults = vec![None, Some(fault), None];
+    spec.faults = vec![None, Some(fault.clone()), Some(fault)];
     let h = Harness::start(spec).await.unwrap();
     let client = h.client().await.unwrap();
     let channel = [0x73; 32];
@@ -482,6 +486,57 @@ async fn a_lost_force_close_reply_is_answered_again_with_the_same_signature() {
     assert_eq!(d.force_close(&client).await.unwrap().tx, first.tx, "one signature per commitment");
     d.book.offer(1_000_000, preimage(8), 600);
     refused(d.update(&client).await, "policy-channel-closed", ALL);
+    h.shutdown().await;
+}
+
+/// Force close with t of n: while all three are up, every holder commitment's partial
+/// signature is escrowed 2-of-3; with c3 lost for good, c1 and c2 complete the force close
+/// of the latest commitment (Bitcoin Core's interpreter accepts it) and refuse the revoked
+/// one. After revocation a single cosigner (t−1 = 1, here c1, its store read directly)
+/// holds nothing of the revoked commitment: no escrow share, no partial signature, no
+/// verification nonce; its share of the latest one alone is not the quorum's partial
+/// signature.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cosigner_lost_for_good_the_other_two_force_close_from_the_escrow() {
+    let mut h = Harness::start(spec()).await.unwrap();
+    let client = h.client().await.unwrap();
+    let channel = [0x74; 32];
+    let mut d = TaprootChannelDriver::open(&client, &h.chain, channel, setup([0x9a; 32]), VALUE * 1000).await.unwrap();
+    approve(&client, &preimage(9), 100_000_000).await;
+    d.book.offer(100_000_000, preimage(9), 600);
+    let revoked = d.holder.clone().unwrap();
+    d.update(&client).await.unwrap();
+    let latest = d.holder.clone().unwrap();
+    assert!(latest.info.commitment_number > revoked.info.commitment_number);
+
+    // c1's view after the revocation (t−1 colluders): nothing of the revoked commitment.
+    h.stop_cosigner(0).await;
+    {
+        let store =
+            qls_cosigner::store::Store::open(&h.cosigners[0].data_dir.join(qls_cosigner::server::STORE_FILE)).unwrap();
+        assert_eq!(store.escrow_share(&channel, revoked.info.commitment_number).unwrap(), None);
+        assert_eq!(store.verification_pubnonce(&channel, revoked.info.commitment_number).unwrap(), None);
+        let share = store.escrow_share(&channel, latest.info.commitment_number).unwrap().expect("c1 keeps a share");
+        let (ours, external) = (d.view.holder.funding.as_slice().try_into().unwrap(), latest.quorum_nonce);
+        let theirs: [u8; 33] = d.view.setup.counterparty.funding.as_slice().try_into().unwrap();
+        let msg =
+            tc::funding_sighash(&d.view, &tc::commitment(&d.view, &latest.info, Side::Holder).unwrap().tx).unwrap();
+        assert!(!tc::escrow::quorum_psig_valid(&share, &ours, &external, &theirs, &latest.their_nonce, &msg));
+    }
+    h.start_cosigner(0).await.unwrap();
+
+    // c3 is lost for good: c1 and c2 force-close the latest commitment from the escrow.
+    h.stop_cosigner(2).await;
+    let spend = d.force_close(&client).await.expect("two of three complete the force close");
+    consensus_ok(&spend, 0);
+    assert_eq!(spend.tx.compute_txid(), tc::commitment(&d.view, &latest.info, Side::Holder).unwrap().tx.compute_txid());
+    // The revoked commitment is refused by both.
+    let req = TaprootRequest::SignHolderCommitment { commitment_number: revoked.info.commitment_number };
+    refused(
+        client.taproot_sign_reserved(channel, req, revoked.their_nonce, revoked.verification).await,
+        "policy-commitment-holder-revoked",
+        &["c1", "c2"],
+    );
     h.shutdown().await;
 }
 

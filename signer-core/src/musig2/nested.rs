@@ -138,15 +138,40 @@ pub fn nested_partial_sig_verify(
     pk: &[u8; 33],
     ctx: &NestedSessionContext<'_>,
 ) -> Result<bool, MusigError> {
-    let v = nested_values(ctx, pk)?;
     let Some(s) = scalar_strict(psig) else { return Ok(false) };
+    let Some(expected) = psig_point(pubnonce, pk, ctx)? else { return Ok(false) };
+    Ok(ProjectivePoint::GENERATOR * s == expected)
+}
+
+/// `s·G` of the partial signature the leaf `pk` with `pubnonce` must make in `ctx`
+/// (`None` when the nonce or key is not a point): what a holder of a share of that
+/// partial signature checks the share's commitment against.
+fn psig_point(
+    pubnonce: &PubNonce,
+    pk: &[u8; 33],
+    ctx: &NestedSessionContext<'_>,
+) -> Result<Option<ProjectivePoint>, MusigError> {
+    let v = nested_values(ctx, pk)?;
     let (Some(r1), Some(r2), Some(p)) = (cpoint(&pubnonce.0[..33]), cpoint(&pubnonce.0[33..]), cpoint(pk)) else {
-        return Ok(false);
+        return Ok(None);
     };
     let re_ = r1 + r2 * v.b_check;
     let re = if has_even_y(&v.r) { re_ } else { -re_ };
     let g = if has_even_y(&v.q) { Scalar::ONE } else { -Scalar::ONE };
-    Ok(ProjectivePoint::GENERATOR * s == re + p * (v.c_check * g * v.gacc))
+    Ok(Some(re + p * (v.c_check * g * v.gacc)))
+}
+
+/// The compressed point `s·G` of the partial signature leaf `pk` (nonce `pubnonce`) must
+/// make in `ctx`; an error when the nonce or key is not a point or the result is infinity.
+pub fn nested_psig_point(
+    pubnonce: &PubNonce,
+    pk: &[u8; 33],
+    ctx: &NestedSessionContext<'_>,
+) -> Result<[u8; 33], MusigError> {
+    match psig_point(pubnonce, pk, ctx)? {
+        Some(p) if p != ProjectivePoint::IDENTITY => Ok(cbytes(&p)),
+        _ => Err(MusigError::Value("the leaf's nonce or key is not a point")),
+    }
 }
 
 /// An aggregator's sum of its children's partial signatures (no tweak term below the

@@ -26,7 +26,7 @@ use super::*;
 use crate::bolt3_keys::derive_privkey;
 use crate::frost_tweak::tests::sign_with;
 use crate::musig2::nested::{nested_sign, nonce_agg_ext, psig_sum, NestedSessionContext};
-use crate::musig2::{nonce_agg, nonce_gen, SecNonce};
+use crate::musig2::{nonce_agg, nonce_gen, PubNonce, SecNonce};
 use crate::policy::PolicyTag;
 
 /// Our per-commitment secret `n` (a toy chain; only the points matter here).
@@ -204,6 +204,10 @@ fn with_holder_commitments(fx: &mut Fx) -> (TaprootCommitmentInfo, Verification,
     // Commitment 1 is the latest: it cannot be revoked; 0 can, once.
     let revoke = |n| TaprootRequest::RevokeHolderCommitment { commitment_number: n };
     assert_eq!(fx.run(revoke(1)).0, vec![PolicyTag::RevokeBeforeNext]);
+    // Nor is 0 revoked before this cosigner keeps its escrow share of 1's force close.
+    fx.escrowed = false;
+    assert_eq!(fx.run(revoke(0)).0, vec![PolicyTag::RevokeBeforeNext]);
+    fx.escrowed = true;
     assert_eq!(fx.run(revoke(0)).0, vec![]);
     assert_eq!(fx.state.as_ref().unwrap().holder_revoked, Some(0));
     // A revoked holder commitment is not validated again, even as a "new" one.
@@ -212,6 +216,109 @@ fn with_holder_commitments(fx: &mut Fx) -> (TaprootCommitmentInfo, Verification,
         vec![PolicyTag::CommitmentSequence, PolicyTag::CommitmentHolderRevoked]
     );
     (h1, v1, c1)
+}
+
+const IDS: [[u8; 32]; 3] = [[1; 32], [2; 32], [3; 32]];
+
+/// Every leaf's partial signature of the holder commitment `c` signed, in its
+/// verification session `v` (consumed).
+fn leaf_psigs(fx: &Fx, v: Verification, c: &Counterparty) -> Vec<[u8; 32]> {
+    let (node, leaves, base) = channel_leaves(fx);
+    let session = NestedSession { leaf_nonces: v.nonces.clone(), counterparty_nonce: c.nonce.to_bytes().to_vec() };
+    let their_pk: [u8; 33] = pk(&fx.secp, 0x50).try_into().unwrap();
+    let mut psigs = Vec::new();
+    for (i, sec) in v.secs.into_iter().enumerate() {
+        let ls = leaf_session(&session, &IDS, &leaves, &leaves[i], &node, &their_pk, &CHANNEL).unwrap();
+        let ctx =
+            NestedSessionContext { nonce_path: &ls.nonce_path, pk_tree: &ls.pk_tree, tweaks: &[ls.tweak], msg: &c.msg };
+        let sk = channel_leaf_secret(&fx.leaf_sks[i], &base[i], &CHANNEL).unwrap();
+        psigs.push(nested_sign(sec, &sk, &ctx).unwrap());
+    }
+    psigs
+}
+
+/// Whether our partial signature `ours` with the counterparty's completes a signature
+/// libsecp256k1 accepts under the funding output key.
+fn force_close_verifies(fx: &Fx, ours: &[u8; 32], c: &Counterparty) -> bool {
+    let Ok(ours) = secp::MaybeScalar::from_slice(ours) else { return false };
+    let aggregated: Result<musig2::CompactSignature, _> =
+        musig2::aggregate_partial_signatures(&c.ctx, &c.aggnonce, [ours, c.psig], c.msg);
+    let Ok(sig) = aggregated else { return false };
+    let state = fx.state.clone().unwrap();
+    let output_key = funding_txout(&state).unwrap().script_pubkey.as_bytes()[2..].to_vec();
+    fx.secp
+        .verify_schnorr(
+            &schnorr::Signature::from_slice(&sig.serialize()).unwrap(),
+            &Message::from_digest(c.msg),
+            &XOnlyPublicKey::from_slice(&output_key).unwrap(),
+        )
+        .is_ok()
+}
+
+/// The force-close escrow: each leaf deals its partial signature 2-of-3, sealed; each
+/// keeps the sum of its shares; any 2 kept shares complete a force close libsecp accepts,
+/// one share (with that leaf's own partial signature) completes nothing; a deal that
+/// shares another value, a share opened by the wrong receiver, a tampered ciphertext or a
+/// missing dealer is refused; a revoked or stale commitment is not escrowed.
+#[test]
+fn any_two_of_three_escrowed_shares_complete_the_force_close_and_one_does_not() {
+    use super::escrow::{combine, deal, escrow_message, expected_points, keep, parties, EscrowError};
+    let mut fx = Fx::new();
+    let (_, v1, c1) = with_holder_commitments(&mut fx);
+    let state = fx.state.clone().unwrap();
+    let (msg, refused) = escrow_message(&state, 1).unwrap();
+    assert_eq!((msg, refused), (c1.msg, vec![]));
+    let stale: Vec<_> = escrow_message(&state, 0).unwrap().1.into_iter().map(|v| v.tag).collect();
+    assert_eq!(stale, vec![PolicyTag::CommitmentHolderUnknown, PolicyTag::CommitmentHolderRevoked]);
+
+    let leaf_nonces: Vec<PubNonce> =
+        v1.nonces.iter().map(|l| PubNonce(l.pubnonce.clone().try_into().unwrap())).collect();
+    let psigs = leaf_psigs(&fx, v1, &c1);
+    let (node, _, _) = channel_leaves(&fx);
+    let external = nonce_agg_ext(&nonce_agg(&leaf_nonces).unwrap(), &node).unwrap().0;
+    let their_pk: [u8; 33] = pk(&fx.secp, 0x50).try_into().unwrap();
+    let their_nonce: [u8; 66] = c1.nonce.to_bytes().try_into().unwrap();
+    let quorum_valid =
+        |p: &[u8; 32]| super::escrow::quorum_psig_valid(p, &node, &external, &their_pk, &their_nonce, &msg);
+    let party = parties(&fx.secp, &state, &IDS, &CHANNEL).unwrap();
+    let (_, _, base) = channel_leaves(&fx);
+    let sk = |i: usize| channel_leaf_secret(&fx.leaf_sks[i], &base[i], &CHANNEL).unwrap();
+    let expected = expected_points(&state, &party, &CHANNEL, &msg).unwrap();
+    let deals: Vec<_> = (0..3).map(|i| deal(&psigs[i], 2, &party, &IDS[i], &sk(i), &CHANNEL, 1).unwrap()).collect();
+    assert_eq!(deal(&psigs[0], 2, &party, &IDS[0], &sk(0), &CHANNEL, 1).unwrap(), deals[0], "deterministic");
+    let kept: Vec<[u8; 32]> =
+        (0..3).map(|i| keep(&deals, 2, &party, &IDS[i], &sk(i), &CHANNEL, 1, &expected).unwrap()).collect();
+    for pair in [[0, 1], [0, 2], [1, 2]] {
+        let shares: Vec<_> = pair.iter().map(|&i| (IDS[i], kept[i])).collect();
+        let ours = combine(&shares, 2, 1).unwrap();
+        assert_eq!(ours, psig_sum(&psigs).unwrap(), "cosigners {pair:?}");
+        assert!(force_close_verifies(&fx, &ours, &c1), "cosigners {pair:?}");
+        assert!(quorum_valid(&ours), "what the coordinator checks before returning it");
+    }
+    // One cosigner alone: too few shares; neither its share nor its own partial
+    // signature, nor their sum, is the quorum's partial signature.
+    assert!(matches!(combine(&[(IDS[0], kept[0])], 2, 1), Err(EscrowError::Combine { .. })));
+    let alone = [kept[0], psigs[0], psig_sum(&[kept[0], psigs[0]]).unwrap()];
+    assert!(alone.iter().all(|guess| !force_close_verifies(&fx, guess, &c1) && !quorum_valid(guess)));
+
+    // Cosigner 3 deals a share of something else than its partial signature.
+    let mut forged = deals.clone();
+    forged[2] = deal(&psigs[0], 2, &party, &IDS[2], &sk(2), &CHANNEL, 1).unwrap();
+    let refusal = keep(&forged, 2, &party, &IDS[0], &sk(0), &CHANNEL, 1, &expected).unwrap_err();
+    assert!(matches!(refusal, EscrowError::BadDeal { ref dealer, .. } if *dealer == hex::encode(&IDS[2][..4])));
+    // Cosigner 1's share for cosigner 2 readdressed to cosigner 3, and a tampered one.
+    let mut readdressed = deals.clone();
+    readdressed[0].sealed[2].ciphertext = readdressed[0].sealed[1].ciphertext.clone();
+    assert!(keep(&readdressed, 2, &party, &IDS[2], &sk(2), &CHANNEL, 1, &expected).is_err());
+    let mut tampered = deals.clone();
+    tampered[1].sealed[0].ciphertext[0] ^= 1;
+    assert!(keep(&tampered, 2, &party, &IDS[0], &sk(0), &CHANNEL, 1, &expected).is_err());
+    // A deal missing, or one of another threshold.
+    assert!(keep(&deals[..2], 2, &party, &IDS[0], &sk(0), &CHANNEL, 1, &expected).is_err());
+    let three = deal(&psigs[1], 3, &party, &IDS[1], &sk(1), &CHANNEL, 1).unwrap();
+    let mut other_threshold = deals.clone();
+    other_threshold[1] = three;
+    assert!(keep(&other_threshold, 2, &party, &IDS[0], &sk(0), &CHANNEL, 1, &expected).is_err());
 }
 
 #[test]
@@ -227,34 +334,8 @@ fn holder_commitment_is_validated_revoked_and_completed_for_force_close() {
 
     // The leaves complete it with the verification nonce; the counterparty's partial
     // signature (stored) aggregates with ours into a signature libsecp accepts.
-    let (node, leaves, base) = channel_leaves(&fx);
-    let session = NestedSession { leaf_nonces: v1.nonces.clone(), counterparty_nonce: c1.nonce.to_bytes().to_vec() };
-    let ids = [[1u8; 32], [2; 32], [3; 32]];
-    let their_pk: [u8; 33] = pk(&fx.secp, 0x50).try_into().unwrap();
-    let mut psigs = Vec::new();
-    for (i, sec) in v1.secs.into_iter().enumerate() {
-        let ls = leaf_session(&session, &ids, &leaves, &leaves[i], &node, &their_pk, &CHANNEL).unwrap();
-        let ctx = NestedSessionContext {
-            nonce_path: &ls.nonce_path,
-            pk_tree: &ls.pk_tree,
-            tweaks: &[ls.tweak],
-            msg: &c1.msg,
-        };
-        let sk = channel_leaf_secret(&fx.leaf_sks[i], &base[i], &CHANNEL).unwrap();
-        psigs.push(nested_sign(sec, &sk, &ctx).unwrap());
-    }
-    let ours = secp::MaybeScalar::from_slice(&psig_sum(&psigs).unwrap()).unwrap();
-    let sig: musig2::CompactSignature =
-        musig2::aggregate_partial_signatures(&c1.ctx, &c1.aggnonce, [ours, c1.psig], c1.msg).unwrap();
-    let state = fx.state.clone().unwrap();
-    let output_key = funding_txout(&state).unwrap().script_pubkey.as_bytes()[2..].to_vec();
-    fx.secp
-        .verify_schnorr(
-            &schnorr::Signature::from_slice(&sig.serialize()).unwrap(),
-            &Message::from_digest(c1.msg),
-            &XOnlyPublicKey::from_slice(&output_key).unwrap(),
-        )
-        .expect("the force-close signature verifies under the funding output key");
+    let psigs = leaf_psigs(&fx, v1, &c1);
+    assert!(force_close_verifies(&fx, &psig_sum(&psigs).unwrap(), &c1));
     // After the force close: no new commitment of either side, no cooperative close.
     assert_eq!(fx.run(fx.commitment(1, 400_000_000, 600_000_000, vec![])).0, vec![PolicyTag::ChannelClosed]);
     let _ = h1;

@@ -9,6 +9,7 @@
 //! payment index and the policy.
 
 pub mod build;
+pub mod escrow;
 pub mod frost_targets;
 pub mod keys;
 pub mod routing;

@@ -49,6 +49,8 @@ pub(super) struct Fx {
     pub(super) own_verification: Option<LeafNonce>,
     /// This cosigner's header chain, once a block holds the funding transaction.
     pub(super) chain: Option<crate::chain::ChainTip>,
+    /// Whether this cosigner keeps the force-close escrow of the latest holder commitment.
+    pub(super) escrowed: bool,
 }
 
 impl Fx {
@@ -74,6 +76,7 @@ impl Fx {
             shares,
             own_verification: None,
             chain: None,
+            escrowed: true,
         }
     }
 
@@ -157,6 +160,7 @@ impl Fx {
             chain: self.chain.as_ref(),
             now: 1_700_000_000,
             stored_channels: 0,
+            latest_escrowed: self.escrowed,
         };
         let mut index = PaymentIndex::new(self.payments.clone(), self.payments.len(), 1000);
         let applied = apply(&CHANNEL, self.state.as_ref(), &req, &digest, &mut index, &ctx).expect("request parses");
@@ -190,6 +194,7 @@ impl Fx {
             chain: None,
             now: 1_700_000_000,
             stored_channels: 0,
+            latest_escrowed: true,
         };
         let (targets, v) = frost_targets(&CHANNEL, self.state.as_ref().unwrap(), item, &ctx).expect("item parses");
         let verdict = crate::policy::judge(v, &self.policy);
@@ -465,6 +470,7 @@ fn setup_twice_with_other_data_and_unknown_channel() {
         chain: None,
         now: 1_700_000_000,
         stored_channels: 0,
+        latest_escrowed: true,
     };
     let mut index = PaymentIndex::default();
     let err = apply(&[1; 32], None, &fx.commitment(0, 0, 0, vec![]), &[0; 32], &mut index, &ctx).unwrap_err();

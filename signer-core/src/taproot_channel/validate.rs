@@ -72,6 +72,10 @@ pub struct TaprootContext<'a> {
     pub now: u64,
     /// For a setup: taproot channels in the cosigner's store before it.
     pub stored_channels: usize,
+    /// For a holder revocation: whether this cosigner keeps its force-close escrow share
+    /// of the latest validated holder commitment (`escrow`), without which a revocation
+    /// could leave no commitment that t of n cosigners can broadcast.
+    pub latest_escrowed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,7 +150,7 @@ pub fn apply(
         }
         (TaprootRequest::RevokeHolderCommitment { commitment_number }, Some(cur)) => {
             let mut next = cur.clone();
-            revoke_holder(&mut j, &mut next, *commitment_number);
+            revoke_holder(&mut j, &mut next, *commitment_number, ctx.latest_escrowed);
             (next, None)
         }
         (TaprootRequest::SignHolderCommitment { commitment_number }, Some(cur)) => {
@@ -554,7 +558,7 @@ fn offered_as_signed(
     }
 }
 
-fn revoke_holder(j: &mut Judge<'_>, state: &mut TaprootChannelState, n: u64) {
+fn revoke_holder(j: &mut Judge<'_>, state: &mut TaprootChannelState, n: u64, latest_escrowed: bool) {
     let latest = state.holder_latest.as_ref().map(|h| h.info.commitment_number);
     if latest.is_none_or(|l| l <= n) {
         j.flag(
@@ -570,6 +574,16 @@ fn revoke_holder(j: &mut Judge<'_>, state: &mut TaprootChannelState, n: u64) {
     let expected = state.holder_revoked.map_or(0, |r| r + 1);
     if n > expected {
         j.flag(PolicyTag::CommitmentSequence, format!("holder commitment {n} revoked, expected {expected} next"));
+        return;
+    }
+    if n == expected && !latest_escrowed {
+        j.flag(
+            PolicyTag::RevokeBeforeNext,
+            format!(
+                "holder commitment {n} revoked before the force-close escrow of the next ({latest:?}) is kept: \
+                 no t of n could broadcast either"
+            ),
+        );
         return;
     }
     // At or below what is revoked: a retry, nothing changes.
