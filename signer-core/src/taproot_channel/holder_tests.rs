@@ -277,7 +277,7 @@ fn any_two_of_three_escrowed_shares_complete_the_force_close_and_one_does_not() 
     let (node, _, _) = channel_leaves(&fx);
     let external = nonce_agg_ext(&nonce_agg(&leaf_nonces).unwrap(), &node).unwrap().0;
     let their_pk: [u8; 33] = pk(&fx.secp, 0x50).try_into().unwrap();
-    let their_nonce: [u8; 66] = c1.nonce.to_bytes().try_into().unwrap();
+    let their_nonce: [u8; 66] = c1.nonce.to_bytes();
     let quorum_valid =
         |p: &[u8; 32]| super::escrow::quorum_psig_valid(p, &node, &external, &their_pk, &their_nonce, &msg);
     let party = parties(&fx.secp, &state, &IDS, &CHANNEL).unwrap();
