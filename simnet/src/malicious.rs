@@ -63,6 +63,13 @@ impl MaliciousCoordinator {
         self.threshold
     }
 
+    /// Sends `req` to cosigner `i` alone (0-based), as a coordinator that keeps the others
+    /// in the dark would.
+    pub async fn send_to(&self, i: usize, req: &CosignerRequest) -> Result<CosignerResponse, String> {
+        let link = self.links.get(i).ok_or_else(|| format!("no cosigner {i}"))?;
+        link.call(req, self.timeout).await.map_err(|e| e.to_string())
+    }
+
     /// Asks every cosigner to approve `subject`; with any approvals, asks each key holder
     /// to sign with them.
     pub async fn try_subject(&self, subject: ApprovalSubject) -> AttackOutcome {

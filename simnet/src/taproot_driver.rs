@@ -85,6 +85,8 @@ pub struct TaprootChannelDriver {
     pub next_counterparty: u64,
     pub next_holder: u64,
     pub holder: Option<SignedHolder>,
+    /// Our previous holder commitment while it is not revoked yet.
+    pub unrevoked: Option<SignedHolder>,
     pub counterparty_latest: Option<TaprootCommitmentInfo>,
     /// Every counterparty commitment signed, by number (what a breach could broadcast).
     pub counterparty_history: Vec<TaprootCommitmentInfo>,
@@ -142,6 +144,7 @@ impl TaprootChannelDriver {
             next_counterparty: 0,
             next_holder: 0,
             holder: None,
+            unrevoked: None,
             counterparty_latest: None,
             counterparty_history: vec![],
             seen_sigs: vec![],
@@ -281,6 +284,19 @@ impl TaprootChannelDriver {
     /// One round both ways (see the module doc). Returns the counterparty's commitment as
     /// the quorum signed it, with the final signature.
     pub async fn update(&mut self, client: &NodeClient) -> Result<(TaprootCommitmentInfo, [u8; 64]), DriverError> {
+        // A revocation that failed before is completed first (the cosigners expect it next).
+        self.revoke_previous(client).await?;
+        let out = self.update_unrevoked(client).await?;
+        self.revoke_previous(client).await?;
+        Ok(out)
+    }
+
+    /// Steps 1–3 of [`Self::update`]: our next holder commitment is validated but our
+    /// previous one is not revoked yet ([`Self::revoke_previous`] does it).
+    pub async fn update_unrevoked(
+        &mut self,
+        client: &NodeClient,
+    ) -> Result<(TaprootCommitmentInfo, [u8; 64]), DriverError> {
         // 1. Their next commitment: our partial signature and HTLC signatures.
         let n = self.next_counterparty;
         let info = self.counterparty_info(n);
@@ -335,18 +351,25 @@ impl TaprootChannelDriver {
             *outbound_preimages = preimages;
         }
         client.taproot_apply(self.channel, validate).await?;
-        // 4. We revoke our previous commitment; the counterparty checks the secret.
-        if m > 0 {
-            let secret = client.taproot_revoke_holder(self.channel, m - 1).await?;
-            let prev = self.holder.as_ref().map(|h| h.info.per_commitment_point.clone()).unwrap_or_default();
-            let derived = SecretKey::from_slice(&secret)
-                .map(|s| PublicKey::from_secret_key(&self.secp, &s).serialize().to_vec())
-                .map_err(|_| DriverError::Check("revocation secret is not a scalar".into()))?;
-            check(derived == prev, "our revocation secret does not match the per-commitment point")?;
-        }
-        self.holder = Some(signed);
+        self.unrevoked = self.holder.replace(signed);
         self.next_holder += 1;
         Ok((info, sig))
+    }
+
+    /// Step 4 of [`Self::update`]: we revoke our previous holder commitment; the
+    /// counterparty checks the secret against its per-commitment point.
+    pub async fn revoke_previous(&mut self, client: &NodeClient) -> Result<(), DriverError> {
+        let Some(prev) = self.unrevoked.clone() else { return Ok(()) };
+        let secret = client.taproot_revoke_holder(self.channel, prev.info.commitment_number).await?;
+        let derived = SecretKey::from_slice(&secret)
+            .map(|s| PublicKey::from_secret_key(&self.secp, &s).serialize().to_vec())
+            .map_err(|_| DriverError::Check("revocation secret is not a scalar".into()))?;
+        check(
+            derived == prev.info.per_commitment_point,
+            "our revocation secret does not match the per-commitment point",
+        )?;
+        self.unrevoked = None;
+        Ok(())
     }
 
     /// Asks the quorum for its partial signature on a counterparty commitment that moves

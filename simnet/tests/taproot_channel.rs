@@ -540,6 +540,40 @@ async fn a_cosigner_lost_for_good_the_other_two_force_close_from_the_escrow() {
     h.shutdown().await;
 }
 
+/// A taproot per-commitment secret needs every cosigner's approval: a coordinator that
+/// has only c1 and c2 record a revocation (c3, which never saw it, could still complete
+/// that commitment's force close with one other's escrow share) gets their two approvals —
+/// a majority, enough for any other key-holder request — and no secret from the key
+/// holder. The honest revocation that follows gets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taproot_commitment_secret_needs_every_cosigners_approval() {
+    let h = Harness::start(spec()).await.unwrap();
+    let client = h.client().await.unwrap();
+    let channel = [0x75; 32];
+    let mut d = TaprootChannelDriver::open(&client, &h.chain, channel, setup([0x9b; 32]), VALUE * 1000).await.unwrap();
+    approve(&client, &preimage(10), 100_000_000).await;
+    d.book.offer(100_000_000, preimage(10), 600);
+    d.update_unrevoked(&client).await.unwrap();
+    let previous = d.unrevoked.clone().expect("the previous commitment is not revoked yet").info.commitment_number;
+
+    let evil = qls_simnet::malicious::MaliciousCoordinator::new(&h, vec![0], 2).unwrap();
+    let revoke = CosignerRequest::TaprootApply {
+        channel,
+        request: TaprootRequest::RevokeHolderCommitment { commitment_number: previous },
+    };
+    for i in [0, 1] {
+        let reply = evil.send_to(i, &revoke).await.unwrap();
+        assert!(matches!(reply, CosignerResponse::TaprootApplied { .. }), "c{}: {reply:?}", i + 1);
+    }
+    let out = evil.try_subject(ApprovalSubject::TaprootSecret { channel, commitment_number: previous }).await;
+    assert_eq!((out.approvals, out.refusals), (2, 1), "{out:?}");
+    assert!(out.refused_tags.contains("policy-revoke-before-next-commitment"), "c3 did not revoke: {out:?}");
+    assert!(!out.signed, "two of three approvals released a taproot per-commitment secret");
+
+    d.revoke_previous(&client).await.expect("all three record the revocation, the key holder releases the secret");
+    h.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_permissive_cosigner_cannot_get_a_drain_or_a_foreign_sweep_signed() {
     let mut spec = spec();
