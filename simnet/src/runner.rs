@@ -489,6 +489,10 @@ pub async fn run(scenario: &Scenario, progress: bool) -> Result<(Report, Vec<Sig
         delayed: st.delayed.load(std::sync::atomic::Ordering::Relaxed),
     };
     let names: Vec<String> = harness.cosigners.iter().map(|c| c.name.clone()).collect();
+    let lost_for_good = match scenario.expect.taproot_force_close_without {
+        Some(lost) => Some(force_close_taproot_without(&mut harness, &client, &slots, lost).await),
+        None => None,
+    };
     let node_requests = client.calls() - setup_requests;
     let mut channels = ChannelCounts { planned: slots.len(), ..Default::default() };
     for s in slots.iter() {
@@ -597,6 +601,9 @@ pub async fn run(scenario: &Scenario, progress: bool) -> Result<(Report, Vec<Sig
         report.invariants.push(Invariant { name: "outage-throughput", holds, detail });
     }
     report.catch_up = catch_up;
+    if let Some(invariant) = lost_for_good {
+        report.invariants.push(invariant);
+    }
     if let Some(results) = attacks {
         // Honest: neither permissive nor byzantine nor misbehaving. n − t + 1 refusals
         // leave no t to sign.
@@ -635,6 +642,48 @@ pub async fn run(scenario: &Scenario, progress: bool) -> Result<(Report, Vec<Sig
         report.participation.entry(n).or_insert(0);
     }
     Ok((report, sigs))
+}
+
+/// Cosigner `lost` (1-based) is lost for good; every open taproot channel is then
+/// force-closed by the cosigners left (from the force-close escrow), each spend checked by
+/// Bitcoin Core's interpreter.
+async fn force_close_taproot_without(
+    harness: &mut Harness,
+    client: &NodeClient,
+    slots: &[SlotRef],
+    lost: usize,
+) -> Invariant {
+    let name = harness.cosigners.get(lost.wrapping_sub(1)).map(|c| c.name.clone()).unwrap_or_default();
+    harness.stop_cosigner(lost.wrapping_sub(1)).await;
+    let (mut open, mut closed, mut failures) = (0, 0, Vec::new());
+    for slot in slots {
+        let mut s = slot.lock().await;
+        if s.state != SlotState::Open {
+            continue;
+        }
+        let Some(crate::channels::Driver::Taproot(d)) = s.driver.as_mut() else { continue };
+        open += 1;
+        let channel = hex::encode(&d.channel[..4]);
+        match d.force_close(client).await {
+            Ok(spend) => match crate::channels::consensus_check(&spend.tx, &spend.spent) {
+                Ok(()) => {
+                    closed += 1;
+                    s.state = SlotState::ForceClosed;
+                }
+                Err(e) => failures.push(format!("{channel}: interpreter: {e}")),
+            },
+            Err(e) => failures.push(format!("{channel}: {e}")),
+        }
+    }
+    Invariant {
+        name: "taproot-force-close-by-t",
+        holds: failures.is_empty() && open > 0,
+        detail: format!(
+            "{name} lost for good: {closed} of {open} open taproot channels force-closed by the others, \
+             every spend accepted by bitcoinconsensus{}",
+            if failures.is_empty() { String::new() } else { format!("; failed: {}", failures.join("; ")) }
+        ),
+    }
 }
 
 fn blame_reason(r: &BlameReason) -> &'static str {

@@ -53,6 +53,11 @@ pub struct ExpectSection {
     /// And p99 latency during the outage at most this many times the p99 before.
     #[serde(default)]
     pub outage_p99_max_ratio: f64,
+    /// After the workload, this cosigner (1-based) is lost for good and every open taproot
+    /// channel is force-closed by the others from the force-close escrow; each spend must
+    /// pass Bitcoin Core's interpreter (invariant `taproot-force-close-by-t`).
+    #[serde(default)]
+    pub taproot_force_close_without: Option<usize>,
 }
 
 /// Attacks played after the workload, against the same quorum.
