@@ -179,6 +179,10 @@ pub struct Quorum {
     /// so most signing requests take one round trip. Lost on restart (the cosigners keep
     /// the nonces until they evict them).
     pub taproot_pools: std::sync::Mutex<std::collections::HashMap<ChannelKeysId, Vec<Vec<qls_protocol::LeafNonce>>>>,
+    /// Per taproot channel, the latest holder commitment whose force-close escrow every
+    /// cosigner kept in this run (in memory: after a restart the escrow is run again,
+    /// which cosigners answer with the same deal).
+    pub taproot_escrowed: std::sync::Mutex<std::collections::HashMap<ChannelKeysId, u64>>,
 }
 
 /// The client endpoint and one link per configured cosigner.
@@ -340,6 +344,7 @@ impl Quorum {
             channel_locks: Default::default(),
             musig_leaves: Default::default(),
             taproot_pools: Default::default(),
+            taproot_escrowed: Default::default(),
         });
         join_all(quorum.members.iter().map(|m| quorum.refill(m, 1))).await;
         Ok(quorum)

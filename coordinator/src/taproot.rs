@@ -200,8 +200,12 @@ pub async fn run(
     if let TaprootRequest::RevokeHolderCommitment { commitment_number } = request {
         // Each cosigner revokes only once it keeps its escrow share of the next commitment;
         // a validation whose escrow was cut short is completed here (deals are repeatable).
-        if let Err(e) = escrow(quorum, channel, commitment_number.saturating_add(1), &mut report).await {
-            tracing::info!(error = ?e, "escrow of the next holder commitment before a revocation");
+        let next = commitment_number.saturating_add(1);
+        let escrowed = quorum.taproot_escrowed.lock().unwrap_or_else(|p| p.into_inner()).get(&channel) == Some(&next);
+        if !escrowed {
+            if let Err(e) = escrow(quorum, channel, next, &mut report).await {
+                tracing::info!(error = ?e, "escrow of the next holder commitment before a revocation");
+            }
         }
     }
     let mut refusals = Vec::new();
@@ -297,6 +301,7 @@ async fn escrow(
     if kept != count {
         return Err(incomplete(format!("{kept} of {count} cosigners kept their shares"), refusals, report));
     }
+    quorum.taproot_escrowed.lock().unwrap_or_else(|p| p.into_inner()).insert(channel, n);
     Ok(())
 }
 

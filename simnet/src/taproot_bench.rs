@@ -255,6 +255,23 @@ pub async fn bench_taproot(p: &TaprootBenchParams) -> Result<Vec<TaprootRow>, Ha
         rows.push(row("record counterparty revocation (quorum, QUIC)", htlcs, t.revoke));
         rows.push(row("same update computed in one process", htlcs, in_process(htlcs, p.updates).map_err(fail)?));
     }
+    // Our side: each holder commitment validated (then escrowed for a force close by any
+    // t: every cosigner deals, every cosigner keeps) and the previous one revoked.
+    let mut d = crate::taproot_driver::TaprootChannelDriver::open(
+        &client,
+        &h.chain,
+        [0xaf; 32],
+        crate::taproot_counterparty::setup(2_000_000, [0xaf; 32]),
+        2_000_000_000,
+    )
+    .await
+    .map_err(|e| fail(e.to_string()))?;
+    for _ in 0..p.updates + 2 {
+        d.update(&client).await.map_err(|e| fail(e.to_string()))?;
+    }
+    let warm = |v: &[f64]| v.get(2..).unwrap_or_default().to_vec();
+    rows.push(row("validate our holder commitment + force-close escrow (quorum, QUIC)", 0, warm(&d.validate_ms)));
+    rows.push(row("revoke our holder commitment: all n record it, key holder (QUIC)", 0, warm(&d.revoke_ms)));
     h.shutdown().await;
     Ok(rows)
 }

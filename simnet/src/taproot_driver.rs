@@ -87,6 +87,10 @@ pub struct TaprootChannelDriver {
     pub holder: Option<SignedHolder>,
     /// Our previous holder commitment while it is not revoked yet.
     pub unrevoked: Option<SignedHolder>,
+    /// Milliseconds of each holder-commitment validation (with its force-close escrow) and
+    /// each holder revocation through the quorum, in order (`bench-taproot`).
+    pub validate_ms: Vec<f64>,
+    pub revoke_ms: Vec<f64>,
     pub counterparty_latest: Option<TaprootCommitmentInfo>,
     /// Every counterparty commitment signed, by number (what a breach could broadcast).
     pub counterparty_history: Vec<TaprootCommitmentInfo>,
@@ -145,6 +149,8 @@ impl TaprootChannelDriver {
             next_holder: 0,
             holder: None,
             unrevoked: None,
+            validate_ms: Vec::new(),
+            revoke_ms: Vec::new(),
             counterparty_latest: None,
             counterparty_history: vec![],
             seen_sigs: vec![],
@@ -350,7 +356,9 @@ impl TaprootChannelDriver {
         if let TaprootRequest::ValidateHolderCommitment { outbound_preimages, .. } = &mut validate {
             *outbound_preimages = preimages;
         }
+        let started = std::time::Instant::now();
         client.taproot_apply(self.channel, validate).await?;
+        self.validate_ms.push(started.elapsed().as_secs_f64() * 1000.0);
         self.unrevoked = self.holder.replace(signed);
         self.next_holder += 1;
         Ok((info, sig))
@@ -360,7 +368,9 @@ impl TaprootChannelDriver {
     /// counterparty checks the secret against its per-commitment point.
     pub async fn revoke_previous(&mut self, client: &NodeClient) -> Result<(), DriverError> {
         let Some(prev) = self.unrevoked.clone() else { return Ok(()) };
+        let started = std::time::Instant::now();
         let secret = client.taproot_revoke_holder(self.channel, prev.info.commitment_number).await?;
+        self.revoke_ms.push(started.elapsed().as_secs_f64() * 1000.0);
         let derived = SecretKey::from_slice(&secret)
             .map(|s| PublicKey::from_secret_key(&self.secp, &s).serialize().to_vec())
             .map_err(|_| DriverError::Check("revocation secret is not a scalar".into()))?;
