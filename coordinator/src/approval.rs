@@ -8,7 +8,10 @@
 
 use std::collections::BTreeMap;
 
-use futures::future::join_all;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::{FuturesUnordered, StreamExt};
 use qls_protocol::*;
 
 use crate::cosigner_link::LinkError;
@@ -42,6 +45,51 @@ async fn setup_attestation(quorum: &Quorum, subject: &ApprovalSubject) -> Option
     }
 }
 
+/// The least a round waits for the replies after its first `need` agreeing approvals.
+pub const MIN_STRAGGLER_GRACE: Duration = Duration::from_millis(20);
+
+/// One member's reply to an approval request, in its turn: it first replays what it
+/// missed. A member that failed keeps its turn (the guard) until the round decided
+/// whether the request is kept for its replay.
+type MemberReply = (Arc<Member>, Result<CosignerResponse, LinkError>, Option<tokio::sync::OwnedMutexGuard<()>>);
+
+fn ask(
+    m: Arc<Member>,
+    req: Arc<CosignerRequest>,
+    skip_down: bool,
+    timeout: Duration,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = MemberReply> + Send>> {
+    Box::pin(async move {
+        let turn = m.approval_turn.clone().lock_owned().await;
+        if skip_down && m.is_down() {
+            let detail = "marked down: not asked (caught up when it is back)".to_string();
+            return (m.clone(), Err(LinkError::Unreachable { name: m.name().to_string(), detail }), Some(turn));
+        }
+        // A cosigner that missed earlier requests judges them first, in the order they
+        // were sent (across channels: the payment index is node-wide); then this one.
+        let reply = match m.missed.catch_up(&m.link, timeout).await {
+            Ok(_) => m.link.call(&req, timeout).await,
+            Err(e) => Err(e),
+        };
+        let turn = reply.is_err().then_some(turn);
+        (m, reply, turn)
+    })
+}
+
+/// Whether `need` approvals over one state digest are in, a key holder's among them (the
+/// key holder signs only with its own approval).
+fn enough_to_sign(replies: &[MemberReply], need: usize) -> bool {
+    let mut by_state: BTreeMap<StateDigest, (usize, bool)> = BTreeMap::new();
+    for (m, reply, _) in replies {
+        if let Ok(CosignerResponse::Approved { approval, .. }) = reply {
+            let e = by_state.entry(approval.state).or_default();
+            e.0 += 1;
+            e.1 |= m.key_holder;
+        }
+    }
+    by_state.values().any(|(count, key_holder)| *count >= need && *key_holder)
+}
+
 /// Runs one approval round and the key holder's signature.
 pub async fn approve_and_sign(
     quorum: &Quorum,
@@ -55,37 +103,43 @@ pub async fn approve_and_sign(
         _ => quorum.threshold(),
     };
     let holder_keys = setup_attestation(quorum, &subject).await;
-    let req = CosignerRequest::Approve { subject: subject.clone(), holder_keys };
+    let req = Arc::new(CosignerRequest::Approve { subject: subject.clone(), holder_keys });
     let members = quorum.preference_order();
     let keep = crate::catch_up::must_catch_up(&subject);
     // A cosigner marked down is not waited for while enough others are up (the background
     // probe marks it up again); what it misses meanwhile is replayed to it when it is back.
     let skip_down = members.iter().filter(|m| !m.is_down()).count() >= need;
-    let replies = join_all(members.iter().map(|m| {
-        let req = &req;
-        async move {
-            if skip_down && m.is_down() {
-                let detail = "marked down: not asked (caught up when it is back)".to_string();
-                return (m.clone(), Err(LinkError::Unreachable { name: m.name().to_string(), detail }));
-            }
-            // A cosigner that missed earlier requests judges them first, in the order they
-            // were sent (across channels: the payment index is node-wide); then this one.
-            let reply = match m.missed.catch_up(&m.link, timeout).await {
-                Ok(_) => m.link.call(req, timeout).await,
-                Err(e) => Err(e),
-            };
-            (m.clone(), reply)
+    let mut pending: FuturesUnordered<_> =
+        members.iter().map(|m| ask(m.clone(), req.clone(), skip_down, timeout)).collect();
+    // First answers: once `need` approvals over one state digest (a key holder's among
+    // them) are in, the others get as long again as those took (at least
+    // `MIN_STRAGGLER_GRACE`), then are collected in the background.
+    let started = tokio::time::Instant::now();
+    let mut grace: Option<tokio::time::Instant> = None;
+    let mut replies = Vec::with_capacity(members.len());
+    loop {
+        let next = match grace {
+            None => pending.next().await,
+            Some(deadline) => match tokio::time::timeout_at(deadline, pending.next()).await {
+                Ok(next) => next,
+                Err(_) => break,
+            },
+        };
+        let Some(reply) = next else { break };
+        replies.push(reply);
+        if grace.is_none() && enough_to_sign(&replies, need) {
+            grace = Some(tokio::time::Instant::now() + started.elapsed().max(MIN_STRAGGLER_GRACE));
         }
-    }))
-    .await;
+    }
     let mut report = SignReport { attempts: 1, ..Default::default() };
     let mut refusals = Vec::new();
     let mut by_state: BTreeMap<StateDigest, Vec<(std::sync::Arc<Member>, Approval)>> = BTreeMap::new();
-    // Members the request did not reach (down, or the link failed).
-    let mut missed: Vec<std::sync::Arc<Member>> = Vec::new();
-    for (m, reply) in replies {
-        if reply.is_err() {
-            missed.push(m.clone());
+    // Members the request did not reach (down, or the link failed), each still holding
+    // its turn until it is known whether it missed a request the quorum applied.
+    let mut missed: Vec<(std::sync::Arc<Member>, tokio::sync::OwnedMutexGuard<()>)> = Vec::new();
+    for (m, reply, turn) in replies {
+        if let (Err(_), Some(turn)) = (&reply, turn) {
+            missed.push((m.clone(), turn));
         }
         match reply {
             Ok(CosignerResponse::Approved { approval, warnings }) => {
@@ -133,11 +187,34 @@ pub async fn approve_and_sign(
         }
     }
     // The quorum applied it: whoever it did not reach judges it when back (requests the
-    // quorum refused are not kept: nobody applied them).
-    if keep && approvals.len() >= need {
-        for m in &missed {
-            m.missed.remember(req.clone());
+    // quorum refused are not kept: nobody applied them). Then their turns are released.
+    let applied = keep && approvals.len() >= need;
+    for (m, turn) in missed {
+        if applied {
+            m.missed.remember((*req).clone());
         }
+        drop(turn);
+    }
+    if !pending.is_empty() {
+        // Stragglers: their replies are awaited in the background; one that fails is down,
+        // and keeps the request for replay if the quorum applied it (before its turn goes).
+        let req = req.clone();
+        tokio::spawn(async move {
+            while let Some((m, reply, turn)) = pending.next().await {
+                match reply {
+                    Ok(CosignerResponse::Approved { .. }) => m.mark_up(),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::info!(cosigner = %m.name(), error = %e, "a straggler's approval failed");
+                        m.mark_down();
+                        if applied {
+                            m.missed.remember((*req).clone());
+                        }
+                    }
+                }
+                drop(turn);
+            }
+        });
     }
     if approvals.len() < need {
         return Err(if refusals.is_empty() {

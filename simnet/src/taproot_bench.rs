@@ -270,8 +270,8 @@ pub async fn bench_taproot(p: &TaprootBenchParams) -> Result<Vec<TaprootRow>, Ha
         d.update(&client).await.map_err(|e| fail(e.to_string()))?;
     }
     let warm = |v: &[f64]| v.get(2..).unwrap_or_default().to_vec();
-    rows.push(row("validate our holder commitment + force-close escrow (quorum, QUIC)", 0, warm(&d.validate_ms)));
-    rows.push(row("revoke our holder commitment: all n record it, key holder (QUIC)", 0, warm(&d.revoke_ms)));
+    rows.push(row("validate holder commitment + force-close escrow (quorum, QUIC)", 0, warm(&d.validate_ms)));
+    rows.push(row("revoke holder commitment: n record it, key holder (QUIC)", 0, warm(&d.revoke_ms)));
     h.shutdown().await;
     Ok(rows)
 }
