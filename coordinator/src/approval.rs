@@ -45,25 +45,37 @@ async fn setup_attestation(quorum: &Quorum, subject: &ApprovalSubject) -> Option
     }
 }
 
-/// The least a round waits for the replies after its first `need` agreeing approvals.
+/// The least a round waits for the other replies after its first `need` agreeing
+/// approvals (it waits as long again as those took).
 pub const MIN_STRAGGLER_GRACE: Duration = Duration::from_millis(20);
 
-/// One member's reply to an approval request, in its turn: it first replays what it
-/// missed. A member that failed keeps its turn (the guard) until the round decided
-/// whether the request is kept for its replay.
-type MemberReply = (Arc<Member>, Result<CosignerResponse, LinkError>, Option<tokio::sync::OwnedMutexGuard<()>>);
+/// One member's reply to an approval request.
+type MemberReply = (Arc<Member>, Result<CosignerResponse, LinkError>);
 
 fn ask(
     m: Arc<Member>,
     req: Arc<CosignerRequest>,
     skip_down: bool,
+    kept: bool,
     timeout: Duration,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = MemberReply> + Send>> {
     Box::pin(async move {
-        let turn = m.approval_turn.clone().lock_owned().await;
         if skip_down && m.is_down() {
             let detail = "marked down: not asked (caught up when it is back)".to_string();
-            return (m.clone(), Err(LinkError::Unreachable { name: m.name().to_string(), detail }), Some(turn));
+            return (m.clone(), Err(LinkError::Unreachable { name: m.name().to_string(), detail }));
+        }
+        if skip_down && kept && m.missed.pending() > 0 {
+            // Behind: its replay runs in the background (one at a time per member) and
+            // this request joins the queue if the quorum applies it, so no round waits
+            // for a catch-up and no replay is cut short.
+            let behind = m.clone();
+            tokio::spawn(async move {
+                if let Err(e) = behind.missed.catch_up(&behind.link, timeout).await {
+                    tracing::info!(cosigner = %behind.name(), error = %e, "background catch-up stopped");
+                }
+            });
+            let detail = format!("catching up ({} missed requests queued)", m.missed.pending());
+            return (m.clone(), Err(LinkError::Slow { name: m.name().to_string(), detail }));
         }
         // A cosigner that missed earlier requests judges them first, in the order they
         // were sent (across channels: the payment index is node-wide); then this one.
@@ -71,8 +83,7 @@ fn ask(
             Ok(_) => m.link.call(&req, timeout).await,
             Err(e) => Err(e),
         };
-        let turn = reply.is_err().then_some(turn);
-        (m, reply, turn)
+        (m, reply)
     })
 }
 
@@ -80,7 +91,7 @@ fn ask(
 /// key holder signs only with its own approval).
 fn enough_to_sign(replies: &[MemberReply], need: usize) -> bool {
     let mut by_state: BTreeMap<StateDigest, (usize, bool)> = BTreeMap::new();
-    for (m, reply, _) in replies {
+    for (m, reply) in replies {
         if let Ok(CosignerResponse::Approved { approval, .. }) = reply {
             let e = by_state.entry(approval.state).or_default();
             e.0 += 1;
@@ -110,10 +121,10 @@ pub async fn approve_and_sign(
     // probe marks it up again); what it misses meanwhile is replayed to it when it is back.
     let skip_down = members.iter().filter(|m| !m.is_down()).count() >= need;
     let mut pending: FuturesUnordered<_> =
-        members.iter().map(|m| ask(m.clone(), req.clone(), skip_down, timeout)).collect();
+        members.iter().map(|m| ask(m.clone(), req.clone(), skip_down, keep, timeout)).collect();
     // First answers: once `need` approvals over one state digest (a key holder's among
     // them) are in, the others get as long again as those took (at least
-    // `MIN_STRAGGLER_GRACE`), then are collected in the background.
+    // `MIN_STRAGGLER_GRACE`); then the round goes on without them.
     let started = tokio::time::Instant::now();
     let mut grace: Option<tokio::time::Instant> = None;
     let mut replies = Vec::with_capacity(members.len());
@@ -131,15 +142,33 @@ pub async fn approve_and_sign(
             grace = Some(tokio::time::Instant::now() + started.elapsed().max(MIN_STRAGGLER_GRACE));
         }
     }
+    // Members still silent after the grace count as having missed the request (kept for
+    // replay below; if it still lands, the replay is a retry). Their replies are awaited
+    // in the background only to mark them down or up.
+    if !pending.is_empty() {
+        tokio::spawn(async move {
+            while let Some((m, reply)) = pending.next().await {
+                match reply {
+                    Ok(_) => m.mark_up(),
+                    Err(LinkError::Slow { .. }) => {}
+                    Err(_) => m.mark_down(),
+                }
+            }
+        });
+    }
+    let answered: Vec<Fingerprint> = replies.iter().map(|(m, _)| m.link.fingerprint()).collect();
+    for m in members.iter().filter(|m| !answered.contains(&m.link.fingerprint())) {
+        let detail = format!("slower than the round's grace ({} ms)", started.elapsed().as_millis());
+        replies.push((m.clone(), Err(LinkError::Slow { name: m.name().to_string(), detail })));
+    }
     let mut report = SignReport { attempts: 1, ..Default::default() };
     let mut refusals = Vec::new();
     let mut by_state: BTreeMap<StateDigest, Vec<(std::sync::Arc<Member>, Approval)>> = BTreeMap::new();
-    // Members the request did not reach (down, or the link failed), each still holding
-    // its turn until it is known whether it missed a request the quorum applied.
-    let mut missed: Vec<(std::sync::Arc<Member>, tokio::sync::OwnedMutexGuard<()>)> = Vec::new();
-    for (m, reply, turn) in replies {
-        if let (Err(_), Some(turn)) = (&reply, turn) {
-            missed.push((m.clone(), turn));
+    // Members the request did not reach (down, the link failed, or slower than the grace).
+    let mut missed: Vec<std::sync::Arc<Member>> = Vec::new();
+    for (m, reply) in replies {
+        if reply.is_err() {
+            missed.push(m.clone());
         }
         match reply {
             Ok(CosignerResponse::Approved { approval, warnings }) => {
@@ -156,6 +185,8 @@ pub async fn approve_and_sign(
                 blame(&mut report, &m, BlameReason::ErrorReply, format!("{kind:?}: {detail}"))
             }
             Ok(other) => blame(&mut report, &m, BlameReason::ErrorReply, format!("unexpected reply {other:?}")),
+            // Slow, not down: it is asked again next time (after its replay).
+            Err(e @ LinkError::Slow { .. }) => blame(&mut report, &m, BlameReason::Unreachable, e.to_string()),
             Err(e) => {
                 m.mark_down();
                 blame(&mut report, &m, BlameReason::Unreachable, e.to_string());
@@ -187,34 +218,11 @@ pub async fn approve_and_sign(
         }
     }
     // The quorum applied it: whoever it did not reach judges it when back (requests the
-    // quorum refused are not kept: nobody applied them). Then their turns are released.
-    let applied = keep && approvals.len() >= need;
-    for (m, turn) in missed {
-        if applied {
+    // quorum refused are not kept: nobody applied them).
+    if keep && approvals.len() >= need {
+        for m in &missed {
             m.missed.remember((*req).clone());
         }
-        drop(turn);
-    }
-    if !pending.is_empty() {
-        // Stragglers: their replies are awaited in the background; one that fails is down,
-        // and keeps the request for replay if the quorum applied it (before its turn goes).
-        let req = req.clone();
-        tokio::spawn(async move {
-            while let Some((m, reply, turn)) = pending.next().await {
-                match reply {
-                    Ok(CosignerResponse::Approved { .. }) => m.mark_up(),
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::info!(cosigner = %m.name(), error = %e, "a straggler's approval failed");
-                        m.mark_down();
-                        if applied {
-                            m.missed.remember((*req).clone());
-                        }
-                    }
-                }
-                drop(turn);
-            }
-        });
     }
     if approvals.len() < need {
         return Err(if refusals.is_empty() {
@@ -227,10 +235,12 @@ pub async fn approve_and_sign(
         });
     }
     let sign = CosignerRequest::KeyHolderSign { subject, approvals };
-    // Failover: a key holder this request could not reach (marked down in the round
-    // above) or one already down goes last, so the next one signs at once.
+    // Failover: key holders whose approval is in go first; one this request could not
+    // reach (or that was not waited for) or one already down goes last, so the next one
+    // signs at once.
+    let approved_by: Vec<String> = report.signers.clone();
     let mut holders: Vec<_> = members.iter().filter(|m| m.key_holder).collect();
-    holders.sort_by_key(|m| m.is_down() || m.link.connection_lost());
+    holders.sort_by_key(|m| (!approved_by.iter().any(|n| n == m.name()), m.is_down() || m.link.connection_lost()));
     if holders.is_empty() {
         return Err(ApprovalFailure::Unavailable { detail: "no key holder among the members".into(), report });
     }

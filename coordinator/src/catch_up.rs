@@ -105,34 +105,34 @@ impl MissedLog {
         let _turn = self.turn.lock().await;
         let started = tokio::time::Instant::now();
         let mut done = 0usize;
-        let mut refused = 0u64;
         loop {
             let next = self.queue().front().map(|(r, _)| r.clone());
             let Some(req) = next else { break };
             let reply = link.call(&req, timeout).await?;
             self.queue().pop_front();
             done += 1;
-            match &reply {
+            let refused = match &reply {
                 CosignerResponse::Refused { violations } => {
                     // Its policy or its state says no: it stays behind on that channel.
                     let tags: Vec<&str> = violations.iter().map(|v| v.tag.as_str()).collect();
                     tracing::warn!(cosigner = %link.name(), ?tags, "a replayed request was refused");
-                    refused += 1;
+                    1
                 }
                 CosignerResponse::Error { kind, detail } => {
                     tracing::warn!(cosigner = %link.name(), ?kind, %detail, "a replayed request failed");
-                    refused += 1;
+                    1
                 }
-                _ => {}
-            }
+                _ => 0,
+            };
+            // Counted as it happens: a caller may stop waiting for the rest.
+            let mut s = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+            s.catch_ups += u64::from(done == 1);
+            s.replayed += 1;
+            s.refused += refused;
+            s.longest_ms = s.longest_ms.max(started.elapsed().as_millis() as u64);
         }
         if done > 0 {
             tracing::info!(cosigner = %link.name(), done, "missed requests replayed");
-            let mut s = self.stats.lock().unwrap_or_else(|e| e.into_inner());
-            s.catch_ups += 1;
-            s.replayed += done as u64;
-            s.refused += refused;
-            s.longest_ms = s.longest_ms.max(started.elapsed().as_millis() as u64);
         }
         Ok(done)
     }

@@ -25,6 +25,9 @@ pub enum LinkError {
     Timeout { name: String, ms: u64 },
     #[error("cosigner {name}: {detail}")]
     Stream { name: String, detail: String },
+    /// A round had what it needed and stopped waiting for this cosigner.
+    #[error("cosigner {name} not waited for: {detail}")]
+    Slow { name: String, detail: String },
 }
 
 /// After a failed dial, other calls fail at once for this long instead of queueing up

@@ -79,9 +79,6 @@ pub struct Member {
     down: std::sync::Mutex<Option<Instant>>,
     /// State-changing requests it missed, replayed (in order) before its next request.
     pub missed: crate::catch_up::MissedLog,
-    /// Held while an approval request is sent to it and, if that fails, until the round
-    /// decided whether it missed it (kept for replay): its requests stay in one order.
-    pub approval_turn: Arc<tokio::sync::Mutex<()>>,
     refilling: tokio::sync::Mutex<()>,
 }
 
@@ -335,7 +332,6 @@ impl Quorum {
                 pool: Default::default(),
                 down: Default::default(),
                 missed: Default::default(),
-                approval_turn: Default::default(),
                 refilling: Default::default(),
             }));
         }

@@ -401,13 +401,24 @@ async fn a_cosigner_that_missed_an_update_catches_up_by_replay() {
     h.start_cosigner(2).await.unwrap();
     // Let the coordinator's dial back-off and background probe see c3 again.
     tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
-    // The next request: c3 first judges the two it missed, then this one, and agrees.
+    // The next request starts c3's catch-up in the background (no round waits for it): c3
+    // judges the two it missed, in order, and the request the quorum signs meanwhile.
     let close = ChannelRequest::SignClosing {
         to_holder_sat: VALUE - 1_000,
         to_counterparty_sat: 0,
         to_holder_script: wallet(&h).to_bytes(),
         to_counterparty_script: wallet(&h).to_bytes(),
     };
+    ch.client.channel(CHANNEL, close.clone()).await.expect("c1 and c2 sign while c3 catches up");
+    for _ in 0..200 {
+        if h.quorum.members[2].missed.pending() == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(h.quorum.members[2].missed.stats().replayed, 3, "c3 judged the two it missed and the close");
+    assert_eq!(h.quorum.members[2].missed.stats().refused, 0);
+    // Caught up, its digest agrees again: asked again (a retry), it counts.
     let (out, report) = ch.client.channel(CHANNEL, close).await.expect("the quorum signs");
     assert!(matches!(out, KeyHolderOutput::Signatures { .. }));
     assert!(report.blamed.is_empty(), "{report:?}");
@@ -503,6 +514,13 @@ async fn with_the_first_key_holder_down_the_next_signs_at_once() {
     assert!(matches!(out, KeyHolderOutput::Signatures { .. }));
     let c1_blamed = report.blamed.iter().filter(|b| b.cosigner == "c1").count();
     assert_eq!(c1_blamed, 1, "c1 tried once, not again as key holder: {report:?}");
+    // Its request times out in the background and marks it down.
+    for _ in 0..100 {
+        if h.quorum.members[0].is_down() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     assert!(h.quorum.members[0].is_down());
     // Our commitment for broadcast: c1 is not asked, c2 signs.
     let latest = d.holder_latest.clone().unwrap();
