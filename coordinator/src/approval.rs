@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,6 +50,15 @@ async fn setup_attestation(quorum: &Quorum, subject: &ApprovalSubject) -> Option
 /// approvals (it waits as long again as those took).
 pub const MIN_STRAGGLER_GRACE: Duration = Duration::from_millis(20);
 
+/// Replays what `m` missed in the background (one replay at a time per member).
+fn spawn_catch_up(m: Arc<Member>, timeout: Duration) {
+    tokio::spawn(async move {
+        if let Err(e) = m.missed.catch_up(&m.link, timeout).await {
+            tracing::info!(cosigner = %m.name(), error = %e, "background catch-up stopped");
+        }
+    });
+}
+
 /// One member's reply to an approval request.
 type MemberReply = (Arc<Member>, Result<CosignerResponse, LinkError>);
 
@@ -56,7 +66,7 @@ fn ask(
     m: Arc<Member>,
     req: Arc<CosignerRequest>,
     skip_down: bool,
-    kept: bool,
+    spare: bool,
     timeout: Duration,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = MemberReply> + Send>> {
     Box::pin(async move {
@@ -64,16 +74,11 @@ fn ask(
             let detail = "marked down: not asked (caught up when it is back)".to_string();
             return (m.clone(), Err(LinkError::Unreachable { name: m.name().to_string(), detail }));
         }
-        if skip_down && kept && m.missed.pending() > 0 {
+        if skip_down && spare && !m.key_holder && (m.missed.pending() > 0 || m.unsettled.load(Ordering::SeqCst) > 0) {
             // Behind: its replay runs in the background (one at a time per member) and
             // this request joins the queue if the quorum applies it, so no round waits
             // for a catch-up and no replay is cut short.
-            let behind = m.clone();
-            tokio::spawn(async move {
-                if let Err(e) = behind.missed.catch_up(&behind.link, timeout).await {
-                    tracing::info!(cosigner = %behind.name(), error = %e, "background catch-up stopped");
-                }
-            });
+            spawn_catch_up(m.clone(), timeout);
             let detail = format!("catching up ({} missed requests queued)", m.missed.pending());
             return (m.clone(), Err(LinkError::Slow { name: m.name().to_string(), detail }));
         }
@@ -120,8 +125,14 @@ pub async fn approve_and_sign(
     // A cosigner marked down is not waited for while enough others are up (the background
     // probe marks it up again); what it misses meanwhile is replayed to it when it is back.
     let skip_down = members.iter().filter(|m| !m.is_down()).count() >= need;
+    // A member that is behind is left to its background replay only when the request is
+    // kept for it and enough others are up and not behind (a key holder among them);
+    // otherwise it catches up inline first, as the round needs it.
+    let fresh = |m: &&Arc<Member>| !m.is_down() && m.missed.pending() == 0 && m.unsettled.load(Ordering::SeqCst) == 0;
+    let spare =
+        keep && members.iter().filter(fresh).count() >= need && members.iter().filter(fresh).any(|m| m.key_holder);
     let mut pending: FuturesUnordered<_> =
-        members.iter().map(|m| ask(m.clone(), req.clone(), skip_down, keep, timeout)).collect();
+        members.iter().map(|m| ask(m.clone(), req.clone(), skip_down, spare, timeout)).collect();
     // First answers: once `need` approvals over one state digest (a key holder's among
     // them) are in, the others get as long again as those took (at least
     // `MIN_STRAGGLER_GRACE`); then the round goes on without them.
@@ -137,6 +148,10 @@ pub async fn approve_and_sign(
             },
         };
         let Some(reply) = next else { break };
+        if reply.1.is_err() {
+            // Until this round decided, no other round sends it a live request.
+            reply.0.unsettled.fetch_add(1, Ordering::SeqCst);
+        }
         replies.push(reply);
         if grace.is_none() && enough_to_sign(&replies, need) {
             grace = Some(tokio::time::Instant::now() + started.elapsed().max(MIN_STRAGGLER_GRACE));
@@ -159,6 +174,7 @@ pub async fn approve_and_sign(
     let answered: Vec<Fingerprint> = replies.iter().map(|(m, _)| m.link.fingerprint()).collect();
     for m in members.iter().filter(|m| !answered.contains(&m.link.fingerprint())) {
         let detail = format!("slower than the round's grace ({} ms)", started.elapsed().as_millis());
+        m.unsettled.fetch_add(1, Ordering::SeqCst);
         replies.push((m.clone(), Err(LinkError::Slow { name: m.name().to_string(), detail })));
     }
     let mut report = SignReport { attempts: 1, ..Default::default() };
@@ -219,9 +235,15 @@ pub async fn approve_and_sign(
     }
     // The quorum applied it: whoever it did not reach judges it when back (requests the
     // quorum refused are not kept: nobody applied them).
-    if keep && approvals.len() >= need {
-        for m in &missed {
+    let applied = keep && approvals.len() >= need;
+    for m in &missed {
+        if applied {
             m.missed.remember((*req).clone());
+        }
+        m.unsettled.fetch_sub(1, Ordering::SeqCst);
+        // A member that is up replays what it missed now, in the background.
+        if !m.is_down() && m.missed.pending() > 0 {
+            spawn_catch_up(m.clone(), timeout);
         }
     }
     if approvals.len() < need {

@@ -109,7 +109,6 @@ impl MissedLog {
             let next = self.queue().front().map(|(r, _)| r.clone());
             let Some(req) = next else { break };
             let reply = link.call(&req, timeout).await?;
-            self.queue().pop_front();
             done += 1;
             let refused = match &reply {
                 CosignerResponse::Refused { violations } => {
@@ -130,6 +129,9 @@ impl MissedLog {
             s.replayed += 1;
             s.refused += refused;
             s.longest_ms = s.longest_ms.max(started.elapsed().as_millis() as u64);
+            drop(s);
+            // Popped last: whoever sees the queue empty sees the counts too.
+            self.queue().pop_front();
         }
         if done > 0 {
             tracing::info!(cosigner = %link.name(), done, "missed requests replayed");

@@ -79,6 +79,10 @@ pub struct Member {
     down: std::sync::Mutex<Option<Instant>>,
     /// State-changing requests it missed, replayed (in order) before its next request.
     pub missed: crate::catch_up::MissedLog,
+    /// Approval rounds that saw this member miss their request and have not yet decided
+    /// whether to queue it for replay: while any has not, the member gets no live request
+    /// (it would overtake the missed one).
+    pub unsettled: std::sync::atomic::AtomicUsize,
     refilling: tokio::sync::Mutex<()>,
 }
 
@@ -332,6 +336,7 @@ impl Quorum {
                 pool: Default::default(),
                 down: Default::default(),
                 missed: Default::default(),
+                unsettled: Default::default(),
                 refilling: Default::default(),
             }));
         }

@@ -232,7 +232,12 @@ pub async fn run(
                     return release_secret(quorum, channel, commitment_number, report).await;
                 }
                 TaprootRequest::ValidateHolderCommitment { commitment, .. } => {
-                    escrow(quorum, channel, commitment.commitment_number, &mut report).await?;
+                    // Applied by all n whatever the escrow does: an incomplete escrow is
+                    // reported and completed before the next revocation (which every
+                    // cosigner refuses until it keeps its share).
+                    if let Err(e) = escrow(quorum, channel, commitment.commitment_number, &mut report).await {
+                        tracing::warn!(error = ?e, "force-close escrow incomplete after a validation");
+                    }
                 }
                 _ => {}
             }

@@ -401,8 +401,8 @@ async fn a_cosigner_that_missed_an_update_catches_up_by_replay() {
     h.start_cosigner(2).await.unwrap();
     // Let the coordinator's dial back-off and background probe see c3 again.
     tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
-    // The next request starts c3's catch-up in the background (no round waits for it): c3
-    // judges the two it missed, in order, and the request the quorum signs meanwhile.
+    // The next request finds c3 behind: its catch-up runs in the background (no round
+    // waits for it) and c3 judges the two it missed, in order, then this one.
     let close = ChannelRequest::SignClosing {
         to_holder_sat: VALUE - 1_000,
         to_counterparty_sat: 0,
